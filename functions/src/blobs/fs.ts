@@ -1,0 +1,57 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { randomUUID } from 'node:crypto';
+import { BlobTooLargeError, type BlobStore } from './blob-store.js';
+
+const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
+/** Blobs as files under one root; a put lands under a temporary name and is renamed when complete. */
+export class FsBlobStore implements BlobStore {
+  constructor(private readonly root: string) {}
+
+  async put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }> {
+    const file = this.fileFor(key);
+    await mkdir(path.dirname(file), { recursive: true });
+    const partial = `${file}.${randomUUID()}.partial`;
+    let bytes = 0;
+    const limiter = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        done(bytes > maxBytes ? new BlobTooLargeError(maxBytes) : null, chunk);
+      },
+    });
+    try {
+      await pipeline(body, limiter, createWriteStream(partial, { mode: 0o600 }));
+      await rename(partial, file);
+      return { bytes };
+    } catch (error) {
+      await rm(partial, { force: true });
+      throw error;
+    }
+  }
+
+  async get(key: string): Promise<Readable | undefined> {
+    const file = this.fileFor(key);
+    try {
+      await stat(file);
+    } catch {
+      return undefined;
+    }
+    return createReadStream(file);
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.fileFor(key), { force: true });
+  }
+
+  private fileFor(key: string): string {
+    if (!SAFE_KEY.test(key) || key.split('/').some((part) => part === '..' || part === '.')) {
+      throw new Error(`invalid blob key: ${key}`);
+    }
+    return path.join(this.root, key);
+  }
+}

@@ -1,0 +1,104 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * The only reader of process.env in the service. Every setting is declared once here, with its
+ * default; `loadConfig` is pure so that tests can feed it any environment.
+ */
+
+const positiveInt = (name: string) =>
+  z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).positive(`${name} must be positive`);
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+const EnvSchema = z.object({
+  PORT: positiveInt('PORT').max(65535).default(8080),
+  CLAUDERUN_DATA_DIR: z.string().min(1).default('./.clauderun'),
+  ANTHROPIC_API_KEY: optionalString,
+  ANTHROPIC_BASE_URL: z.url({ error: 'ANTHROPIC_BASE_URL must be a URL' }).default('https://api.anthropic.com'),
+  CLAUDERUN_STORE: z.enum(['sqlite'], { error: 'CLAUDERUN_STORE must be one of: sqlite' }).default('sqlite'),
+  CLAUDERUN_SANDBOX: z.enum(['local'], { error: 'CLAUDERUN_SANDBOX must be one of: local' }).default('local'),
+  CLAUDERUN_AUTH: z.enum(['header'], { error: 'CLAUDERUN_AUTH must be one of: header' }).default('header'),
+  CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS').max(24 * 3600).default(600),
+  CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
+  CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
+  CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
+  CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(100 * 1024),
+  CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(25 * 1024 * 1024),
+  /** The secret that signs turn tokens; generated and kept in the data dir when not given. */
+  CLAUDERUN_TOKEN_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
+    error: 'CLAUDERUN_TOKEN_SECRET must be at least 32 characters',
+  }),
+  /** Model id passed to the agent; unset lets the CLI choose its default. */
+  CLAUDERUN_MODEL: optionalString,
+  /** Set by Cloud Run / Cloud Functions; header auth refuses to run there. */
+  K_SERVICE: optionalString,
+});
+
+export type Env = Record<string, string | undefined>;
+
+export interface Config {
+  port: number;
+  dataDir: string;
+  /** Where sandboxes reach the API; locally the loopback address the service listens on. */
+  apiUrl: string;
+  model: { upstream: 'anthropic'; apiKey: string; baseUrl: string } | { upstream: 'demo' };
+  agentModel: string | undefined;
+  store: 'sqlite';
+  sandbox: 'local';
+  auth: 'header';
+  tokenSecret: string | undefined;
+  limits: {
+    turnTimeoutSeconds: number;
+    memoryMb: number;
+    cpus: number;
+    pids: number;
+    maxPromptBytes: number;
+    maxStateBytes: number;
+  };
+  runningInCloud: boolean;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  if (e.CLAUDERUN_AUTH === 'header' && e.K_SERVICE !== undefined) {
+    throw new ConfigError(
+      'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
+    );
+  }
+  return {
+    port: e.PORT,
+    dataDir: path.resolve(e.CLAUDERUN_DATA_DIR),
+    apiUrl: `http://127.0.0.1:${e.PORT}`,
+    model:
+      e.ANTHROPIC_API_KEY === undefined
+        ? { upstream: 'demo' }
+        : { upstream: 'anthropic', apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') },
+    agentModel: e.CLAUDERUN_MODEL,
+    store: e.CLAUDERUN_STORE,
+    sandbox: e.CLAUDERUN_SANDBOX,
+    auth: e.CLAUDERUN_AUTH,
+    tokenSecret: e.CLAUDERUN_TOKEN_SECRET,
+    limits: {
+      turnTimeoutSeconds: e.CLAUDERUN_TURN_TIMEOUT_SECONDS,
+      memoryMb: e.CLAUDERUN_SANDBOX_MEMORY_MB,
+      cpus: e.CLAUDERUN_SANDBOX_CPUS,
+      pids: e.CLAUDERUN_SANDBOX_PIDS,
+      maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
+      maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
+    },
+    runningInCloud: e.K_SERVICE !== undefined,
+  };
+}

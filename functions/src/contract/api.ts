@@ -1,0 +1,43 @@
+import { z } from 'zod';
+import { TurnStatus, Usage } from './turn.js';
+
+/** Public HTTP API (v1): the request and response shapes clients see. */
+
+export const PostConversationRequest = z.strictObject({
+  message: z.string({ error: 'message must be a string' }).refine((m) => m.trim().length > 0, 'message must not be empty'),
+  conversationId: z.string().min(1).max(100).optional(),
+});
+export type PostConversationRequest = z.infer<typeof PostConversationRequest>;
+
+export const TurnView = z.object({
+  conversationId: z.string(),
+  turnId: z.string(),
+  status: TurnStatus,
+  text: z.string().nullable(),
+  reason: z.string().nullable(),
+  usage: Usage,
+  costUsd: z.number(),
+  durationMs: z.number().nullable(),
+  createdAt: z.string(),
+  finishedAt: z.string().nullable(),
+});
+export type TurnView = z.infer<typeof TurnView>;
+
+export const ErrorCode = z.enum([
+  'invalid_request',
+  'unauthenticated',
+  'not_found',
+  'conflict',
+  'too_large',
+  'rate_limited',
+  'sandbox_failed',
+  'timed_out',
+  'unavailable',
+  'internal',
+]);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+export const ErrorBody = z.object({
+  error: z.object({ code: ErrorCode, message: z.string(), details: z.record(z.string(), z.unknown()).optional() }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

@@ -1,0 +1,45 @@
+import { z } from 'zod';
+
+/**
+ * The internal API between the API and the runner inside a sandbox. The runner is bundled
+ * separately, so this file imports nothing but zod.
+ */
+
+export const RunnerTurn = z.object({
+  turnId: z.string(),
+  conversationId: z.string(),
+  prompt: z.string(),
+  /** Agent session to resume; null on a conversation's first turn. */
+  sessionId: z.string().nullable(),
+  /** Whether a state archive (session + workspace) exists to restore. */
+  hasState: z.boolean(),
+  model: z.string().nullable(),
+  maxStateBytes: z.number().int().positive(),
+});
+export type RunnerTurn = z.infer<typeof RunnerTurn>;
+
+export const RunnerResult = z.discriminatedUnion('outcome', [
+  z.object({
+    outcome: z.literal('succeeded'),
+    text: z.string(),
+    sessionId: z.string(),
+    /** Whether the runner uploaded a new state archive for this turn. */
+    stateSaved: z.boolean(),
+    numTurns: z.number().int().nonnegative().optional(),
+  }),
+  z.object({
+    outcome: z.literal('failed'),
+    reason: z.string().max(2000),
+    text: z.string().optional(),
+    sessionId: z.string().optional(),
+  }),
+]);
+export type RunnerResult = z.infer<typeof RunnerResult>;
+
+/** Paths shared by both sides; one place so neither can drift. */
+export const runnerPaths = {
+  turn: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}`,
+  state: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/state`,
+  result: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/result`,
+  modelBase: '/internal/model',
+} as const;

@@ -1,0 +1,45 @@
+import { Router, type Request } from 'express';
+import { RunnerResult } from '../contract/runner.js';
+import { ServiceError } from '../conversations/errors.js';
+import type { ConversationService } from '../conversations/service.js';
+import { bodyStream, jsonBody } from './body.js';
+
+/** The runner's routes. The turn token is the only credential accepted here. */
+export function internalRoutes(service: ConversationService): Router {
+  const router = Router();
+  const turnOf = (req: Request<{ turnId: string }>) => service.authenticateRunner(bearer(req), req.params.turnId);
+
+  router.get('/internal/turns/:turnId', async (req, res) => {
+    res.json(await service.beginRun(await turnOf(req)));
+  });
+
+  router.get('/internal/turns/:turnId/state', async (req, res) => {
+    const state = await service.openState(await turnOf(req));
+    if (state === undefined) {
+      res.status(204).end();
+      return;
+    }
+    res.type('application/gzip');
+    state.pipe(res);
+  });
+
+  router.put('/internal/turns/:turnId/state', async (req, res) => {
+    await service.saveState(await turnOf(req), bodyStream(req));
+    res.status(204).end();
+  });
+
+  router.post('/internal/turns/:turnId/result', async (req, res) => {
+    const turn = await turnOf(req);
+    const parsed = RunnerResult.safeParse(await jsonBody(req));
+    if (!parsed.success) throw new ServiceError('invalid_request', `invalid result: ${parsed.error.message}`);
+    const finished = await service.finishFromRunner(turn, parsed.data);
+    res.json({ status: finished.status });
+  });
+
+  return router;
+}
+
+export function bearer(req: Request): string | undefined {
+  const match = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '');
+  return match?.[1];
+}

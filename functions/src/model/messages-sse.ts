@@ -1,0 +1,86 @@
+/**
+ * Encodes one assistant message as the Server-Sent Events stream of the Anthropic Messages API
+ * (message_start, content blocks, message_delta, message_stop). The demo model and the test
+ * fixture both speak through this, so the stream format lives in one place.
+ */
+
+export type AssistantBlock =
+  | { type: 'text'; text: string }
+  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> };
+
+export interface AssistantMessage {
+  id: string;
+  model: string;
+  content: AssistantBlock[];
+  inputTokens: number;
+  outputTokens: number;
+}
+
+const event = (name: string, data: unknown): string => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+
+export function encodeMessageStream(message: AssistantMessage): string[] {
+  const stopReason = message.content.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn';
+  const events = [
+    event('message_start', {
+      type: 'message_start',
+      message: {
+        id: message.id,
+        type: 'message',
+        role: 'assistant',
+        model: message.model,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: message.inputTokens, output_tokens: 1, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+      },
+    }),
+  ];
+  message.content.forEach((block, index) => {
+    if (block.type === 'text') {
+      events.push(event('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '' } }));
+      events.push(event('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: block.text } }));
+    } else {
+      events.push(
+        event('content_block_start', {
+          type: 'content_block_start',
+          index,
+          content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} },
+        }),
+      );
+      events.push(
+        event('content_block_delta', {
+          type: 'content_block_delta',
+          index,
+          delta: { type: 'input_json_delta', partial_json: JSON.stringify(block.input) },
+        }),
+      );
+    }
+    events.push(event('content_block_stop', { type: 'content_block_stop', index }));
+  });
+  events.push(
+    event('message_delta', {
+      type: 'message_delta',
+      delta: { stop_reason: stopReason, stop_sequence: null },
+      usage: { output_tokens: message.outputTokens },
+    }),
+  );
+  events.push(event('message_stop', { type: 'message_stop' }));
+  return events;
+}
+
+/** The same message as a non-streaming Messages API response body. */
+export function encodeMessageJson(message: AssistantMessage): unknown {
+  return {
+    id: message.id,
+    type: 'message',
+    role: 'assistant',
+    model: message.model,
+    content: message.content,
+    stop_reason: message.content.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn',
+    stop_sequence: null,
+    usage: { input_tokens: message.inputTokens, output_tokens: message.outputTokens },
+  };
+}
+
+/** A rough token count (4 characters a token) for fakes that must report some usage. */
+export const roughTokens = (text: string): number => Math.max(1, Math.ceil(text.length / 4));

@@ -1,0 +1,30 @@
+import { spawnSync } from 'node:child_process';
+import { SandboxUnavailableError } from '../launcher.js';
+
+/**
+ * Refuses to start rather than run anything unisolated: names every missing piece at once.
+ */
+export function checkIsolationTools(runningAsRoot: boolean): void {
+  const problems: string[] = [];
+  if (process.platform !== 'linux') problems.push(`the local sandbox needs Linux (this is ${process.platform}); use Docker or the cloud`);
+  const need = ['bwrap', 'socat', ...(runningAsRoot ? ['setpriv'] : [])];
+  for (const tool of need) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0) {
+      problems.push(`${tool} is not installed (Debian/Ubuntu: apt-get install ${packageOf(tool)})`);
+    }
+  }
+  if (problems.length === 0) {
+    const trial = spawnSync(
+      'bwrap',
+      ['--ro-bind', '/', '/', '--unshare-net', '--unshare-pid', '--unshare-ipc', ...(runningAsRoot ? [] : ['--unshare-user']), 'true'],
+      { encoding: 'utf8' },
+    );
+    if (trial.status !== 0) {
+      problems.push(`bubblewrap cannot create namespaces here: ${(trial.stderr || trial.error?.message || '').trim()} ` +
+        '(unprivileged user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1)');
+    }
+  }
+  if (problems.length > 0) throw new SandboxUnavailableError(`local sandbox unavailable: ${problems.join('; ')}`);
+}
+
+const packageOf = (tool: string): string => ({ bwrap: 'bubblewrap', socat: 'socat', setpriv: 'util-linux' })[tool] ?? tool;

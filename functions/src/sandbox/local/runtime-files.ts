@@ -1,0 +1,38 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SandboxUnavailableError } from '../launcher.js';
+import type { HostPaths } from './bwrap-command.js';
+
+type RuntimeFiles = Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
+
+/** The project root: the nearest directory above this module with clauderun's package.json. */
+export function projectRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const manifest = path.join(dir, 'package.json');
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'clauderun') return dir;
+    if (path.dirname(dir) === dir) throw new Error('cannot find the clauderun project root');
+  }
+}
+
+/** The host files a local sandbox runs: Node, the pinned Claude Code binary, the runner bundle. */
+export function locateRuntimeFiles(root: string = projectRoot()): RuntimeFiles {
+  const require = createRequire(path.join(root, 'package.json'));
+  let claude: string;
+  try {
+    claude = path.join(path.dirname(require.resolve('@anthropic-ai/claude-code/package.json')), 'bin', 'claude.exe');
+  } catch {
+    throw new SandboxUnavailableError('the Claude Code CLI (@anthropic-ai/claude-code) is not installed: run npm ci');
+  }
+  const files: RuntimeFiles = {
+    node: process.execPath,
+    claude,
+    runner: path.join(root, 'dist', 'runner', 'runner.mjs'),
+    shellPrefix: path.join(root, 'sandbox-image', 'runner', 'oom-first.sh'),
+  };
+  for (const [what, file] of Object.entries(files)) {
+    if (!existsSync(file)) throw new SandboxUnavailableError(`sandbox ${what} not found at ${file} (run npm run build)`);
+  }
+  return files;
+}

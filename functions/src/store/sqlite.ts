@@ -1,0 +1,184 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { Usage, type TurnStatus } from '../contract/turn.js';
+import type { Conversation, ConversationStore, StartTurnResult, Turn, TurnPatch } from './conversation-store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS conversations (
+  id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  session_id TEXT,
+  state_key TEXT
+);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at DESC);
+CREATE TABLE IF NOT EXISTS turns (
+  id TEXT PRIMARY KEY,
+  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  user_id TEXT NOT NULL,
+  prompt TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  text TEXT,
+  usage TEXT NOT NULL,
+  cost_usd REAL NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  started_at TEXT,
+  finished_at TEXT,
+  deadline_at TEXT NOT NULL,
+  uploaded_state_key TEXT
+);
+CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, created_at);
+CREATE INDEX IF NOT EXISTS turns_unfinished ON turns (status) WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out');
+`;
+
+const FINAL_SQL = `('succeeded', 'failed', 'cancelled', 'timed_out')`;
+
+type Row = Record<string, SQLInputValue>;
+
+const str = (v: SQLInputValue | undefined): string => String(v);
+const strOrNull = (v: SQLInputValue | undefined): string | null => (v === null || v === undefined ? null : String(v));
+
+function toConversation(row: Row): Conversation {
+  return {
+    id: str(row.id),
+    userId: str(row.user_id),
+    createdAt: str(row.created_at),
+    updatedAt: str(row.updated_at),
+    sessionId: strOrNull(row.session_id),
+    stateKey: strOrNull(row.state_key),
+  };
+}
+
+function toTurn(row: Row): Turn {
+  return {
+    id: str(row.id),
+    conversationId: str(row.conversation_id),
+    userId: str(row.user_id),
+    prompt: str(row.prompt),
+    status: str(row.status) as TurnStatus,
+    reason: strOrNull(row.reason),
+    text: strOrNull(row.text),
+    usage: Usage.parse(JSON.parse(str(row.usage))),
+    costUsd: Number(row.cost_usd),
+    createdAt: str(row.created_at),
+    startedAt: strOrNull(row.started_at),
+    finishedAt: strOrNull(row.finished_at),
+    deadlineAt: str(row.deadline_at),
+    uploadedStateKey: strOrNull(row.uploaded_state_key),
+  };
+}
+
+const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
+  status: 'status',
+  reason: 'reason',
+  text: 'text',
+  startedAt: 'started_at',
+  finishedAt: 'finished_at',
+  uploadedStateKey: 'uploaded_state_key',
+};
+
+/** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
+export class SqliteConversationStore implements ConversationStore {
+  private readonly db: DatabaseSync;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new DatabaseSync(file);
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+    this.db.exec(SCHEMA);
+  }
+
+  async createConversation(c: Conversation): Promise<void> {
+    this.db
+      .prepare('INSERT INTO conversations (id, user_id, created_at, updated_at, session_id, state_key) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(c.id, c.userId, c.createdAt, c.updatedAt, c.sessionId, c.stateKey);
+  }
+
+  async getConversation(id: string): Promise<Conversation | undefined> {
+    const row = this.db.prepare('SELECT * FROM conversations WHERE id = ?').get(id);
+    return row ? toConversation(row) : undefined;
+  }
+
+  async startTurn(t: Turn): Promise<StartTurnResult> {
+    return this.transaction(() => {
+      const active = this.db
+        .prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`)
+        .get(t.conversationId);
+      if (active) return { started: false, activeTurnId: str(active.id) };
+      this.db
+        .prepare(
+          `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey);
+      this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
+      return { started: true };
+    });
+  }
+
+  async getTurn(id: string): Promise<Turn | undefined> {
+    const row = this.db.prepare('SELECT * FROM turns WHERE id = ?').get(id);
+    return row ? toTurn(row) : undefined;
+  }
+
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined> {
+    const entries = Object.entries(patch) as [keyof TurnPatch, string | null][];
+    if (from.length === 0) return undefined;
+    const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
+    const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
+      WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
+    const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
+    return row ? toTurn(row) : undefined;
+  }
+
+  async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
+    this.transaction(() => {
+      const row = this.db.prepare('SELECT usage FROM turns WHERE id = ?').get(id);
+      if (!row) return;
+      const current = Usage.parse(JSON.parse(str(row.usage)));
+      const sum: Usage = {
+        inputTokens: current.inputTokens + usage.inputTokens,
+        outputTokens: current.outputTokens + usage.outputTokens,
+        cacheCreationInputTokens: current.cacheCreationInputTokens + usage.cacheCreationInputTokens,
+        cacheReadInputTokens: current.cacheReadInputTokens + usage.cacheReadInputTokens,
+        modelCalls: current.modelCalls + usage.modelCalls,
+      };
+      this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ?').run(JSON.stringify(sum), costUsd, id);
+    });
+  }
+
+  async commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null> {
+    return this.transaction(() => {
+      const row = this.db.prepare('SELECT state_key FROM conversations WHERE id = ?').get(conversationId);
+      this.db
+        .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
+        .run(sessionId, stateKey, new Date().toISOString(), conversationId);
+      return row ? strOrNull(row.state_key) : null;
+    });
+  }
+
+  async listUnfinishedTurns(): Promise<Turn[]> {
+    return this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all().map(toTurn);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.isOpen) this.db.close();
+  }
+
+  private transaction<T>(work: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = work();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      this.db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+}

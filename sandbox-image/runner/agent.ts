@@ -1,0 +1,97 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+/** The outcome of one headless Claude Code run. */
+export type AgentOutcome =
+  | { ok: true; text: string; sessionId: string; numTurns: number }
+  | { ok: false; reason: string; sessionId?: string; text?: string };
+
+export interface AgentRun {
+  prompt: string;
+  resumeSessionId: string | null;
+  model: string | null;
+  modelBaseUrl: string;
+  token: string;
+  /** Receives each stream-json line the agent prints (for progress reporting). */
+  onEvent?: (event: Record<string, unknown>) => void;
+}
+
+/** Installed beside the runner in every sandbox (local and image): see oom-first.sh. */
+const SHELL_PREFIX = '/opt/clauderun/oom-first.sh';
+
+export function agentEnvironment(run: Pick<AgentRun, 'modelBaseUrl' | 'token'>, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { TURN_TOKEN: _token, API_URL: _api, TURN_ID: _turn, ...rest } = base;
+  return {
+    ...rest,
+    ANTHROPIC_BASE_URL: run.modelBaseUrl,
+    // The turn token stands in for the model key: the API swaps in the real key.
+    ANTHROPIC_API_KEY: run.token,
+    DISABLE_TELEMETRY: '1',
+    DISABLE_ERROR_REPORTING: '1',
+    DISABLE_AUTOUPDATER: '1',
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    ...(existsSync(SHELL_PREFIX) ? { CLAUDE_CODE_SHELL_PREFIX: SHELL_PREFIX } : {}),
+  };
+}
+
+export function runAgent(run: AgentRun): Promise<AgentOutcome> {
+  const args = ['-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions'];
+  if (run.resumeSessionId !== null) args.push('--resume', run.resumeSessionId);
+  if (run.model !== null) args.push('--model', run.model);
+  // The prompt goes through stdin: argv is limited to 128 KiB per argument.
+  const child = spawn('claude', args, { env: agentEnvironment(run, process.env), stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.end(run.prompt);
+
+  let sessionId: string | undefined;
+  let result: Record<string, unknown> | undefined;
+  let pending = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      const event = parseLine(line);
+      if (event === undefined) continue;
+      if (typeof event.session_id === 'string') sessionId = event.session_id;
+      if (event.type === 'result') result = event;
+      run.onEvent?.(event);
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-2000);
+  });
+
+  return new Promise((resolve) => {
+    child.once('error', (error) => resolve({ ok: false, reason: `could not start the agent: ${error.message}` }));
+    child.once('close', (code, signal) => {
+      const tail = pending.trim() === '' ? undefined : parseLine(pending);
+      if (tail?.type === 'result') result = tail;
+      if (result === undefined) {
+        const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+        resolve({ ok: false, reason: `the agent ${how} without a result${stderr.trim() ? `: ${stderr.trim()}` : ''}`, ...(sessionId ? { sessionId } : {}) });
+        return;
+      }
+      const text = typeof result.result === 'string' ? result.result : '';
+      if (result.is_error === true || result.subtype !== 'success' || sessionId === undefined) {
+        const errors = Array.isArray(result.errors) ? result.errors.map(String).join('; ') : '';
+        const reason = `the agent reported an error (${String(result.subtype)})${errors ? `: ${errors}` : text ? `: ${text}` : ''}`;
+        resolve({ ok: false, reason: reason.slice(0, 2000), text, ...(sessionId ? { sessionId } : {}) });
+        return;
+      }
+      resolve({ ok: true, text, sessionId, numTurns: typeof result.num_turns === 'number' ? result.num_turns : 0 });
+    });
+  });
+}
+
+function parseLine(line: string): Record<string, unknown> | undefined {
+  if (line.trim() === '') return undefined;
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

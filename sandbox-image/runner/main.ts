@@ -1,0 +1,66 @@
+import { runAgent } from './agent.js';
+import { createReadStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { RunnerApi } from './api-client.js';
+import { archiveState, restoreState } from './state.js';
+import type { RunnerResult } from '../../functions/src/contract/runner.js';
+
+/**
+ * The in-sandbox runner. It knows three things (TURN_ID, API_URL, TURN_TOKEN) and talks only to
+ * the API: fetch the turn, restore the conversation's state, run the agent, save, report.
+ */
+async function main(): Promise<number> {
+  const { TURN_ID, API_URL, TURN_TOKEN } = process.env;
+  if (!TURN_ID || !API_URL || !TURN_TOKEN) {
+    console.error('runner: TURN_ID, API_URL and TURN_TOKEN must be set');
+    return 2;
+  }
+  const api = new RunnerApi(API_URL.replace(/\/+$/, ''), TURN_ID, TURN_TOKEN);
+  const turn = await api.getTurn();
+  const home = process.env.HOME ?? '/home/agent';
+  const workspace = process.cwd();
+
+  let result: RunnerResult;
+  try {
+    if (turn.hasState) {
+      const archive = await api.getState();
+      if (archive !== undefined) await restoreState(archive);
+    }
+    const outcome = await runAgent({
+      prompt: turn.prompt,
+      resumeSessionId: turn.sessionId,
+      model: turn.model,
+      modelBaseUrl: api.modelBaseUrl,
+      token: TURN_TOKEN,
+    });
+    if (outcome.ok) {
+      const archive = path.join(tmpdir(), 'clauderun-state.tar.gz');
+      const bytes = await archiveState({ home, workspace }, archive);
+      if (bytes > turn.maxStateBytes) {
+        result = {
+          outcome: 'failed',
+          reason: `the conversation's state (agent session and workspace) is ${bytes} bytes compressed, over the limit of ${turn.maxStateBytes}; the previous state is kept`,
+          text: outcome.text,
+        };
+      } else {
+        await api.putState(createReadStream(archive), bytes);
+        result = { outcome: 'succeeded', text: outcome.text, sessionId: outcome.sessionId, stateSaved: true, numTurns: outcome.numTurns };
+      }
+    } else {
+      result = { outcome: 'failed', reason: outcome.reason, ...(outcome.text !== undefined ? { text: outcome.text } : {}) };
+    }
+  } catch (error) {
+    result = { outcome: 'failed', reason: `runner error: ${(error as Error).message}`.slice(0, 2000) };
+  }
+  await api.postResult(result);
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`runner: ${(error as Error).stack ?? String(error)}`);
+    process.exit(1);
+  },
+);
