@@ -1,0 +1,76 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import type http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createClauderun, type Clauderun } from '../../functions/src/app.js';
+import { loadConfig, type Env } from '../../functions/src/config.js';
+import { frameworkServer } from '../../functions/src/http/framework-server.js';
+
+export interface RunningService {
+  url: string;
+  port: number;
+  dataDir: string;
+  clauderun: Clauderun;
+  logs: string[];
+  /** Stops the service; the data dir stays unless `removeData`. */
+  stop(options?: { removeData?: boolean }): Promise<void>;
+}
+
+let instances = 0;
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The real service (Functions Framework server, real sandbox) on a free loopback port. */
+export async function startService(env: Env = {}, dataDir?: string): Promise<RunningService> {
+  const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'clauderun-test-')));
+  const port = await freePort();
+  const logs: string[] = [];
+  const log = (message: string) => {
+    logs.push(message);
+    if (process.env.CLAUDERUN_TEST_LOGS) console.error(message);
+  };
+  const config = loadConfig({ CLAUDERUN_DATA_DIR: dir, ...env, PORT: String(port) });
+  const clauderun = await createClauderun(config, { log });
+  const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log);
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dataDir: dir,
+    clauderun,
+    logs,
+    stop: async (options = {}) => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await clauderun.close();
+      if (options.removeData) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ApiAnswer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/** POST /api/conversation as a client would send it. */
+export async function prompt(
+  service: Pick<RunningService, 'url'>,
+  userId: string | undefined,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<ApiAnswer> {
+  const response = await fetch(`${service.url}/api/conversation`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(userId !== undefined ? { 'x-user-id': userId } : {}), ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
