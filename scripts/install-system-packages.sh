@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages the local sandbox needs: bubblewrap (namespaces),
+# socat (the sandbox's bridge to the API) and util-linux (setpriv, to drop to the sandbox uid).
+set -euo pipefail
+missing=()
+for package in bubblewrap socat util-linux; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]} == 0)); then
+  echo "system packages: all present"
+  exit 0
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
