@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import { prompt, startService, type RunningService } from '../support/service.js';
+import { bareRun, cliVersion } from './bare-cli.js';
+import { summarize, type Summary } from './stats.js';
+
+/**
+ * `npm run bench`: how much a turn through clauderun (HTTP, store, bwrap sandbox, cgroups, model
+ * proxy) costs over running the same Claude Code CLI bare, and whether concurrent users each get
+ * their own answer. Both sides talk to the same local fake Anthropic API, so model latency is
+ * near zero and what is measured is our overhead plus the CLI's own start-up.
+ */
+
+const OVERHEAD_TARGET_PERCENT = 15;
+const PROMPT = 'hello';
+
+function countFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
+  return n;
+}
+
+const LABEL_WIDTH = 18;
+const line = (label: string, value: string) => console.log(`  ${label.padEnd(LABEL_WIDTH)}${value}`);
+const ms = (n: number) => `${Math.round(n)} ms`.padStart(9);
+const statsRow = (label: string, s: Summary) => line(label, `${ms(s.median)}${ms(s.p90)}${ms(s.min)}`);
+
+/** One sequential service turn, timed as a client sees it; throws unless it echoed the prompt. */
+async function serviceRun(service: RunningService, userId: string): Promise<number> {
+  const started = performance.now();
+  const answer = await prompt(service, userId, { message: PROMPT });
+  const elapsed = performance.now() - started;
+  if (answer.status !== 200 || answer.body.status !== 'succeeded' || answer.body.text !== `echo: ${PROMPT}`) {
+    throw new Error(`service turn failed (HTTP ${answer.status}): ${JSON.stringify(answer.body)}`);
+  }
+  return elapsed;
+}
+
+async function sequential(service: RunningService, fake: FakeAnthropic, runs: number): Promise<void> {
+  console.log(`\nsequential turns: ${runs} each, interleaved, after 1 warm-up of each`);
+  // The warm-ups fill the page cache with the CLI binary and let the service open its store, so
+  // that the first measured run of either kind is not paying a one-off cost the other did not.
+  await serviceRun(service, 'bench-warmup');
+  await bareRun(fake, PROMPT);
+
+  // Alternating service and bare runs spreads any background load (another test run, a noisy
+  // neighbour) over both columns instead of skewing whichever happened to run during it.
+  const serviceMs: number[] = [];
+  const bareMs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    // No conversationId: each turn starts a new conversation, like the bare run's fresh HOME.
+    serviceMs.push(await serviceRun(service, 'bench-sequential'));
+    bareMs.push(await bareRun(fake, PROMPT));
+  }
+
+  const s = summarize(serviceMs);
+  const b = summarize(bareMs);
+  const overhead = ((s.median - b.median) / b.median) * 100;
+  line('', `${'median'.padStart(9)}${'p90'.padStart(9)}${'min'.padStart(9)}`);
+  statsRow('service', s);
+  statsRow('bare CLI', b);
+  line('ratio (medians)', `${(s.median / b.median).toFixed(2)}x`);
+  line('overhead', `${overhead.toFixed(1)}%`);
+  const met = overhead < OVERHEAD_TARGET_PERCENT;
+  line('target', `service overhead under ${OVERHEAD_TARGET_PERCENT}% of a bare CLI run: ${met ? 'MET' : 'NOT MET'}`);
+}
+
+/** Returns true when every concurrent turn succeeded with its own user's answer. */
+async function concurrent(service: RunningService, users: number): Promise<boolean> {
+  console.log(`\nconcurrent turns: ${users} users at once`);
+  // A unique prompt per user: an answer carrying someone else's prompt shows a mix-up, which a
+  // shared "hello" would hide.
+  const prompts = Array.from({ length: users }, (_, i) => `concurrent user ${i} ${randomUUID()}`);
+  const started = performance.now();
+  const results = await Promise.all(
+    prompts.map(async (message, i) => {
+      const t0 = performance.now();
+      try {
+        const answer = await prompt(service, `bench-user-${i}`, { message });
+        return { i, ms: performance.now() - t0, status: answer.status, body: answer.body as Record<string, unknown> | undefined, error: undefined };
+      } catch (error) {
+        return { i, ms: performance.now() - t0, status: 0, body: undefined, error: String(error) };
+      }
+    }),
+  );
+  const wall = performance.now() - started;
+
+  let ok = 0;
+  for (const r of results) {
+    const own = `echo: ${prompts[r.i]}`;
+    if (r.status === 200 && r.body?.status === 'succeeded' && r.body.text === own) {
+      ok++;
+      continue;
+    }
+    const other = prompts.findIndex((p, j) => j !== r.i && r.body?.text === `echo: ${p}`);
+    const why = other >= 0 ? `got user ${other}'s answer` : (r.error ?? `HTTP ${r.status} ${JSON.stringify(r.body)}`);
+    line(`FAILED user ${r.i}`, why.slice(0, 300));
+  }
+  const latency = summarize(results.map((r) => r.ms));
+  line('succeeded', `${ok}/${users}`);
+  line('wall time', ms(wall).trim());
+  line('per-turn latency', `median ${ms(latency.median).trim()}, max ${ms(latency.max).trim()}`);
+  return ok === users;
+}
+
+async function main(): Promise<number> {
+  const runs = countFromEnv('BENCH_RUNS', 10);
+  const users = countFromEnv('BENCH_CONCURRENT', 10);
+
+  console.log('clauderun benchmark');
+  line('node', process.version);
+  line('cpus', String(os.cpus().length));
+  line('memory', `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`);
+  line('claude CLI', await cliVersion());
+
+  let fake: FakeAnthropic | undefined;
+  let service: RunningService | undefined;
+  try {
+    fake = await startFakeAnthropic();
+    service = await startService({ ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url });
+    await sequential(service, fake, runs);
+    const correct = await concurrent(service, users);
+    // A missed speed target is only reported; a lost or mixed-up answer is a failure.
+    return correct ? 0 : 1;
+  } finally {
+    await service?.stop({ removeData: true });
+    await fake?.close();
+  }
+}
+
+try {
+  process.exitCode = await main();
+} catch (error) {
+  console.error(`\nbenchmark failed: ${error instanceof Error ? error.message : String(error)}`);
+  process.exitCode = 1;
+}
