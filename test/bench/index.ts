@@ -69,6 +69,14 @@ async function sequential(service: RunningService, fake: FakeAnthropic, runs: nu
   line('target', `service overhead under ${OVERHEAD_TARGET_PERCENT}% of a bare CLI run: ${met ? 'MET' : 'NOT MET'}`);
 }
 
+interface Outcome {
+  i: number;
+  ms: number;
+  status: number;
+  body?: Record<string, unknown>;
+  error?: string;
+}
+
 /** Returns true when every concurrent turn succeeded with its own user's answer. */
 async function concurrent(service: RunningService, users: number): Promise<boolean> {
   console.log(`\nconcurrent turns: ${users} users at once`);
@@ -77,13 +85,14 @@ async function concurrent(service: RunningService, users: number): Promise<boole
   const prompts = Array.from({ length: users }, (_, i) => `concurrent user ${i} ${randomUUID()}`);
   const started = performance.now();
   const results = await Promise.all(
-    prompts.map(async (message, i) => {
+    prompts.map(async (message, i): Promise<Outcome> => {
       const t0 = performance.now();
       try {
         const answer = await prompt(service, `bench-user-${i}`, { message });
-        return { i, ms: performance.now() - t0, status: answer.status, body: answer.body as Record<string, unknown> | undefined, error: undefined };
+        return { i, ms: performance.now() - t0, status: answer.status, body: answer.body };
       } catch (error) {
-        return { i, ms: performance.now() - t0, status: 0, body: undefined, error: String(error) };
+        // A refused connection or a non-JSON body must count as a failed turn, not end the run.
+        return { i, ms: performance.now() - t0, status: 0, error: String(error) };
       }
     }),
   );
