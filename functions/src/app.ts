@@ -78,7 +78,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
 
 async function localLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> {
   const runningAsRoot = process.getuid?.() === 0;
-  checkIsolationTools(runningAsRoot);
+  checkIsolationTools(runningAsRoot, config.systemPath);
   return LocalSandboxLauncher.create({
     sandboxesDir: path.join(config.dataDir, 'sandboxes'),
     apiPort: config.port,
@@ -86,6 +86,7 @@ async function localLauncher(config: Config, log: (message: string) => void): Pr
     runtime: locateRuntimeFiles(),
     cgroups: await openCgroups(),
     runningAsRoot,
+    systemPath: config.systemPath,
     log: (turnId, line) => log(`sandbox ${turnId.slice(0, 8)}: ${line}`),
   });
 }

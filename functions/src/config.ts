@@ -34,6 +34,8 @@ const EnvSchema = z.object({
   }),
   /** Model id passed to the agent; unset lets the CLI choose its default. */
   CLAUDERUN_MODEL: optionalString,
+  /** Where the local sandbox looks for bwrap, socat and setpriv. */
+  PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Set by Cloud Run / Cloud Functions; header auth refuses to run there. */
   K_SERVICE: optionalString,
 });
@@ -60,6 +62,7 @@ export interface Config {
     maxStateBytes: number;
   };
   runningInCloud: boolean;
+  systemPath: string;
 }
 
 export class ConfigError extends Error {
@@ -100,5 +103,6 @@ export function loadConfig(env: Env): Config {
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
     },
     runningInCloud: e.K_SERVICE !== undefined,
+    systemPath: e.PATH,
   };
 }

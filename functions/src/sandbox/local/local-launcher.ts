@@ -14,6 +14,8 @@ export interface LocalLauncherOptions {
   runtime: Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
   cgroups: CgroupDriver;
   runningAsRoot: boolean;
+  /** PATH for finding bwrap and setpriv on the host. */
+  systemPath: string;
   /** Receives the sandbox's stderr, line by line, for the service log. */
   log: (turnId: string, line: string) => void;
 }
@@ -63,7 +65,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
     });
     const child = spawn('/bin/sh', ['-c', ENTER_CGROUPS_AND_EXEC, 'sh', 'bwrap', ...args], {
-      env: { PATH: '/usr/local/bin:/usr/bin:/bin', CLAUDERUN_CGROUP_PROCS: cgroup.procsFiles.join(':') },
+      env: { PATH: o.systemPath, CLAUDERUN_CGROUP_PROCS: cgroup.procsFiles.join(':') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     forwardLines(child.stdout, (line) => o.log(spec.turnId, line));

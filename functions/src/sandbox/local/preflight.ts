@@ -4,12 +4,13 @@ import { SandboxUnavailableError } from '../launcher.js';
 /**
  * Refuses to start rather than run anything unisolated: names every missing piece at once.
  */
-export function checkIsolationTools(runningAsRoot: boolean): void {
+export function checkIsolationTools(runningAsRoot: boolean, searchPath: string): void {
+  const env = { PATH: searchPath };
   const problems: string[] = [];
   if (process.platform !== 'linux') problems.push(`the local sandbox needs Linux (this is ${process.platform}); use Docker or the cloud`);
   const need = ['bwrap', 'socat', ...(runningAsRoot ? ['setpriv'] : [])];
   for (const tool of need) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0) {
+    if (spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { stdio: 'ignore', env }).status !== 0) {
       problems.push(`${tool} is not installed (Debian/Ubuntu: apt-get install ${packageOf(tool)})`);
     }
   }
@@ -17,7 +18,7 @@ export function checkIsolationTools(runningAsRoot: boolean): void {
     const trial = spawnSync(
       'bwrap',
       ['--ro-bind', '/', '/', '--unshare-net', '--unshare-pid', '--unshare-ipc', ...(runningAsRoot ? [] : ['--unshare-user']), 'true'],
-      { encoding: 'utf8' },
+      { encoding: 'utf8', env },
     );
     if (trial.status !== 0) {
       problems.push(`bubblewrap cannot create namespaces here: ${(trial.stderr || trial.error?.message || '').trim()} ` +

@@ -1,0 +1,39 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../functions/src/config.js';
+
+describe('config', () => {
+  it('has working defaults on an empty environment: port 8080, demo model, 10 min, 1 GiB', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(8080);
+    expect(config.dataDir).toBe(path.resolve('.clauderun'));
+    expect(config.model).toEqual({ upstream: 'demo' });
+    expect(config.store).toBe('sqlite');
+    expect(config.sandbox).toBe('local');
+    expect(config.limits).toMatchObject({ turnTimeoutSeconds: 600, memoryMb: 1024, cpus: 1, pids: 256, maxPromptBytes: 102400 });
+    expect(config.limits.maxStateBytes).toBe(25 * 1024 * 1024);
+  });
+
+  it('uses the real model API when a key is set', () => {
+    const config = loadConfig({ ANTHROPIC_API_KEY: 'sk-ant-x', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9999/' });
+    expect(config.model).toEqual({ upstream: 'anthropic', apiKey: 'sk-ant-x', baseUrl: 'http://127.0.0.1:9999' });
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /PORT/],
+    [{ PORT: '70000' }, /PORT/],
+    [{ CLAUDERUN_TURN_TIMEOUT_SECONDS: '-5' }, /CLAUDERUN_TURN_TIMEOUT_SECONDS/],
+    [{ CLAUDERUN_SANDBOX_MEMORY_MB: '100' }, /CLAUDERUN_SANDBOX_MEMORY_MB/],
+    [{ CLAUDERUN_STORE: 'postgres' }, /CLAUDERUN_STORE must be one of: sqlite/],
+    [{ CLAUDERUN_SANDBOX: 'chroot' }, /CLAUDERUN_SANDBOX/],
+    [{ ANTHROPIC_BASE_URL: 'not a url' }, /ANTHROPIC_BASE_URL/],
+    [{ CLAUDERUN_TOKEN_SECRET: 'short' }, /CLAUDERUN_TOKEN_SECRET/],
+  ])('refuses %j naming the variable', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('refuses header auth in the cloud', () => {
+    expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
+  });
+});
