@@ -8,6 +8,7 @@ await build({
   platform: 'node',
   format: 'esm',
   target: 'node22',
-  sourcemap: 'inline',
+  minify: true,
+  legalComments: 'none',
   logLevel: 'warning',
 });

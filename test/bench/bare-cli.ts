@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
+import { commandInCgroup, type SandboxCgroup } from '../../functions/src/sandbox/local/cgroups.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 
 /**
@@ -33,8 +34,8 @@ function succeeded(stdout: string): boolean {
   });
 }
 
-/** Runs one bare prompt and returns its wall time in ms; throws if the CLI did not succeed. */
-export async function bareRun(fake: Pick<FakeAnthropic, 'url' | 'apiKey'>, prompt: string): Promise<number> {
+/** Runs one bare prompt, in `cgroup` when given, and returns its wall time in ms; throws if the CLI did not succeed. */
+export async function bareRun(fake: Pick<FakeAnthropic, 'url' | 'apiKey'>, prompt: string, cgroup?: SandboxCgroup): Promise<number> {
   // A fresh HOME and cwd each run, as a sandbox gets: no config or session left over to speed it up.
   const dir = await mkdtemp(path.join(tmpdir(), 'clauderun-bench-bare-'));
   try {
@@ -51,7 +52,8 @@ export async function bareRun(fake: Pick<FakeAnthropic, 'url' | 'apiKey'>, promp
       IS_SANDBOX: '1',
     };
     const started = performance.now();
-    const child = spawn(CLAUDE_BIN, ARGS, { cwd: dir, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const command = cgroup ? commandInCgroup(cgroup, [CLAUDE_BIN, ...ARGS], env.PATH) : { file: CLAUDE_BIN, args: ARGS, env: {} };
+    const child = spawn(command.file, command.args, { cwd: dir, env: { ...env, ...command.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));

@@ -1,8 +1,9 @@
 import { z } from 'zod';
 
 /**
- * The internal API between the API and the runner inside a sandbox. The runner is bundled
- * separately, so this file imports nothing but zod.
+ * The internal API between the API and the runner inside a sandbox. The API validates what the
+ * (untrusted) runner sends with these schemas; the runner imports only their types, so that zod's
+ * start-up cost stays out of every sandbox (runner-paths.ts holds the values it needs).
  */
 
 export const RunnerTurn = z.object({
@@ -35,11 +36,3 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
   }),
 ]);
 export type RunnerResult = z.infer<typeof RunnerResult>;
-
-/** Paths shared by both sides; one place so neither can drift. */
-export const runnerPaths = {
-  turn: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}`,
-  state: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/state`,
-  result: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/result`,
-  modelBase: '/internal/model',
-} as const;

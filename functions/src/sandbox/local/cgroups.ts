@@ -32,6 +32,25 @@ export interface CgroupDriver {
 }
 
 const CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
+
+const ENTER_AND_EXEC = `
+IFS=:
+for f in $CLAUDERUN_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done
+unset IFS CLAUDERUN_CGROUP_PROCS
+exec "$@"`;
+
+/**
+ * A command that enters the cgroup and then execs `argv`, so that no process of it ever runs
+ * outside the cgroup (adding a pid after spawn would race with its first fork). Exit code 125
+ * means the cgroup could not be entered.
+ */
+export function commandInCgroup(cgroup: SandboxCgroup, argv: string[], searchPath: string) {
+  return {
+    file: '/bin/sh',
+    args: ['-c', ENTER_AND_EXEC, 'sh', ...argv],
+    env: { PATH: searchPath, CLAUDERUN_CGROUP_PROCS: cgroup.procsFiles.join(':') },
+  };
+}
 const CPU_PERIOD_US = 100_000;
 
 /** Finds a usable hierarchy or says exactly what is missing. */

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge } from './api-bridge.js';
 import { bwrapArgs, SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_UID, type HostPaths } from './bwrap-command.js';
-import type { CgroupDriver, CgroupLimits } from './cgroups.js';
+import { commandInCgroup, type CgroupDriver, type CgroupLimits } from './cgroups.js';
 
 export interface LocalLauncherOptions {
   /** Per-turn directories (home, workspace, bridge socket) live here while a turn runs. */
@@ -19,13 +19,6 @@ export interface LocalLauncherOptions {
   /** Receives the sandbox's stderr, line by line, for the service log. */
   log: (turnId: string, line: string) => void;
 }
-
-/** Enters every cgroup before bwrap starts, so no process of the sandbox ever runs outside one. */
-const ENTER_CGROUPS_AND_EXEC = `
-IFS=:
-for f in $CLAUDERUN_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done
-unset IFS CLAUDERUN_CGROUP_PROCS
-exec "$@"`;
 
 /** Runs each turn in a fresh bubblewrap sandbox inside its own cgroup; all of it is gone at the end. */
 export class LocalSandboxLauncher implements SandboxLauncher {
@@ -64,10 +57,8 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       runningAsRoot: o.runningAsRoot,
       env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
     });
-    const child = spawn('/bin/sh', ['-c', ENTER_CGROUPS_AND_EXEC, 'sh', 'bwrap', ...args], {
-      env: { PATH: o.systemPath, CLAUDERUN_CGROUP_PROCS: cgroup.procsFiles.join(':') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const command = commandInCgroup(cgroup, ['bwrap', ...args], o.systemPath);
+    const child = spawn(command.file, command.args, { env: command.env, stdio: ['ignore', 'pipe', 'pipe'] });
     forwardLines(child.stdout, (line) => o.log(spec.turnId, line));
     forwardLines(child.stderr, (line) => o.log(spec.turnId, line));
 
