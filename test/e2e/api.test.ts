@@ -1,19 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { prompt, startService, type RunningService } from '../support/service.js';
+import { describe, expect, it } from 'vitest';
+import { prompt, useServiceWithFake } from '../support/service.js';
 
 describe('the HTTP API refuses bad input with a clear JSON error', () => {
-  let fake: FakeAnthropic;
-  let service: RunningService;
-
-  beforeAll(async () => {
-    fake = await startFakeAnthropic();
-    service = await startService({ ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url });
-  });
-  afterAll(async () => {
-    await service?.stop({ removeData: true });
-    await fake?.close();
-  });
+  const running = useServiceWithFake();
 
   const expectError = (answer: { status: number; body: Record<string, unknown> }, status: number, code: string, message?: RegExp) => {
     expect(answer.status, JSON.stringify(answer.body)).toBe(status);
@@ -24,25 +13,25 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
   };
 
   it('answers /healthz', async () => {
-    const response = await fetch(`${service.url}/healthz`);
+    const response = await fetch(`${running.service.url}/healthz`);
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ status: 'ok' });
   });
 
   it('refuses broken JSON with 400', async () => {
-    expectError(await prompt(service, 'alice', '{"message": "unterminated'), 400, 'invalid_request', /not valid JSON/);
+    expectError(await prompt(running.service, 'alice', '{"message": "unterminated'), 400, 'invalid_request', /not valid JSON/);
   });
 
   it('refuses a missing, empty or non-string message with 400 naming the field', async () => {
-    expectError(await prompt(service, 'alice', {}), 400, 'invalid_request', /message/);
-    expectError(await prompt(service, 'alice', { message: '   ' }), 400, 'invalid_request', /message must not be empty/);
-    expectError(await prompt(service, 'alice', { message: 42 }), 400, 'invalid_request', /message/);
-    expectError(await prompt(service, 'alice', { message: 'hi', extra: true }), 400, 'invalid_request', /extra/);
-    expectError(await prompt(service, 'alice', '[1, 2]'), 400, 'invalid_request');
+    expectError(await prompt(running.service, 'alice', {}), 400, 'invalid_request', /message/);
+    expectError(await prompt(running.service, 'alice', { message: '   ' }), 400, 'invalid_request', /message must not be empty/);
+    expectError(await prompt(running.service, 'alice', { message: 42 }), 400, 'invalid_request', /message/);
+    expectError(await prompt(running.service, 'alice', { message: 'hi', extra: true }), 400, 'invalid_request', /extra/);
+    expectError(await prompt(running.service, 'alice', '[1, 2]'), 400, 'invalid_request');
   });
 
   it('refuses a body that is not JSON at all with 400', async () => {
-    const response = await fetch(`${service.url}/api/conversation`, {
+    const response = await fetch(`${running.service.url}/api/conversation`, {
       method: 'POST',
       headers: { 'x-user-id': 'alice', 'content-type': 'text/plain' },
       body: 'hello',
@@ -51,18 +40,18 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
   });
 
   it('refuses a message over 100 KB with 413', async () => {
-    expectError(await prompt(service, 'alice', { message: 'x'.repeat(100 * 1024 + 1) }), 413, 'too_large', /102401 bytes/);
+    expectError(await prompt(running.service, 'alice', { message: 'x'.repeat(100 * 1024 + 1) }), 413, 'too_large', /102401 bytes/);
   });
 
   it('refuses a request without X-User-Id with 401', async () => {
-    expectError(await prompt(service, undefined, { message: 'hi' }), 401, 'unauthenticated', /X-User-Id/);
+    expectError(await prompt(running.service, undefined, { message: 'hi' }), 401, 'unauthenticated', /X-User-Id/);
   });
 
   it('answers 404 for an unknown conversation and for another user\'s, alike', async () => {
-    expectError(await prompt(service, 'alice', { message: 'hi', conversationId: 'no-such-conversation' }), 404, 'not_found');
-    const owned = await prompt(service, 'alice', { message: 'mine' });
+    expectError(await prompt(running.service, 'alice', { message: 'hi', conversationId: 'no-such-conversation' }), 404, 'not_found');
+    const owned = await prompt(running.service, 'alice', { message: 'mine' });
     expect(owned.status).toBe(200);
-    const stolen = await prompt(service, 'mallory', { message: 'let me in', conversationId: owned.body.conversationId });
+    const stolen = await prompt(running.service, 'mallory', { message: 'let me in', conversationId: owned.body.conversationId });
     expectError(stolen, 404, 'not_found');
     expect((stolen.body.error as { message: string }).message).toBe(
       `conversation ${String(owned.body.conversationId)} not found`,
@@ -70,20 +59,20 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
   });
 
   it('answers unknown routes with a JSON 404', async () => {
-    const response = await fetch(`${service.url}/api/nothing-here`);
+    const response = await fetch(`${running.service.url}/api/nothing-here`);
     expectError({ status: response.status, body: (await response.json()) as Record<string, unknown> }, 404, 'not_found');
   });
 
   it('keeps the internal routes closed without a valid turn token', async () => {
-    const turn = await fetch(`${service.url}/internal/turns/anything`, { headers: { authorization: 'Bearer crt1.forged.token' } });
+    const turn = await fetch(`${running.service.url}/internal/turns/anything`, { headers: { authorization: 'Bearer crt1.forged.token' } });
     expectError({ status: turn.status, body: (await turn.json()) as Record<string, unknown> }, 401, 'unauthenticated');
-    const model = await fetch(`${service.url}/internal/model/v1/messages`, {
+    const model = await fetch(`${running.service.url}/internal/model/v1/messages`, {
       method: 'POST',
       headers: { 'x-api-key': 'sk-guess', 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'x', messages: [] }),
     });
     expect(model.status).toBe(401);
     expect(await model.json()).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
-    expect(fake.calls.some((call) => JSON.stringify(call.body).includes('sk-guess'))).toBe(false);
+    expect(running.fake.calls.some((call) => JSON.stringify(call.body).includes('sk-guess'))).toBe(false);
   });
 });

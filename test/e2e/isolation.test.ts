@@ -2,10 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
-import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { prompt, startService, type RunningService } from '../support/service.js';
+import { prompt, useServiceWithFake, type RunningService } from '../support/service.js';
 
 const TIMEOUT_SECONDS = 8;
 /** The CLI refuses a plain `sleep N`; a process that waits is what matters. */
@@ -29,34 +28,20 @@ function processesOfSandboxUid(): number {
 }
 
 describe('the sandbox', () => {
-  let fake: FakeAnthropic;
-  let service: RunningService;
-
-  beforeAll(async () => {
-    fake = await startFakeAnthropic();
-    service = await startService({
-      ANTHROPIC_API_KEY: fake.apiKey,
-      ANTHROPIC_BASE_URL: fake.url,
-      CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS),
-    });
-  });
-  afterAll(async () => {
-    await service?.stop({ removeData: true });
-    await fake?.close();
-  });
+  const running = useServiceWithFake({ CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS) });
 
   it('runs the agent and its tools as a non-root uid', async () => {
-    const output = await inSandbox(service, 'echo "uid=$(id -u) gid=$(id -g)"');
+    const output = await inSandbox(running.service, 'echo "uid=$(id -u) gid=$(id -g)"');
     expect(output).toContain('uid=1000 gid=1000');
   });
 
   it('cannot read the host: not the service data, not the project, not root\'s home', async () => {
     const secret = `host-secret-${randomUUID()}`;
-    const secretFile = path.join(service.dataDir, 'host-secret.txt');
+    const secretFile = path.join(running.service.dataDir, 'host-secret.txt');
     writeFileSync(secretFile, secret, { mode: 0o644 });
     const output = await inSandbox(
-      service,
-      `cat ${secretFile}; cat ${path.join(service.dataDir, 'clauderun.db')} | head -c 100; ls ${projectRoot()}; ls -a /root; echo END`,
+      running.service,
+      `cat ${secretFile}; cat ${path.join(running.service.dataDir, 'clauderun.db')} | head -c 100; ls ${projectRoot()}; ls -a /root; echo END`,
     );
     expect(output).not.toContain(secret);
     expect(output).not.toContain('SQLite format');
@@ -68,29 +53,29 @@ describe('the sandbox', () => {
   it('cannot connect to ports on the host', async () => {
     const probe = (port: number) =>
       `node -e "require('net').connect(${port},'127.0.0.1').on('connect',()=>{console.log('CONNECTED ${port}');process.exit()}).on('error',e=>console.log('REFUSED ${port}',e.code))"`;
-    const output = await inSandbox(service, `${probe(fake.port)}; ${probe(service.port)}`);
-    expect(output).toContain(`REFUSED ${fake.port}`);
-    expect(output).toContain(`REFUSED ${service.port}`);
+    const output = await inSandbox(running.service, `${probe(running.fake.port)}; ${probe(running.service.port)}`);
+    expect(output).toContain(`REFUSED ${running.fake.port}`);
+    expect(output).toContain(`REFUSED ${running.service.port}`);
     expect(output).not.toContain('CONNECTED');
   });
 
   it('has no model key anywhere in its environment: only the turn token', async () => {
-    const output = await inSandbox(service, "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'");
-    expect(output).not.toContain(fake.apiKey);
+    const output = await inSandbox(running.service, "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'");
+    expect(output).not.toContain(running.fake.apiKey);
     expect(output).toMatch(/ANTHROPIC_API_KEY=crt1\./);
   });
 
   it('stops a 1.6 GB allocation at the memory limit, and the agent lives to report it', async () => {
-    const output = await inSandbox(service, 'node -e "const b = Buffer.alloc(1.6e9, 1); console.log(\'ALLOCATED\', b.length)"; echo "EXIT=$?"');
+    const output = await inSandbox(running.service, 'node -e "const b = Buffer.alloc(1.6e9, 1); console.log(\'ALLOCATED\', b.length)"; echo "EXIT=$?"');
     expect(output).not.toContain('ALLOCATED 1600000000');
     expect(output).toContain('EXIT=137');
-    const health = await fetch(`${service.url}/healthz`);
+    const health = await fetch(`${running.service.url}/healthz`);
     expect(health.status).toBe(200);
   });
 
   it('ends a turn that outlives its timeout as timed_out, with a 504', async () => {
     const started = Date.now();
-    const answer = await prompt(service, 'sleeper', { message: `bash: ${WAIT_A_MINUTE}` });
+    const answer = await prompt(running.service, 'sleeper', { message: `bash: ${WAIT_A_MINUTE}` });
     expect(answer.status).toBe(504);
     expect(answer.body).toMatchObject({ error: { code: 'timed_out', details: { status: 'timed_out' } } });
     expect(Date.now() - started).toBeLessThan((TIMEOUT_SECONDS + 10) * 1000);
@@ -98,13 +83,13 @@ describe('the sandbox', () => {
 
   it('contains a fork bomb: the turn ends, nothing of it survives, the service stays up', async () => {
     const before = processesOfSandboxUid();
-    const answer = await prompt(service, 'bomber', { message: `bash: bomb() { bomb | bomb & }; bomb; ${WAIT_A_MINUTE}` });
+    const answer = await prompt(running.service, 'bomber', { message: `bash: bomb() { bomb | bomb & }; bomb; ${WAIT_A_MINUTE}` });
     expect([502, 504]).toContain(answer.status);
     expect(['failed', 'timed_out']).toContain((answer.body.error as { details: { status: string } }).details.status);
     expect(processesOfSandboxUid()).toBeLessThanOrEqual(before);
-    const health = await fetch(`${service.url}/healthz`);
+    const health = await fetch(`${running.service.url}/healthz`);
     expect(health.status).toBe(200);
-    const sandboxes = path.join(service.dataDir, 'sandboxes');
+    const sandboxes = path.join(running.service.dataDir, 'sandboxes');
     expect(existsSync(sandboxes) ? readdirSync(sandboxes) : []).toEqual([]);
   });
 });

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { createClauderun, type Clauderun } from '../../functions/src/app.js';
 import { loadConfig, type Env } from '../../functions/src/config.js';
 import { frameworkServer } from '../../functions/src/http/framework-server.js';
+import { afterAll, beforeAll } from 'vitest';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 
 export interface RunningService {
   url: string;
@@ -73,4 +75,38 @@ export async function prompt(
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+export interface ServiceWithFake {
+  readonly fake: FakeAnthropic;
+  readonly service: RunningService;
+}
+
+/**
+ * For a test file: the fake model API and the service pointed at it, started before the tests
+ * and stopped after them. `env` adds settings (a short timeout, say).
+ */
+export function useServiceWithFake(env: Env = {}): ServiceWithFake {
+  let fake: FakeAnthropic | undefined;
+  let service: RunningService | undefined;
+  beforeAll(async () => {
+    fake = await startFakeAnthropic();
+    service = await startService({ ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, ...env });
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await fake?.close();
+  });
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the service is not started (used outside a test?)');
+    return value;
+  };
+  return {
+    get fake() {
+      return started(fake);
+    },
+    get service() {
+      return started(service);
+    },
+  };
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { encodeMessageJson, encodeMessageStream, roughTokens, type AssistantBlock } from './messages-sse.js';
+import { messageResponse, type AssistantBlock } from './messages-sse.js';
 import { contentText, isToolResultTurn, lastUserMessage, MessagesRequest } from './messages-request.js';
 import type { ModelUpstream, UpstreamRequest } from './upstream.js';
 
@@ -19,16 +19,7 @@ export class DemoUpstream implements ModelUpstream {
     if (!parsed.success) {
       return Response.json({ type: 'error', error: { type: 'invalid_request_error', message: 'not a Messages API request' } }, { status: 400 });
     }
-    const content = answer(parsed.data);
-    const message = {
-      id: `msg_demo_${randomUUID()}`,
-      model: parsed.data.model,
-      content,
-      inputTokens: roughTokens(JSON.stringify(parsed.data.messages)),
-      outputTokens: roughTokens(JSON.stringify(content)),
-    };
-    if (parsed.data.stream !== true) return Response.json(encodeMessageJson(message));
-    return new Response(encodeMessageStream(message).join(''), { headers: { 'content-type': 'text/event-stream' } });
+    return messageResponse(parsed.data, answer(parsed.data));
   }
 }
 

@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import type { MessagesRequest } from './messages-request.js';
+
 /**
  * Encodes one assistant message as the Server-Sent Events stream of the Anthropic Messages API
  * (message_start, content blocks, message_delta, message_stop). The demo model and the test
@@ -82,5 +85,18 @@ export function encodeMessageJson(message: AssistantMessage): unknown {
   };
 }
 
-/** A rough token count (4 characters a token) for fakes that must report some usage. */
+/** A rough token count (4 characters a token) for stand-ins that must report some usage. */
 export const roughTokens = (text: string): number => Math.max(1, Math.ceil(text.length / 4));
+
+/** A stand-in model's answer to `request`: streamed or whole, as the request asked. */
+export function messageResponse(request: MessagesRequest, content: AssistantBlock[]): Response {
+  const message: AssistantMessage = {
+    id: `msg_${randomUUID().replaceAll('-', '')}`,
+    model: request.model,
+    content,
+    inputTokens: roughTokens(JSON.stringify(request.messages)),
+    outputTokens: roughTokens(JSON.stringify(content)),
+  };
+  if (request.stream !== true) return Response.json(encodeMessageJson(message));
+  return new Response(encodeMessageStream(message).join(''), { headers: { 'content-type': 'text/event-stream' } });
+}
