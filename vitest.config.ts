@@ -8,5 +8,6 @@ export default defineConfig({
     // Sandboxed turns are heavy and the machine has two cores: one file at a time.
     fileParallelism: false,
     pool: 'forks',
+    reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });
