@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RunnerResult, RunnerTurn } from '../../functions/src/contract/runner.js';
+import type { AgentEvent, RunnerResult, RunnerTurn } from '../../functions/src/contract/runner.js';
 import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
 
 export class ApiError extends Error {
@@ -53,6 +53,10 @@ export class RunnerApi {
 
   async putState(archive: Readable, bytes: number): Promise<void> {
     (await this.request('PUT', runnerPaths.state(this.turnId), { stream: archive, bytes }, 'application/gzip')).resume();
+  }
+
+  async postEvents(events: AgentEvent[]): Promise<void> {
+    (await this.request('POST', runnerPaths.events(this.turnId), JSON.stringify({ events }), 'application/json')).resume();
   }
 
   async postResult(result: RunnerResult): Promise<void> {

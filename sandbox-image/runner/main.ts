@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { RunnerApi } from './api-client.js';
+import { ProgressReporter, progressEvents } from './progress.js';
 import { archiveState, restoreState } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
 
@@ -27,13 +28,16 @@ async function main(): Promise<number> {
       const archive = await api.getState();
       if (archive !== undefined) await restoreState(archive);
     }
+    const progress = new ProgressReporter((events) => api.postEvents(events));
     const outcome = await runAgent({
       prompt: turn.prompt,
       resumeSessionId: turn.sessionId,
       model: turn.model,
       modelBaseUrl: api.modelBaseUrl,
       token: TURN_TOKEN,
+      onEvent: (line) => progress.push(progressEvents(line)),
     });
+    await progress.flush();
     if (outcome.ok) {
       const archive = path.join(tmpdir(), 'clauderun-state.tar.gz');
       const bytes = await archiveState({ home, workspace }, archive);

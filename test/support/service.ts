@@ -110,3 +110,23 @@ export function useServiceWithFake(env: Env = {}): ServiceWithFake {
     },
   };
 }
+
+/** Any API call as a client would make it; the body is JSON when there is one. */
+export async function call(
+  service: Pick<RunningService, 'url'>,
+  method: string,
+  path: string,
+  options: { userId?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<ApiAnswer> {
+  const response = await fetch(`${service.url}${path}`, {
+    method,
+    headers: {
+      ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(options.userId !== undefined ? { 'x-user-id': options.userId } : {}),
+      ...options.headers,
+    },
+    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+}

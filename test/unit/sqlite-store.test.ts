@@ -7,7 +7,7 @@ import type { Turn } from '../../functions/src/store/conversation-store.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 
 const now = new Date().toISOString();
-const conversation = { id: 'c1', userId: 'u1', createdAt: now, updatedAt: now, sessionId: null, stateKey: null };
+const conversation = { id: 'c1', userId: 'u1', title: 'hello', createdAt: now, updatedAt: now, sessionId: null, stateKey: null };
 const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   id,
   conversationId: 'c1',
@@ -23,6 +23,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   finishedAt: null,
   deadlineAt: now,
   uploadedStateKey: null,
+  idempotencyKey: null,
   ...overrides,
 });
 

@@ -9,6 +9,19 @@ export const PostConversationRequest = z.strictObject({
 });
 export type PostConversationRequest = z.infer<typeof PostConversationRequest>;
 
+export const ConversationSummary = z.object({
+  conversationId: z.string(),
+  title: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type ConversationSummary = z.infer<typeof ConversationSummary>;
+
+export const ListConversationsQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(500).optional(),
+});
+
 export const TurnView = z.object({
   conversationId: z.string(),
   turnId: z.string(),
@@ -22,6 +35,19 @@ export const TurnView = z.object({
   finishedAt: z.string().nullable(),
 });
 export type TurnView = z.infer<typeof TurnView>;
+
+export const ConversationList = z.object({ conversations: z.array(ConversationSummary), nextCursor: z.string().nullable() });
+export type ConversationList = z.infer<typeof ConversationList>;
+
+export const ConversationView = ConversationSummary.extend({ turns: z.array(TurnView.extend({ prompt: z.string() })) });
+export type ConversationView = z.infer<typeof ConversationView>;
+
+/**
+ * What a turn's event stream carries: `status` (starting, running), the agent's `text`,
+ * `tool_use` and `tool_result` steps, and one final `result` holding the turn.
+ */
+export const TurnEventView = z.object({ seq: z.number(), type: z.string(), data: z.record(z.string(), z.unknown()), at: z.string() });
+export type TurnEventView = z.infer<typeof TurnEventView>;
 
 export const ErrorCode = z.enum([
   'invalid_request',

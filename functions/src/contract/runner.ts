@@ -36,3 +36,14 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
   }),
 ]);
 export type RunnerResult = z.infer<typeof RunnerResult>;
+
+/** Progress the runner reports while the agent works; the API adds status and result events itself. */
+export const AgentEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('text'), text: z.string().max(20_000) }),
+  z.object({ type: z.literal('tool_use'), name: z.string().max(200), summary: z.string().max(500) }),
+  z.object({ type: z.literal('tool_result'), summary: z.string().max(500), isError: z.boolean() }),
+]);
+export type AgentEvent = z.infer<typeof AgentEvent>;
+
+export const AgentEvents = z.object({ events: z.array(AgentEvent).min(1).max(200) });
+export type AgentEvents = z.infer<typeof AgentEvents>;

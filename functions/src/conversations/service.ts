@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type BlobStore } from '../blobs/blob-store.js';
-import type { PostConversationRequest, TurnView } from '../contract/api.js';
-import type { RunnerResult, RunnerTurn } from '../contract/runner.js';
+import type { PostConversationRequest } from '../contract/api.js';
+import type { AgentEvent, RunnerResult, RunnerTurn } from '../contract/runner.js';
 import { emptyUsage, isFinal, type TurnStatus, type Usage } from '../contract/turn.js';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher } from '../sandbox/launcher.js';
-import type { ConversationStore, Turn, TurnPatch } from '../store/conversation-store.js';
+import type { Conversation, ConversationStore, ListCursor, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import { TurnEvents } from './turn-events.js';
+import { TurnBus } from './turn-events.js';
+import { titleOf, turnView } from './views.js';
 import { statesBefore } from './turn-state.js';
 import type { TurnTokens } from './turn-token.js';
 
@@ -38,18 +39,22 @@ const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
  * Knows nothing of HTTP.
  */
 export class ConversationService {
-  private readonly events = new TurnEvents();
+  private readonly bus = new TurnBus();
   private readonly sandboxes = new Map<string, SandboxHandle>();
 
   constructor(private readonly deps: ServiceDeps) {}
 
   // ---- the client's side ----
 
-  async submit(userId: string, request: PostConversationRequest): Promise<Turn> {
+  async submit(userId: string, request: PostConversationRequest, idempotencyKey?: string): Promise<Turn> {
     const { store, limits } = this.deps;
     const promptBytes = Buffer.byteLength(request.message, 'utf8');
     if (promptBytes > limits.maxPromptBytes) {
       throw new ServiceError('too_large', `message is ${promptBytes} bytes; the limit is ${limits.maxPromptBytes}`);
+    }
+    if (idempotencyKey !== undefined) {
+      const retried = await store.findTurnByIdempotencyKey(userId, idempotencyKey);
+      if (retried !== undefined) return retried;
     }
     const now = new Date();
     const conversationId = request.conversationId ?? randomUUID();
@@ -59,6 +64,7 @@ export class ConversationService {
       await store.createConversation({
         id: conversationId,
         userId,
+        title: titleOf(request.message),
         createdAt: now.toISOString(),
         updatedAt: now.toISOString(),
         sessionId: null,
@@ -80,13 +86,80 @@ export class ConversationService {
       finishedAt: null,
       deadlineAt: new Date(now.getTime() + limits.turnTimeoutSeconds * 1000).toISOString(),
       uploadedStateKey: null,
+      idempotencyKey: idempotencyKey ?? null,
     };
     const started = await store.startTurn(turn);
     if (!started.started) {
+      if (request.conversationId === undefined) await store.deleteConversation(conversationId);
+      if ('existingTurnId' in started) return this.requireTurn(started.existingTurnId);
       throw new ServiceError('conflict', 'a turn is already running in this conversation', { activeTurnId: started.activeTurnId });
     }
     await this.startSandbox(turn);
-    return (await store.getTurn(turn.id)) ?? turn;
+    return this.requireTurn(turn.id);
+  }
+
+  async listConversations(userId: string, limit: number, cursor?: string): Promise<{ conversations: Conversation[]; nextCursor: string | null }> {
+    const conversations = await this.deps.store.listConversations(userId, limit, cursor === undefined ? undefined : decodeCursor(cursor));
+    const last = conversations.at(-1);
+    const nextCursor = conversations.length === limit && last !== undefined ? encodeCursor({ updatedAt: last.updatedAt, id: last.id }) : null;
+    return { conversations, nextCursor };
+  }
+
+  async getConversation(userId: string, conversationId: string): Promise<{ conversation: Conversation; turns: Turn[] }> {
+    const conversation = await this.ownConversation(userId, conversationId);
+    return { conversation, turns: await this.deps.store.listTurns(conversationId) };
+  }
+
+  /** Deletes a conversation with its state; a running turn is cancelled first. */
+  async deleteConversation(userId: string, conversationId: string): Promise<void> {
+    const { turns } = await this.getConversation(userId, conversationId);
+    for (const turn of turns.filter((t) => !isFinal(t.status))) await this.cancelTurn(turn);
+    const keys = await this.deps.store.deleteConversation(conversationId);
+    for (const key of keys) await this.deps.blobs.delete(key);
+  }
+
+  async getTurn(userId: string, conversationId: string, turnId: string): Promise<Turn> {
+    await this.ownConversation(userId, conversationId);
+    const turn = await this.deps.store.getTurn(turnId);
+    if (turn === undefined || turn.conversationId !== conversationId) throw new ServiceError('not_found', `turn ${turnId} not found`);
+    return turn;
+  }
+
+  /** Stops a running turn's sandbox; the turn ends `cancelled` and the conversation keeps its previous state. */
+  async cancel(userId: string, conversationId: string, turnId: string): Promise<Turn> {
+    const turn = await this.getTurn(userId, conversationId, turnId);
+    if (isFinal(turn.status)) throw new ServiceError('conflict', `the turn is already ${turn.status}`, { status: turn.status });
+    return this.cancelTurn(turn);
+  }
+
+  /**
+   * Replays the turn's events after `afterSeq`, then passes on new ones as they happen. Events
+   * that arrive while the replay is read wait for it, so `send` sees each event once, in order.
+   */
+  async watchEvents(
+    userId: string,
+    conversationId: string,
+    turnId: string,
+    afterSeq: number,
+    send: (event: TurnEvent) => void,
+  ): Promise<{ stop: () => void; resultAlreadySeen: boolean }> {
+    await this.getTurn(userId, conversationId, turnId);
+    // A client resuming after the final result has nothing more to wait for.
+    const lastSeen = afterSeq > 0 ? (await this.deps.store.listEvents(turnId, afterSeq - 1))[0] : undefined;
+    if (lastSeen?.seq === afterSeq && lastSeen.type === 'result') return { stop: () => {}, resultAlreadySeen: true };
+    let lastSent = afterSeq;
+    let pending: TurnEvent[] | undefined = [];
+    const deliver = (event: TurnEvent) => {
+      if (event.seq <= lastSent) return;
+      lastSent = event.seq;
+      send(event);
+    };
+    const stop = this.bus.onEvent(turnId, (event) => (pending ? pending.push(event) : deliver(event)));
+    for (const event of await this.deps.store.listEvents(turnId, afterSeq)) deliver(event);
+    const waiting = pending;
+    pending = undefined;
+    for (const event of waiting) deliver(event);
+    return { stop, resultAlreadySeen: false };
   }
 
   /** Resolves with the turn once it is final (it always becomes final: see settleLost). */
@@ -95,8 +168,8 @@ export class ConversationService {
     if (isFinal(current.status)) return current;
     return new Promise<Turn>((resolve) => {
       const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
-      const timer = setTimeout(() => void this.settleLost(turnId), Math.max(0, lateBy));
-      const unsubscribe = this.events.onFinished(turnId, (turn) => {
+      const timer = setTimeout(() => this.inBackground(`settling lost turn ${turnId}`, () => this.settleLost(turnId)), Math.max(0, lateBy));
+      const unsubscribe = this.bus.onFinished(turnId, (turn) => {
         clearTimeout(timer);
         resolve(turn);
       });
@@ -109,22 +182,6 @@ export class ConversationService {
         }
       });
     });
-  }
-
-  view(turn: Turn): TurnView {
-    const end = turn.finishedAt ?? null;
-    return {
-      conversationId: turn.conversationId,
-      turnId: turn.id,
-      status: turn.status,
-      text: turn.text,
-      reason: turn.reason,
-      usage: turn.usage,
-      costUsd: turn.costUsd,
-      durationMs: end === null ? null : Date.parse(end) - Date.parse(turn.createdAt),
-      createdAt: turn.createdAt,
-      finishedAt: end,
-    };
   }
 
   // ---- the runner's side (every call is already authenticated by token) ----
@@ -148,6 +205,7 @@ export class ConversationService {
       (await this.deps.store.updateTurn(turn.id, ['starting'], { status: 'running', startedAt: new Date().toISOString() })) ??
       (await this.requireTurn(turn.id));
     if (running.status !== 'running') throw new ServiceError('conflict', `the turn is ${running.status}`);
+    if (running.startedAt !== turn.startedAt) await this.record(turn.id, [{ type: 'status', data: { status: 'running' } }]);
     const conversation = await this.deps.store.getConversation(turn.conversationId);
     return {
       turnId: turn.id,
@@ -196,6 +254,14 @@ export class ConversationService {
     return finished;
   }
 
+  /** The agent's progress, as the runner reports it. */
+  async recordAgentEvents(turn: Turn, events: AgentEvent[]): Promise<void> {
+    await this.record(
+      turn.id,
+      events.map(({ type, ...data }) => ({ type, data })),
+    );
+  }
+
   /** Adds what the model proxy metered to the turn. */
   async recordUsage(turnId: string, usage: Usage, costUsd: number): Promise<void> {
     await this.deps.store.addUsage(turnId, usage, costUsd);
@@ -232,10 +298,13 @@ export class ConversationService {
       return;
     }
     this.sandboxes.set(turn.id, handle);
-    await this.deps.store.updateTurn(turn.id, ['queued'], { status: 'starting' });
-    void handle.ended.then((end) => {
+    if (await this.deps.store.updateTurn(turn.id, ['queued'], { status: 'starting' })) {
+      await this.record(turn.id, [{ type: 'status', data: { status: 'starting' } }]);
+    }
+    this.inBackground(`settling turn ${turn.id}`, async () => {
+      const end = await handle.ended;
       this.sandboxes.delete(turn.id);
-      return this.settleAfterSandbox(turn.id, end);
+      await this.settleAfterSandbox(turn.id, end);
     });
   }
 
@@ -274,8 +343,30 @@ export class ConversationService {
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) {
       await this.deps.blobs.delete(finished.uploadedStateKey);
     }
-    this.events.finished(finished);
+    await this.record(turnId, [{ type: 'result', data: turnView(finished) }]);
+    this.bus.finished(finished);
     return finished;
+  }
+
+  private async cancelTurn(turn: Turn): Promise<Turn> {
+    const sandbox = this.sandboxes.get(turn.id);
+    // Without a sandbox here (not launched yet, or another instance's), ending the turn voids its token.
+    if (sandbox === undefined) return this.finish(turn.id, 'cancelled', { reason: 'the turn was cancelled' });
+    await sandbox.cancel();
+    return this.waitForFinal(turn.id);
+  }
+
+  /** Work no request waits for: a failure is logged, never left to crash the process. */
+  private inBackground(what: string, work: () => Promise<void>): void {
+    work().catch((error: unknown) => {
+      // A conversation deleted while its sandbox wound down has nothing left to settle.
+      if (error instanceof ServiceError && error.code === 'not_found') return;
+      this.deps.log(`${what} failed: ${(error as Error).stack ?? String(error)}`);
+    });
+  }
+
+  private async record(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<void> {
+    for (const event of await this.deps.store.appendEvents(turnId, events)) this.bus.publish(event);
   }
 
   private async ownConversation(userId: string, conversationId: string) {
@@ -292,4 +383,18 @@ export class ConversationService {
     if (turn === undefined) throw new ServiceError('not_found', `turn ${turnId} not found`);
     return turn;
   }
+}
+
+function encodeCursor(cursor: ListCursor): string {
+  return Buffer.from(JSON.stringify([cursor.updatedAt, cursor.id])).toString('base64url');
+}
+
+function decodeCursor(text: string): ListCursor {
+  try {
+    const [updatedAt, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as unknown[];
+    if (typeof updatedAt === 'string' && typeof id === 'string') return { updatedAt, id };
+  } catch {
+    // fall through
+  }
+  throw new ServiceError('invalid_request', 'cursor is not one this API gave out');
 }

@@ -1,5 +1,5 @@
 import { Router, type Request } from 'express';
-import { RunnerResult } from '../contract/runner.js';
+import { AgentEvents, RunnerResult } from '../contract/runner.js';
 import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
 import { bodyStream, jsonBody } from './body.js';
@@ -25,6 +25,14 @@ export function internalRoutes(service: ConversationService): Router {
 
   router.put('/internal/turns/:turnId/state', async (req, res) => {
     await service.saveState(await turnOf(req), bodyStream(req));
+    res.status(204).end();
+  });
+
+  router.post('/internal/turns/:turnId/events', async (req, res) => {
+    const turn = await turnOf(req);
+    const parsed = AgentEvents.safeParse(await jsonBody(req));
+    if (!parsed.success) throw new ServiceError('invalid_request', `invalid events: ${parsed.error.message}`);
+    await service.recordAgentEvents(turn, parsed.data.events);
     res.status(204).end();
   });
 

@@ -1,54 +1,95 @@
 import { Router, type Request, type Response } from 'express';
+import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
-import { PostConversationRequest } from '../contract/api.js';
+import { ListConversationsQuery, PostConversationRequest, type ConversationList, type ConversationView } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
+import { conversationSummary, turnView } from '../conversations/views.js';
 import type { Turn } from '../store/conversation-store.js';
 import { jsonBody } from './body.js';
 import { sendError } from './errors.js';
+import { streamTurnEvents } from './turn-events-stream.js';
 
-/** The public API: parse, authenticate, validate, hand over to the service, map its answer. */
+type Params = { conversationId: string; turnId: string };
+
+/** The public API: authenticate, validate, hand over to the service, map its answer. */
 export function publicRoutes(service: ConversationService, auth: Authenticator): Router {
   const router = Router();
+  const userOf = async (req: Request): Promise<string> => {
+    const result = await auth.authenticate(req.headers);
+    if (!result.ok) throw new ServiceError('unauthenticated', result.message);
+    return result.userId;
+  };
 
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
 
   router.post('/api/conversation', async (req, res) => {
-    const userId = await authenticate(auth, req);
-    const body = await jsonBody(req);
-    const parsed = PostConversationRequest.safeParse(body);
-    if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
-      throw new ServiceError('invalid_request', issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '), { issues });
+    const userId = await userOf(req);
+    const request = parse(PostConversationRequest, await jsonBody(req));
+    const idempotencyKey = req.get('idempotency-key');
+    if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 200)) {
+      throw new ServiceError('invalid_request', 'Idempotency-Key must be 1-200 characters');
     }
-    const request = parsed.data;
-    const turn = await service.submit(userId, request);
+    const turn = await service.submit(userId, request, idempotencyKey);
     if (/\brespond-async\b/i.test(req.get('prefer') ?? '')) {
-      res.status(202).json({
-        conversationId: turn.conversationId,
-        turnId: turn.id,
-        status: turn.status,
-        links: { turn: `/api/conversations/${turn.conversationId}/turns/${turn.id}` },
-      });
+      const links = turnLinks(turn);
+      res.status(202).location(links.turn).json({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links });
       return;
     }
-    sendTurn(res, service, await service.waitForFinal(turn.id));
+    sendFinishedTurn(res, await service.waitForFinal(turn.id));
+  });
+
+  router.get('/api/conversations', async (req, res) => {
+    const userId = await userOf(req);
+    const query = parse(ListConversationsQuery, req.query);
+    const page = await service.listConversations(userId, query.limit, query.cursor);
+    const body: ConversationList = { conversations: page.conversations.map(conversationSummary), nextCursor: page.nextCursor };
+    res.json(body);
+  });
+
+  router.get('/api/conversations/:conversationId', async (req: Request<Params>, res) => {
+    const { conversation, turns } = await service.getConversation(await userOf(req), req.params.conversationId);
+    const body: ConversationView = { ...conversationSummary(conversation), turns: turns.map((t) => ({ ...turnView(t), prompt: t.prompt })) };
+    res.json(body);
+  });
+
+  router.delete('/api/conversations/:conversationId', async (req: Request<Params>, res) => {
+    await service.deleteConversation(await userOf(req), req.params.conversationId);
+    res.status(204).end();
+  });
+
+  router.get('/api/conversations/:conversationId/turns/:turnId', async (req: Request<Params>, res) => {
+    res.json(turnView(await service.getTurn(await userOf(req), req.params.conversationId, req.params.turnId)));
+  });
+
+  router.post('/api/conversations/:conversationId/turns/:turnId/cancel', async (req: Request<Params>, res) => {
+    res.json(turnView(await service.cancel(await userOf(req), req.params.conversationId, req.params.turnId)));
+  });
+
+  router.get('/api/conversations/:conversationId/turns/:turnId/events', async (req: Request<Params>, res) => {
+    await streamTurnEvents(service, await userOf(req), req, res);
   });
 
   return router;
 }
 
-async function authenticate(auth: Authenticator, req: Request): Promise<string> {
-  const result = await auth.authenticate(req.headers);
-  if (!result.ok) throw new ServiceError('unauthenticated', result.message);
-  return result.userId;
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  throw new ServiceError('invalid_request', issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '), { issues });
+}
+
+function turnLinks(turn: Turn) {
+  const self = `/api/conversations/${turn.conversationId}/turns/${turn.id}`;
+  return { turn: self, events: `${self}/events`, cancel: `${self}/cancel`, conversation: `/api/conversations/${turn.conversationId}` };
 }
 
 /** A finished turn: 200 when it succeeded, otherwise the error its final state stands for. */
-function sendTurn(res: Response, service: ConversationService, turn: Turn): void {
-  const view = service.view(turn);
+function sendFinishedTurn(res: Response, turn: Turn): void {
+  const view = turnView(turn);
   switch (turn.status) {
     case 'succeeded':
       res.json(view);

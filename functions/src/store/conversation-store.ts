@@ -3,6 +3,8 @@ import type { TurnStatus, Usage } from '../contract/turn.js';
 export interface Conversation {
   id: string;
   userId: string;
+  /** The start of the first message, to tell conversations apart in a list. */
+  title: string;
   createdAt: string;
   updatedAt: string;
   /** The agent session the next turn resumes; set when a turn succeeds. */
@@ -28,13 +30,34 @@ export interface Turn {
   deadlineAt: string;
   /** BlobStore key of the state archive the runner uploaded during this turn, if any. */
   uploadedStateKey: string | null;
+  /** The client's Idempotency-Key: a retried POST with the same key gets this turn back. */
+  idempotencyKey: string | null;
+}
+
+/** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
+export interface TurnEvent {
+  turnId: string;
+  seq: number;
+  type: string;
+  data: Record<string, unknown>;
+  at: string;
+}
+
+/** Where a page of a list starts: after this (updatedAt, id). */
+export interface ListCursor {
+  updatedAt: string;
+  id: string;
 }
 
 export type TurnPatch = Partial<
   Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey'>
 >;
 
-export type StartTurnResult = { started: true } | { started: false; activeTurnId: string };
+export type StartTurnResult =
+  | { started: true }
+  | { started: false; activeTurnId: string }
+  /** A turn with the same user and Idempotency-Key exists already: this is a retry. */
+  | { started: false; existingTurnId: string };
 
 /**
  * Where conversations and turns live. Every method is atomic on its own; `updateTurn` is a
@@ -43,8 +66,14 @@ export type StartTurnResult = { started: true } | { started: false; activeTurnId
 export interface ConversationStore {
   createConversation(conversation: Conversation): Promise<void>;
   getConversation(id: string): Promise<Conversation | undefined>;
-  /** Inserts the turn unless another turn of the conversation is still unfinished. */
+  /** The user's conversations, most recently active first. */
+  listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]>;
+  /** Removes the conversation with its turns and events; returns every state key it referenced. */
+  deleteConversation(id: string): Promise<string[]>;
+  /** Inserts the turn unless another turn of the conversation is unfinished or its idempotency key was used. */
   startTurn(turn: Turn): Promise<StartTurnResult>;
+  listTurns(conversationId: string): Promise<Turn[]>;
+  findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;
   /** Applies the patch only if the turn's status is one of `from`; returns the new turn or undefined. */
   updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined>;
@@ -52,6 +81,10 @@ export interface ConversationStore {
   addUsage(id: string, usage: Usage, costUsd: number): Promise<void>;
   /** Points the conversation at a new agent session and state; returns the state key it replaced. */
   commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null>;
+  /** Appends events to a turn, numbering them; returns them with their numbers. */
+  appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]>;
+  /** The turn's events after `afterSeq`, in order. */
+  listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]>;
   /** Turns not yet in a final state (for settling what a previous process left behind). */
   listUnfinishedTurns(): Promise<Turn[]>;
   close(): Promise<void>;

@@ -2,18 +2,19 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { Usage, type TurnStatus } from '../contract/turn.js';
-import type { Conversation, ConversationStore, StartTurnResult, Turn, TurnPatch } from './conversation-store.js';
+import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY,
   user_id TEXT NOT NULL,
+  title TEXT NOT NULL DEFAULT '',
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   session_id TEXT,
   state_key TEXT
 );
-CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at DESC);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS turns (
   id TEXT PRIMARY KEY,
   conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
@@ -28,8 +29,18 @@ CREATE TABLE IF NOT EXISTS turns (
   started_at TEXT,
   finished_at TEXT,
   deadline_at TEXT NOT NULL,
-  uploaded_state_key TEXT
+  uploaded_state_key TEXT,
+  idempotency_key TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS turn_events (
+  turn_id TEXT NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  data TEXT NOT NULL,
+  at TEXT NOT NULL,
+  PRIMARY KEY (turn_id, seq)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, created_at);
 CREATE INDEX IF NOT EXISTS turns_unfinished ON turns (status) WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out');
 `;
@@ -45,6 +56,7 @@ function toConversation(row: Row): Conversation {
   return {
     id: str(row.id),
     userId: str(row.user_id),
+    title: str(row.title),
     createdAt: str(row.created_at),
     updatedAt: str(row.updated_at),
     sessionId: strOrNull(row.session_id),
@@ -68,6 +80,17 @@ function toTurn(row: Row): Turn {
     finishedAt: strOrNull(row.finished_at),
     deadlineAt: str(row.deadline_at),
     uploadedStateKey: strOrNull(row.uploaded_state_key),
+    idempotencyKey: strOrNull(row.idempotency_key),
+  };
+}
+
+function toEvent(row: Row): TurnEvent {
+  return {
+    turnId: str(row.turn_id),
+    seq: Number(row.seq),
+    type: str(row.type),
+    data: JSON.parse(str(row.data)) as Record<string, unknown>,
+    at: str(row.at),
   };
 }
 
@@ -93,8 +116,8 @@ export class SqliteConversationStore implements ConversationStore {
 
   async createConversation(c: Conversation): Promise<void> {
     this.db
-      .prepare('INSERT INTO conversations (id, user_id, created_at, updated_at, session_id, state_key) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(c.id, c.userId, c.createdAt, c.updatedAt, c.sessionId, c.stateKey);
+      .prepare('INSERT INTO conversations (id, user_id, title, created_at, updated_at, session_id, state_key) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(c.id, c.userId, c.title, c.createdAt, c.updatedAt, c.sessionId, c.stateKey);
   }
 
   async getConversation(id: string): Promise<Conversation | undefined> {
@@ -102,8 +125,47 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toConversation(row) : undefined;
   }
 
+  async listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]> {
+    const rows = after
+      ? this.db
+          .prepare(
+            `SELECT * FROM conversations WHERE user_id = ? AND (updated_at < ? OR (updated_at = ? AND id < ?))
+             ORDER BY updated_at DESC, id DESC LIMIT ?`,
+          )
+          .all(userId, after.updatedAt, after.updatedAt, after.id, limit)
+      : this.db.prepare('SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, id DESC LIMIT ?').all(userId, limit);
+    return rows.map(toConversation);
+  }
+
+  async deleteConversation(id: string): Promise<string[]> {
+    return this.transaction(() => {
+      const keys = this.db
+        .prepare(
+          `SELECT state_key AS key FROM conversations WHERE id = ? AND state_key IS NOT NULL
+           UNION SELECT uploaded_state_key FROM turns WHERE conversation_id = ? AND uploaded_state_key IS NOT NULL`,
+        )
+        .all(id, id)
+        .map((row) => str(row.key));
+      this.db.prepare('DELETE FROM conversations WHERE id = ?').run(id);
+      return keys;
+    });
+  }
+
+  async listTurns(conversationId: string): Promise<Turn[]> {
+    return this.db.prepare('SELECT * FROM turns WHERE conversation_id = ? ORDER BY created_at, rowid').all(conversationId).map(toTurn);
+  }
+
+  async findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined> {
+    const row = this.db.prepare('SELECT * FROM turns WHERE user_id = ? AND idempotency_key = ?').get(userId, key);
+    return row ? toTurn(row) : undefined;
+  }
+
   async startTurn(t: Turn): Promise<StartTurnResult> {
     return this.transaction(() => {
+      if (t.idempotencyKey !== null) {
+        const existing = this.db.prepare('SELECT id FROM turns WHERE user_id = ? AND idempotency_key = ?').get(t.userId, t.idempotencyKey);
+        if (existing) return { started: false, existingTurnId: str(existing.id) };
+      }
       const active = this.db
         .prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`)
         .get(t.conversationId);
@@ -111,11 +173,11 @@ export class SqliteConversationStore implements ConversationStore {
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey);
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey);
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
@@ -160,6 +222,24 @@ export class SqliteConversationStore implements ConversationStore {
         .run(sessionId, stateKey, new Date().toISOString(), conversationId);
       return row ? strOrNull(row.state_key) : null;
     });
+  }
+
+  async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
+    return this.transaction(() => {
+      const last = this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM turn_events WHERE turn_id = ?').get(turnId);
+      let seq = Number(last?.seq ?? 0);
+      const insert = this.db.prepare('INSERT INTO turn_events (turn_id, seq, type, data, at) VALUES (?, ?, ?, ?, ?)');
+      const at = new Date().toISOString();
+      return events.map((event) => {
+        seq += 1;
+        insert.run(turnId, seq, event.type, JSON.stringify(event.data), at);
+        return { turnId, seq, type: event.type, data: event.data, at };
+      });
+    });
+  }
+
+  async listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]> {
+    return this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq).map(toEvent);
   }
 
   async listUnfinishedTurns(): Promise<Turn[]> {
