@@ -3,7 +3,7 @@ import net from 'node:net';
 import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createClauderun, type Clauderun } from '../../functions/src/app.js';
+import { createClauderun, type Clauderun, type Overrides } from '../../functions/src/app.js';
 import { loadConfig, type Env } from '../../functions/src/config.js';
 import { frameworkServer } from '../../functions/src/http/framework-server.js';
 import { afterAll, beforeAll } from 'vitest';
@@ -30,7 +30,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** The real service (Functions Framework server, real sandbox) on a free loopback port. */
-export async function startService(env: Env = {}, dataDir?: string): Promise<RunningService> {
+export async function startService(env: Env = {}, dataDir?: string, overrides: Omit<Overrides, 'log'> = {}): Promise<RunningService> {
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'clauderun-test-')));
   const port = await freePort();
   const logs: string[] = [];
@@ -39,7 +39,7 @@ export async function startService(env: Env = {}, dataDir?: string): Promise<Run
     if (process.env.CLAUDERUN_TEST_LOGS) console.error(message);
   };
   const config = loadConfig({ CLAUDERUN_DATA_DIR: dir, ...env, PORT: String(port) });
-  const clauderun = await createClauderun(config, { log });
+  const clauderun = await createClauderun(config, { ...overrides, log });
   const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {

@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualLauncher } from '../support/manual-launcher.js';
+import { call, prompt, startService, type RunningService } from '../support/service.js';
+
+/** The turn protocol's edge cases, with the test in the runner's place. */
+describe('the runner protocol', () => {
+  const launcher = new ManualLauncher();
+  let service: RunningService;
+  beforeAll(async () => {
+    service = await startService({}, undefined, { launcher });
+  });
+  afterAll(async () => service?.stop({ removeData: true }));
+
+  const asRunner = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+  const result = (text: string) => ({ outcome: 'succeeded', text, sessionId: 'session-1', stateSaved: false });
+
+  async function startTurn(userId: string) {
+    const started = await prompt(service, userId, { message: 'hello' }, { prefer: 'respond-async' });
+    expect(started.status).toBe(202);
+    const sandbox = launcher.last();
+    const turn = await call(service, 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
+    expect(turn.status).toBe(200);
+    expect(turn.body).toMatchObject({ turnId: sandbox.spec.turnId, prompt: 'hello', sessionId: null, hasState: false });
+    return { sandbox, link: `/api/conversations/${String(started.body.conversationId)}/turns/${sandbox.spec.turnId}`, userId };
+  }
+  const turnOf = async (t: { link: string; userId: string }) => (await call(service, 'GET', t.link, { userId: t.userId })).body;
+
+  it('takes the first result; a duplicate is refused and changes nothing', async () => {
+    const t = await startTurn('dup');
+    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    expect((await call(service, 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
+    const again = await call(service, 'POST', path, { body: result('second'), ...asRunner(t.sandbox.spec.token) });
+    expect(again.status).toBe(401);
+    expect(await turnOf(t)).toMatchObject({ status: 'succeeded', text: 'first' });
+  });
+
+  it('refuses a result that arrives after the turn timed out', async () => {
+    const t = await startTurn('late');
+    t.sandbox.end({ kind: 'timed_out' });
+    await expect.poll(async () => (await turnOf(t)).status).toBe('timed_out');
+    const late = await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('too late'), ...asRunner(t.sandbox.spec.token) });
+    expect(late.status).toBe(401);
+    expect(await turnOf(t)).toMatchObject({ status: 'timed_out', text: null });
+  });
+
+  it('refuses a result posted with another turn\'s token, and neither turn changes', async () => {
+    const a = await startTurn('owner-a');
+    const b = await startTurn('owner-b');
+    const forged = await call(service, 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, { body: result('forged'), ...asRunner(b.sandbox.spec.token) });
+    expect(forged.status).toBe(401);
+    expect(await turnOf(a)).toMatchObject({ status: 'running' });
+    expect(await turnOf(b)).toMatchObject({ status: 'running' });
+    a.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
+    b.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
+  });
+
+  it('voids the token once the turn is final: no more model calls, no more reads', async () => {
+    const t = await startTurn('voided');
+    await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('done'), ...asRunner(t.sandbox.spec.token) });
+    const model = await call(service, 'POST', '/internal/model/v1/messages', {
+      body: { model: 'x', messages: [{ role: 'user', content: 'hi' }] },
+      headers: { 'x-api-key': t.sandbox.spec.token },
+    });
+    expect(model.status).toBe(401);
+    expect((await call(service, 'GET', `/internal/turns/${t.sandbox.spec.turnId}`, asRunner(t.sandbox.spec.token))).status).toBe(401);
+  });
+
+  it('fails a turn whose sandbox exits without a result, saying how, and names running out of memory', async () => {
+    const plain = await startTurn('crash');
+    plain.sandbox.end({ kind: 'exited', exitCode: 1, signal: null, outOfMemory: false });
+    await expect.poll(async () => (await turnOf(plain)).status).toBe('failed');
+    expect(await turnOf(plain)).toMatchObject({ reason: 'the sandbox exited with code 1 without reporting a result' });
+
+    const oom = await startTurn('oom');
+    oom.sandbox.end({ kind: 'exited', exitCode: null, signal: 'SIGKILL', outOfMemory: true });
+    await expect.poll(async () => (await turnOf(oom)).status).toBe('failed');
+    expect((await turnOf(oom)).reason).toMatch(/ran out of memory \(limit 1024 MiB\) and was killed by SIGKILL/);
+  });
+
+  it('fails a result that claims a saved state the API never received', async () => {
+    const t = await startTurn('liar');
+    const claim = { ...result('saved?'), stateSaved: true };
+    expect((await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
+    expect(await turnOf(t)).toMatchObject({ status: 'failed', reason: expect.stringMatching(/never arrived/) });
+  });
+
+  it('refuses a malformed result with 400 and leaves the turn running', async () => {
+    const t = await startTurn('garbled');
+    const bad = await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { outcome: 'maybe' }, ...asRunner(t.sandbox.spec.token) });
+    expect(bad.status).toBe(400);
+    expect(await turnOf(t)).toMatchObject({ status: 'running' });
+    t.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
+  });
+});
