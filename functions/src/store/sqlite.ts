@@ -1,8 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
-import { Usage, type TurnStatus } from '../contract/turn.js';
+import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
 import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+
+/** The final states as an SQL list, from the one definition of them. */
+const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS conversations (
@@ -42,10 +45,9 @@ CREATE TABLE IF NOT EXISTS turn_events (
   PRIMARY KEY (turn_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, created_at);
-CREATE INDEX IF NOT EXISTS turns_unfinished ON turns (status) WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out');
+CREATE INDEX IF NOT EXISTS turns_unfinished ON turns (status) WHERE status NOT IN ${FINAL_SQL};
 `;
 
-const FINAL_SQL = `('succeeded', 'failed', 'cancelled', 'timed_out')`;
 
 type Row = Record<string, SQLInputValue>;
 
