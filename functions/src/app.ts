@@ -14,11 +14,9 @@ import { publicRoutes } from './http/public-routes.js';
 import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
-import { openCgroups } from './sandbox/local/cgroups.js';
-import { LocalSandboxLauncher } from './sandbox/local/local-launcher.js';
-import { checkIsolationTools } from './sandbox/local/preflight.js';
-import { locateRuntimeFiles } from './sandbox/local/runtime-files.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
+import { createCloudRunLauncher } from './sandbox/cloudrun/index.js';
+import { createLocalLauncher } from './sandbox/local/index.js';
 import { SqliteConversationStore } from './store/sqlite.js';
 
 export interface Clauderun {
@@ -43,7 +41,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const blobs = new FsBlobStore(path.join(config.dataDir, 'blobs'));
   const upstream: ModelUpstream =
     config.model.upstream === 'anthropic' ? new AnthropicUpstream(config.model.baseUrl, config.model.apiKey) : new DemoUpstream();
-  const launcher = overrides.launcher ?? (await localLauncher(config, log));
+  const launcher = overrides.launcher ?? (await sandboxLauncher(config, log));
   const service = new ConversationService({
     store,
     blobs,
@@ -76,18 +74,17 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   };
 }
 
-async function localLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> {
-  const runningAsRoot = process.getuid?.() === 0;
-  checkIsolationTools(runningAsRoot, config.systemPath);
-  return LocalSandboxLauncher.create({
-    sandboxesDir: path.join(config.dataDir, 'sandboxes'),
+function sandboxLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> | SandboxLauncher {
+  const sandbox = config.sandbox;
+  if (sandbox.kind === 'cloudrun') {
+    return createCloudRunLauncher({ jobName: sandbox.jobName, apiUrl: config.apiUrl, endpoint: sandbox.endpoint, log });
+  }
+  return createLocalLauncher({
+    dataDir: config.dataDir,
     apiPort: config.port,
     limits: { memoryBytes: config.limits.memoryMb * 1024 * 1024, cpus: config.limits.cpus, pids: config.limits.pids },
-    runtime: locateRuntimeFiles(),
-    cgroups: await openCgroups(),
-    runningAsRoot,
     systemPath: config.systemPath,
-    log: (turnId, line) => log(`sandbox ${turnId.slice(0, 8)}: ${line}`),
+    log,
   });
 }
 

@@ -20,7 +20,17 @@ const EnvSchema = z.object({
   ANTHROPIC_API_KEY: optionalString,
   ANTHROPIC_BASE_URL: z.url({ error: 'ANTHROPIC_BASE_URL must be a URL' }).default('https://api.anthropic.com'),
   CLAUDERUN_STORE: z.enum(['sqlite'], { error: 'CLAUDERUN_STORE must be one of: sqlite' }).default('sqlite'),
-  CLAUDERUN_SANDBOX: z.enum(['local'], { error: 'CLAUDERUN_SANDBOX must be one of: local' }).default('local'),
+  CLAUDERUN_SANDBOX: z.enum(['local', 'cloudrun'], { error: 'CLAUDERUN_SANDBOX must be one of: local, cloudrun' }).default('local'),
+  /** The Cloud Run Job each turn executes (CLAUDERUN_SANDBOX=cloudrun). */
+  CLAUDERUN_CLOUDRUN_JOB: optionalString.refine((v) => v === undefined || /^projects\/[^/]+\/locations\/[^/]+\/jobs\/[^/]+$/.test(v), {
+    error: 'CLAUDERUN_CLOUDRUN_JOB must look like projects/P/locations/L/jobs/J',
+  }),
+  /** A stand-in for the Cloud Run Admin API (tests, `npm run sim`): plain HTTP, no credentials. */
+  CLAUDERUN_CLOUDRUN_ENDPOINT: optionalString.refine((v) => v === undefined || URL.canParse(v), {
+    error: 'CLAUDERUN_CLOUDRUN_ENDPOINT must be a URL',
+  }),
+  /** The API's URL as sandboxes reach it; locally the loopback port. */
+  CLAUDERUN_API_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_API_URL must be a URL' }),
   CLAUDERUN_AUTH: z.enum(['header'], { error: 'CLAUDERUN_AUTH must be one of: header' }).default('header'),
   CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS').max(24 * 3600).default(600),
   CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
@@ -50,7 +60,7 @@ export interface Config {
   model: { upstream: 'anthropic'; apiKey: string; baseUrl: string } | { upstream: 'demo' };
   agentModel: string | undefined;
   store: 'sqlite';
-  sandbox: 'local';
+  sandbox: { kind: 'local' } | { kind: 'cloudrun'; jobName: string; endpoint: URL | undefined };
   auth: 'header';
   tokenSecret: string | undefined;
   limits: {
@@ -76,6 +86,12 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const e = parsed.data;
+  if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_CLOUDRUN_JOB === undefined) {
+    throw new ConfigError('CLAUDERUN_CLOUDRUN_JOB: required when CLAUDERUN_SANDBOX=cloudrun');
+  }
+  if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_API_URL === undefined) {
+    throw new ConfigError('CLAUDERUN_API_URL: required when CLAUDERUN_SANDBOX=cloudrun (the URL sandboxes reach the API at)');
+  }
   if (e.CLAUDERUN_AUTH === 'header' && e.K_SERVICE !== undefined) {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
@@ -84,14 +100,21 @@ export function loadConfig(env: Env): Config {
   return {
     port: e.PORT,
     dataDir: path.resolve(e.CLAUDERUN_DATA_DIR),
-    apiUrl: `http://127.0.0.1:${e.PORT}`,
+    apiUrl: (e.CLAUDERUN_API_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/+$/, ''),
     model:
       e.ANTHROPIC_API_KEY === undefined
         ? { upstream: 'demo' }
         : { upstream: 'anthropic', apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') },
     agentModel: e.CLAUDERUN_MODEL,
     store: e.CLAUDERUN_STORE,
-    sandbox: e.CLAUDERUN_SANDBOX,
+    sandbox:
+      e.CLAUDERUN_SANDBOX === 'cloudrun'
+        ? {
+            kind: 'cloudrun',
+            jobName: e.CLAUDERUN_CLOUDRUN_JOB ?? '',
+            endpoint: e.CLAUDERUN_CLOUDRUN_ENDPOINT === undefined ? undefined : new URL(e.CLAUDERUN_CLOUDRUN_ENDPOINT),
+          }
+        : { kind: 'local' },
     auth: e.CLAUDERUN_AUTH,
     tokenSecret: e.CLAUDERUN_TOKEN_SECRET,
     limits: {

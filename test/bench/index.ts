@@ -6,6 +6,8 @@ import { openCgroups, type SandboxCgroup } from '../../functions/src/sandbox/loc
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { prompt, startService, type RunningService } from '../support/service.js';
 import { bareRun, cliVersion } from './bare-cli.js';
+import { eventStreamsMemory, listLatency } from './conversations.js';
+import { line, ms } from './report.js';
 import { summarize, type Summary } from './stats.js';
 
 /**
@@ -26,9 +28,6 @@ function countFromEnv(name: string, fallback: number): number {
   return n;
 }
 
-const LABEL_WIDTH = 18;
-const line = (label: string, value: string) => console.log(`  ${label.padEnd(LABEL_WIDTH)}${value}`);
-const ms = (n: number) => `${Math.round(n)} ms`.padStart(9);
 const statsRow = (label: string, s: Summary) => line(label, `${ms(s.median)}${ms(s.p90)}${ms(s.min)}`);
 
 /** One sequential service turn, timed as a client sees it; throws unless it echoed the prompt. */

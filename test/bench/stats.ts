@@ -4,6 +4,7 @@ export interface Summary {
   count: number;
   median: number;
   p90: number;
+  p99: number;
   min: number;
   max: number;
 }
@@ -26,6 +27,7 @@ export function summarize(samples: readonly number[]): Summary {
     count: sorted.length,
     median: percentile(sorted, 50),
     p90: percentile(sorted, 90),
+    p99: percentile(sorted, 99),
     min: percentile(sorted, 0),
     max: percentile(sorted, 100),
   };

@@ -18,7 +18,7 @@ export class ManualLauncher implements SandboxLauncher {
     let end: (how: SandboxEnd) => void = () => {};
     const ended = new Promise<SandboxEnd>((resolve) => (end = resolve));
     this.sandboxes.push({ spec, end });
-    return { ended, cancel: async () => end({ kind: 'cancelled' }) };
+    return { ref: `manual:${spec.turnId}`, ended, cancel: async () => end({ kind: 'cancelled' }) };
   }
 
   last(): ManualSandbox {

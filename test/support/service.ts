@@ -32,7 +32,7 @@ export async function freePort(): Promise<number> {
 /** The real service (Functions Framework server, real sandbox) on a free loopback port. */
 export async function startService(env: Env = {}, dataDir?: string, overrides: Omit<Overrides, 'log'> = {}): Promise<RunningService> {
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'clauderun-test-')));
-  const port = await freePort();
+  const port = env.PORT !== undefined ? Number(env.PORT) : await freePort();
   const logs: string[] = [];
   const log = (message: string) => {
     logs.push(message);

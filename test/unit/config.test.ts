@@ -9,7 +9,7 @@ describe('config', () => {
     expect(config.dataDir).toBe(path.resolve('.clauderun'));
     expect(config.model).toEqual({ upstream: 'demo' });
     expect(config.store).toBe('sqlite');
-    expect(config.sandbox).toBe('local');
+    expect(config.sandbox).toEqual({ kind: 'local' });
     expect(config.limits).toMatchObject({ turnTimeoutSeconds: 600, memoryMb: 1024, cpus: 1, pids: 256, maxPromptBytes: 102400 });
     expect(config.limits.maxStateBytes).toBe(25 * 1024 * 1024);
   });
@@ -31,6 +31,16 @@ describe('config', () => {
   ])('refuses %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('needs a job and the API URL for the Cloud Run sandbox', () => {
+    expect(() => loadConfig({ CLAUDERUN_SANDBOX: 'cloudrun' })).toThrow(/CLAUDERUN_CLOUDRUN_JOB: required/);
+    expect(() => loadConfig({ CLAUDERUN_SANDBOX: 'cloudrun', CLAUDERUN_CLOUDRUN_JOB: 'my-job' })).toThrow(/projects\/P\/locations\/L\/jobs\/J/);
+    const job = 'projects/p/locations/europe-west1/jobs/sandbox';
+    expect(() => loadConfig({ CLAUDERUN_SANDBOX: 'cloudrun', CLAUDERUN_CLOUDRUN_JOB: job })).toThrow(/CLAUDERUN_API_URL: required/);
+    const config = loadConfig({ CLAUDERUN_SANDBOX: 'cloudrun', CLAUDERUN_CLOUDRUN_JOB: job, CLAUDERUN_API_URL: 'https://api.example.test/' });
+    expect(config.sandbox).toEqual({ kind: 'cloudrun', jobName: job, endpoint: undefined });
+    expect(config.apiUrl).toBe('https://api.example.test');
   });
 
   it('refuses header auth in the cloud', () => {

@@ -4,7 +4,7 @@ import { BlobTooLargeError, type BlobStore } from '../blobs/blob-store.js';
 import type { PostConversationRequest } from '../contract/api.js';
 import type { AgentEvent, RunnerResult, RunnerTurn } from '../contract/runner.js';
 import { emptyUsage, isFinal, type TurnStatus, type Usage } from '../contract/turn.js';
-import type { SandboxEnd, SandboxHandle, SandboxLauncher } from '../sandbox/launcher.js';
+import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import type { Conversation, ConversationStore, ListCursor, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import { TurnBus } from './turn-events.js';
@@ -293,8 +293,12 @@ export class ConversationService {
     try {
       handle = await this.deps.launcher.launch({ turnId: turn.id, token, timeoutSeconds: this.deps.limits.turnTimeoutSeconds });
     } catch (error) {
-      this.deps.log(`turn ${turn.id}: sandbox launch failed: ${(error as Error).message}`);
-      await this.finish(turn.id, 'failed', { reason: `the sandbox could not be started: ${(error as Error).message}` });
+      const message = (error as Error).message;
+      this.deps.log(`turn ${turn.id}: sandbox launch failed: ${message}`);
+      const failed = await this.finish(turn.id, 'failed', { reason: `the sandbox could not be started: ${message}` });
+      if (error instanceof SandboxUnavailableError) {
+        throw new ServiceError('unavailable', `no sandbox is available right now: ${message}`, { ...turnView(failed), retryAfterSeconds: 10 });
+      }
       return;
     }
     this.sandboxes.set(turn.id, handle);
@@ -318,10 +322,11 @@ export class ConversationService {
         await this.finish(turnId, 'cancelled', { reason: 'the turn was cancelled' });
         return;
       case 'exited': {
-        const how = end.signal !== null ? `was killed by ${end.signal}` : `exited with code ${end.exitCode}`;
+        const how = end.signal !== null ? `was killed by ${end.signal}` : end.exitCode !== null ? `exited with code ${end.exitCode}` : 'ended';
+        const detail = end.detail !== undefined ? ` (${end.detail})` : '';
         const reason = end.outOfMemory
-          ? `the sandbox ran out of memory (limit ${limits.memoryMb} MiB) and ${how} without reporting a result`
-          : `the sandbox ${how} without reporting a result`;
+          ? `the sandbox ran out of memory (limit ${limits.memoryMb} MiB) and ${how} without reporting a result${detail}`
+          : `the sandbox ${how} without reporting a result${detail}`;
         await this.finish(turnId, 'failed', { reason });
       }
     }
@@ -350,10 +355,10 @@ export class ConversationService {
 
   private async cancelTurn(turn: Turn): Promise<Turn> {
     const sandbox = this.sandboxes.get(turn.id);
-    // Without a sandbox here (not launched yet, or another instance's), ending the turn voids its token.
-    if (sandbox === undefined) return this.finish(turn.id, 'cancelled', { reason: 'the turn was cancelled' });
-    await sandbox.cancel();
-    return this.waitForFinal(turn.id);
+    // Once the stop is asked for, the turn is over: ending it now voids the token, so nothing the
+    // sandbox still says in its last moments can count.
+    await sandbox?.cancel();
+    return this.finish(turn.id, 'cancelled', { reason: 'the turn was cancelled' });
   }
 
   /** Work no request waits for: a failure is logged, never left to crash the process. */

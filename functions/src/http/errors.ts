@@ -18,6 +18,8 @@ export const STATUS_OF: Record<ErrorCode, number> = {
 
 export function sendError(res: Response, code: ErrorCode, message: string, details?: Record<string, unknown>): void {
   const body: ErrorBody = { error: { code, message, ...(details ? { details } : {}) } };
+  const retryAfter = details?.retryAfterSeconds;
+  if (typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
   res.status(STATUS_OF[code]).json(body);
 }
 

@@ -6,11 +6,13 @@ export interface SandboxSpec {
 }
 
 export type SandboxEnd =
-  | { kind: 'exited'; exitCode: number | null; signal: string | null; outOfMemory: boolean }
+  | { kind: 'exited'; exitCode: number | null; signal: string | null; outOfMemory: boolean; detail?: string }
   | { kind: 'timed_out' }
   | { kind: 'cancelled' };
 
 export interface SandboxHandle {
+  /** What names this sandbox to its launcher (a Cloud Run execution, a local directory). */
+  readonly ref: string;
   /** Settles once the sandbox and every process in it are gone. */
   readonly ended: Promise<SandboxEnd>;
   cancel(): Promise<void>;
@@ -23,6 +25,7 @@ export interface SandboxLauncher {
   close(): Promise<void>;
 }
 
+/** No sandbox can be had: isolation is missing here, or the platform refuses for now. */
 export class SandboxUnavailableError extends Error {
   override name = 'SandboxUnavailableError';
 }

@@ -82,7 +82,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
         })();
       });
     });
-    const handle: SandboxHandle = { ended, cancel: () => stop('cancelled') };
+    const handle: SandboxHandle = { ref: `local:${spec.turnId}`, ended, cancel: () => stop('cancelled') };
     this.running.add(handle);
     void ended.then(() => this.running.delete(handle));
     return handle;

@@ -1,0 +1,145 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ExecutionsClient, JobsClient } from '@google-cloud/run';
+import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher, type SandboxSpec } from '../launcher.js';
+
+/** The parts of the Cloud Run v2 clients this launcher calls; tests and the sim pass the real clients. */
+export type RunJobs = Pick<JobsClient, 'runJob'>;
+export type RunExecutions = Pick<ExecutionsClient, 'getExecution' | 'cancelExecution'>;
+
+export interface CloudRunLauncherOptions {
+  jobs: RunJobs;
+  executions: RunExecutions;
+  /** projects/P/locations/L/jobs/J: the job built from sandbox-image/. */
+  jobName: string;
+  /** The API's URL as a sandbox reaches it. */
+  apiUrl: string;
+  /** runJob refusals (429/503) retried this many times, with exponential backoff from `retryBaseMs`. */
+  retries?: number;
+  retryBaseMs?: number;
+  /** First interval between execution polls; it doubles up to `maxPollMs`. */
+  firstPollMs?: number;
+  maxPollMs?: number;
+  log: (message: string) => void;
+}
+
+/** gRPC codes gax reports for HTTP 429 and 503 on the REST transport. */
+const RESOURCE_EXHAUSTED = 8;
+const UNAVAILABLE = 14;
+
+/**
+ * One Cloud Run Job execution per turn, with the turn's three variables and timeout as overrides.
+ * The operation runJob returns is not awaited (it resolves only when the execution ends): the
+ * execution is watched with getExecution, backing off, and cancelled with cancelExecution.
+ */
+export class CloudRunLauncher implements SandboxLauncher {
+  readonly name = 'cloudrun';
+  private readonly watching = new Set<{ stop(): void }>();
+
+  constructor(private readonly options: CloudRunLauncherOptions) {}
+
+  async launch(spec: SandboxSpec): Promise<SandboxHandle> {
+    const execution = await this.runJob(spec);
+    return this.watch(execution);
+  }
+
+  /** A handle on an execution started earlier (by this instance or another). */
+  watch(executionName: string): SandboxHandle {
+    const o = this.options;
+    let pollMs = o.firstPollMs ?? 1000;
+    let stopped = false;
+    let wake: () => void = () => {};
+    const watcher = { stop: () => ((stopped = true), wake()) };
+    this.watching.add(watcher);
+    const ended = (async (): Promise<SandboxEnd> => {
+      try {
+        while (!stopped) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, pollMs).unref();
+          });
+          if (stopped) break;
+          try {
+            const [execution] = await o.executions.getExecution({ name: executionName });
+            const end = endOf(execution);
+            if (end !== undefined) return end;
+          } catch (error) {
+            o.log(`execution ${executionName}: status unavailable: ${(error as Error).message}`);
+          }
+          pollMs = Math.min(pollMs * 2, o.maxPollMs ?? 10_000);
+        }
+        return { kind: 'cancelled' };
+      } finally {
+        this.watching.delete(watcher);
+      }
+    })();
+    return {
+      ref: executionName,
+      ended,
+      cancel: async () => {
+        await o.executions.cancelExecution({ name: executionName });
+        pollMs = o.firstPollMs ?? 1000; // a cancel settles in moments: look again soon
+        wake();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    // Executions run on in the cloud and report to the API; this instance only stops watching.
+    for (const watcher of [...this.watching]) watcher.stop();
+  }
+
+  private async runJob(spec: SandboxSpec): Promise<string> {
+    const o = this.options;
+    const retries = o.retries ?? 4;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const [operation] = await o.jobs.runJob({
+          name: o.jobName,
+          overrides: {
+            containerOverrides: [
+              {
+                env: [
+                  { name: 'TURN_ID', value: spec.turnId },
+                  { name: 'API_URL', value: o.apiUrl },
+                  { name: 'TURN_TOKEN', value: spec.token },
+                ],
+              },
+            ],
+            taskCount: 1,
+            timeout: { seconds: spec.timeoutSeconds },
+          },
+        });
+        const name = (operation.metadata as { name?: string } | null)?.name;
+        if (!name) throw new Error('runJob answered without an execution name');
+        return name;
+      } catch (error) {
+        const code = (error as { code?: number }).code;
+        const refused = code === RESOURCE_EXHAUSTED || code === UNAVAILABLE;
+        if (!refused) throw error;
+        if (attempt >= retries) {
+          throw new SandboxUnavailableError(`Cloud Run refused to start a sandbox ${attempt + 1} times (${(error as Error).message}); try again shortly`);
+        }
+        await sleep((o.retryBaseMs ?? 500) * 2 ** attempt);
+      }
+    }
+  }
+}
+
+interface ExecutionStatus {
+  completionTime?: unknown;
+  succeededCount?: number | null;
+  failedCount?: number | null;
+  cancelledCount?: number | null;
+  conditions?: Array<{ type?: string | null; message?: string | null; reason?: unknown }> | null;
+}
+
+/** How a finished execution ended, in the launcher's terms; undefined while it runs. */
+export function endOf(execution: ExecutionStatus): SandboxEnd | undefined {
+  if (execution.completionTime === undefined || execution.completionTime === null) return undefined;
+  const completed = execution.conditions?.find((c) => c.type === 'Completed');
+  const detail = completed?.message ?? undefined;
+  if ((execution.cancelledCount ?? 0) > 0) return { kind: 'cancelled' };
+  if ((execution.succeededCount ?? 0) > 0) return { kind: 'exited', exitCode: 0, signal: null, outOfMemory: false };
+  if (detail !== undefined && /timed? ?out|deadline/i.test(detail)) return { kind: 'timed_out' };
+  return { kind: 'exited', exitCode: null, signal: null, outOfMemory: /memory/i.test(detail ?? ''), detail: detail ?? 'the execution failed' };
+}

@@ -1,0 +1,72 @@
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { freePort } from '../support/service.js';
+
+/**
+ * The service as `npm start` runs it, in a process of its own: its memory can then be read from
+ * /proc without the benchmark's own heap and sockets in it, and its event loop serves requests
+ * without the client's work competing on the same thread.
+ */
+
+export interface ServiceProcess {
+  pid: number;
+  url: string;
+  /** Everything it wrote to stdout and stderr so far, for error messages. */
+  output(): string;
+  /** SIGTERM and wait for the exit (SIGKILL if it does not go within `graceMs`). */
+  stop(graceMs?: number): Promise<void>;
+}
+
+const START_TIMEOUT_MS = 30_000;
+
+export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
+  const port = await freePort();
+  let output = '';
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), 'dist/functions/src/main.js')], {
+    // Only what the service needs: the bench's own environment may carry settings (a real
+    // ANTHROPIC_API_KEY, CLAUDERUN_* overrides) that would change what is measured.
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (graceMs = 15_000): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the service exited at start: ${output.trim()}`);
+    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) {
+      if (child.pid === undefined) break;
+      return { pid: child.pid, url, output: () => output, stop };
+    }
+    await sleep(100);
+  }
+  await stop();
+  throw new Error(`the service did not answer /healthz within ${START_TIMEOUT_MS / 1000} s: ${output.trim()}`);
+}
+
+/** A process's resident set size in bytes (VmRSS of /proc/<pid>/status, which is in KiB). */
+export async function residentBytes(pid: number | 'self'): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+  if (kib === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(kib) * 1024;
+}
+
+/** The soft open-file limit of a process (the "Max open files" row of /proc/<pid>/limits). */
+export async function openFileLimit(pid: number | 'self'): Promise<number> {
+  const limits = await readFile(`/proc/${pid}/limits`, 'utf8');
+  const soft = /^Max open files\s+(\S+)/m.exec(limits)?.[1];
+  if (soft === undefined) throw new Error(`no "Max open files" in /proc/${pid}/limits`);
+  return soft === 'unlimited' ? Number.POSITIVE_INFINITY : Number(soft);
+}
