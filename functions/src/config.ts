@@ -46,6 +46,8 @@ const EnvSchema = z.object({
   CLAUDERUN_MODEL: optionalString,
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
+  /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
+  CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: z.enum(['true', 'false'], { error: 'CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD must be true or false' }).default('false'),
   /** Set by Cloud Run / Cloud Functions; header auth refuses to run there. */
   K_SERVICE: optionalString,
 });
@@ -92,7 +94,7 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_API_URL === undefined) {
     throw new ConfigError('CLAUDERUN_API_URL: required when CLAUDERUN_SANDBOX=cloudrun (the URL sandboxes reach the API at)');
   }
-  if (e.CLAUDERUN_AUTH === 'header' && e.K_SERVICE !== undefined) {
+  if (e.CLAUDERUN_AUTH === 'header' && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );

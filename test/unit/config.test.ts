@@ -45,5 +45,7 @@ describe('config', () => {
 
   it('refuses header auth in the cloud', () => {
     expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
+    expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);
+    expect(loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true' }).runningInCloud).toBe(true);
   });
 });
