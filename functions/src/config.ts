@@ -19,7 +19,16 @@ const EnvSchema = z.object({
   CLAUDERUN_DATA_DIR: z.string().min(1).default('./.clauderun'),
   ANTHROPIC_API_KEY: optionalString,
   ANTHROPIC_BASE_URL: z.url({ error: 'ANTHROPIC_BASE_URL must be a URL' }).default('https://api.anthropic.com'),
-  CLAUDERUN_STORE: z.enum(['sqlite'], { error: 'CLAUDERUN_STORE must be one of: sqlite' }).default('sqlite'),
+  CLAUDERUN_STORE: z.enum(['sqlite', 'firestore'], { error: 'CLAUDERUN_STORE must be one of: sqlite, firestore' }).default('sqlite'),
+  /** The Google Cloud project of Firestore (and the other clients); set by the platform in the cloud. */
+  GOOGLE_CLOUD_PROJECT: optionalString,
+  /** The official Firestore emulator (tests, `npm run sim`): host:port. */
+  FIRESTORE_EMULATOR_HOST: optionalString,
+  CLAUDERUN_BLOBS: z.enum(['fs', 'gcs'], { error: 'CLAUDERUN_BLOBS must be one of: fs, gcs' }).default('fs'),
+  /** The bucket of conversation state archives (CLAUDERUN_BLOBS=gcs). */
+  CLAUDERUN_GCS_BUCKET: optionalString,
+  /** A stand-in for the Cloud Storage JSON API (tests, `npm run sim`). */
+  CLAUDERUN_GCS_ENDPOINT: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_GCS_ENDPOINT must be a URL' }),
   CLAUDERUN_SANDBOX: z.enum(['local', 'cloudrun'], { error: 'CLAUDERUN_SANDBOX must be one of: local, cloudrun' }).default('local'),
   /** The Cloud Run Job each turn executes (CLAUDERUN_SANDBOX=cloudrun). */
   CLAUDERUN_CLOUDRUN_JOB: optionalString.refine((v) => v === undefined || /^projects\/[^/]+\/locations\/[^/]+\/jobs\/[^/]+$/.test(v), {
@@ -61,7 +70,8 @@ export interface Config {
   apiUrl: string;
   model: { upstream: 'anthropic'; apiKey: string; baseUrl: string } | { upstream: 'demo' };
   agentModel: string | undefined;
-  store: 'sqlite';
+  store: { kind: 'sqlite' } | { kind: 'firestore'; projectId: string; emulatorHost: string | undefined };
+  blobs: { kind: 'fs' } | { kind: 'gcs'; bucket: string; endpoint: URL | undefined };
   sandbox: { kind: 'local' } | { kind: 'cloudrun'; jobName: string; endpoint: URL | undefined };
   auth: 'header';
   tokenSecret: string | undefined;
@@ -88,6 +98,12 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const e = parsed.data;
+  if (e.CLAUDERUN_STORE === 'firestore' && e.GOOGLE_CLOUD_PROJECT === undefined) {
+    throw new ConfigError('GOOGLE_CLOUD_PROJECT: required when CLAUDERUN_STORE=firestore');
+  }
+  if (e.CLAUDERUN_BLOBS === 'gcs' && e.CLAUDERUN_GCS_BUCKET === undefined) {
+    throw new ConfigError('CLAUDERUN_GCS_BUCKET: required when CLAUDERUN_BLOBS=gcs');
+  }
   if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_CLOUDRUN_JOB === undefined) {
     throw new ConfigError('CLAUDERUN_CLOUDRUN_JOB: required when CLAUDERUN_SANDBOX=cloudrun');
   }
@@ -108,7 +124,14 @@ export function loadConfig(env: Env): Config {
         ? { upstream: 'demo' }
         : { upstream: 'anthropic', apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') },
     agentModel: e.CLAUDERUN_MODEL,
-    store: e.CLAUDERUN_STORE,
+    store:
+      e.CLAUDERUN_STORE === 'firestore'
+        ? { kind: 'firestore', projectId: e.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: e.FIRESTORE_EMULATOR_HOST }
+        : { kind: 'sqlite' },
+    blobs:
+      e.CLAUDERUN_BLOBS === 'gcs'
+        ? { kind: 'gcs', bucket: e.CLAUDERUN_GCS_BUCKET ?? '', endpoint: e.CLAUDERUN_GCS_ENDPOINT === undefined ? undefined : new URL(e.CLAUDERUN_GCS_ENDPOINT) }
+        : { kind: 'fs' },
     sandbox:
       e.CLAUDERUN_SANDBOX === 'cloudrun'
         ? {

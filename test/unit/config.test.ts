@@ -8,7 +8,8 @@ describe('config', () => {
     expect(config.port).toBe(8080);
     expect(config.dataDir).toBe(path.resolve('.clauderun'));
     expect(config.model).toEqual({ upstream: 'demo' });
-    expect(config.store).toBe('sqlite');
+    expect(config.store).toEqual({ kind: 'sqlite' });
+    expect(config.blobs).toEqual({ kind: 'fs' });
     expect(config.sandbox).toEqual({ kind: 'local' });
     expect(config.limits).toMatchObject({ turnTimeoutSeconds: 600, memoryMb: 1024, cpus: 1, pids: 256, maxPromptBytes: 102400 });
     expect(config.limits.maxStateBytes).toBe(25 * 1024 * 1024);
@@ -24,7 +25,10 @@ describe('config', () => {
     [{ PORT: '70000' }, /PORT/],
     [{ CLAUDERUN_TURN_TIMEOUT_SECONDS: '-5' }, /CLAUDERUN_TURN_TIMEOUT_SECONDS/],
     [{ CLAUDERUN_SANDBOX_MEMORY_MB: '100' }, /CLAUDERUN_SANDBOX_MEMORY_MB/],
-    [{ CLAUDERUN_STORE: 'postgres' }, /CLAUDERUN_STORE must be one of: sqlite/],
+    [{ CLAUDERUN_STORE: 'postgres' }, /CLAUDERUN_STORE must be one of: sqlite, firestore/],
+    [{ CLAUDERUN_STORE: 'firestore' }, /GOOGLE_CLOUD_PROJECT: required/],
+    [{ CLAUDERUN_BLOBS: 'gcs' }, /CLAUDERUN_GCS_BUCKET: required/],
+    [{ CLAUDERUN_GCS_ENDPOINT: 'nope' }, /CLAUDERUN_GCS_ENDPOINT must be a URL/],
     [{ CLAUDERUN_SANDBOX: 'chroot' }, /CLAUDERUN_SANDBOX/],
     [{ ANTHROPIC_BASE_URL: 'not a url' }, /ANTHROPIC_BASE_URL/],
     [{ CLAUDERUN_TOKEN_SECRET: 'short' }, /CLAUDERUN_TOKEN_SECRET/],
