@@ -4,7 +4,7 @@ import path from 'node:path';
 import express, { type Express } from 'express';
 import { HeaderAuthenticator } from './auth/header.js';
 import { FsBlobStore } from './blobs/fs.js';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import { ConversationService } from './conversations/service.js';
 import { TurnTokens } from './conversations/turn-token.js';
 import { errorHandler, sendError } from './http/errors.js';
@@ -37,6 +37,9 @@ export interface Overrides {
 export async function createClauderun(config: Config, overrides: Overrides = {}): Promise<Clauderun> {
   const log = overrides.log ?? ((message: string) => console.error(`clauderun: ${message}`));
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  if (config.store.kind !== 'sqlite' || config.blobs.kind !== 'fs') {
+    throw new ConfigError('CLAUDERUN_STORE=firestore and CLAUDERUN_BLOBS=gcs are not wired into this build yet');
+  }
   const store = new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
   const blobs = new FsBlobStore(path.join(config.dataDir, 'blobs'));
   const upstream: ModelUpstream =
