@@ -15,7 +15,6 @@ import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
-import { createCloudRunLauncher } from './sandbox/cloudrun/index.js';
 import { createLocalLauncher } from './sandbox/local/index.js';
 import { SqliteConversationStore } from './store/sqlite.js';
 
@@ -77,9 +76,11 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   };
 }
 
-function sandboxLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> | SandboxLauncher {
+async function sandboxLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> {
   const sandbox = config.sandbox;
   if (sandbox.kind === 'cloudrun') {
+    // Loaded only when used: the Google client libraries cost ~40 MB of memory on their own.
+    const { createCloudRunLauncher } = await import('./sandbox/cloudrun/index.js');
     return createCloudRunLauncher({ jobName: sandbox.jobName, apiUrl: config.apiUrl, endpoint: sandbox.endpoint, log });
   }
   return createLocalLauncher({

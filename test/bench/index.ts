@@ -14,7 +14,9 @@ import { summarize, type Summary } from './stats.js';
  * `npm run bench`: how much a turn through clauderun (HTTP, store, bwrap sandbox, cgroups, model
  * proxy) costs over running the same Claude Code CLI bare, and whether concurrent users each get
  * their own answer. Both sides talk to the same local fake Anthropic API, so model latency is
- * near zero and what is measured is our overhead plus the CLI's own start-up.
+ * near zero and what is measured is our overhead plus the CLI's own start-up. Then what the
+ * service holds for many watchers of one turn, and how fast it lists a user's many conversations
+ * (conversations.ts).
  */
 
 const OVERHEAD_TARGET_PERCENT = 15;
@@ -127,6 +129,8 @@ async function concurrent(service: RunningService, users: number): Promise<boole
 async function main(): Promise<number> {
   const runs = countFromEnv('BENCH_RUNS', 10);
   const users = countFromEnv('BENCH_CONCURRENT', 10);
+  const streams = countFromEnv('BENCH_STREAMS', 1000);
+  const stored = countFromEnv('BENCH_CONVERSATIONS', 10_000);
 
   console.log('clauderun benchmark');
   line('node', process.version);
@@ -149,8 +153,11 @@ async function main(): Promise<number> {
     });
     await sequential(service, fake, runs, limited);
     const correct = await concurrent(service, users);
+    // Each runs its own service process, so that what it measures is that process alone.
+    const streamsCorrect = await eventStreamsMemory(fake, streams);
+    const listCorrect = await listLatency(fake, stored);
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    return correct ? 0 : 1;
+    return correct && streamsCorrect && listCorrect ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
     await fake?.close();

@@ -16,6 +16,8 @@ export interface ServiceProcess {
   url: string;
   /** Everything it wrote to stdout and stderr so far, for error messages. */
   output(): string;
+  /** Its resident set size in bytes now; throws, with its output, if it is no longer running. */
+  rss(): Promise<number>;
   /** SIGTERM and wait for the exit (SIGKILL if it does not go within `graceMs`). */
   stop(graceMs?: number): Promise<void>;
 }
@@ -33,9 +35,17 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
   });
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    // A process that could not be spawned never exits: count that as its end.
+    child.once('error', (error) => {
+      output += `\n${error.message}`;
+      resolve();
+    });
+  });
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
   const stop = async (graceMs = 15_000): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (gone() || child.pid === undefined) return;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await exited;
@@ -44,10 +54,16 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`the service exited at start: ${output.trim()}`);
+    if (gone() || child.pid === undefined) throw new Error(`the service exited at start: ${output.trim()}`);
     if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) {
-      if (child.pid === undefined) break;
-      return { pid: child.pid, url, output: () => output, stop };
+      const pid = child.pid;
+      const rss = async () => {
+        if (gone()) {
+          throw new Error(`the service exited (${child.exitCode ?? child.signalCode}): ${output.trim().slice(-2000)}`);
+        }
+        return residentBytes(pid);
+      };
+      return { pid, url, output: () => output, rss, stop };
     }
     await sleep(100);
   }
@@ -56,7 +72,7 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
 }
 
 /** A process's resident set size in bytes (VmRSS of /proc/<pid>/status, which is in KiB). */
-export async function residentBytes(pid: number | 'self'): Promise<number> {
+async function residentBytes(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
   if (kib === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
