@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Firestore } from '@google-cloud/firestore';
+import { PassThroughClient } from 'google-auth-library';
 
 /** The official emulator (Debian package google-cloud-cli-firestore-emulator). */
 export const FIRESTORE_EMULATOR_JAR = '/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar';
@@ -78,12 +79,13 @@ export async function startFirestoreEmulator(): Promise<FirestoreEmulator | unde
 }
 
 /**
- * A client for the emulator. Settings `host` + `ssl: false` are enough for @google-cloud/firestore
- * 9: it then uses an insecure channel, sends `Authorization: Bearer owner` and asks for no
- * credentials, so no test needs FIRESTORE_EMULATOR_HOST in process.env.
+ * A client for the emulator, with no change to process.env: with settings `host` + `ssl: false`
+ * @google-cloud/firestore 9 uses an insecure channel and sends `Authorization: Bearer owner`.
+ * The PassThroughClient stops google-gax looking for Application Default Credentials (it asks
+ * them for a universe domain, which off Google Cloud means a metadata-server probe and a warning).
  */
 export function emulatorClient(emulator: FirestoreEmulator): Firestore {
-  return new Firestore({ projectId: emulator.projectId, host: emulator.host, ssl: false });
+  return new Firestore({ projectId: emulator.projectId, host: emulator.host, ssl: false, authClient: new PassThroughClient() });
 }
 
 async function waitUntilReady(host: string, child: ChildProcess): Promise<void> {

@@ -1,0 +1,264 @@
+import { createHash } from 'node:crypto';
+import {
+  FieldPath,
+  FieldValue,
+  GrpcStatus,
+  type CollectionReference,
+  type DocumentReference,
+  type DocumentSnapshot,
+  type Firestore,
+  type Transaction,
+} from '@google-cloud/firestore';
+import { z } from 'zod';
+import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
+import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+
+/*
+ * Layout (every collection name starts with the prefix):
+ *   conversations/{id}              a Conversation + activeTurnId (its one unfinished turn, or null)
+ *   turns/{id}                      a Turn + lastEventSeq (the number of its last event)
+ *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
+ *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
+ * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
+ * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
+ */
+
+const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
+
+/**
+ * Concurrent writers meet on one document (a conversation's activeTurnId, a turn's status or event
+ * counter): a contended transaction is retried rather than failing with ABORTED. The default of 5
+ * attempts was nearly used up by 10 racing writers on the emulator (it locks pessimistically).
+ */
+const RETRY_CONTENDED = { maxAttempts: 10 };
+
+const ConversationRecord = z.object({
+  id: z.string(),
+  userId: z.string(),
+  title: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  sessionId: z.string().nullable(),
+  stateKey: z.string().nullable(),
+}) satisfies z.ZodType<Conversation>;
+
+const TurnRecord = z.object({
+  id: z.string(),
+  conversationId: z.string(),
+  userId: z.string(),
+  prompt: z.string(),
+  status: TurnStatus,
+  reason: z.string().nullable(),
+  text: z.string().nullable(),
+  usage: Usage,
+  costUsd: z.number(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  deadlineAt: z.string(),
+  uploadedStateKey: z.string().nullable(),
+  idempotencyKey: z.string().nullable(),
+}) satisfies z.ZodType<Turn>;
+
+/** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
+const EventRecord = z.object({ turnId: z.string(), seq: z.number().int(), type: z.string(), data: z.string(), at: z.string() });
+
+// Parsing strips the adapter's own fields (activeTurnId, lastEventSeq) and catches drifted documents.
+const toConversation = (snap: DocumentSnapshot): Conversation => ConversationRecord.parse(snap.data());
+const toTurn = (snap: DocumentSnapshot): Turn => TurnRecord.parse(snap.data());
+const toEvent = (snap: DocumentSnapshot): TurnEvent => {
+  const { data, ...event } = EventRecord.parse(snap.data());
+  return { ...event, data: z.record(z.string(), z.unknown()).parse(JSON.parse(data)) };
+};
+
+const activeTurnOf = (snap: DocumentSnapshot): string | null => z.string().nullable().parse(snap.get('activeTurnId') ?? null);
+const lastEventSeqOf = (snap: DocumentSnapshot): number => z.number().int().parse(snap.get('lastEventSeq') ?? 0);
+const eventId = (seq: number): string => String(seq).padStart(10, '0');
+
+/** Firestore rejects `undefined` field values: a patch's absent fields are dropped. */
+const definedFields = (patch: TurnPatch): TurnPatch =>
+  Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+
+/** The Google Cloud store: Firestore (native mode), every multi-document step in a transaction. */
+export class FirestoreConversationStore implements ConversationStore {
+  private readonly conversations: CollectionReference;
+  private readonly turns: CollectionReference;
+  private readonly idempotency: CollectionReference;
+
+  /** `prefix` starts every collection name (tests use a fresh one per store); close() terminates `db`. */
+  constructor(
+    private readonly db: Firestore,
+    prefix = '',
+  ) {
+    if (prefix.includes('/')) throw new Error(`a collection prefix cannot contain "/": ${prefix}`);
+    this.conversations = db.collection(`${prefix}conversations`);
+    this.turns = db.collection(`${prefix}turns`);
+    this.idempotency = db.collection(`${prefix}idempotency`);
+  }
+
+  async createConversation(conversation: Conversation): Promise<void> {
+    await this.conversations.doc(conversation.id).create({ ...conversation, activeTurnId: null });
+  }
+
+  async getConversation(id: string): Promise<Conversation | undefined> {
+    const snap = await this.conversations.doc(id).get();
+    return snap.exists ? toConversation(snap) : undefined;
+  }
+
+  async listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]> {
+    if (limit <= 0) return [];
+    let query = this.conversations
+      .where('userId', '==', userId)
+      .orderBy('updatedAt', 'desc')
+      .orderBy(FieldPath.documentId(), 'desc');
+    if (after) query = query.startAfter(after.updatedAt, after.id);
+    return (await query.limit(limit).get()).docs.map(toConversation);
+  }
+
+  /**
+   * One transaction removes the conversation, its turns and their idempotency claims, so no reader
+   * sees half of it and no turn can start or record events in it any more; the events of those
+   * turns are deleted after it (a crash in between leaves only unreachable events behind).
+   */
+  async deleteConversation(id: string): Promise<string[]> {
+    const { keys, turnIds } = await this.transaction(async (tx) => {
+      const conversationRef = this.conversations.doc(id);
+      const conversation = await tx.get(conversationRef);
+      const turns = (await tx.get(this.turns.where('conversationId', '==', id))).docs.map(toTurn);
+      const keys = new Set<string>();
+      if (conversation.exists) {
+        const { stateKey } = toConversation(conversation);
+        if (stateKey !== null) keys.add(stateKey);
+        tx.delete(conversationRef);
+      }
+      for (const turn of turns) {
+        if (turn.uploadedStateKey !== null) keys.add(turn.uploadedStateKey);
+        if (turn.idempotencyKey !== null) tx.delete(this.idempotencyRef(turn.userId, turn.idempotencyKey));
+        tx.delete(this.turns.doc(turn.id));
+      }
+      return { keys: [...keys], turnIds: turns.map((turn) => turn.id) };
+    });
+    await Promise.all(turnIds.map((turnId) => this.db.recursiveDelete(this.events(turnId))));
+    return keys;
+  }
+
+  async startTurn(turn: Turn): Promise<StartTurnResult> {
+    return this.transaction(async (tx) => {
+      const conversationRef = this.conversations.doc(turn.conversationId);
+      const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
+      const [conversation, claim] = await tx.getAll(conversationRef, ...(claimRef ? [claimRef] : []));
+      if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
+      if (!conversation?.exists) throw new Error(`conversation ${turn.conversationId} does not exist`);
+      const activeTurnId = activeTurnOf(conversation);
+      if (activeTurnId !== null) return { started: false, activeTurnId };
+
+      tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
+      if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
+      tx.update(conversationRef, { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id });
+      return { started: true };
+    });
+  }
+
+  async listTurns(conversationId: string): Promise<Turn[]> {
+    const snap = await this.turns.where('conversationId', '==', conversationId).orderBy('createdAt', 'asc').get();
+    return snap.docs.map(toTurn);
+  }
+
+  async findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined> {
+    const claim = await this.idempotencyRef(userId, key).get();
+    return claim.exists ? this.getTurn(z.string().parse(claim.get('turnId'))) : undefined;
+  }
+
+  async getTurn(id: string): Promise<Turn | undefined> {
+    const snap = await this.turns.doc(id).get();
+    return snap.exists ? toTurn(snap) : undefined;
+  }
+
+  /** The compare-and-set: read the status and write the patch in one transaction. */
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined> {
+    if (from.length === 0) return undefined;
+    const changes = definedFields(patch);
+    return this.transaction(async (tx) => {
+      const snap = await tx.get(this.turns.doc(id));
+      if (!snap.exists) return undefined;
+      const turn = toTurn(snap);
+      if (!from.includes(turn.status)) return undefined;
+      const updated: Turn = { ...turn, ...changes };
+      // Keep the conversation's activeTurnId true: it is what startTurn checks.
+      if (!isFinal(turn.status) && isFinal(updated.status)) await this.moveActiveTurn(tx, turn.conversationId, id, null);
+      if (isFinal(turn.status) && !isFinal(updated.status)) await this.moveActiveTurn(tx, turn.conversationId, null, id);
+      if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
+      return updated;
+    });
+  }
+
+  /** Increments commute, so no transaction: concurrent calls all count. A missing turn is ignored. */
+  async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
+    const increments = Object.fromEntries(Object.entries(usage).map(([field, n]) => [`usage.${field}`, FieldValue.increment(n)]));
+    try {
+      await this.turns.doc(id).update({ ...increments, costUsd: FieldValue.increment(costUsd) });
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== GrpcStatus.NOT_FOUND) throw error;
+    }
+  }
+
+  async commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null> {
+    return this.transaction(async (tx) => {
+      const ref = this.conversations.doc(conversationId);
+      const snap = await tx.get(ref);
+      if (!snap.exists) return null;
+      tx.update(ref, { sessionId, stateKey, updatedAt: new Date().toISOString() });
+      return toConversation(snap).stateKey;
+    });
+  }
+
+  async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
+    if (events.length === 0) return [];
+    return this.transaction(async (tx) => {
+      const ref = this.turns.doc(turnId);
+      const snap = await tx.get(ref);
+      if (!snap.exists) throw new Error(`turn ${turnId} does not exist`);
+      const last = lastEventSeqOf(snap);
+      const at = new Date().toISOString();
+      const numbered = events.map(({ type, data }, i) => ({ turnId, seq: last + i + 1, type, data, at }));
+      for (const event of numbered) {
+        tx.create(this.events(turnId).doc(eventId(event.seq)), { ...event, data: JSON.stringify(event.data) });
+      }
+      tx.update(ref, { lastEventSeq: last + events.length });
+      return numbered;
+    });
+  }
+
+  async listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]> {
+    const snap = await this.events(turnId).where('seq', '>', afterSeq).orderBy('seq').get();
+    return snap.docs.map(toEvent);
+  }
+
+  async listUnfinishedTurns(): Promise<Turn[]> {
+    return (await this.turns.where('status', 'in', UNFINISHED).get()).docs.map(toTurn);
+  }
+
+  async close(): Promise<void> {
+    await this.db.terminate();
+  }
+
+  private transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.db.runTransaction(work, RETRY_CONTENDED);
+  }
+
+  private events(turnId: string): CollectionReference {
+    return this.turns.doc(turnId).collection('events');
+  }
+
+  /** Keys are the client's text (any characters, any length): the document id is their hash. */
+  private idempotencyRef(userId: string, key: string): DocumentReference {
+    return this.idempotency.doc(createHash('sha256').update(JSON.stringify([userId, key])).digest('hex'));
+  }
+
+  /** Sets the conversation's activeTurnId to `to` if it is `from` (a read, then a write: call before other writes). */
+  private async moveActiveTurn(tx: Transaction, conversationId: string, from: string | null, to: string | null): Promise<void> {
+    const ref = this.conversations.doc(conversationId);
+    const snap = await tx.get(ref);
+    if (snap.exists && activeTurnOf(snap) === from) tx.update(ref, { activeTurnId: to });
+  }
+}

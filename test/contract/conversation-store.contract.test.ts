@@ -1,0 +1,427 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { emptyUsage, FINAL_STATUSES, type TurnStatus } from '../../functions/src/contract/turn.js';
+import type { Conversation, ConversationStore, Turn } from '../../functions/src/store/conversation-store.js';
+import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
+import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
+import { emulatorClient, firestoreEmulatorUnavailable, startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
+
+/**
+ * One suite, every ConversationStore adapter: what the port promises, as behaviour. Each test gets
+ * a fresh, empty store (its own SQLite file, its own Firestore collection prefix).
+ */
+interface Adapter {
+  name: string;
+  /** Why the adapter cannot run on this machine: its tests are then skipped, saying so. */
+  unavailable?: string;
+  setUp(): Promise<void>;
+  tearDown(): Promise<void>;
+  /** A new, empty store. */
+  fresh(): ConversationStore;
+  /** A second handle on the data of the last fresh() store, as a restarted process opens it. */
+  reopen(): ConversationStore;
+}
+
+function sqlite(): Adapter {
+  let dir = '';
+  let file = '';
+  let n = 0;
+  return {
+    name: 'SQLite',
+    setUp: async () => {
+      dir = mkdtempSync(path.join(tmpdir(), 'clauderun-store-'));
+    },
+    tearDown: async () => rmSync(dir, { recursive: true, force: true }),
+    fresh: () => {
+      file = path.join(dir, `db-${++n}.sqlite`);
+      return new SqliteConversationStore(file);
+    },
+    reopen: () => new SqliteConversationStore(file),
+  };
+}
+
+function firestore(): Adapter {
+  const unavailable = firestoreEmulatorUnavailable();
+  if (unavailable !== undefined) {
+    console.warn(`Firestore emulator not found: the Firestore store contract tests are SKIPPED (${unavailable})`);
+  }
+  const run = randomUUID().slice(0, 8);
+  let emulator: FirestoreEmulator | undefined;
+  let prefix = '';
+  let n = 0;
+  const client = () => {
+    if (emulator === undefined) throw new Error('the Firestore emulator is not running');
+    return emulatorClient(emulator);
+  };
+  return {
+    name: 'Firestore',
+    unavailable,
+    setUp: async () => {
+      const started = performance.now();
+      emulator = await startFirestoreEmulator();
+      if (emulator === undefined) throw new Error('no Firestore emulator, although one was found at collection time');
+      const which = process.env.FIRESTORE_EMULATOR_HOST ? 'the emulator at FIRESTORE_EMULATOR_HOST' : 'the official emulator (java)';
+      console.info(`Firestore: ${which} on ${emulator.host}, ready in ${Math.round(performance.now() - started)} ms`);
+    },
+    tearDown: async () => emulator?.stop(),
+    fresh: () => {
+      prefix = `test-${run}-${++n}-`;
+      return new FirestoreConversationStore(client(), prefix);
+    },
+    reopen: () => new FirestoreConversationStore(client(), prefix),
+  };
+}
+
+const T0 = Date.parse('2020-01-01T00:00:00.000Z');
+/** A timestamp `seconds` after a fixed start, as the port stores them. */
+const at = (seconds: number): string => new Date(T0 + seconds * 1000).toISOString();
+
+const conversation = (id: string, overrides: Partial<Conversation> = {}): Conversation => ({
+  id,
+  userId: 'u1',
+  title: 'hello',
+  createdAt: at(0),
+  updatedAt: at(0),
+  sessionId: null,
+  stateKey: null,
+  ...overrides,
+});
+
+const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
+  id,
+  conversationId: 'c1',
+  userId: 'u1',
+  prompt: 'hello',
+  status: 'queued',
+  reason: null,
+  text: null,
+  usage: emptyUsage(),
+  costUsd: 0,
+  createdAt: at(1),
+  startedAt: null,
+  finishedAt: null,
+  deadlineAt: at(601),
+  uploadedStateKey: null,
+  idempotencyKey: null,
+  ...overrides,
+});
+
+const ids = (records: Array<{ id: string }>): string[] => records.map((record) => record.id);
+
+function storeContract(adapter: Adapter): void {
+  const title = adapter.unavailable === undefined
+    ? `the ${adapter.name} conversation store`
+    : `the ${adapter.name} conversation store (SKIPPED: ${adapter.unavailable})`;
+  (adapter.unavailable === undefined ? describe : describe.skip)(title, () => {
+    let store: ConversationStore;
+    const opened: ConversationStore[] = [];
+    const open = (make: () => ConversationStore) => {
+      const made = make();
+      opened.push(made);
+      return made;
+    };
+
+    beforeAll(() => adapter.setUp());
+    afterAll(() => adapter.tearDown());
+    beforeEach(async () => {
+      store = open(adapter.fresh);
+      await store.createConversation(conversation('c1'));
+    });
+    afterEach(async () => {
+      for (const each of opened.splice(0)) await each.close();
+    });
+
+    describe('conversations', () => {
+      it('reads back a created conversation exactly; an unknown id is undefined', async () => {
+        expect(await store.getConversation('c1')).toEqual(conversation('c1'));
+        expect(await store.getConversation('nope')).toBeUndefined();
+      });
+
+      it('lists only the user\'s conversations, the most recently active first', async () => {
+        await store.createConversation(conversation('c2', { updatedAt: at(20) }));
+        await store.createConversation(conversation('c3', { updatedAt: at(10) }));
+        await store.createConversation(conversation('other', { userId: 'u2', updatedAt: at(30) }));
+        expect(ids(await store.listConversations('u1', 10))).toEqual(['c2', 'c3', 'c1']);
+        expect(await store.listConversations('u2', 10)).toEqual([conversation('other', { userId: 'u2', updatedAt: at(30) })]);
+        expect(await store.listConversations('nobody', 10)).toEqual([]);
+      });
+
+      it('pages with the (updatedAt, id) cursor: no repeats, no gaps, ties on updatedAt by id descending', async () => {
+        const updated = [5, 3, 5, 1, 5, 3, 2];
+        for (const [i, seconds] of updated.entries()) await store.createConversation(conversation(`p${i}`, { updatedAt: at(seconds) }));
+        const expected = ['p4', 'p2', 'p0', 'p5', 'p1', 'p6', 'p3', 'c1'];
+        expect(ids(await store.listConversations('u1', 100))).toEqual(expected);
+
+        const seen: string[] = [];
+        let page = await store.listConversations('u1', 3);
+        while (page.length > 0) {
+          seen.push(...ids(page));
+          const last = page.at(-1)!;
+          page = await store.listConversations('u1', 3, { updatedAt: last.updatedAt, id: last.id });
+        }
+        expect(seen).toEqual(expected);
+      });
+
+      it('a started turn makes its conversation the most recently active', async () => {
+        await store.createConversation(conversation('c2', { updatedAt: at(5) }));
+        expect(ids(await store.listConversations('u1', 10))).toEqual(['c2', 'c1']);
+        await store.startTurn(turn('t1', { createdAt: at(9) }));
+        expect(await store.getConversation('c1')).toMatchObject({ updatedAt: at(9) });
+        expect(ids(await store.listConversations('u1', 10))).toEqual(['c1', 'c2']);
+      });
+
+      it('commits state, returning the key it replaced, and counts as activity', async () => {
+        expect(await store.commitState('c1', 's1', 'k1')).toBeNull();
+        expect(await store.commitState('c1', 's2', 'k2')).toBe('k1');
+        const committed = await store.getConversation('c1');
+        expect(committed).toMatchObject({ sessionId: 's2', stateKey: 'k2' });
+        expect(committed!.updatedAt > at(0)).toBe(true);
+        expect(await store.commitState('nope', 's', 'k')).toBeNull();
+        expect(await store.getConversation('nope')).toBeUndefined();
+      });
+
+      it('deletes a conversation with its turns and events, returning every state key it referenced', async () => {
+        await store.commitState('c1', 's1', 'k-conversation');
+        await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
+        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' });
+        await store.startTurn(turn('t2', { createdAt: at(2) }));
+        await store.updateTurn('t2', ['queued'], { status: 'failed', uploadedStateKey: 'k-t2' });
+        await store.startTurn(turn('t3', { createdAt: at(3) }));
+        await store.appendEvents('t1', [{ type: 'text', data: { text: 'a' } }]);
+        await store.appendEvents('t3', [{ type: 'text', data: { text: 'b' } }, { type: 'text', data: { text: 'c' } }]);
+        await store.createConversation(conversation('kept'));
+        await store.startTurn(turn('kept-turn', { conversationId: 'kept' }));
+        await store.appendEvents('kept-turn', [{ type: 'text', data: {} }]);
+
+        expect((await store.deleteConversation('c1')).sort()).toEqual(['k-conversation', 'k-t2']);
+
+        expect(await store.getConversation('c1')).toBeUndefined();
+        expect(await store.listConversations('u1', 10)).toEqual([conversation('kept', { updatedAt: at(1) })]);
+        expect(await store.listTurns('c1')).toEqual([]);
+        for (const id of ['t1', 't2', 't3']) {
+          expect(await store.getTurn(id)).toBeUndefined();
+          expect(await store.listEvents(id, 0)).toEqual([]);
+        }
+        expect(await store.findTurnByIdempotencyKey('u1', 'key-1')).toBeUndefined();
+        expect(ids(await store.listUnfinishedTurns())).toEqual(['kept-turn']);
+        expect(await store.listEvents('kept-turn', 0)).toHaveLength(1);
+        expect(await store.deleteConversation('c1')).toEqual([]);
+      });
+
+      it('frees a deleted conversation\'s idempotency keys', async () => {
+        await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
+        await store.deleteConversation('c1');
+        await store.createConversation(conversation('c2'));
+        expect(await store.startTurn(turn('t2', { conversationId: 'c2', idempotencyKey: 'key-1' }))).toEqual({ started: true });
+      });
+
+      it('keeps everything across a reopen', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        await store.appendEvents('t1', [{ type: 'status', data: { status: 'running' } }]);
+        await store.close();
+        const again = open(adapter.reopen);
+        expect(await again.getConversation('c1')).toEqual(conversation('c1', { updatedAt: at(1) }));
+        expect(await again.getTurn('t1')).toEqual(turn('t1', { status: 'running' }));
+        expect(ids(await again.listUnfinishedTurns())).toEqual(['t1']);
+        expect((await again.appendEvents('t1', [{ type: 'text', data: {} }]))[0]?.seq).toBe(2);
+      });
+    });
+
+    describe('starting turns', () => {
+      it('stores the turn exactly as given', async () => {
+        const given = turn('t1', { idempotencyKey: 'k', prompt: 'do it', usage: { ...emptyUsage(), modelCalls: 1 } });
+        expect(await store.startTurn(given)).toEqual({ started: true });
+        expect(await store.getTurn('t1')).toEqual(given);
+        expect(await store.getTurn('nope')).toBeUndefined();
+      });
+
+      it('refuses a second unfinished turn in a conversation, naming the unfinished one', async () => {
+        expect(await store.startTurn(turn('t1'))).toEqual({ started: true });
+        expect(await store.startTurn(turn('t2'))).toEqual({ started: false, activeTurnId: 't1' });
+        await store.updateTurn('t1', ['queued'], { status: 'running' });
+        expect(await store.startTurn(turn('t2'))).toEqual({ started: false, activeTurnId: 't1' });
+        expect(await store.getTurn('t2')).toBeUndefined();
+      });
+
+      it.each(FINAL_STATUSES)('allows the next turn once the unfinished one is %s', async (status) => {
+        await store.startTurn(turn('t1'));
+        await store.updateTurn('t1', ['queued'], { status });
+        expect(await store.startTurn(turn('t2', { createdAt: at(2) }))).toEqual({ started: true });
+        expect(await store.startTurn(turn('t3', { createdAt: at(3) }))).toEqual({ started: false, activeTurnId: 't2' });
+      });
+
+      it('turns of other conversations do not count', async () => {
+        await store.createConversation(conversation('c2'));
+        await store.startTurn(turn('t1'));
+        expect(await store.startTurn(turn('t2', { conversationId: 'c2' }))).toEqual({ started: true });
+      });
+
+      it('refuses a turn for a conversation that does not exist', async () => {
+        await expect(store.startTurn(turn('t1', { conversationId: 'nope' }))).rejects.toThrow();
+        expect(await store.getTurn('t1')).toBeUndefined();
+      });
+
+      it('a used idempotency key returns the existing turn, even when it is final or in another conversation', async () => {
+        expect(await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }))).toEqual({ started: true });
+        expect(await store.startTurn(turn('t2', { idempotencyKey: 'key-1' }))).toEqual({ started: false, existingTurnId: 't1' });
+        await store.updateTurn('t1', ['queued'], { status: 'succeeded' });
+        await store.createConversation(conversation('c2'));
+        expect(await store.startTurn(turn('t3', { conversationId: 'c2', idempotencyKey: 'key-1' }))).toEqual({ started: false, existingTurnId: 't1' });
+        expect(await store.findTurnByIdempotencyKey('u1', 'key-1')).toMatchObject({ id: 't1', status: 'succeeded' });
+        expect(await store.getTurn('t3')).toBeUndefined();
+      });
+
+      it('idempotency keys belong to a user: another user may use the same key', async () => {
+        await store.createConversation(conversation('c2', { userId: 'u2' }));
+        await store.startTurn(turn('t1', { idempotencyKey: 'key/with:odd chars' }));
+        expect(await store.startTurn(turn('t2', { conversationId: 'c2', userId: 'u2', idempotencyKey: 'key/with:odd chars' }))).toEqual({ started: true });
+        expect(await store.findTurnByIdempotencyKey('u1', 'key/with:odd chars')).toMatchObject({ id: 't1' });
+        expect(await store.findTurnByIdempotencyKey('u2', 'key/with:odd chars')).toMatchObject({ id: 't2' });
+        expect(await store.findTurnByIdempotencyKey('u1', 'other')).toBeUndefined();
+      });
+
+      it('of 10 concurrent starts in one conversation exactly one starts; the others name it', async () => {
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => store.startTurn(turn(`t${i}`, { createdAt: at(1 + i) }))),
+        );
+        const winners = results.flatMap((result, i) => (result.started ? [`t${i}`] : []));
+        expect(winners).toHaveLength(1);
+        for (const result of results.filter((r) => !r.started)) expect(result).toEqual({ started: false, activeTurnId: winners[0] });
+        expect(ids(await store.listTurns('c1'))).toEqual(winners);
+      });
+
+      it('of 10 concurrent starts with one idempotency key exactly one starts; the others get it back', async () => {
+        for (let i = 0; i < 10; i++) await store.createConversation(conversation(`k${i}`));
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => store.startTurn(turn(`t${i}`, { conversationId: `k${i}`, idempotencyKey: 'same' }))),
+        );
+        const winners = results.flatMap((result, i) => (result.started ? [`t${i}`] : []));
+        expect(winners).toHaveLength(1);
+        for (const result of results.filter((r) => !r.started)) expect(result).toEqual({ started: false, existingTurnId: winners[0] });
+        expect(ids(await store.listUnfinishedTurns())).toEqual(winners);
+      });
+    });
+
+    describe('updating turns (compare-and-set)', () => {
+      it('applies the patch only from the listed states, returning the new turn', async () => {
+        await store.startTurn(turn('t1'));
+        expect(await store.updateTurn('t1', ['running'], { status: 'succeeded' })).toBeUndefined();
+        expect(await store.updateTurn('t1', [], { status: 'starting' })).toBeUndefined();
+        const started = await store.updateTurn('t1', ['queued'], { status: 'starting' });
+        expect(started).toEqual(turn('t1', { status: 'starting' }));
+        const running = await store.updateTurn('t1', ['starting'], { status: 'running', startedAt: at(2) });
+        expect(running).toEqual(turn('t1', { status: 'running', startedAt: at(2) }));
+        expect(await store.updateTurn('t1', ['running'], { uploadedStateKey: 'k1' })).toMatchObject({ status: 'running', uploadedStateKey: 'k1' });
+        expect(await store.getTurn('t1')).toEqual(turn('t1', { status: 'running', startedAt: at(2), uploadedStateKey: 'k1' }));
+        expect(await store.updateTurn('nope', ['queued'], { status: 'starting' })).toBeUndefined();
+      });
+
+      it('a final turn never changes', async () => {
+        await store.startTurn(turn('t1'));
+        expect((await store.updateTurn('t1', ['queued'], { status: 'succeeded', text: 'done' }))?.status).toBe('succeeded');
+        expect(await store.updateTurn('t1', ['queued', 'starting', 'running'], { status: 'failed', reason: 'late' })).toBeUndefined();
+        expect(await store.getTurn('t1')).toMatchObject({ status: 'succeeded', text: 'done', reason: null });
+      });
+
+      it('of 10 concurrent writers moving a running turn to a final state exactly one wins', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        const finals: TurnStatus[] = ['succeeded', 'failed', 'cancelled', 'timed_out'];
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            store.updateTurn('t1', ['running'], { status: finals[i % finals.length], reason: `writer ${i}`, finishedAt: at(10 + i) }),
+          ),
+        );
+        const won = results.filter((result) => result !== undefined);
+        expect(won).toHaveLength(1);
+        expect(await store.getTurn('t1')).toEqual(won[0]);
+        expect(await store.listUnfinishedTurns()).toEqual([]);
+        expect(await store.startTurn(turn('t2', { createdAt: at(30) }))).toEqual({ started: true });
+      });
+
+      it('adds metered usage, every concurrent addition counted', async () => {
+        await store.startTurn(turn('t1'));
+        const usage = { inputTokens: 10, outputTokens: 2, cacheCreationInputTokens: 3, cacheReadInputTokens: 4, modelCalls: 1 };
+        await Promise.all(Array.from({ length: 10 }, (_, i) => store.addUsage('t1', usage, i % 2 === 0 ? 0.5 : 0.25)));
+        expect(await store.getTurn('t1')).toMatchObject({
+          usage: { inputTokens: 100, outputTokens: 20, cacheCreationInputTokens: 30, cacheReadInputTokens: 40, modelCalls: 10 },
+          costUsd: 3.75,
+          status: 'queued',
+        });
+      });
+    });
+
+    describe('listing turns', () => {
+      it('lists a conversation\'s turns in creation order', async () => {
+        for (const [id, second] of [['tb', 1], ['ta', 2], ['tc', 3]] as const) {
+          await store.startTurn(turn(id, { createdAt: at(second) }));
+          await store.updateTurn(id, ['queued'], { status: 'succeeded' });
+        }
+        await store.createConversation(conversation('c2'));
+        await store.startTurn(turn('elsewhere', { conversationId: 'c2' }));
+        expect(ids(await store.listTurns('c1'))).toEqual(['tb', 'ta', 'tc']);
+        expect(await store.listTurns('nope')).toEqual([]);
+      });
+
+      it('lists the unfinished turns of every conversation', async () => {
+        const statuses: TurnStatus[] = ['queued', 'starting', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
+        for (const [i, status] of statuses.entries()) {
+          await store.createConversation(conversation(`c-${status}`));
+          await store.startTurn(turn(`t-${status}`, { conversationId: `c-${status}`, status, createdAt: at(i) }));
+        }
+        expect(ids(await store.listUnfinishedTurns()).sort()).toEqual(['t-queued', 't-running', 't-starting']);
+      });
+    });
+
+    describe('events', () => {
+      it('numbers appended events 1..n across calls and lists those after a number', async () => {
+        await store.startTurn(turn('t1'));
+        expect(await store.appendEvents('t1', [])).toEqual([]);
+        const first = await store.appendEvents('t1', [
+          { type: 'status', data: { status: 'running' } },
+          { type: 'tool_use', data: { name: 'Bash', summary: 'ls', nested: { list: [1, [2, 3]], flag: true, none: null } } },
+        ]);
+        expect(first.map((event) => [event.turnId, event.seq, event.type])).toEqual([['t1', 1, 'status'], ['t1', 2, 'tool_use']]);
+        const second = await store.appendEvents('t1', [{ type: 'text', data: { text: 'hi' } }]);
+        expect(second.map((event) => event.seq)).toEqual([3]);
+
+        const all = await store.listEvents('t1', 0);
+        expect(all).toEqual([...first, ...second]);
+        expect(all[1]?.data).toEqual({ name: 'Bash', summary: 'ls', nested: { list: [1, [2, 3]], flag: true, none: null } });
+        expect(Number.isNaN(Date.parse(all[0]!.at))).toBe(false);
+        expect((await store.listEvents('t1', 1)).map((event) => event.seq)).toEqual([2, 3]);
+        expect(await store.listEvents('t1', 3)).toEqual([]);
+        expect(await store.listEvents('nope', 0)).toEqual([]);
+      });
+
+      it('numbers each turn\'s events on their own', async () => {
+        await store.createConversation(conversation('c2'));
+        await store.startTurn(turn('t1'));
+        await store.startTurn(turn('t2', { conversationId: 'c2' }));
+        await store.appendEvents('t1', [{ type: 'text', data: {} }, { type: 'text', data: {} }]);
+        expect((await store.appendEvents('t2', [{ type: 'text', data: {} }]))[0]?.seq).toBe(1);
+      });
+
+      it('concurrent appends never share a number', async () => {
+        await store.startTurn(turn('t1'));
+        const batches = await Promise.all(
+          Array.from({ length: 5 }, (_, i) => store.appendEvents('t1', [{ type: 'text', data: { i, part: 0 } }, { type: 'text', data: { i, part: 1 } }])),
+        );
+        for (const batch of batches) expect(batch[1]!.seq).toBe(batch[0]!.seq + 1);
+        const seqs = batches.flat().map((event) => event.seq).sort((a, b) => a - b);
+        expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        expect((await store.listEvents('t1', 0)).map((event) => event.seq)).toEqual(seqs);
+      });
+
+      it('refuses events for a turn that does not exist', async () => {
+        await expect(store.appendEvents('nope', [{ type: 'text', data: {} }])).rejects.toThrow();
+        expect(await store.listEvents('nope', 0)).toEqual([]);
+      });
+    });
+  });
+}
+
+storeContract(sqlite());
+storeContract(firestore());
