@@ -1,0 +1,105 @@
+import type { Bucket, File } from '@google-cloud/storage';
+import type { Readable } from 'node:stream';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BlobTooLargeError, type BlobStore } from './blob-store.js';
+
+const CONTENT_TYPE = 'application/gzip';
+
+/**
+ * Blobs as objects in one Cloud Storage bucket, through the official client. Keys are object
+ * names (`conversations/<id>/state-<turnId>.tar.gz`). Build it with e.g.
+ * `new GcsBlobStore(new Storage().bucket(name))`.
+ *
+ * Uploads use the resumable protocol, in its single-request form (no chunkSize): the body streams
+ * through one PUT, holding one chunk at a time, and GCS makes the object only when that request's
+ * body ends, so an upload stopped part-way (too large, the source failed) never becomes an object
+ * and a previous object under the key stays. The simple (multipart) upload streams too, but the
+ * client has no way to stop it: it writes the closing boundary only when the body ends and sets no
+ * timeout, so a put stopped part-way would leave that request open for good.
+ * The resumable session is created first, so its URI is known from the start and a failed put
+ * can cancel it (DELETE on the session URI); that also ends the client's PUT, which otherwise
+ * stays open waiting for bytes that never come (the client does not abort it when its write
+ * stream is destroyed without an error, which is what a failed pipeline does to it).
+ */
+export class GcsBlobStore implements BlobStore {
+  constructor(private readonly bucket: Bucket) {}
+
+  async put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }> {
+    const file = this.bucket.file(key);
+    const [sessionUri] = await file.createResumableUpload({ metadata: { contentType: CONTENT_TYPE } });
+    let bytes = 0;
+    const limiter = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        done(bytes > maxBytes ? new BlobTooLargeError(maxBytes) : null, chunk);
+      },
+    });
+    // offset 0 with the session URI: the client starts sending at once instead of first asking
+    // the new, empty session how much it holds. The content type went with the session; given
+    // here too, it spares the client guessing one from the name. validation 'crc32c': the client
+    // checksums what it sends against the stored object's (and deletes the object on a mismatch).
+    const upload = file.createWriteStream({ uri: sessionUri, offset: 0, resumable: true, contentType: CONTENT_TYPE, validation: 'crc32c' });
+    try {
+      await pipeline(body, limiter, upload);
+      return { bytes };
+    } catch (error) {
+      await this.discard(file, sessionUri);
+      throw error;
+    }
+  }
+
+  /**
+   * One request whose first event tells: `readable` (data or an empty object) or an error, a
+   * 404 from the download itself. Asking `file.exists()` first would cost a request and still
+   * race a delete between the two; here the answer and the bytes come from the same response.
+   */
+  async get(key: string): Promise<Readable | undefined> {
+    const stream = this.bucket.file(key).createReadStream();
+    try {
+      await firstReadable(stream);
+      return stream;
+    } catch (error) {
+      stream.destroy();
+      if (statusOf(error) === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.bucket.file(key).delete({ ignoreNotFound: true });
+  }
+
+  /** Leaves nothing of a failed put behind; errors here must not hide the put's own error. */
+  private async discard(file: File, sessionUri: string): Promise<void> {
+    // GCS answers a cancelled session with 499, so every status counts as done.
+    await this.bucket.storage.authClient.request({ method: 'DELETE', url: sessionUri, validateStatus: () => true }).catch(() => undefined);
+    // The pipeline fails before the body's end reaches the client, so the session cannot have
+    // made an object; should one exist anyway (metadata came back), delete that exact generation,
+    // never a newer object another put stored under the key.
+    const generation = file.metadata.generation;
+    if (generation !== undefined) await file.delete({ ifGenerationMatch: generation, ignoreNotFound: true }).catch(() => undefined);
+  }
+}
+
+function firstReadable(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onReadable = () => {
+      stream.off('readable', onReadable);
+      stream.off('error', reject);
+      // An error can come in the same tick as the first data, before the caller attaches its own
+      // listener; it must not become an uncaught exception. It is not lost either: the stream is
+      // left errored, which pipeline() and for-await report to whoever reads it.
+      stream.on('error', () => undefined);
+      resolve();
+    };
+    stream.on('readable', onReadable);
+    stream.once('error', reject);
+  });
+}
+
+/** The HTTP status of a client error (ApiError and gaxios errors both carry it as `code`). */
+function statusOf(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
+  return typeof error.code === 'number' ? error.code : undefined;
+}
