@@ -4,8 +4,12 @@ import path from 'node:path';
 import express, { type Express } from 'express';
 import { HeaderAuthenticator } from './auth/header.js';
 import { FsBlobStore } from './blobs/fs.js';
-import { ConfigError, type Config } from './config.js';
+import type { Config } from './config.js';
+import type { BlobStore } from './blobs/blob-store.js';
+import type { ConversationStore } from './store/conversation-store.js';
+import { RunnerService } from './conversations/runner-service.js';
 import { ConversationService } from './conversations/service.js';
+import { TurnLifecycle } from './conversations/turn-lifecycle.js';
 import { TurnTokens } from './conversations/turn-token.js';
 import { errorHandler, sendError } from './http/errors.js';
 import { internalRoutes } from './http/internal-routes.js';
@@ -36,15 +40,12 @@ export interface Overrides {
 export async function createClauderun(config: Config, overrides: Overrides = {}): Promise<Clauderun> {
   const log = overrides.log ?? ((message: string) => console.error(`clauderun: ${message}`));
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  if (config.store.kind !== 'sqlite' || config.blobs.kind !== 'fs') {
-    throw new ConfigError('CLAUDERUN_STORE=firestore and CLAUDERUN_BLOBS=gcs are not wired into this build yet');
-  }
-  const store = new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
-  const blobs = new FsBlobStore(path.join(config.dataDir, 'blobs'));
+  const store = await conversationStore(config);
+  const blobs = await blobStore(config);
   const upstream: ModelUpstream =
     config.model.upstream === 'anthropic' ? new AnthropicUpstream(config.model.baseUrl, config.model.apiKey) : new DemoUpstream();
   const launcher = overrides.launcher ?? (await sandboxLauncher(config, log));
-  const service = new ConversationService({
+  const lifecycle = new TurnLifecycle({
     store,
     blobs,
     launcher,
@@ -53,15 +54,18 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     agentModel: config.agentModel,
     log,
   });
-  const settled = await service.settleInterrupted();
-  if (settled > 0) log(`settled ${settled} turn(s) interrupted by a previous stop`);
+  const service = new ConversationService(lifecycle);
+  const runner = new RunnerService(lifecycle);
+  const recovered = await lifecycle.recoverUnfinished();
+  if (recovered.settled > 0) log(`settled ${recovered.settled} turn(s) interrupted by a previous stop`);
+  if (recovered.followed > 0) log(`following ${recovered.followed} turn(s) whose sandboxes still run`);
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
   const app = express();
   app.disable('x-powered-by');
   app.use(publicRoutes(service, new HeaderAuthenticator()));
-  app.use(internalRoutes(service));
-  app.use(modelProxyRoutes(service, upstream, log));
+  app.use(internalRoutes(runner));
+  app.use(modelProxyRoutes(runner, upstream, log));
   app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));
   app.use(errorHandler(log));
 
@@ -70,10 +74,37 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     service,
     upstream,
     close: async () => {
-      await service.close();
+      await lifecycle.close();
       await store.close();
     },
   };
+}
+
+// The Google client libraries are loaded only when configured: they cost tens of MB of memory.
+
+async function conversationStore(config: Config): Promise<ConversationStore> {
+  if (config.store.kind === 'sqlite') return new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
+  const [{ Firestore }, { FirestoreConversationStore }, { PassThroughClient }] = await Promise.all([
+    import('@google-cloud/firestore'),
+    import('./store/firestore.js'),
+    import('google-auth-library'),
+  ]);
+  const { projectId, emulatorHost } = config.store;
+  const settings = emulatorHost === undefined ? { projectId } : { projectId, host: emulatorHost, ssl: false, authClient: new PassThroughClient() };
+  return new FirestoreConversationStore(new Firestore(settings));
+}
+
+async function blobStore(config: Config): Promise<BlobStore> {
+  if (config.blobs.kind === 'fs') return new FsBlobStore(path.join(config.dataDir, 'blobs'));
+  const [{ Storage }, { GcsBlobStore }, { PassThroughClient }] = await Promise.all([
+    import('@google-cloud/storage'),
+    import('./blobs/gcs.js'),
+    import('google-auth-library'),
+  ]);
+  const { bucket, endpoint } = config.blobs;
+  const storage =
+    endpoint === undefined ? new Storage() : new Storage({ apiEndpoint: endpoint.origin, projectId: 'local', authClient: new PassThroughClient() });
+  return new GcsBlobStore(storage.bucket(bucket));
 }
 
 async function sandboxLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> {

@@ -314,6 +314,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         deadlineAt: new Date(base + i * 1000 + 600_000).toISOString(),
         uploadedStateKey: null,
         idempotencyKey: null,
+        sandboxRef: null,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { emptyUsage, FINAL_STATUSES, type TurnStatus } from '../../functions/src/contract/turn.js';
-import type { Conversation, ConversationStore, Turn } from '../../functions/src/store/conversation-store.js';
+import type { Conversation, ConversationStore, Turn, TurnEvent } from '../../functions/src/store/conversation-store.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import { emulatorClient, firestoreEmulatorUnavailable, startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
@@ -106,6 +106,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   deadlineAt: at(601),
   uploadedStateKey: null,
   idempotencyKey: null,
+  sandboxRef: null,
   ...overrides,
 });
 
@@ -372,6 +373,50 @@ function storeContract(adapter: Adapter): void {
           await store.startTurn(turn(`t-${status}`, { conversationId: `c-${status}`, status, createdAt: at(i) }));
         }
         expect(ids(await store.listUnfinishedTurns()).sort()).toEqual(['t-queued', 't-running', 't-starting']);
+      });
+    });
+
+    describe('watching (how one instance learns what another wrote)', () => {
+      /** Collects what a watch delivers; `until` resolves once the predicate holds. */
+      function collector<T>() {
+        const seen: T[] = [];
+        const waiters: Array<{ test: (all: T[]) => boolean; resolve: () => void }> = [];
+        return {
+          seen,
+          push: (value: T) => {
+            seen.push(value);
+            for (const w of waiters.filter((w) => w.test(seen))) w.resolve();
+          },
+          until: (test: (all: T[]) => boolean) =>
+            test(seen) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ test, resolve })),
+        };
+      }
+
+      it('delivers a turn\'s current state, then each write to it, until stopped', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        const turns = collector<Turn>();
+        const stop = store.watchTurn('t1', turns.push);
+        await turns.until((all) => all.some((t) => t.status === 'running'));
+        await store.updateTurn('t1', ['running'], { status: 'succeeded', text: 'done' });
+        await turns.until((all) => all.some((t) => t.status === 'succeeded'));
+        expect(turns.seen.at(-1)).toMatchObject({ id: 't1', status: 'succeeded', text: 'done' });
+        stop();
+        const count = turns.seen.length;
+        await store.addUsage('t1', { ...emptyUsage(), inputTokens: 1 }, 0);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(turns.seen.length).toBe(count);
+      });
+
+      it('replays events after a number, then delivers appends in order, each once', async () => {
+        await store.startTurn(turn('t1'));
+        await store.appendEvents('t1', [{ type: 'a', data: {} }, { type: 'b', data: {} }, { type: 'c', data: {} }]);
+        const events = collector<TurnEvent>();
+        const stop = store.watchEvents('t1', 1, events.push);
+        await store.appendEvents('t1', [{ type: 'd', data: {} }]);
+        await store.appendEvents('t1', [{ type: 'e', data: {} }, { type: 'f', data: {} }]);
+        await events.until((all) => all.length >= 5);
+        stop();
+        expect(events.seen.map((e) => [e.seq, e.type])).toEqual([[2, 'b'], [3, 'c'], [4, 'd'], [5, 'e'], [6, 'f']]);
       });
     });
 

@@ -21,6 +21,10 @@ export class ManualLauncher implements SandboxLauncher {
     return { ref: `manual:${spec.turnId}`, ended, cancel: async () => end({ kind: 'cancelled' }) };
   }
 
+  reattach(): undefined {
+    return undefined;
+  }
+
   last(): ManualSandbox {
     const sandbox = this.sandboxes.at(-1);
     if (sandbox === undefined) throw new Error('nothing was launched');

@@ -1,11 +1,11 @@
 import { Router, type Request } from 'express';
 import { AgentEvents, RunnerResult } from '../contract/runner.js';
 import { ServiceError } from '../conversations/errors.js';
-import type { ConversationService } from '../conversations/service.js';
+import type { RunnerService } from '../conversations/runner-service.js';
 import { bodyStream, jsonBody } from './body.js';
 
 /** The runner's routes. The turn token is the only credential accepted here. */
-export function internalRoutes(service: ConversationService): Router {
+export function internalRoutes(service: RunnerService): Router {
   const router = Router();
   const turnOf = (req: Request<{ turnId: string }>) => service.authenticateRunner(bearer(req), req.params.turnId);
 

@@ -1,6 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { ServiceError } from '../conversations/errors.js';
-import type { ConversationService } from '../conversations/service.js';
+import type { RunnerService } from '../conversations/runner-service.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
 import type { ModelUpstream } from '../model/upstream.js';
@@ -15,7 +15,7 @@ const FORWARDED_RESPONSE_HEADERS = ['content-type', 'request-id', 'retry-after',
  * checks it, sends the call on with the real key (which never enters a sandbox), streams the
  * answer back as it comes and meters the tokens it carries.
  */
-export function modelProxyRoutes(service: ConversationService, upstream: ModelUpstream, log: (m: string) => void): Router {
+export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, log: (m: string) => void): Router {
   const router = Router();
   router.post('/internal/model/v1/{*rest}', async (req, res) => {
     const token = req.get('x-api-key') ?? bearer(req);

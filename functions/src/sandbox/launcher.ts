@@ -22,6 +22,8 @@ export interface SandboxHandle {
 export interface SandboxLauncher {
   readonly name: string;
   launch(spec: SandboxSpec): Promise<SandboxHandle>;
+  /** A handle on a sandbox started before (by an earlier process), or undefined if it cannot have survived. */
+  reattach(ref: string): SandboxHandle | undefined;
   close(): Promise<void>;
 }
 

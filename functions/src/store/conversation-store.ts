@@ -32,6 +32,8 @@ export interface Turn {
   uploadedStateKey: string | null;
   /** The client's Idempotency-Key: a retried POST with the same key gets this turn back. */
   idempotencyKey: string | null;
+  /** The launcher's name for the turn's sandbox (a Cloud Run execution), once started. */
+  sandboxRef: string | null;
 }
 
 /** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
@@ -50,7 +52,7 @@ export interface ListCursor {
 }
 
 export type TurnPatch = Partial<
-  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey'>
+  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef'>
 >;
 
 export type StartTurnResult =
@@ -85,6 +87,13 @@ export interface ConversationStore {
   appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]>;
   /** The turn's events after `afterSeq`, in order. */
   listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]>;
+  /**
+   * Calls back with the turn each time it is written, first with its current state, until stopped.
+   * This is how a request held by one instance learns what another instance wrote.
+   */
+  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void;
+  /** Calls back with each event after `afterSeq` in order, those stored first, then as they are appended. */
+  watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
   /** Turns not yet in a final state (for settling what a previous process left behind). */
   listUnfinishedTurns(): Promise<Turn[]>;
   close(): Promise<void>;

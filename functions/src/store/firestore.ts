@@ -58,6 +58,8 @@ const TurnRecord = z.object({
   deadlineAt: z.string(),
   uploadedStateKey: z.string().nullable(),
   idempotencyKey: z.string().nullable(),
+  // Turns written before the field existed have none.
+  sandboxRef: z.string().nullable().default(null),
 }) satisfies z.ZodType<Turn>;
 
 /** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
@@ -232,6 +234,34 @@ export class FirestoreConversationStore implements ConversationStore {
   async listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]> {
     const snap = await this.events(turnId).where('seq', '>', afterSeq).orderBy('seq').get();
     return snap.docs.map(toEvent);
+  }
+
+  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void {
+    return this.turns.doc(turnId).onSnapshot(
+      (snap) => {
+        if (snap.exists) listener(toTurn(snap));
+      },
+      (error) => console.error(`clauderun: watching turn ${turnId} failed: ${error.message}`),
+    );
+  }
+
+  watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {
+    let lastSent = afterSeq;
+    return this.events(turnId)
+      .where('seq', '>', afterSeq)
+      .orderBy('seq')
+      .onSnapshot(
+        (snap) => {
+          for (const change of snap.docChanges()) {
+            if (change.type !== 'added') continue;
+            const event = toEvent(change.doc);
+            if (event.seq <= lastSent) continue;
+            lastSent = event.seq;
+            listener(event);
+          }
+        },
+        (error) => console.error(`clauderun: watching events of turn ${turnId} failed: ${error.message}`),
+      );
   }
 
   async listUnfinishedTurns(): Promise<Turn[]> {

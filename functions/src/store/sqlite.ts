@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS turns (
   finished_at TEXT,
   deadline_at TEXT NOT NULL,
   uploaded_state_key TEXT,
-  idempotency_key TEXT
+  idempotency_key TEXT,
+  sandbox_ref TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS turn_events (
@@ -83,6 +85,7 @@ function toTurn(row: Row): Turn {
     deadlineAt: str(row.deadline_at),
     uploadedStateKey: strOrNull(row.uploaded_state_key),
     idempotencyKey: strOrNull(row.idempotency_key),
+    sandboxRef: strOrNull(row.sandbox_ref),
   };
 }
 
@@ -103,11 +106,14 @@ const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
   startedAt: 'started_at',
   finishedAt: 'finished_at',
   uploadedStateKey: 'uploaded_state_key',
+  sandboxRef: 'sandbox_ref',
 };
 
 /** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
 export class SqliteConversationStore implements ConversationStore {
   private readonly db: DatabaseSync;
+  /** One process owns the file, so its own writes are all there is to watch. */
+  private readonly changes = new EventEmitter().setMaxListeners(0);
 
   constructor(file: string) {
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
@@ -175,11 +181,11 @@ export class SqliteConversationStore implements ConversationStore {
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey);
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef);
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
@@ -197,7 +203,10 @@ export class SqliteConversationStore implements ConversationStore {
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
       WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
     const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
-    return row ? toTurn(row) : undefined;
+    if (!row) return undefined;
+    const turn = toTurn(row);
+    this.changes.emit(`turn:${id}`, turn);
+    return turn;
   }
 
   async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
@@ -214,6 +223,8 @@ export class SqliteConversationStore implements ConversationStore {
       };
       this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ?').run(JSON.stringify(sum), costUsd, id);
     });
+    const turn = await this.getTurn(id);
+    if (turn) this.changes.emit(`turn:${id}`, turn);
   }
 
   async commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null> {
@@ -227,6 +238,12 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
+    const appended = this.appendEventsNow(turnId, events);
+    for (const event of appended) this.changes.emit(`events:${turnId}`, event);
+    return appended;
+  }
+
+  private appendEventsNow(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): TurnEvent[] {
     return this.transaction(() => {
       const last = this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM turn_events WHERE turn_id = ?').get(turnId);
       let seq = Number(last?.seq ?? 0);
@@ -242,6 +259,30 @@ export class SqliteConversationStore implements ConversationStore {
 
   async listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]> {
     return this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq).map(toEvent);
+  }
+
+  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void {
+    const key = `turn:${turnId}`;
+    this.changes.on(key, listener);
+    const current = this.db.prepare('SELECT * FROM turns WHERE id = ?').get(turnId);
+    if (current) listener(toTurn(current));
+    return () => this.changes.off(key, listener);
+  }
+
+  watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {
+    const key = `events:${turnId}`;
+    let lastSent = afterSeq;
+    const deliver = (event: TurnEvent) => {
+      if (event.seq <= lastSent) return;
+      lastSent = event.seq;
+      listener(event);
+    };
+    // Reading is synchronous here, so nothing can be appended between the replay and the subscription.
+    for (const row of this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq)) {
+      deliver(toEvent(row));
+    }
+    this.changes.on(key, deliver);
+    return () => this.changes.off(key, deliver);
   }
 
   async listUnfinishedTurns(): Promise<Turn[]> {

@@ -42,6 +42,11 @@ export class CloudRunLauncher implements SandboxLauncher {
     return this.watch(execution);
   }
 
+  /** Executions outlive the instance that started them. */
+  reattach(ref: string): SandboxHandle {
+    return this.watch(ref);
+  }
+
   /** A handle on an execution started earlier (by this instance or another). */
   watch(executionName: string): SandboxHandle {
     const o = this.options;

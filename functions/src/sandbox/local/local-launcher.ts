@@ -88,6 +88,11 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     return handle;
   }
 
+  /** Local sandboxes die with the process that started them (--die-with-parent). */
+  reattach(): undefined {
+    return undefined;
+  }
+
   async close(): Promise<void> {
     const all = [...this.running];
     await Promise.all(all.map((h) => h.cancel()));

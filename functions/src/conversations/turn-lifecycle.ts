@@ -1,0 +1,191 @@
+import type { BlobStore } from '../blobs/blob-store.js';
+import { isFinal, type TurnStatus } from '../contract/turn.js';
+import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
+import type { ConversationStore, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
+import { ServiceError } from './errors.js';
+import { statesBefore } from './turn-state.js';
+import type { TurnTokens } from './turn-token.js';
+import { turnView } from './views.js';
+
+export interface Limits {
+  turnTimeoutSeconds: number;
+  maxPromptBytes: number;
+  maxStateBytes: number;
+  memoryMb: number;
+}
+
+export interface LifecycleDeps {
+  store: ConversationStore;
+  blobs: BlobStore;
+  launcher: SandboxLauncher;
+  tokens: TurnTokens;
+  limits: Limits;
+  agentModel: string | undefined;
+  log: (message: string) => void;
+}
+
+/** How long after its deadline a turn with no word from its sandbox is settled anyway. */
+const DEADLINE_GRACE_MS = 30_000;
+const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
+
+/**
+ * What happens to a turn between its admission and its final state, whoever asks: start its
+ * sandbox, watch it, end the turn exactly once (result, crash, timeout, cancel), and tell
+ * everyone waiting. The client's and the runner's services both stand on this.
+ */
+export class TurnLifecycle {
+  private readonly sandboxes = new Map<string, SandboxHandle>();
+
+  constructor(readonly deps: LifecycleDeps) {}
+
+  async startSandbox(turn: Turn): Promise<void> {
+    const { launcher, limits, store, tokens } = this.deps;
+    const token = tokens.mint({
+      turnId: turn.id,
+      conversationId: turn.conversationId,
+      userId: turn.userId,
+      exp: Math.ceil((Date.parse(turn.deadlineAt) + DEADLINE_GRACE_MS) / 1000),
+    });
+    let handle: SandboxHandle;
+    try {
+      handle = await launcher.launch({ turnId: turn.id, token, timeoutSeconds: limits.turnTimeoutSeconds });
+    } catch (error) {
+      const message = (error as Error).message;
+      this.deps.log(`turn ${turn.id}: sandbox launch failed: ${message}`);
+      const failed = await this.finish(turn.id, 'failed', { reason: `the sandbox could not be started: ${message}` });
+      if (error instanceof SandboxUnavailableError) {
+        throw new ServiceError('unavailable', `no sandbox is available right now: ${message}`, { ...turnView(failed), retryAfterSeconds: 10 });
+      }
+      return;
+    }
+    if (await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref })) {
+      await this.record(turn.id, [{ type: 'status', data: { status: 'starting' } }]);
+    }
+    this.follow(turn.id, handle);
+  }
+
+  /** Resolves with the turn once it is final, whichever instance finishes it (it always ends: see settleLost). */
+  async waitForFinal(turnId: string): Promise<Turn> {
+    const current = await this.requireTurn(turnId);
+    if (isFinal(current.status)) return current;
+    return new Promise<Turn>((resolve) => {
+      const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
+      const timer = setTimeout(() => this.inBackground(`settling lost turn ${turnId}`, () => this.settleLost(turnId)), Math.max(0, lateBy));
+      let stop: (() => void) | undefined;
+      let done = false;
+      const onTurn = (turn: Turn) => {
+        if (done || !isFinal(turn.status)) return;
+        done = true;
+        clearTimeout(timer);
+        stop?.();
+        resolve(turn);
+      };
+      stop = this.deps.store.watchTurn(turnId, onTurn);
+      if (done) stop();
+    });
+  }
+
+  /** Stops a turn's sandbox and ends the turn `cancelled`; the conversation keeps its previous state. */
+  async cancel(turn: Turn): Promise<Turn> {
+    const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
+    // Once the stop is asked for, the turn is over: ending it now voids the token, so nothing the
+    // sandbox still says in its last moments can count.
+    await sandbox?.cancel();
+    return this.finish(turn.id, 'cancelled', { reason: 'the turn was cancelled' });
+  }
+
+  /**
+   * Turns left unfinished when this process started: those whose sandbox still runs elsewhere (a
+   * Cloud Run execution) are followed again; the rest can never report and end now, with the reason.
+   */
+  async recoverUnfinished(): Promise<{ followed: number; settled: number }> {
+    let followed = 0;
+    let settled = 0;
+    for (const turn of await this.deps.store.listUnfinishedTurns()) {
+      const handle = this.reattach(turn);
+      if (handle !== undefined) {
+        this.follow(turn.id, handle);
+        followed += 1;
+      } else {
+        await this.finish(turn.id, 'failed', { reason: 'the service restarted while this turn was running; its sandbox was stopped' });
+        settled += 1;
+      }
+    }
+    return { followed, settled };
+  }
+
+  /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
+  async finish(turnId: string, status: TurnStatus, patch: TurnPatch): Promise<Turn> {
+    const { store, blobs } = this.deps;
+    const finished = await store.updateTurn(turnId, statesBefore(status).filter((s) => UNFINISHED.includes(s)), {
+      ...patch,
+      status,
+      finishedAt: new Date().toISOString(),
+    });
+    if (finished === undefined) return this.requireTurn(turnId);
+    if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);
+    await this.record(turnId, [{ type: 'result', data: turnView(finished) }]);
+    return finished;
+  }
+
+  async record(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<void> {
+    await this.deps.store.appendEvents(turnId, events);
+  }
+
+  async requireTurn(turnId: string): Promise<Turn> {
+    const turn = await this.deps.store.getTurn(turnId);
+    if (turn === undefined) throw new ServiceError('not_found', `turn ${turnId} not found`);
+    return turn;
+  }
+
+  async close(): Promise<void> {
+    await this.deps.launcher.close();
+  }
+
+  private reattach(turn: Turn): SandboxHandle | undefined {
+    return turn.sandboxRef === null ? undefined : this.deps.launcher.reattach(turn.sandboxRef);
+  }
+
+  private follow(turnId: string, handle: SandboxHandle): void {
+    this.sandboxes.set(turnId, handle);
+    this.inBackground(`settling turn ${turnId}`, async () => {
+      const end = await handle.ended;
+      this.sandboxes.delete(turnId);
+      await this.settleAfterSandbox(turnId, end);
+    });
+  }
+
+  private async settleAfterSandbox(turnId: string, end: SandboxEnd): Promise<void> {
+    const { limits } = this.deps;
+    switch (end.kind) {
+      case 'timed_out':
+        await this.finish(turnId, 'timed_out', { reason: `the turn ran past its limit of ${limits.turnTimeoutSeconds} s and was stopped` });
+        return;
+      case 'cancelled':
+        await this.finish(turnId, 'cancelled', { reason: 'the turn was cancelled' });
+        return;
+      case 'exited': {
+        const how = end.signal !== null ? `was killed by ${end.signal}` : end.exitCode !== null ? `exited with code ${end.exitCode}` : 'ended';
+        const detail = end.detail !== undefined ? ` (${end.detail})` : '';
+        const reason = end.outOfMemory
+          ? `the sandbox ran out of memory (limit ${limits.memoryMb} MiB) and ${how} without reporting a result${detail}`
+          : `the sandbox ${how} without reporting a result${detail}`;
+        await this.finish(turnId, 'failed', { reason });
+      }
+    }
+  }
+
+  private async settleLost(turnId: string): Promise<void> {
+    await this.sandboxes.get(turnId)?.cancel();
+    await this.finish(turnId, 'failed', { reason: 'no result from the sandbox by the turn deadline' });
+  }
+
+  /** Work no request waits for: a failure is logged, never left to crash the process. */
+  private inBackground(what: string, work: () => Promise<void>): void {
+    work().catch((error: unknown) => {
+      // A conversation deleted while its sandbox wound down has nothing left to settle.
+      if (error instanceof ServiceError && error.code === 'not_found') return;
+      this.deps.log(`${what} failed: ${(error as Error).stack ?? String(error)}`);
+    });
+  }
+}
