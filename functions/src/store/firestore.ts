@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import {
+import firestorePackage, {
   FieldPath,
   FieldValue,
-  GrpcStatus,
   type CollectionReference,
   type DocumentReference,
   type DocumentSnapshot,
@@ -22,6 +21,9 @@ import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn
  * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
  * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
  */
+
+// Node's ESM loader cannot see GrpcStatus among the CommonJS package's named exports.
+const { GrpcStatus } = firestorePackage;
 
 const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
 

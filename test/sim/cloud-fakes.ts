@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { Env } from '../../functions/src/config.js';
+import { loadConfig } from '../../functions/src/config.js';
+import { createLocalLauncher } from '../../functions/src/sandbox/local/index.js';
+import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
+import { startFakeGcs, type FakeGcs } from '../fixtures/fake-gcs.js';
+import { startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
+
+/**
+ * Google Cloud on one machine: the official Firestore emulator, a fake Cloud Storage and a fake
+ * Cloud Run Admin API whose executions run in the local sandbox. `apiEnv` gives an API instance
+ * the environment it would have in the cloud, pointed at these.
+ */
+export interface CloudFakes {
+  firestore: FirestoreEmulator;
+  storage: FakeGcs;
+  cloudRun: FakeCloudRun;
+  /** Everything an API instance on `port` needs, sandboxes calling it back at `apiUrl`. */
+  apiEnv(port: number, apiUrl?: string): Env;
+  close(): Promise<void>;
+}
+
+export async function startCloudFakes(options: { dataDir: string; log: (message: string) => void }): Promise<CloudFakes> {
+  const firestore = await startFirestoreEmulator();
+  if (firestore === undefined) {
+    throw new Error('no Firestore emulator: set FIRESTORE_EMULATOR_HOST or install the gcloud Firestore emulator and java');
+  }
+  const storage = await startFakeGcs();
+  const limits = loadConfig({}).limits;
+  const cloudRun = await startFakeCloudRun({
+    sandboxFor: (apiPort) =>
+      createLocalLauncher({
+        dataDir: path.join(options.dataDir, 'executions'),
+        apiPort,
+        limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
+        systemPath: '/usr/local/bin:/usr/bin:/bin',
+        log: options.log,
+      }),
+  });
+  // A project of its own per run: the emulator keeps projects apart, so runs never meet.
+  const projectId = `clauderun-sim-${randomBytes(4).toString('hex')}`;
+  return {
+    firestore,
+    storage,
+    cloudRun,
+    apiEnv: (port, apiUrl = `http://127.0.0.1:${port}`) => ({
+      PORT: String(port),
+      CLAUDERUN_STORE: 'firestore',
+      GOOGLE_CLOUD_PROJECT: projectId,
+      FIRESTORE_EMULATOR_HOST: firestore.host,
+      CLAUDERUN_BLOBS: 'gcs',
+      CLAUDERUN_GCS_BUCKET: 'clauderun-state',
+      CLAUDERUN_GCS_ENDPOINT: storage.url,
+      CLAUDERUN_SANDBOX: 'cloudrun',
+      CLAUDERUN_CLOUDRUN_JOB: `projects/${projectId}/locations/local/jobs/sandbox`,
+      CLAUDERUN_CLOUDRUN_ENDPOINT: `http://${cloudRun.host}:${cloudRun.port}`,
+      CLAUDERUN_API_URL: apiUrl,
+    }),
+    close: async () => {
+      await cloudRun.close();
+      await storage.close();
+      await firestore.stop();
+    },
+  };
+}
