@@ -44,7 +44,7 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
       const first = await prompt(sim, 'sim-user', { message: 'write: /workspace/sim.txt from the cloud path' });
       expect(first.status, `${JSON.stringify(first.body)}\n${output}`).toBe(200);
       const second = await prompt(sim, 'sim-user', { message: 'bash: cat /workspace/sim.txt', conversationId: first.body.conversationId });
-      expect(second.status).toBe(200);
+      expect(second.status, `${JSON.stringify(second.body)}\n${output}`).toBe(200);
       expect(second.body.text).toContain('from the cloud path');
       const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
       expect(list.body.conversations).toHaveLength(1);
@@ -52,7 +52,7 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
     } finally {
       child.kill('SIGTERM');
     }
-    expect(await exited).toBe(0);
+    expect(await exited, output).toBe(0);
   });
 
   describe('two API instances sharing one Firestore', () => {

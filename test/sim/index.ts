@@ -29,10 +29,16 @@ try {
     log(`${signal}: stopping`);
     server.closeAllConnections();
     server.close();
-    void clauderun
+    clauderun
       .close()
       .then(() => fakes.close())
-      .then(() => process.exit(0));
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log(`stopping failed: ${(error as Error).stack ?? String(error)}`);
+          process.exit(1);
+        },
+      );
   };
   process.once('SIGINT', stop).once('SIGTERM', stop);
 } catch (error) {
