@@ -1,0 +1,34 @@
+import * as gcp from '@pulumi/gcp';
+import type { Settings } from './config.js';
+
+/**
+ * The Google APIs clauderun uses, enabled in the project. Every other resource depends on them
+ * (creating a resource of a disabled API fails). They stay enabled on `pulumi destroy`: other
+ * things in the project may use them too.
+ */
+export const REQUIRED_APIS = [
+  'artifactregistry.googleapis.com', // the sandbox image; the function's build images
+  'cloudbuild.googleapis.com', // Cloud Functions builds the API with Cloud Build
+  'cloudfunctions.googleapis.com', // the API
+  'cloudresourcemanager.googleapis.com', // project-level IAM grants
+  'compute.googleapis.com', // the sandbox network, its firewall policy and NAT
+  'dns.googleapis.com', // resolves the firewall policy's FQDN objects
+  'firestore.googleapis.com', // conversations, turns, events
+  'iam.googleapis.com', // service accounts, the job launcher role
+  'logging.googleapis.com', // build and run logs
+  'run.googleapis.com', // the sandbox job; 2nd gen functions run on Cloud Run
+  'secretmanager.googleapis.com', // the model key, the token-signing key
+  'storage.googleapis.com', // state archives, the API's source upload
+] as const;
+
+export function enableApis(s: Settings): gcp.projects.Service[] {
+  return REQUIRED_APIS.map(
+    (service) =>
+      new gcp.projects.Service(`api-${service.split('.')[0]}`, {
+        project: s.project,
+        service,
+        disableOnDestroy: false,
+        disableDependentServices: false,
+      }),
+  );
+}

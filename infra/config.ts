@@ -1,0 +1,198 @@
+import * as pulumi from '@pulumi/pulumi';
+import { z } from 'zod';
+
+/**
+ * The stack's settings: every configuration key the program reads is declared here once, with its
+ * default and its limits. `parseSettings` is pure (tests feed it tables of cases); `readSettings`
+ * reads the stack's configuration. `infra/Pulumi.example.yaml` lists every key (a test keeps the
+ * two in step). The names derived from the settings (buckets, the job, the API's URL) live here too,
+ * so that every module agrees on them.
+ */
+
+/** `gcp:` keys are the Google provider's own; the others are this project's (`clauderun:`). */
+export const CONFIG_KEYS = [
+  'gcp:project',
+  'gcp:region',
+  'clauderun:anthropicApiKey',
+  'clauderun:authMode',
+  'clauderun:turnTimeoutSeconds',
+  'clauderun:sandboxMemoryMb',
+  'clauderun:sandboxCpus',
+  'clauderun:apiMaxInstances',
+  'clauderun:firestoreLocation',
+  'clauderun:deletedStateRetentionDays',
+  'clauderun:firestoreIndexesFile',
+  'clauderun:protect',
+] as const;
+
+/** Authenticators that may face the internet. `header` trusts X-User-Id: local use only. */
+export const CLOUD_AUTH_MODES = ['apikey', 'firebase'] as const;
+export type AuthMode = (typeof CLOUD_AUTH_MODES)[number];
+const isCloudAuthMode = (v: string): v is AuthMode => (CLOUD_AUTH_MODES as readonly string[]).includes(v);
+
+/** Cloud Run jobs take whole CPUs from this list; each CPU allows at most 4 GiB of memory. */
+export const JOB_CPUS = [1, 2, 4, 6, 8] as const;
+
+/**
+ * The API holds a synchronous POST until its turn ends, and a Cloud Function's HTTP request may
+ * last at most 3600 s: a turn must end a minute before that.
+ */
+export const MAX_TURN_TIMEOUT_SECONDS = 3540;
+
+export interface Settings {
+  project: string;
+  region: string;
+  /** Firestore location (a region or a multi-region such as `eur3`); defaults to `region`. */
+  firestoreLocation: string;
+  authMode: AuthMode;
+  turnTimeoutSeconds: number;
+  sandboxMemoryMb: number;
+  sandboxCpus: number;
+  /** Upper bound on the API's instances: the cost ceiling of a traffic spike. */
+  apiMaxInstances: number;
+  /** Days a deleted or replaced conversation state stays recoverable in the bucket. */
+  deletedStateRetentionDays: number;
+  /** The store's composite indexes, relative to the repository root. */
+  firestoreIndexesFile: string;
+  /** Deletion protection on everything that holds data or runs turns (default true). */
+  protect: boolean;
+}
+
+type PlainKey = Exclude<(typeof CONFIG_KEYS)[number], 'clauderun:anthropicApiKey'>;
+/** Raw configuration values by key (absent or blank = the default). */
+export type RawSettings = Partial<Record<PlainKey, string>>;
+
+const trimmed = (v: unknown) => (typeof v === 'string' ? (v.trim() === '' ? undefined : v.trim()) : v);
+const whole = (key: string, min: number, max: number, fallback: number) =>
+  z.preprocess(
+    trimmed,
+    z.coerce
+      .number({ error: `${key} must be a number` })
+      .int(`${key} must be a whole number`)
+      .min(min, `${key} must be at least ${min}`)
+      .max(max, `${key} must be at most ${max}`)
+      .default(fallback),
+  );
+
+const Schema = z.object({
+  'gcp:project': z.preprocess(
+    trimmed,
+    z
+      .string({ error: 'gcp:project is required (pulumi config set gcp:project <project id>)' })
+      .regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'gcp:project must be a project id (6-30 lowercase letters, digits, hyphens)'),
+  ),
+  'gcp:region': z.preprocess(
+    trimmed,
+    z
+      .string({ error: 'gcp:region is required (pulumi config set gcp:region <region>, e.g. europe-west1)' })
+      .regex(/^[a-z]+-[a-z]+[0-9]+$/, 'gcp:region must be a region such as europe-west1'),
+  ),
+  'clauderun:firestoreLocation': z.preprocess(trimmed, z.string().optional()),
+  'clauderun:authMode': z.preprocess(trimmed, z.string().default('apikey')),
+  'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, 600),
+  'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, 1024),
+  'clauderun:sandboxCpus': z.preprocess(
+    trimmed,
+    z.coerce
+      .number({ error: 'clauderun:sandboxCpus must be a number' })
+      .refine((v) => (JOB_CPUS as readonly number[]).includes(v), { error: `clauderun:sandboxCpus must be one of: ${JOB_CPUS.join(', ')}` })
+      .default(1),
+  ),
+  'clauderun:apiMaxInstances': whole('clauderun:apiMaxInstances', 1, 1000, 10),
+  'clauderun:deletedStateRetentionDays': whole('clauderun:deletedStateRetentionDays', 1, 365, 7),
+  'clauderun:firestoreIndexesFile': z.preprocess(trimmed, z.string().default('firestore.indexes.json')),
+  'clauderun:protect': z.preprocess(trimmed, z.enum(['true', 'false'], { error: 'clauderun:protect must be true or false' }).default('true')),
+});
+
+export class SettingsError extends Error {
+  override name = 'SettingsError';
+  constructor(problem: string) {
+    super(`invalid stack configuration: ${problem}`);
+  }
+}
+
+export function parseSettings(raw: RawSettings): Settings {
+  const parsed = Schema.safeParse(raw);
+  if (!parsed.success) throw new SettingsError(parsed.error.issues.map((issue) => issue.message).join('; '));
+  const c = parsed.data;
+  const authMode = c['clauderun:authMode'];
+  if (authMode === 'header') {
+    throw new SettingsError('clauderun:authMode header trusts X-User-Id and is for local use only; choose apikey or firebase for the cloud');
+  }
+  if (!isCloudAuthMode(authMode)) throw new SettingsError(`clauderun:authMode must be one of: ${CLOUD_AUTH_MODES.join(', ')}`);
+  const memoryMb = c['clauderun:sandboxMemoryMb'];
+  const cpus = c['clauderun:sandboxCpus'];
+  if (memoryMb > cpus * 4096) {
+    throw new SettingsError(
+      `clauderun:sandboxMemoryMb ${memoryMb} needs clauderun:sandboxCpus of at least ${Math.ceil(memoryMb / 4096)} (Cloud Run allows 4 GiB per CPU)`,
+    );
+  }
+  return {
+    project: c['gcp:project'],
+    region: c['gcp:region'],
+    firestoreLocation: c['clauderun:firestoreLocation'] ?? c['gcp:region'],
+    authMode,
+    turnTimeoutSeconds: c['clauderun:turnTimeoutSeconds'],
+    sandboxMemoryMb: memoryMb,
+    sandboxCpus: cpus,
+    apiMaxInstances: c['clauderun:apiMaxInstances'],
+    deletedStateRetentionDays: c['clauderun:deletedStateRetentionDays'],
+    firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],
+    protect: c['clauderun:protect'] === 'true',
+  };
+}
+
+/** The stack's settings, from `pulumi config`. */
+export function readSettings(): Settings {
+  const raw: RawSettings = {};
+  for (const key of CONFIG_KEYS) {
+    if (key === 'clauderun:anthropicApiKey') continue;
+    const [namespace, name] = key.split(':') as [string, string];
+    const value = new pulumi.Config(namespace).get(name);
+    if (value !== undefined) raw[key] = value;
+  }
+  return parseSettings(raw);
+}
+
+/** The model key: only ever a secret (`pulumi config set --secret anthropicApiKey sk-ant-...`). */
+export function readModelKey(): pulumi.Output<string> {
+  return new pulumi.Config('clauderun').requireSecret('anthropicApiKey');
+}
+
+/** Names every module agrees on. Fixed names (never auto-named) keep the API's URL predictable. */
+export function names(s: Settings) {
+  const apiFunction = 'clauderun-api';
+  const apiHost = `${s.region}-${s.project}.cloudfunctions.net`;
+  return {
+    apiFunction,
+    /**
+     * A Cloud Functions (2nd gen) URL is https://REGION-PROJECT.cloudfunctions.net/NAME, known
+     * before the function exists: the function needs it in its own environment (CLAUDERUN_API_URL,
+     * handed to every sandbox) and the sandbox firewall needs its host.
+     */
+    apiHost,
+    apiUrl: `https://${apiHost}/${apiFunction}`,
+    sandboxJob: 'clauderun-sandbox',
+    network: 'clauderun-sandbox',
+    stateBucket: `${s.project}-clauderun-state`,
+    sourceBucket: `${s.project}-clauderun-source`,
+    registry: 'clauderun',
+    registryHost: `${s.region}-docker.pkg.dev`,
+    sandboxAccount: 'clauderun-sandbox',
+    apiAccount: 'clauderun-api',
+    buildAccount: 'clauderun-build',
+    modelKeySecret: 'clauderun-anthropic-api-key',
+    tokenSecret: 'clauderun-token-secret',
+  };
+}
+
+export type Names = ReturnType<typeof names>;
+
+/**
+ * Explicit deletion protection, one rule for everything that holds data or runs turns: with
+ * `protect` (the default) deleting them fails, both in Google Cloud and in `pulumi destroy`
+ * (PREVENT); without it they can be deleted. Never left to a provider default.
+ */
+export function deletionPolicy(s: Settings): 'PREVENT' | 'DELETE' {
+  return s.protect ? 'PREVENT' : 'DELETE';
+}

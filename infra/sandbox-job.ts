@@ -1,0 +1,52 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+import type { Names, Settings } from './config.js';
+import type { SandboxNetwork } from './network.js';
+
+/**
+ * The Cloud Run job whose executions are the sandboxes: one task per turn, running the sandbox
+ * image (by digest) as the role-less sandbox account, with the configured CPU, memory and turn
+ * timeout, never retried (a retry would run the agent twice), and every packet through the sandbox
+ * network. The API starts it with per-turn overrides (TURN_ID, API_URL, TURN_TOKEN, timeout), which
+ * cannot change the image, the limits, the account or the network.
+ */
+
+export function sandboxJob(
+  s: Settings,
+  n: Names,
+  deps: { imageRef: pulumi.Input<string>; account: gcp.serviceaccount.Account; network: SandboxNetwork; apis: pulumi.Resource[] },
+): gcp.cloudrunv2.Job {
+  return new gcp.cloudrunv2.Job(
+    'sandbox-job',
+    {
+      project: s.project,
+      location: s.region,
+      name: n.sandboxJob,
+      deletionProtection: s.protect,
+      template: {
+        taskCount: 1,
+        parallelism: 1,
+        template: {
+          containers: [
+            {
+              name: 'runner',
+              image: deps.imageRef,
+              resources: { limits: { cpu: String(s.sandboxCpus), memory: `${s.sandboxMemoryMb}Mi` } },
+            },
+          ],
+          maxRetries: 0,
+          timeout: `${s.turnTimeoutSeconds}s`,
+          serviceAccount: deps.account.email,
+          executionEnvironment: 'EXECUTION_ENVIRONMENT_GEN2',
+          vpcAccess: {
+            networkInterfaces: [{ network: deps.network.network.id, subnetwork: deps.network.subnet.id }],
+            egress: 'ALL_TRAFFIC',
+          },
+        },
+      },
+    },
+    // No sandbox may start on a network without its egress policy, nor without the NAT that is its
+    // only way to the API.
+    { dependsOn: [...deps.apis, deps.network.association, deps.network.nat] },
+  );
+}

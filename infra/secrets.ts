@@ -1,0 +1,49 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+import * as random from '@pulumi/random';
+import { deletionPolicy, type Names, type Settings } from './config.js';
+
+/**
+ * The API's two secrets in Secret Manager: the model key (from `pulumi config set --secret
+ * anthropicApiKey`) and the key that signs per-turn tokens (generated here). The function reads
+ * them as secret environment variables; the values never appear in its plain configuration, in the
+ * job or in an image. Who may read them is decided in identity.ts: the API's account, nobody else.
+ */
+
+export interface ApiSecret {
+  secret: gcp.secretmanager.Secret;
+  version: gcp.secretmanager.SecretVersion;
+}
+
+export interface Secrets {
+  modelKey: ApiSecret;
+  tokenSecret: ApiSecret;
+}
+
+/** HMAC key length; the service requires at least 32 characters. */
+export const TOKEN_SECRET_LENGTH = 64;
+
+export function secrets(s: Settings, n: Names, modelKey: pulumi.Output<string>, apis: pulumi.Resource[]): Secrets {
+  const secret = (logical: string, secretId: string, value: pulumi.Input<string>): ApiSecret => {
+    const created = new gcp.secretmanager.Secret(
+      logical,
+      {
+        project: s.project,
+        secretId,
+        replication: { auto: {} },
+        deletionProtection: s.protect,
+        deletionPolicy: deletionPolicy(s),
+      },
+      { dependsOn: apis },
+    );
+    const version = new gcp.secretmanager.SecretVersion(`${logical}-version`, { secret: created.id, secretData: value });
+    return { secret: created, version };
+  };
+
+  const signingKey = new random.RandomPassword('token-secret-value', { length: TOKEN_SECRET_LENGTH, special: false });
+
+  return {
+    modelKey: secret('model-key', n.modelKeySecret, modelKey),
+    tokenSecret: secret('token-secret', n.tokenSecret, signingKey.result),
+  };
+}

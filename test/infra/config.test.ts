@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { CONFIG_KEYS, names, parseSettings, type RawSettings } from '../../infra/config.js';
+
+const base: RawSettings = { 'gcp:project': 'my-project-1', 'gcp:region': 'europe-west1' };
+
+describe('stack settings', () => {
+  test('defaults: API keys, 1 CPU, 1 GiB, 10 minutes, protected', () => {
+    expect(parseSettings(base)).toEqual({
+      project: 'my-project-1',
+      region: 'europe-west1',
+      firestoreLocation: 'europe-west1',
+      authMode: 'apikey',
+      turnTimeoutSeconds: 600,
+      sandboxMemoryMb: 1024,
+      sandboxCpus: 1,
+      apiMaxInstances: 10,
+      deletedStateRetentionDays: 7,
+      firestoreIndexesFile: 'firestore.indexes.json',
+      protect: true,
+    });
+  });
+
+  test('blank values mean the default; numbers are read from text', () => {
+    const s = parseSettings({ ...base, 'clauderun:turnTimeoutSeconds': ' ', 'clauderun:sandboxMemoryMb': '2048', 'clauderun:protect': 'false' });
+    expect(s).toMatchObject({ turnTimeoutSeconds: 600, sandboxMemoryMb: 2048, protect: false });
+  });
+
+  test.each<[string, RawSettings, RegExp]>([
+    ['header auth, which trusts X-User-Id', { 'clauderun:authMode': 'header' }, /authMode header .* local use only/],
+    ['an unknown auth mode', { 'clauderun:authMode': 'none' }, /authMode must be one of: apikey, firebase/],
+    ['a fractional CPU count', { 'clauderun:sandboxCpus': '0.5' }, /sandboxCpus must be one of: 1, 2, 4, 6, 8/],
+    ['more memory than the CPUs allow', { 'clauderun:sandboxMemoryMb': '8192' }, /needs clauderun:sandboxCpus of at least 2/],
+    ['less memory than Cloud Run runs', { 'clauderun:sandboxMemoryMb': '256' }, /sandboxMemoryMb must be at least 512/],
+    ['a turn the API cannot wait for', { 'clauderun:turnTimeoutSeconds': '3600' }, /turnTimeoutSeconds must be at most 3540/],
+    ['a timeout that is not a number', { 'clauderun:turnTimeoutSeconds': 'ten' }, /turnTimeoutSeconds must be a number/],
+    ['protect that is not a boolean', { 'clauderun:protect': 'yes' }, /protect must be true or false/],
+    ['a region that is not one', { 'gcp:region': 'Europe' }, /gcp:region must be a region/],
+  ])('refuses %s', (_, raw, message) => {
+    expect(() => parseSettings({ ...base, ...raw })).toThrow(message);
+  });
+
+  test('project and region are required, and say how to set them', () => {
+    expect(() => parseSettings({})).toThrow(/gcp:project is required \(pulumi config set gcp:project .*gcp:region is required/);
+  });
+
+  test("the API's URL is predicted from project, region and the function's fixed name", () => {
+    const n = names(parseSettings(base));
+    expect(n.apiUrl).toBe('https://europe-west1-my-project-1.cloudfunctions.net/clauderun-api');
+    expect(n.apiHost).toBe(new URL(n.apiUrl).host);
+  });
+
+  test('Pulumi.example.yaml lists every key the program reads, and no other', () => {
+    const example = readFileSync('infra/Pulumi.example.yaml', 'utf8');
+    const keys = [...example.matchAll(/^ {2}([a-z]+:[A-Za-z]+):/gm)].map((m) => m[1]);
+    expect(keys.sort()).toEqual([...CONFIG_KEYS].sort());
+    expect(example).toMatch(/clauderun:anthropicApiKey:\n\s+secure: /);
+  });
+
+  test('Pulumi.yaml runs index.ts through tsx: the repository is an ES module, which Pulumi\'s ts-node cannot load', () => {
+    const project = readFileSync('infra/Pulumi.yaml', 'utf8');
+    expect(project).toMatch(/^name: clauderun$/m);
+    expect(project).toMatch(/^main: index\.ts$/m);
+    expect(project).toMatch(/^ {4}typescript: false$/m);
+    expect(project).toMatch(/^ {4}nodeargs: --import=tsx$/m);
+    const root = JSON.parse(readFileSync('package.json', 'utf8')) as { type: string; devDependencies: Record<string, string> };
+    expect(root.type).toBe('module');
+    expect(root.devDependencies).toHaveProperty('tsx');
+  });
+});
