@@ -84,12 +84,15 @@ describe('the sandbox', () => {
   it('contains a fork bomb: the turn ends, nothing of it survives, the service stays up', async () => {
     const before = processesOfSandboxUid();
     const answer = await prompt(running.service, 'bomber', { message: `bash: bomb() { bomb | bomb & }; bomb; ${WAIT_A_MINUTE}` });
-    expect([502, 504]).toContain(answer.status);
-    expect(['failed', 'timed_out']).toContain((answer.body.error as { details: { status: string } }).details.status);
-    expect(processesOfSandboxUid()).toBeLessThanOrEqual(before);
+    // However the agent fares inside (its tool fails, or it cannot fork a thread and dies, or the
+    // clock runs out), the turn ends in a final state.
+    const turn = (answer.status === 200 ? answer.body : (answer.body.error as { details: Record<string, unknown> }).details) as { status: string };
+    expect(['succeeded', 'failed', 'timed_out']).toContain(turn.status);
+    // The sandbox is torn down just after the turn ends: give it a moment, then nothing may be left.
+    await expect.poll(() => processesOfSandboxUid(), { timeout: 5000 }).toBeLessThanOrEqual(before);
+    const sandboxes = path.join(running.service.dataDir, 'sandboxes');
+    await expect.poll(() => (existsSync(sandboxes) ? readdirSync(sandboxes) : []), { timeout: 5000 }).toEqual([]);
     const health = await fetch(`${running.service.url}/healthz`);
     expect(health.status).toBe(200);
-    const sandboxes = path.join(running.service.dataDir, 'sandboxes');
-    expect(existsSync(sandboxes) ? readdirSync(sandboxes) : []).toEqual([]);
   });
 });
