@@ -6,6 +6,9 @@ import { z } from 'zod';
  * default; `loadConfig` is pure so that tests can feed it any environment.
  */
 
+const AUTH_MODES = ['header', 'apikey', 'firebase'] as const;
+export type AuthMode = (typeof AUTH_MODES)[number];
+
 const positiveInt = (name: string) =>
   z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).positive(`${name} must be positive`);
 
@@ -40,7 +43,16 @@ const EnvSchema = z.object({
   }),
   /** The API's URL as sandboxes reach it; locally the loopback port. */
   CLAUDERUN_API_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_API_URL must be a URL' }),
-  CLAUDERUN_AUTH: z.enum(['header'], { error: 'CLAUDERUN_AUTH must be one of: header' }).default('header'),
+  /** One auth mode or several, comma-separated: header, apikey, firebase. */
+  CLAUDERUN_AUTH: z
+    .string()
+    .default('header')
+    .transform((v) => [...new Set(v.split(',').map((mode) => mode.trim()).filter((mode) => mode !== ''))])
+    .pipe(z.array(z.enum(AUTH_MODES, { error: 'CLAUDERUN_AUTH must list modes out of: header, apikey, firebase' })).min(1, 'CLAUDERUN_AUTH must name at least one mode')),
+  /** The Firebase / Identity Platform project whose ID tokens are accepted (defaults to GOOGLE_CLOUD_PROJECT). */
+  FIREBASE_PROJECT_ID: optionalString,
+  /** Where the token-signing keys are published; tests point it at a local key set. */
+  CLAUDERUN_FIREBASE_JWKS_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_FIREBASE_JWKS_URL must be a URL' }),
   CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS').max(24 * 3600).default(600),
   CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
   CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
@@ -73,7 +85,7 @@ export interface Config {
   store: { kind: 'sqlite' } | { kind: 'firestore'; projectId: string; emulatorHost: string | undefined };
   blobs: { kind: 'fs' } | { kind: 'gcs'; bucket: string; endpoint: URL | undefined };
   sandbox: { kind: 'local' } | { kind: 'cloudrun'; jobName: string; endpoint: URL | undefined };
-  auth: 'header';
+  auth: { modes: AuthMode[]; firebase: { projectId: string; jwksUrl: string | undefined } | undefined };
   tokenSecret: string | undefined;
   limits: {
     turnTimeoutSeconds: number;
@@ -110,7 +122,11 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_API_URL === undefined) {
     throw new ConfigError('CLAUDERUN_API_URL: required when CLAUDERUN_SANDBOX=cloudrun (the URL sandboxes reach the API at)');
   }
-  if (e.CLAUDERUN_AUTH === 'header' && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
+  const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
+  if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
+    throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
+  }
+  if (e.CLAUDERUN_AUTH.includes('header') && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );
@@ -140,7 +156,13 @@ export function loadConfig(env: Env): Config {
             endpoint: e.CLAUDERUN_CLOUDRUN_ENDPOINT === undefined ? undefined : new URL(e.CLAUDERUN_CLOUDRUN_ENDPOINT),
           }
         : { kind: 'local' },
-    auth: e.CLAUDERUN_AUTH,
+    auth: {
+      modes: e.CLAUDERUN_AUTH,
+      firebase:
+        e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId !== undefined
+          ? { projectId: firebaseProjectId, jwksUrl: e.CLAUDERUN_FIREBASE_JWKS_URL }
+          : undefined,
+    },
     tokenSecret: e.CLAUDERUN_TOKEN_SECRET,
     limits: {
       turnTimeoutSeconds: e.CLAUDERUN_TURN_TIMEOUT_SECONDS,

@@ -47,6 +47,19 @@ describe('config', () => {
     expect(config.apiUrl).toBe('https://api.example.test');
   });
 
+  it('takes one auth mode or several', () => {
+    expect(loadConfig({}).auth).toEqual({ modes: ['header'], firebase: undefined });
+    expect(loadConfig({ CLAUDERUN_AUTH: 'apikey, firebase', GOOGLE_CLOUD_PROJECT: 'p1' }).auth).toEqual({
+      modes: ['apikey', 'firebase'],
+      firebase: { projectId: 'p1', jwksUrl: undefined },
+    });
+    expect(() => loadConfig({ CLAUDERUN_AUTH: 'apikey,magic' })).toThrow(/CLAUDERUN_AUTH must list modes out of/);
+    expect(() => loadConfig({ CLAUDERUN_AUTH: ' , ' })).toThrow(/at least one mode/);
+    expect(() => loadConfig({ CLAUDERUN_AUTH: 'firebase' })).toThrow(/FIREBASE_PROJECT_ID: required/);
+    expect(loadConfig({ CLAUDERUN_AUTH: 'apikey', K_SERVICE: 'clauderun' }).auth.modes).toEqual(['apikey']);
+    expect(() => loadConfig({ CLAUDERUN_AUTH: 'apikey,header', K_SERVICE: 'clauderun' })).toThrow(/refuses to run in the cloud/);
+  });
+
   it('refuses header auth in the cloud', () => {
     expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
     expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);
