@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import express, { type Express } from 'express';
+import type { ApiKeyStore } from './auth/api-key-store.js';
+import type { Authenticator } from './auth/authenticator.js';
+import { CombinedAuthenticator, type AuthMode } from './auth/combined.js';
 import { HeaderAuthenticator } from './auth/header.js';
 import { FsBlobStore } from './blobs/fs.js';
 import type { Config } from './config.js';
@@ -54,6 +57,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     agentModel: config.agentModel,
     log,
   });
+  const auth = await authenticators(config, log);
   const service = new ConversationService(lifecycle);
   const runner = new RunnerService(lifecycle);
   const recovered = await lifecycle.recoverUnfinished();
@@ -63,7 +67,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
 
   const app = express();
   app.disable('x-powered-by');
-  app.use(publicRoutes(service, new HeaderAuthenticator()));
+  app.use(publicRoutes(service, auth.authenticator));
   app.use(internalRoutes(runner));
   app.use(modelProxyRoutes(runner, upstream, log));
   app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));
@@ -75,23 +79,35 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     upstream,
     close: async () => {
       await lifecycle.close();
+      await auth.close();
       await store.close();
     },
   };
+}
+
+/** The configured auth modes, combined; each mode's code is loaded only when it is configured. */
+async function authenticators(config: Config, log: (message: string) => void): Promise<{ authenticator: Authenticator; close(): Promise<void> }> {
+  const modes: Partial<Record<AuthMode, Authenticator>> = {};
+  let keys: ApiKeyStore | undefined;
+  if (config.auth.modes.includes('header')) modes.header = new HeaderAuthenticator();
+  if (config.auth.modes.includes('apikey')) {
+    const [{ openApiKeyStore }, { ApiKeyAuthenticator }] = await Promise.all([import('./auth/api-key-store.js'), import('./auth/apikey.js')]);
+    keys = await openApiKeyStore(config);
+    modes.apikey = new ApiKeyAuthenticator(keys);
+  }
+  if (config.auth.firebase !== undefined) {
+    const { FirebaseAuthenticator } = await import('./auth/firebase.js');
+    modes.firebase = new FirebaseAuthenticator({ ...config.auth.firebase, jwksUrl: config.auth.firebase.jwksUrl, log });
+  }
+  return { authenticator: new CombinedAuthenticator(modes), close: async () => keys?.close() };
 }
 
 // The Google client libraries are loaded only when configured: they cost tens of MB of memory.
 
 async function conversationStore(config: Config): Promise<ConversationStore> {
   if (config.store.kind === 'sqlite') return new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
-  const [{ Firestore }, { FirestoreConversationStore }, { PassThroughClient }] = await Promise.all([
-    import('@google-cloud/firestore'),
-    import('./store/firestore.js'),
-    import('google-auth-library'),
-  ]);
-  const { projectId, emulatorHost } = config.store;
-  const settings = emulatorHost === undefined ? { projectId } : { projectId, host: emulatorHost, ssl: false, authClient: new PassThroughClient() };
-  return new FirestoreConversationStore(new Firestore(settings));
+  const [{ openFirestore }, { FirestoreConversationStore }] = await Promise.all([import('./store/firestore-client.js'), import('./store/firestore.js')]);
+  return new FirestoreConversationStore(await openFirestore(config.store));
 }
 
 async function blobStore(config: Config): Promise<BlobStore> {

@@ -47,12 +47,6 @@ export async function openApiKeyStore(config: Config): Promise<ApiKeyStore> {
     const { SqliteApiKeyStore } = await import('./api-key-store-sqlite.js');
     return new SqliteApiKeyStore(path.join(config.dataDir, 'clauderun.db'));
   }
-  const [{ Firestore }, { FirestoreApiKeyStore }, { PassThroughClient }] = await Promise.all([
-    import('@google-cloud/firestore'),
-    import('./api-key-store-firestore.js'),
-    import('google-auth-library'),
-  ]);
-  const { projectId, emulatorHost } = config.store;
-  const settings = emulatorHost === undefined ? { projectId } : { projectId, host: emulatorHost, ssl: false, authClient: new PassThroughClient() };
-  return new FirestoreApiKeyStore(new Firestore(settings));
+  const [{ openFirestore }, { FirestoreApiKeyStore }] = await Promise.all([import('../store/firestore-client.js'), import('./api-key-store-firestore.js')]);
+  return new FirestoreApiKeyStore(await openFirestore(config.store));
 }
