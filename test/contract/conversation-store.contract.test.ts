@@ -7,7 +7,7 @@ import { emptyUsage, FINAL_STATUSES, type TurnStatus } from '../../functions/src
 import type { Conversation, ConversationStore, Turn, TurnEvent } from '../../functions/src/store/conversation-store.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
-import { emulatorClient, firestoreEmulatorUnavailable, startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
+import { emulatorForSuite } from '../support/firestore-emulator.js';
 
 /**
  * One suite, every ConversationStore adapter: what the port promises, as behaviour. Each test gets
@@ -44,34 +44,20 @@ function sqlite(): Adapter {
 }
 
 function firestore(): Adapter {
-  const unavailable = firestoreEmulatorUnavailable();
-  if (unavailable !== undefined) {
-    console.warn(`Firestore emulator not found: the Firestore store contract tests are SKIPPED (${unavailable})`);
-  }
+  const emulator = emulatorForSuite('conversation store');
   const run = randomUUID().slice(0, 8);
-  let emulator: FirestoreEmulator | undefined;
   let prefix = '';
   let n = 0;
-  const client = () => {
-    if (emulator === undefined) throw new Error('the Firestore emulator is not running');
-    return emulatorClient(emulator);
-  };
   return {
     name: 'Firestore',
-    unavailable,
-    setUp: async () => {
-      const started = performance.now();
-      emulator = await startFirestoreEmulator();
-      if (emulator === undefined) throw new Error('no Firestore emulator, although one was found at collection time');
-      const which = process.env.FIRESTORE_EMULATOR_HOST ? 'the emulator at FIRESTORE_EMULATOR_HOST' : 'the official emulator (java)';
-      console.info(`Firestore: ${which} on ${emulator.host}, ready in ${Math.round(performance.now() - started)} ms`);
-    },
-    tearDown: async () => emulator?.stop(),
+    unavailable: emulator.unavailable,
+    setUp: emulator.setUp,
+    tearDown: emulator.tearDown,
     fresh: () => {
       prefix = `test-${run}-${++n}-`;
-      return new FirestoreConversationStore(client(), prefix);
+      return new FirestoreConversationStore(emulator.client(), prefix);
     },
-    reopen: () => new FirestoreConversationStore(client(), prefix),
+    reopen: () => new FirestoreConversationStore(emulator.client(), prefix),
   };
 }
 

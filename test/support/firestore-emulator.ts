@@ -118,3 +118,28 @@ async function freePort(): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/**
+ * The emulator as a contract suite uses it: said LOUDLY to be missing when it is (the suite then
+ * skips by name), started once, and a client per store under test.
+ */
+export function emulatorForSuite(what: string) {
+  const unavailable = firestoreEmulatorUnavailable();
+  if (unavailable !== undefined) console.warn(`Firestore emulator not found: the Firestore ${what} contract tests are SKIPPED (${unavailable})`);
+  let emulator: FirestoreEmulator | undefined;
+  return {
+    unavailable,
+    setUp: async () => {
+      const started = performance.now();
+      emulator = await startFirestoreEmulator();
+      if (emulator === undefined) throw new Error('no Firestore emulator, although one was found at collection time');
+      const which = process.env.FIRESTORE_EMULATOR_HOST ? 'the emulator at FIRESTORE_EMULATOR_HOST' : 'the official emulator (java)';
+      console.info(`Firestore: ${which} on ${emulator.host}, ready in ${Math.round(performance.now() - started)} ms`);
+    },
+    tearDown: async () => emulator?.stop(),
+    client: () => {
+      if (emulator === undefined) throw new Error('the Firestore emulator is not running');
+      return emulatorClient(emulator);
+    },
+  };
+}
