@@ -20,6 +20,7 @@ export const API_RUNTIME_DEPENDENCIES = [
   '@google-cloud/run',
   '@google-cloud/storage',
   'google-auth-library',
+  'jose',
 ] as const;
 
 /** The entry module: it registers the HTTP function `clauderun` (functions/src/index.ts). */

@@ -160,20 +160,20 @@ function storeContract(adapter: Adapter): void {
         expect(ids(await store.listConversations('u1', 10))).toEqual(['c1', 'c2']);
       });
 
-      it('commits state, returning the key it replaced, and counts as activity', async () => {
-        expect(await store.commitState('c1', 's1', 'k1')).toBeNull();
-        expect(await store.commitState('c1', 's2', 'k2')).toBe('k1');
+      it('commits state together with a turn\'s update, and only when the update applies', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        expect(await store.updateTurn('t1', ['queued'], { status: 'succeeded' }, { sessionId: 's0', stateKey: 'k0' })).toBeUndefined();
+        expect(await store.getConversation('c1')).toMatchObject({ sessionId: null, stateKey: null });
+        const done = await store.updateTurn('t1', ['running'], { status: 'succeeded' }, { sessionId: 's1', stateKey: 'k1' });
+        expect(done?.status).toBe('succeeded');
         const committed = await store.getConversation('c1');
-        expect(committed).toMatchObject({ sessionId: 's2', stateKey: 'k2' });
-        expect(committed!.updatedAt > at(0)).toBe(true);
-        expect(await store.commitState('nope', 's', 'k')).toBeNull();
-        expect(await store.getConversation('nope')).toBeUndefined();
+        expect(committed).toMatchObject({ sessionId: 's1', stateKey: 'k1' });
+        expect(committed!.updatedAt > at(1)).toBe(true);
       });
 
       it('deletes a conversation with its turns and events, returning every state key it referenced', async () => {
-        await store.commitState('c1', 's1', 'k-conversation');
         await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
-        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' });
+        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' }, { sessionId: 's1', stateKey: 'k-conversation' });
         await store.startTurn(turn('t2', { createdAt: at(2) }));
         await store.updateTurn('t2', ['queued'], { status: 'failed', uploadedStateKey: 'k-t2' });
         await store.startTurn(turn('t3', { createdAt: at(3) }));

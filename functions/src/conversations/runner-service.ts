@@ -77,10 +77,17 @@ export class RunnerService {
     if (result.stateSaved && fresh.uploadedStateKey === null) {
       return this.lifecycle.finish(turn.id, 'failed', { reason: 'the runner reported a saved state that never arrived' });
     }
-    const finished = await this.lifecycle.finish(turn.id, 'succeeded', { text: result.text, reason: null });
-    if (finished.status === 'succeeded' && finished.uploadedStateKey !== null) {
-      const replaced = await this.deps.store.commitState(turn.conversationId, result.sessionId, finished.uploadedStateKey);
-      if (replaced !== null && replaced !== finished.uploadedStateKey) await this.deps.blobs.delete(replaced);
+    // One turn runs at a time in a conversation, so its state cannot change under us here.
+    const previous = (await this.deps.store.getConversation(turn.conversationId))?.stateKey ?? null;
+    const saved = fresh.uploadedStateKey;
+    const finished = await this.lifecycle.finish(
+      turn.id,
+      'succeeded',
+      { text: result.text, reason: null },
+      saved === null ? undefined : { sessionId: result.sessionId, stateKey: saved },
+    );
+    if (finished.status === 'succeeded' && saved !== null && previous !== null && previous !== saved) {
+      await this.deps.blobs.delete(previous);
     }
     return finished;
   }

@@ -1,7 +1,7 @@
 import type { BlobStore } from '../blobs/blob-store.js';
 import { isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
-import type { ConversationStore, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
+import type { ConversationStore, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import { statesBefore } from './turn-state.js';
 import type { TurnTokens } from './turn-token.js';
@@ -115,13 +115,10 @@ export class TurnLifecycle {
   }
 
   /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
-  async finish(turnId: string, status: TurnStatus, patch: TurnPatch): Promise<Turn> {
+  async finish(turnId: string, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     const { store, blobs } = this.deps;
-    const finished = await store.updateTurn(turnId, statesBefore(status).filter((s) => UNFINISHED.includes(s)), {
-      ...patch,
-      status,
-      finishedAt: new Date().toISOString(),
-    });
+    const from = statesBefore(status).filter((s) => UNFINISHED.includes(s));
+    const finished = await store.updateTurn(turnId, from, { ...patch, status, finishedAt: new Date().toISOString() }, commit);
     if (finished === undefined) return this.requireTurn(turnId);
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);
     await this.record(turnId, [{ type: 'result', data: turnView(finished) }]);

@@ -55,6 +55,12 @@ export type TurnPatch = Partial<
   Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef'>
 >;
 
+/** A conversation's new agent session and state archive, taken on together with a turn's success. */
+export interface StateCommit {
+  sessionId: string;
+  stateKey: string;
+}
+
 export type StartTurnResult =
   | { started: true }
   | { started: false; activeTurnId: string }
@@ -77,12 +83,14 @@ export interface ConversationStore {
   listTurns(conversationId: string): Promise<Turn[]>;
   findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;
-  /** Applies the patch only if the turn's status is one of `from`; returns the new turn or undefined. */
-  updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined>;
+  /**
+   * Applies the patch only if the turn's status is one of `from`; returns the new turn or
+   * undefined. With `commit`, the turn's conversation takes that session and state in the same
+   * transaction: whoever sees the turn succeeded sees its state too.
+   */
+  updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined>;
   /** Adds metered usage to a turn (atomic increment). */
   addUsage(id: string, usage: Usage, costUsd: number): Promise<void>;
-  /** Points the conversation at a new agent session and state; returns the state key it replaced. */
-  commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null>;
   /** Appends events to a turn, numbering them; returns them with their numbers. */
   appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]>;
   /** The turn's events after `afterSeq`, in order. */

@@ -10,7 +10,7 @@ import firestorePackage, {
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
-import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+import type { Conversation, ConversationStore, ListCursor, StartTurnResult, StateCommit, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
 
 /*
  * Layout (every collection name starts with the prefix):
@@ -179,7 +179,7 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /** The compare-and-set: read the status and write the patch in one transaction. */
-  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined> {
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined> {
     if (from.length === 0) return undefined;
     const changes = definedFields(patch);
     return this.transaction(async (tx) => {
@@ -188,9 +188,24 @@ export class FirestoreConversationStore implements ConversationStore {
       const turn = toTurn(snap);
       if (!from.includes(turn.status)) return undefined;
       const updated: Turn = { ...turn, ...changes };
-      // Keep the conversation's activeTurnId true: it is what startTurn checks.
-      if (!isFinal(turn.status) && isFinal(updated.status)) await this.moveActiveTurn(tx, turn.conversationId, id, null);
-      if (isFinal(turn.status) && !isFinal(updated.status)) await this.moveActiveTurn(tx, turn.conversationId, null, id);
+      const finishing = !isFinal(turn.status) && isFinal(updated.status);
+      const reviving = isFinal(turn.status) && !isFinal(updated.status);
+      if (finishing || reviving || commit !== undefined) {
+        // All reads come before the writes in a Firestore transaction.
+        const conversationRef = this.conversations.doc(turn.conversationId);
+        const conversation = await tx.get(conversationRef);
+        if (conversation.exists) {
+          // Keep the conversation's activeTurnId true: it is what startTurn checks.
+          const active = activeTurnOf(conversation);
+          const conversationChanges: Record<string, string | null> = {};
+          if (finishing && active === id) conversationChanges.activeTurnId = null;
+          if (reviving && active === null) conversationChanges.activeTurnId = id;
+          if (commit !== undefined) {
+            Object.assign(conversationChanges, { sessionId: commit.sessionId, stateKey: commit.stateKey, updatedAt: new Date().toISOString() });
+          }
+          if (Object.keys(conversationChanges).length > 0) tx.update(conversationRef, conversationChanges);
+        }
+      }
       if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
       return updated;
     });
@@ -204,16 +219,6 @@ export class FirestoreConversationStore implements ConversationStore {
     } catch (error) {
       if ((error as { code?: unknown }).code !== GrpcStatus.NOT_FOUND) throw error;
     }
-  }
-
-  async commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null> {
-    return this.transaction(async (tx) => {
-      const ref = this.conversations.doc(conversationId);
-      const snap = await tx.get(ref);
-      if (!snap.exists) return null;
-      tx.update(ref, { sessionId, stateKey, updatedAt: new Date().toISOString() });
-      return toConversation(snap).stateKey;
-    });
   }
 
   async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
@@ -285,12 +290,5 @@ export class FirestoreConversationStore implements ConversationStore {
   /** Keys are the client's text (any characters, any length): the document id is their hash. */
   private idempotencyRef(userId: string, key: string): DocumentReference {
     return this.idempotency.doc(createHash('sha256').update(JSON.stringify([userId, key])).digest('hex'));
-  }
-
-  /** Sets the conversation's activeTurnId to `to` if it is `from` (a read, then a write: call before other writes). */
-  private async moveActiveTurn(tx: Transaction, conversationId: string, from: string | null, to: string | null): Promise<void> {
-    const ref = this.conversations.doc(conversationId);
-    const snap = await tx.get(ref);
-    if (snap.exists && activeTurnOf(snap) === from) tx.update(ref, { activeTurnId: to });
   }
 }

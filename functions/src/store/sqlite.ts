@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
-import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+import type { Conversation, ConversationStore, ListCursor, StartTurnResult, StateCommit, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
 
 /** The final states as an SQL list, from the one definition of them. */
 const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
@@ -196,16 +196,24 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toTurn(row) : undefined;
   }
 
-  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch): Promise<Turn | undefined> {
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined> {
     const entries = Object.entries(patch) as [keyof TurnPatch, string | null][];
     if (from.length === 0) return undefined;
     const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
       WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
-    const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
-    if (!row) return undefined;
-    const turn = toTurn(row);
-    this.changes.emit(`turn:${id}`, turn);
+    const turn = this.transaction(() => {
+      const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
+      if (!row) return undefined;
+      const updated = toTurn(row);
+      if (commit !== undefined) {
+        this.db
+          .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
+          .run(commit.sessionId, commit.stateKey, new Date().toISOString(), updated.conversationId);
+      }
+      return updated;
+    });
+    if (turn !== undefined) this.changes.emit(`turn:${id}`, turn);
     return turn;
   }
 
@@ -225,16 +233,6 @@ export class SqliteConversationStore implements ConversationStore {
     });
     const turn = await this.getTurn(id);
     if (turn) this.changes.emit(`turn:${id}`, turn);
-  }
-
-  async commitState(conversationId: string, sessionId: string, stateKey: string): Promise<string | null> {
-    return this.transaction(() => {
-      const row = this.db.prepare('SELECT state_key FROM conversations WHERE id = ?').get(conversationId);
-      this.db
-        .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
-        .run(sessionId, stateKey, new Date().toISOString(), conversationId);
-      return row ? strOrNull(row.state_key) : null;
-    });
   }
 
   async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
