@@ -6,6 +6,7 @@ import { openCgroups, type SandboxCgroup } from '../../functions/src/sandbox/loc
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { prompt, startService, type RunningService } from '../support/service.js';
 import { bareRun, cliVersion } from './bare-cli.js';
+import { cloudRunCalls } from './cloud-calls.js';
 import { eventStreamsMemory, listLatency } from './conversations.js';
 import { line, ms } from './report.js';
 import { summarize, type Summary } from './stats.js';
@@ -156,8 +157,9 @@ async function main(): Promise<number> {
     // Each runs its own service process, so that what it measures is that process alone.
     const streamsCorrect = await eventStreamsMemory(fake, streams);
     const listCorrect = await listLatency(fake, stored);
+    const cloudCorrect = await cloudRunCalls(fake);
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    return correct && streamsCorrect && listCorrect ? 0 : 1;
+    return correct && streamsCorrect && listCorrect && cloudCorrect ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
     await fake?.close();
