@@ -13,7 +13,7 @@ import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { call, type ApiAnswer } from '../support/service.js';
 import { line, ms } from './report.js';
-import { openFileLimit, startServiceProcess, type ServiceProcess } from './service-process.js';
+import { openFileLimit, startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import { summarize, type Summary } from './stats.js';
 
 /**

@@ -2,10 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../functions/src/config.js';
-import { createLocalLauncher } from '../../functions/src/sandbox/local/index.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
+import type { FakeCloudRun } from '../fixtures/fake-cloud-run.js';
+import { startSandboxedCloudRun } from '../sim/cloud-fakes.js';
 import { call, freePort, prompt, startService, type RunningService } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
@@ -22,18 +21,7 @@ describe('turns as Cloud Run Job executions', () => {
   beforeAll(async () => {
     fake = await startFakeAnthropic();
     sandboxDir = await mkdtemp(path.join(tmpdir(), 'clauderun-fake-run-'));
-    cloudRun = await startFakeCloudRun({
-      sandboxFor: (apiPort) => {
-        const limits = loadConfig({}).limits;
-        return createLocalLauncher({
-          dataDir: sandboxDir,
-          apiPort,
-          limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
-          systemPath: '/usr/local/bin:/usr/bin:/bin',
-          log: () => {},
-        });
-      },
-    });
+    cloudRun = await startSandboxedCloudRun({ dataDir: sandboxDir, log: () => {} });
     const port = await freePort();
     service = await startService({
       PORT: String(port),

@@ -1,34 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentText } from '../../functions/src/model/messages-request.js';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { freePort, prompt, startService } from '../support/service.js';
-
-/** The service as `npm start` runs it, in its own process, so that it can be killed for real. */
-async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const port = await freePort();
-  let output = '';
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), 'dist/functions/src/main.js')], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout?.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`service exited: ${output}`);
-    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-    if (ok) return { child, url, output: () => output };
-    await sleep(100);
-  }
-  throw new Error(`service did not start: ${output}`);
-}
+import { prompt, startService } from '../support/service.js';
+import { startServiceProcess } from '../support/service-process.js';
 
 describe('nothing is lost across restarts', () => {
   let fake: FakeAnthropic;
@@ -62,7 +41,7 @@ describe('nothing is lost across restarts', () => {
 
   it('after kill -9 mid-turn, the interrupted turn ends with a reason and the next prompt works', async () => {
     const env = { CLAUDERUN_DATA_DIR: dataDir, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url };
-    const crashed = await startProcess(env);
+    const crashed = await startServiceProcess(env);
     const pending = await fetch(`${crashed.url}/api/conversation`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-user-id': 'erin', prefer: 'respond-async' },
@@ -71,10 +50,9 @@ describe('nothing is lost across restarts', () => {
     expect(pending.status).toBe(202);
     const { turnId, conversationId } = (await pending.json()) as { turnId: string; conversationId: string };
     await sleep(2500); // the agent is now running its tool
-    crashed.child.kill('SIGKILL');
-    await new Promise((resolve) => crashed.child.once('exit', resolve));
+    await crashed.kill();
 
-    const restarted = await startProcess(env);
+    const restarted = await startServiceProcess(env);
     try {
       expect(restarted.output()).toMatch(/settled 1 turn\(s\) interrupted/);
       const store = new SqliteConversationStore(path.join(dataDir, 'clauderun.db'));
@@ -89,8 +67,7 @@ describe('nothing is lost across restarts', () => {
       expect(next.status).toBe(200);
       expect(await next.json()).toMatchObject({ status: 'succeeded', text: 'echo: still there?' });
     } finally {
-      restarted.child.kill('SIGTERM');
-      await new Promise((resolve) => restarted.child.once('exit', resolve));
+      await restarted.stop();
     }
   });
 });

@@ -1,15 +1,13 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { startCloudFakes, type CloudFakes } from '../sim/cloud-fakes.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
 import { call, freePort, prompt, startService, type RunningService } from '../support/service.js';
+import { startServiceProcess } from '../support/service-process.js';
 import { readEvents } from '../support/sse.js';
 
 const unavailable = firestoreEmulatorUnavailable();
@@ -29,30 +27,24 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
   });
 
   it('`npm run sim` serves the seed\'s calls as `npm start` does, and stops cleanly', async () => {
-    const port = await freePort();
-    let output = '';
-    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), 'dist/test/sim/index.js')], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PORT: String(port), CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'), ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const sim = { url: `http://127.0.0.1:${port}` };
+    const sim = await startServiceProcess(
+      { CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'), ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url },
+      'sim',
+    );
+    let exitCode: number | null;
     try {
-      for (let i = 0; i < 150 && !(await fetch(`${sim.url}/healthz`).then((r) => r.ok, () => false)); i++) await sleep(200);
       const first = await prompt(sim, 'sim-user', { message: 'write: /workspace/sim.txt from the cloud path' });
-      expect(first.status, `${JSON.stringify(first.body)}\n${output}`).toBe(200);
+      expect(first.status, `${JSON.stringify(first.body)}\n${sim.output()}`).toBe(200);
       const second = await prompt(sim, 'sim-user', { message: 'bash: cat /workspace/sim.txt', conversationId: first.body.conversationId });
-      expect(second.status, `${JSON.stringify(second.body)}\n${output}`).toBe(200);
+      expect(second.status, `${JSON.stringify(second.body)}\n${sim.output()}`).toBe(200);
       expect(second.body.text).toContain('from the cloud path');
       const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
       expect(list.body.conversations).toHaveLength(1);
       expect((await prompt(sim, 'sim-user', '{broken')).status).toBe(400);
     } finally {
-      child.kill('SIGTERM');
+      exitCode = await sim.stop();
     }
-    expect(await exited, output).toBe(0);
+    expect(exitCode, sim.output()).toBe(0);
   });
 
   describe('two API instances sharing one Firestore', () => {

@@ -27,17 +27,7 @@ export async function startCloudFakes(options: { dataDir: string; log: (message:
     throw new Error('no Firestore emulator: set FIRESTORE_EMULATOR_HOST or install the gcloud Firestore emulator and java');
   }
   const storage = await startFakeGcs();
-  const limits = loadConfig({}).limits;
-  const cloudRun = await startFakeCloudRun({
-    sandboxFor: (apiPort) =>
-      createLocalLauncher({
-        dataDir: path.join(options.dataDir, 'executions'),
-        apiPort,
-        limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
-        systemPath: '/usr/local/bin:/usr/bin:/bin',
-        log: options.log,
-      }),
-  });
+  const cloudRun = await startSandboxedCloudRun(options);
   // A project of its own per run: the emulator keeps projects apart, so runs never meet.
   const projectId = `clauderun-sim-${randomBytes(4).toString('hex')}`;
   return {
@@ -63,4 +53,19 @@ export async function startCloudFakes(options: { dataDir: string; log: (message:
       await firestore.stop();
     },
   };
+}
+
+/** A fake Cloud Run Admin API whose executions run in the local sandbox, with the default limits. */
+export function startSandboxedCloudRun(options: { dataDir: string; log: (message: string) => void }): Promise<FakeCloudRun> {
+  const limits = loadConfig({}).limits;
+  return startFakeCloudRun({
+    sandboxFor: (apiPort) =>
+      createLocalLauncher({
+        dataDir: path.join(options.dataDir, 'executions'),
+        apiPort,
+        limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
+        systemPath: '/usr/local/bin:/usr/bin:/bin',
+        log: options.log,
+      }),
+  });
 }

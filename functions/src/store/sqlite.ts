@@ -218,9 +218,9 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
-    this.transaction(() => {
+    const turn = this.transaction(() => {
       const row = this.db.prepare('SELECT usage FROM turns WHERE id = ?').get(id);
-      if (!row) return;
+      if (!row) return undefined;
       const current = Usage.parse(JSON.parse(str(row.usage)));
       const sum: Usage = {
         inputTokens: current.inputTokens + usage.inputTokens,
@@ -229,9 +229,9 @@ export class SqliteConversationStore implements ConversationStore {
         cacheReadInputTokens: current.cacheReadInputTokens + usage.cacheReadInputTokens,
         modelCalls: current.modelCalls + usage.modelCalls,
       };
-      this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ?').run(JSON.stringify(sum), costUsd, id);
+      const updated = this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ? RETURNING *').get(JSON.stringify(sum), costUsd, id);
+      return updated ? toTurn(updated) : undefined;
     });
-    const turn = await this.getTurn(id);
     if (turn) this.changes.emit(`turn:${id}`, turn);
   }
 

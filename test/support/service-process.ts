@@ -3,12 +3,12 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
-import { freePort } from '../support/service.js';
+import { freePort } from './service.js';
 
 /**
- * The service as `npm start` runs it, in a process of its own: its memory can then be read from
- * /proc without the benchmark's own heap and sockets in it, and its event loop serves requests
- * without the client's work competing on the same thread.
+ * The service as `npm start` (or `npm run sim`) runs it, in a process of its own: it can be killed
+ * for real, stopped with a signal, and its memory read from /proc without the caller's heap and
+ * sockets in it.
  */
 
 export interface ServiceProcess {
@@ -18,38 +18,51 @@ export interface ServiceProcess {
   output(): string;
   /** Its resident set size in bytes now; throws, with its output, if it is no longer running. */
   rss(): Promise<number>;
-  /** SIGTERM and wait for the exit (SIGKILL if it does not go within `graceMs`). */
-  stop(graceMs?: number): Promise<void>;
+  /** SIGTERM and wait for the exit (SIGKILL if it does not go within `graceMs`); its exit code. */
+  stop(graceMs?: number): Promise<number | null>;
+  /** SIGKILL, as a crash would, and wait for the exit. */
+  kill(): Promise<void>;
 }
+
+/** The compiled entry points a test or the bench can run. */
+export const ENTRY_POINTS = { start: 'dist/functions/src/main.js', sim: 'dist/test/sim/index.js' } as const;
 
 const START_TIMEOUT_MS = 30_000;
 
-export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  env: Record<string, string>,
+  entry: keyof typeof ENTRY_POINTS = 'start',
+): Promise<ServiceProcess> {
   const port = await freePort();
   let output = '';
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), 'dist/functions/src/main.js')], {
-    // Only what the service needs: the bench's own environment may carry settings (a real
-    // ANTHROPIC_API_KEY, CLAUDERUN_* overrides) that would change what is measured.
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), ENTRY_POINTS[entry])], {
+    // Only what the service needs: the caller's own environment may carry settings (a real
+    // ANTHROPIC_API_KEY, CLAUDERUN_* overrides) that would change what is tested or measured.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
     // A process that could not be spawned never exits: count that as its end.
     child.once('error', (error) => {
       output += `\n${error.message}`;
-      resolve();
+      resolve(null);
     });
   });
   const gone = () => child.exitCode !== null || child.signalCode !== null;
-  const stop = async (graceMs = 15_000): Promise<void> => {
-    if (gone() || child.pid === undefined) return;
+  const stop = async (graceMs = 15_000): Promise<number | null> => {
+    if (gone() || child.pid === undefined) return child.exitCode;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    await exited;
+    const code = await exited;
     clearTimeout(timer);
+    return code;
+  };
+  const kill = async (): Promise<void> => {
+    child.kill('SIGKILL');
+    await exited;
   };
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + START_TIMEOUT_MS;
@@ -63,7 +76,7 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
         }
         return residentBytes(pid);
       };
-      return { pid, url, output: () => output, rss, stop };
+      return { pid, url, output: () => output, rss, stop, kill };
     }
     await sleep(100);
   }
