@@ -54,6 +54,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     launcher,
     tokens: new TurnTokens(config.tokenSecret ?? persistentSecret(config.dataDir)),
     limits: { ...config.limits },
+    quota: config.quota,
     agentModel: config.agentModel,
     log,
   });

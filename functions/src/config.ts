@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import type { Quota } from './conversations/quota.js';
 
 /**
  * The only reader of process.env in the service. Every setting is declared once here, with its
@@ -11,6 +12,21 @@ export type AuthMode = (typeof AUTH_MODES)[number];
 
 const positiveInt = (name: string) =>
   z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).positive(`${name} must be positive`);
+
+/** A daily budget: a positive number, or `none` for no limit. */
+const budget = (name: string, fallback: number | null) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const text = v?.trim() ?? '';
+      if (text === '') return fallback;
+      if (text === 'none') return null;
+      const n = Number(text);
+      if (Number.isFinite(n) && n > 0) return n;
+      ctx.addIssue({ code: 'custom', message: `${name} must be a positive number or none` });
+      return z.NEVER;
+    });
 
 const optionalString = z
   .string()
@@ -59,6 +75,12 @@ const EnvSchema = z.object({
   CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
   CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(100 * 1024),
   CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(25 * 1024 * 1024),
+  CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: positiveInt('CLAUDERUN_MAX_RUNNING_TURNS_PER_USER').default(2),
+  CLAUDERUN_MAX_TURNS_PER_MINUTE: positiveInt('CLAUDERUN_MAX_TURNS_PER_MINUTE').default(10),
+  /** Sandboxes running at once across all users; keep it under the Cloud Run Jobs quota. */
+  CLAUDERUN_MAX_RUNNING_SANDBOXES: positiveInt('CLAUDERUN_MAX_RUNNING_SANDBOXES').default(50),
+  CLAUDERUN_DAILY_TOKEN_LIMIT: budget('CLAUDERUN_DAILY_TOKEN_LIMIT', null),
+  CLAUDERUN_DAILY_COST_LIMIT_USD: budget('CLAUDERUN_DAILY_COST_LIMIT_USD', 10),
   /** The secret that signs turn tokens; generated and kept in the data dir when not given. */
   CLAUDERUN_TOKEN_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
     error: 'CLAUDERUN_TOKEN_SECRET must be at least 32 characters',
@@ -95,6 +117,7 @@ export interface Config {
     maxPromptBytes: number;
     maxStateBytes: number;
   };
+  quota: Quota;
   runningInCloud: boolean;
   systemPath: string;
 }
@@ -171,6 +194,13 @@ export function loadConfig(env: Env): Config {
       pids: e.CLAUDERUN_SANDBOX_PIDS,
       maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
+    },
+    quota: {
+      runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
+      turnsPerMinute: e.CLAUDERUN_MAX_TURNS_PER_MINUTE,
+      runningSandboxes: e.CLAUDERUN_MAX_RUNNING_SANDBOXES,
+      dailyTokens: e.CLAUDERUN_DAILY_TOKEN_LIMIT === null ? null : Math.floor(e.CLAUDERUN_DAILY_TOKEN_LIMIT),
+      dailyCostUsd: e.CLAUDERUN_DAILY_COST_LIMIT_USD,
     },
     runningInCloud: e.K_SERVICE !== undefined,
     systemPath: e.PATH,

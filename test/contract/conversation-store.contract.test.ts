@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { emptyUsage, FINAL_STATUSES, type TurnStatus } from '../../functions/src/contract/turn.js';
+import { NO_LIMITS, type Quota } from '../../functions/src/conversations/quota.js';
 import type { Conversation, ConversationStore, Turn, TurnEvent } from '../../functions/src/store/conversation-store.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
@@ -331,12 +332,116 @@ function storeContract(adapter: Adapter): void {
       it('adds metered usage, every concurrent addition counted', async () => {
         await store.startTurn(turn('t1'));
         const usage = { inputTokens: 10, outputTokens: 2, cacheCreationInputTokens: 3, cacheReadInputTokens: 4, modelCalls: 1 };
-        await Promise.all(Array.from({ length: 10 }, (_, i) => store.addUsage('t1', usage, i % 2 === 0 ? 0.5 : 0.25)));
+        await Promise.all(Array.from({ length: 10 }, (_, i) => store.addUsage(turn('t1'), usage, i % 2 === 0 ? 0.5 : 0.25)));
         expect(await store.getTurn('t1')).toMatchObject({
           usage: { inputTokens: 100, outputTokens: 20, cacheCreationInputTokens: 30, cacheReadInputTokens: 40, modelCalls: 10 },
           costUsd: 3.75,
           status: 'queued',
         });
+      });
+    });
+
+    describe('limits and the daily ledger', () => {
+      const quota = (overrides: Partial<Quota>): Quota => ({ ...NO_LIMITS, ...overrides });
+      const conversations = async (n: number, userId = 'u1') => {
+        for (let i = 0; i < n; i++) await store.createConversation(conversation(`${userId}-c${i}`, { userId }));
+      };
+      const usage = { inputTokens: 100, outputTokens: 20, cacheCreationInputTokens: 30, cacheReadInputTokens: 1000, modelCalls: 1 };
+
+      it('of 20 concurrent starts by one user, exactly the running limit start; the others name the limit', async () => {
+        await conversations(20);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.startTurn(turn(`t${i}`, { conversationId: `u1-c${i}` }), quota({ runningTurnsPerUser: 2 }))),
+        );
+        expect(results.filter((r) => r.started)).toHaveLength(2);
+        for (const result of results.filter((r) => !r.started)) {
+          expect(result).toMatchObject({ started: false, limitHit: { limit: 'running_turns', max: 2, retryAfterSeconds: 5 } });
+        }
+        expect(await store.listUnfinishedTurns()).toHaveLength(2);
+        expect((await store.getUsage('u1', new Date(at(1)))).runningTurns).toBe(2);
+      });
+
+      it('a finished turn frees its slot; a turn that starts final takes none', async () => {
+        await conversations(3);
+        const limit = quota({ runningTurnsPerUser: 1 });
+        expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1' }), limit)).toMatchObject({ limitHit: { limit: 'running_turns' } });
+        await store.updateTurn('t0', ['queued'], { status: 'failed', reason: 'x' });
+        expect((await store.getUsage('u1', new Date(at(1)))).runningTurns).toBe(0);
+        expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1', status: 'succeeded' }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('t2', { conversationId: 'u1-c2' }), limit)).toEqual({ started: true });
+      });
+
+      it('counts starts in a sliding minute and says when the next one is allowed', async () => {
+        await conversations(5);
+        const limit = quota({ turnsPerMinute: 3 });
+        for (const [i, second] of [0, 10, 20].entries()) {
+          expect(await store.startTurn(turn(`t${i}`, { conversationId: `u1-c${i}`, createdAt: at(second) }), limit)).toEqual({ started: true });
+        }
+        expect(await store.startTurn(turn('t3', { conversationId: 'u1-c3', createdAt: at(30) }), limit)).toMatchObject({
+          started: false,
+          limitHit: { limit: 'turns_per_minute', max: 3, retryAfterSeconds: 30 },
+        });
+        expect(await store.startTurn(turn('t3', { conversationId: 'u1-c3', createdAt: at(61) }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('t4', { conversationId: 'u1-c4', createdAt: at(62) }), limit)).toMatchObject({ limitHit: { limit: 'turns_per_minute' } });
+      });
+
+      it('caps the sandboxes running across all users', async () => {
+        for (const user of ['u1', 'u2', 'u3']) await conversations(1, user);
+        const limit = quota({ runningSandboxes: 2 });
+        expect(await store.startTurn(turn('a', { userId: 'u1', conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('b', { userId: 'u2', conversationId: 'u2-c0' }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0' }), limit)).toMatchObject({
+          limitHit: { limit: 'running_sandboxes', max: 2 },
+        });
+        await store.updateTurn('a', ['queued'], { status: 'cancelled', reason: 'x' });
+        expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0' }), limit)).toEqual({ started: true });
+      });
+
+      it('keeps the user\'s day: turns, tokens and cost, every concurrent addition counted, separate per user', async () => {
+        const now = new Date();
+        await conversations(1);
+        await conversations(1, 'u2');
+        await store.startTurn(turn('t1', { conversationId: 'u1-c0', createdAt: now.toISOString() }));
+        await store.startTurn(turn('t2', { userId: 'u2', conversationId: 'u2-c0', createdAt: now.toISOString() }));
+        const ledgers = await Promise.all(Array.from({ length: 10 }, () => store.addUsage(turn('t1'), usage, 0.25)));
+        // Budget tokens leave out cache reads: 100 + 30 + 20 per call.
+        expect(Math.max(...ledgers.map((l) => l.tokens))).toBe(1500);
+        const { ledger, runningTurns } = await store.getUsage('u1', now);
+        expect(ledger).toMatchObject({ day: now.toISOString().slice(0, 10), turns: 1, tokens: 1500, costUsd: 2.5 });
+        expect(runningTurns).toBe(1);
+        expect((await store.getUsage('u2', now)).ledger).toMatchObject({ turns: 1, tokens: 0, costUsd: 0 });
+        const tomorrow = new Date(now.getTime() + 24 * 3600_000);
+        expect((await store.getUsage('u1', tomorrow)).ledger).toMatchObject({ turns: 0, tokens: 0, costUsd: 0 });
+      });
+
+      it('refuses starts once a daily budget is used up, until the next UTC day, deleted conversations or not', async () => {
+        const now = new Date();
+        await conversations(3);
+        const limit = quota({ dailyTokens: 1000 });
+        expect(await store.startTurn(turn('t1', { conversationId: 'u1-c0', createdAt: now.toISOString() }), limit)).toEqual({ started: true });
+        const ledger = await store.addUsage(turn('t1'), { ...usage, inputTokens: 900 }, 1);
+        expect(ledger.tokens).toBe(950);
+        await store.updateTurn('t1', ['queued'], { status: 'succeeded' });
+        expect(await store.startTurn(turn('t2', { conversationId: 'u1-c1', createdAt: now.toISOString() }), limit)).toEqual({ started: true });
+        await store.addUsage(turn('t2'), usage, 0);
+        await store.updateTurn('t2', ['queued'], { status: 'succeeded' });
+        await store.deleteConversation('u1-c0');
+        await store.deleteConversation('u1-c1');
+        const refused = await store.startTurn(turn('t3', { conversationId: 'u1-c2', createdAt: now.toISOString() }), limit);
+        expect(refused).toMatchObject({ started: false, limitHit: { limit: 'daily_tokens', max: 1000 } });
+        const untilMidnight = (Date.parse(`${now.toISOString().slice(0, 10)}T00:00:00Z`) + 86_400_000 - now.getTime()) / 1000;
+        expect(!refused.started && 'limitHit' in refused && Math.abs(refused.limitHit.retryAfterSeconds - untilMidnight)).toBeLessThan(5);
+        const tomorrow = new Date(now.getTime() + 24 * 3600_000).toISOString();
+        expect(await store.startTurn(turn('t3', { conversationId: 'u1-c2', createdAt: tomorrow }), limit)).toEqual({ started: true });
+      });
+
+      it('a deleted conversation\'s unfinished turn frees its slot', async () => {
+        await conversations(2);
+        const limit = quota({ runningTurnsPerUser: 1, runningSandboxes: 1 });
+        expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
+        await store.deleteConversation('u1-c0');
+        expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1' }), limit)).toEqual({ started: true });
       });
     });
 
@@ -388,7 +493,7 @@ function storeContract(adapter: Adapter): void {
         expect(turns.seen.at(-1)).toMatchObject({ id: 't1', status: 'succeeded', text: 'done' });
         stop();
         const count = turns.seen.length;
-        await store.addUsage('t1', { ...emptyUsage(), inputTokens: 1 }, 0);
+        await store.addUsage(turn('t1'), { ...emptyUsage(), inputTokens: 1 }, 0);
         await new Promise((resolve) => setTimeout(resolve, 300));
         expect(turns.seen.length).toBe(count);
       });

@@ -28,7 +28,12 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
 
   it('`npm run sim` serves the seed\'s calls as `npm start` does, and stops cleanly', async () => {
     const sim = await startServiceProcess(
-      { CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'), ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url },
+      {
+        CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'),
+        ANTHROPIC_API_KEY: fake.apiKey,
+        ANTHROPIC_BASE_URL: fake.url,
+        CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
+      },
       'sim',
     );
     let exitCode: number | null;
@@ -41,6 +46,13 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
       const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
       expect(list.body.conversations).toHaveLength(1);
       expect((await prompt(sim, 'sim-user', '{broken')).status).toBe(400);
+      // Limits and usage live in Firestore on this path.
+      const usage = await call(sim, 'GET', '/api/usage', { userId: 'sim-user' });
+      expect(usage.body).toMatchObject({ turns: 2, runningTurns: 0, limits: { turnsPerMinute: 2 } });
+      expect(usage.body.tokens as number).toBeGreaterThan(0);
+      const third = await prompt(sim, 'sim-user', { message: 'one too many' });
+      expect(third.status).toBe(429);
+      expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
     } finally {
       exitCode = await sim.stop();
     }

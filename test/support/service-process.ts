@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
-import { freePort } from './service.js';
+import { freePort, TEST_QUOTA_ENV } from './service.js';
 
 /**
  * The service as `npm start` (or `npm run sim`) runs it, in a process of its own: it can be killed
@@ -38,7 +38,7 @@ export async function startServiceProcess(
   const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), ENTRY_POINTS[entry])], {
     // Only what the service needs: the caller's own environment may carry settings (a real
     // ANTHROPIC_API_KEY, CLAUDERUN_* overrides) that would change what is tested or measured.
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...TEST_QUOTA_ENV, ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));

@@ -21,6 +21,15 @@ export interface RunningService {
 
 let instances = 0;
 
+/**
+ * Tests send many turns as one user within a minute, which the default fair-use limits (2
+ * running, 10 a minute) would refuse; the tests of those limits set their own.
+ */
+export const TEST_QUOTA_ENV = {
+  CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: '50',
+  CLAUDERUN_MAX_TURNS_PER_MINUTE: '1000',
+} as const;
+
 export async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -38,7 +47,7 @@ export async function startService(env: Env = {}, dataDir?: string, overrides: O
     logs.push(message);
     if (process.env.CLAUDERUN_TEST_LOGS) console.error(message);
   };
-  const config = loadConfig({ CLAUDERUN_DATA_DIR: dir, ...env, PORT: String(port) });
+  const config = loadConfig({ CLAUDERUN_DATA_DIR: dir, ...TEST_QUOTA_ENV, ...env, PORT: String(port) });
   const clauderun = await createClauderun(config, { ...overrides, log });
   const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));

@@ -60,6 +60,15 @@ describe('config', () => {
     expect(() => loadConfig({ CLAUDERUN_AUTH: 'apikey,header', K_SERVICE: 'clauderun' })).toThrow(/refuses to run in the cloud/);
   });
 
+  it('has fair-use limits by default; budgets take a number or none', () => {
+    expect(loadConfig({}).quota).toEqual({ runningTurnsPerUser: 2, turnsPerMinute: 10, runningSandboxes: 50, dailyTokens: null, dailyCostUsd: 10 });
+    const set = loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: '2000000', CLAUDERUN_DAILY_COST_LIMIT_USD: 'none', CLAUDERUN_MAX_RUNNING_SANDBOXES: '5' });
+    expect(set.quota).toMatchObject({ dailyTokens: 2_000_000, dailyCostUsd: null, runningSandboxes: 5 });
+    expect(() => loadConfig({ CLAUDERUN_DAILY_COST_LIMIT_USD: '-1' })).toThrow(/CLAUDERUN_DAILY_COST_LIMIT_USD must be a positive number or none/);
+    expect(() => loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: 'lots' })).toThrow(/CLAUDERUN_DAILY_TOKEN_LIMIT must be a positive number or none/);
+    expect(() => loadConfig({ CLAUDERUN_MAX_TURNS_PER_MINUTE: '0' })).toThrow(/CLAUDERUN_MAX_TURNS_PER_MINUTE must be positive/);
+  });
+
   it('refuses header auth in the cloud', () => {
     expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
     expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);

@@ -42,6 +42,23 @@ export type ConversationList = z.infer<typeof ConversationList>;
 export const ConversationView = ConversationSummary.extend({ turns: z.array(TurnView.extend({ prompt: z.string() })) });
 export type ConversationView = z.infer<typeof ConversationView>;
 
+/** `GET /api/usage`: the caller's spending today (UTC) and the limits that apply to them. */
+export const UsageView = z.object({
+  day: z.string(),
+  turns: z.number(),
+  tokens: z.number(),
+  costUsd: z.number(),
+  runningTurns: z.number(),
+  limits: z.object({
+    runningTurns: z.number(),
+    turnsPerMinute: z.number(),
+    dailyTokens: z.number().nullable(),
+    dailyCostUsd: z.number().nullable(),
+  }),
+  resetsAt: z.string(),
+});
+export type UsageView = z.infer<typeof UsageView>;
+
 /**
  * What a turn's event stream carries: `status` (starting, running), the agent's `text`,
  * `tool_use` and `tool_result` steps, and one final `result` holding the turn.

@@ -4,6 +4,7 @@ import type { AgentEvent, RunnerResult, RunnerTurn } from '../contract/runner.js
 import { isFinal, type Usage } from '../contract/turn.js';
 import type { Turn } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
+import { budgetHit } from './quota.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
 
 /**
@@ -100,8 +101,14 @@ export class RunnerService {
     );
   }
 
-  /** Adds what the model proxy metered to the turn. */
-  async recordUsage(turnId: string, usage: Usage, costUsd: number): Promise<void> {
-    await this.deps.store.addUsage(turnId, usage, costUsd);
+  /**
+   * Adds what the model proxy metered to the turn and to its user's day. A call that takes the
+   * user over a daily budget stops the turn there: no later call of it reaches the model, and
+   * new turns are refused until the day is over.
+   */
+  async recordUsage(turn: Turn, usage: Usage, costUsd: number): Promise<void> {
+    const ledger = await this.deps.store.addUsage(turn, usage, costUsd);
+    const overBudget = budgetHit(ledger, this.deps.quota, new Date());
+    if (overBudget !== undefined) await this.lifecycle.stop(turn, 'failed', `stopped: ${overBudget.message}`);
   }
 }

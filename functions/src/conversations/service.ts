@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { PostConversationRequest } from '../contract/api.js';
+import type { PostConversationRequest, UsageView } from '../contract/api.js';
 import { emptyUsage, isFinal } from '../contract/turn.js';
 import type { Conversation, ListCursor, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
@@ -57,10 +57,14 @@ export class ConversationService {
       idempotencyKey: idempotencyKey ?? null,
       sandboxRef: null,
     };
-    const started = await store.startTurn(turn);
+    const started = await store.startTurn(turn, this.deps.quota);
     if (!started.started) {
       if (request.conversationId === undefined) await store.deleteConversation(conversationId);
       if ('existingTurnId' in started) return this.lifecycle.requireTurn(started.existingTurnId);
+      if ('limitHit' in started) {
+        const { limit, max, retryAfterSeconds, message } = started.limitHit;
+        throw new ServiceError('rate_limited', `limit ${limit} reached: ${message}`, { limit, max, retryAfterSeconds });
+      }
       throw new ServiceError('conflict', 'a turn is already running in this conversation', { activeTurnId: started.activeTurnId });
     }
     await this.lifecycle.startSandbox(turn);
@@ -118,6 +122,27 @@ export class ConversationService {
     return { stop: this.deps.store.watchEvents(turnId, afterSeq, send), resultAlreadySeen: false };
   }
 
+  /** What the user has spent today and has running, with the limits that apply to them. */
+  async usage(userId: string): Promise<UsageView> {
+    const now = new Date();
+    const { ledger, runningTurns } = await this.deps.store.getUsage(userId, now);
+    const { quota } = this.deps;
+    return {
+      day: ledger.day,
+      turns: ledger.turns,
+      tokens: ledger.tokens,
+      costUsd: ledger.costUsd,
+      runningTurns,
+      limits: {
+        runningTurns: quota.runningTurnsPerUser,
+        turnsPerMinute: quota.turnsPerMinute,
+        dailyTokens: quota.dailyTokens,
+        dailyCostUsd: quota.dailyCostUsd,
+      },
+      resetsAt: `${nextDay(ledger.day)}T00:00:00.000Z`,
+    };
+  }
+
   waitForFinal(turnId: string): Promise<Turn> {
     return this.lifecycle.waitForFinal(turnId);
   }
@@ -130,6 +155,10 @@ export class ConversationService {
     }
     return conversation;
   }
+}
+
+function nextDay(day: string): string {
+  return new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000).toISOString().slice(0, 10);
 }
 
 function encodeCursor(cursor: ListCursor): string {

@@ -3,6 +3,7 @@ import { isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import type { ConversationStore, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
+import type { Quota } from './quota.js';
 import { statesBefore } from './turn-state.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
@@ -20,6 +21,7 @@ export interface LifecycleDeps {
   launcher: SandboxLauncher;
   tokens: TurnTokens;
   limits: Limits;
+  quota: Quota;
   agentModel: string | undefined;
   log: (message: string) => void;
 }
@@ -86,12 +88,20 @@ export class TurnLifecycle {
   }
 
   /** Stops a turn's sandbox and ends the turn `cancelled`; the conversation keeps its previous state. */
-  async cancel(turn: Turn): Promise<Turn> {
+  cancel(turn: Turn): Promise<Turn> {
+    return this.stop(turn, 'cancelled', 'the turn was cancelled');
+  }
+
+  /**
+   * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given;
+   * the conversation keeps its previous state.
+   */
+  async stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string): Promise<Turn> {
     const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
     // Once the stop is asked for, the turn is over: ending it now voids the token, so nothing the
     // sandbox still says in its last moments can count.
     await sandbox?.cancel();
-    return this.finish(turn.id, 'cancelled', { reason: 'the turn was cancelled' });
+    return this.finish(turn.id, status, { reason });
   }
 
   /**
@@ -139,7 +149,7 @@ export class TurnLifecycle {
     await this.deps.launcher.close();
   }
 
-  private reattach(turn: Turn): SandboxHandle | undefined {
+  private reattach(turn: Pick<Turn, 'sandboxRef'>): SandboxHandle | undefined {
     return turn.sandboxRef === null ? undefined : this.deps.launcher.reattach(turn.sandboxRef);
   }
 

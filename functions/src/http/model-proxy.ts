@@ -4,6 +4,7 @@ import type { RunnerService } from '../conversations/runner-service.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
 import type { ModelUpstream } from '../model/upstream.js';
+import type { Turn } from '../store/conversation-store.js';
 import { bodyBytes } from './body.js';
 import { bearer } from './internal-routes.js';
 
@@ -19,9 +20,9 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
   const router = Router();
   router.post('/internal/model/v1/{*rest}', async (req, res) => {
     const token = req.get('x-api-key') ?? bearer(req);
-    let turnId: string;
+    let turn: Turn;
     try {
-      turnId = (await service.authenticateRunner(token)).id;
+      turn = await service.authenticateRunner(token);
     } catch (error) {
       if (error instanceof ServiceError) return anthropicError(res, 401, 'authentication_error', error.message);
       throw error;
@@ -40,7 +41,7 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     try {
       answer = await upstream.send({ pathAndQuery: `/v1/${restOf(req)}${query}`, headers, body: await bodyBytes(req), signal: controller.signal });
     } catch (error) {
-      log(`turn ${turnId}: model upstream unreachable: ${(error as Error).message}`);
+      log(`turn ${turn.id}: model upstream unreachable: ${(error as Error).message}`);
       return anthropicError(res, 502, 'api_error', 'the model API could not be reached');
     }
     res.status(answer.status);
@@ -64,11 +65,11 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       if (!streaming && answer.ok) meter.pushJson(whole);
       res.end();
     } catch (error) {
-      log(`turn ${turnId}: model stream interrupted: ${(error as Error).message}`);
+      log(`turn ${turn.id}: model stream interrupted: ${(error as Error).message}`);
       res.destroy();
     } finally {
       const { usage, model } = meter.result();
-      if (usage.modelCalls > 0) await service.recordUsage(turnId, usage, costUsd(model, usage, upstream.name));
+      if (usage.modelCalls > 0) await service.recordUsage(turn, usage, costUsd(model, usage, upstream.name));
     }
   });
   return router;

@@ -41,6 +41,10 @@ export function publicRoutes(service: ConversationService, auth: Authenticator):
     sendFinishedTurn(res, await service.waitForFinal(turn.id));
   });
 
+  router.get('/api/usage', async (req, res) => {
+    res.json(await service.usage(await userOf(req)));
+  });
+
   router.get('/api/conversations', async (req, res) => {
     const userId = await userOf(req);
     const query = parse(ListConversationsQuery, req.query);

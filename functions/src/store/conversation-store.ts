@@ -1,4 +1,5 @@
 import type { TurnStatus, Usage } from '../contract/turn.js';
+import type { LimitHit, Quota, UserLedger } from '../conversations/quota.js';
 
 export interface Conversation {
   id: string;
@@ -65,7 +66,15 @@ export type StartTurnResult =
   | { started: true }
   | { started: false; activeTurnId: string }
   /** A turn with the same user and Idempotency-Key exists already: this is a retry. */
-  | { started: false; existingTurnId: string };
+  | { started: false; existingTurnId: string }
+  /** Starting it would go over one of the quota's limits. */
+  | { started: false; limitHit: LimitHit };
+
+/** What one user has spent today and has running. */
+export interface UserUsage {
+  ledger: UserLedger;
+  runningTurns: number;
+}
 
 /**
  * Where conversations and turns live. Every method is atomic on its own; `updateTurn` is a
@@ -78,8 +87,12 @@ export interface ConversationStore {
   listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]>;
   /** Removes the conversation with its turns and events; returns every state key it referenced. */
   deleteConversation(id: string): Promise<string[]>;
-  /** Inserts the turn unless another turn of the conversation is unfinished or its idempotency key was used. */
-  startTurn(turn: Turn): Promise<StartTurnResult>;
+  /**
+   * Inserts the turn unless another turn of the conversation is unfinished, its idempotency key
+   * was used, or the user or the service is at one of the quota's limits (none by default); a
+   * start counts in the user's ledger. The turn's createdAt is the time the limits are judged at.
+   */
+  startTurn(turn: Turn, quota?: Quota): Promise<StartTurnResult>;
   listTurns(conversationId: string): Promise<Turn[]>;
   findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;
@@ -89,8 +102,13 @@ export interface ConversationStore {
    * transaction: whoever sees the turn succeeded sees its state too.
    */
   updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined>;
-  /** Adds metered usage to a turn (atomic increment). */
-  addUsage(id: string, usage: Usage, costUsd: number): Promise<void>;
+  /**
+   * Adds metered usage to a turn and to its user's ledger for today, atomically; returns the
+   * ledger after it (the model proxy cuts a turn off by it). Usage outlives a deleted turn.
+   */
+  addUsage(turn: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger>;
+  /** The user's ledger as it stands at `now`, and how many of their turns are unfinished. */
+  getUsage(userId: string, now: Date): Promise<UserUsage>;
   /** Appends events to a turn, numbering them; returns them with their numbers. */
   appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]>;
   /** The turn's events after `afterSeq`, in order. */

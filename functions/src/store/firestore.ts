@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import firestorePackage, {
+import {
   FieldPath,
   FieldValue,
   type CollectionReference,
@@ -10,7 +10,18 @@ import firestorePackage, {
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
-import type { Conversation, ConversationStore, ListCursor, StartTurnResult, StateCommit, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+import { admit, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import type {
+  Conversation,
+  ConversationStore,
+  ListCursor,
+  StartTurnResult,
+  StateCommit,
+  Turn,
+  TurnEvent,
+  TurnPatch,
+  UserUsage,
+} from './conversation-store.js';
 
 /*
  * Layout (every collection name starts with the prefix):
@@ -18,12 +29,11 @@ import type { Conversation, ConversationStore, ListCursor, StartTurnResult, Stat
  *   turns/{id}                      a Turn + lastEventSeq (the number of its last event)
  *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
  *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
+ *   users/{userId}                  {ledger: UserLedger, runningTurnIds}: what the user spent today and runs
+ *   service/sandboxes               {runningTurnIds}: every unfinished turn, for the global cap
  * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
  * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
  */
-
-// Node's ESM loader cannot see GrpcStatus among the CommonJS package's named exports.
-const { GrpcStatus } = firestorePackage;
 
 const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
 
@@ -75,6 +85,11 @@ const toEvent = (snap: DocumentSnapshot): TurnEvent => {
   return { ...event, data: z.record(z.string(), z.unknown()).parse(JSON.parse(data)) };
 };
 
+const ledgerOf = (snap: DocumentSnapshot): UserLedger | undefined => {
+  const ledger: unknown = snap.get('ledger');
+  return ledger === undefined ? undefined : UserLedger.parse(ledger);
+};
+const runningTurnIdsOf = (snap: DocumentSnapshot): string[] => z.array(z.string()).parse(snap.get('runningTurnIds') ?? []);
 const activeTurnOf = (snap: DocumentSnapshot): string | null => z.string().nullable().parse(snap.get('activeTurnId') ?? null);
 const lastEventSeqOf = (snap: DocumentSnapshot): number => z.number().int().parse(snap.get('lastEventSeq') ?? 0);
 const eventId = (seq: number): string => String(seq).padStart(10, '0');
@@ -88,6 +103,9 @@ export class FirestoreConversationStore implements ConversationStore {
   private readonly conversations: CollectionReference;
   private readonly turns: CollectionReference;
   private readonly idempotency: CollectionReference;
+  private readonly users: CollectionReference;
+  /** The list of running turns the global cap counts: every start and end of a turn writes it. */
+  private readonly sandboxes: DocumentReference;
 
   /** `prefix` starts every collection name (tests use a fresh one per store); close() terminates `db`. */
   constructor(
@@ -98,6 +116,8 @@ export class FirestoreConversationStore implements ConversationStore {
     this.conversations = db.collection(`${prefix}conversations`);
     this.turns = db.collection(`${prefix}turns`);
     this.idempotency = db.collection(`${prefix}idempotency`);
+    this.users = db.collection(`${prefix}users`);
+    this.sandboxes = db.collection(`${prefix}service`).doc('sandboxes');
   }
 
   async createConversation(conversation: Conversation): Promise<void> {
@@ -136,6 +156,7 @@ export class FirestoreConversationStore implements ConversationStore {
         tx.delete(conversationRef);
       }
       for (const turn of turns) {
+        if (!isFinal(turn.status)) this.markRunning(tx, turn, false);
         if (turn.uploadedStateKey !== null) keys.add(turn.uploadedStateKey);
         if (turn.idempotencyKey !== null) tx.delete(this.idempotencyRef(turn.userId, turn.idempotencyKey));
         tx.delete(this.turns.doc(turn.id));
@@ -146,19 +167,27 @@ export class FirestoreConversationStore implements ConversationStore {
     return keys;
   }
 
-  async startTurn(turn: Turn): Promise<StartTurnResult> {
+  async startTurn(turn: Turn, quota: Quota = NO_LIMITS): Promise<StartTurnResult> {
     return this.transaction(async (tx) => {
       const conversationRef = this.conversations.doc(turn.conversationId);
+      const userRef = this.users.doc(turn.userId);
       const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
-      const [conversation, claim] = await tx.getAll(conversationRef, ...(claimRef ? [claimRef] : []));
+      const [conversation, user, sandboxes, claim] = await tx.getAll(conversationRef, userRef, this.sandboxes, ...(claimRef ? [claimRef] : []));
       if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
-      if (!conversation?.exists) throw new Error(`conversation ${turn.conversationId} does not exist`);
+      if (!conversation?.exists || user === undefined || sandboxes === undefined) {
+        throw new Error(`conversation ${turn.conversationId} does not exist`);
+      }
       const activeTurnId = activeTurnOf(conversation);
       if (activeTurnId !== null) return { started: false, activeTurnId };
+      const running = { user: runningTurnIdsOf(user).length, everyone: runningTurnIdsOf(sandboxes).length };
+      const admission = admit(ledgerOf(user), running, quota, new Date(turn.createdAt));
+      if (!admission.admitted) return { started: false, limitHit: admission.hit };
 
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
       tx.update(conversationRef, { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id });
+      tx.set(userRef, { ledger: admission.ledger }, { merge: true });
+      if (!isFinal(turn.status)) this.markRunning(tx, turn, true);
       return { started: true };
     });
   }
@@ -206,19 +235,28 @@ export class FirestoreConversationStore implements ConversationStore {
           if (Object.keys(conversationChanges).length > 0) tx.update(conversationRef, conversationChanges);
         }
       }
+      if (finishing || reviving) this.markRunning(tx, turn, reviving);
       if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
       return updated;
     });
   }
 
-  /** Increments commute, so no transaction: concurrent calls all count. A missing turn is ignored. */
-  async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
+  async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
     const increments = Object.fromEntries(Object.entries(usage).map(([field, n]) => [`usage.${field}`, FieldValue.increment(n)]));
-    try {
-      await this.turns.doc(id).update({ ...increments, costUsd: FieldValue.increment(costUsd) });
-    } catch (error) {
-      if ((error as { code?: unknown }).code !== GrpcStatus.NOT_FOUND) throw error;
-    }
+    return this.transaction(async (tx) => {
+      const turnRef = this.turns.doc(of.id);
+      const userRef = this.users.doc(of.userId);
+      const [turn, user] = await tx.getAll(turnRef, userRef);
+      const ledger = spend(user === undefined ? undefined : ledgerOf(user), usage, costUsd, new Date());
+      tx.set(userRef, { ledger }, { merge: true });
+      if (turn?.exists) tx.update(turnRef, { ...increments, costUsd: FieldValue.increment(costUsd) });
+      return ledger;
+    });
+  }
+
+  async getUsage(userId: string, now: Date): Promise<UserUsage> {
+    const user = await this.users.doc(userId).get();
+    return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: runningTurnIdsOf(user).length };
   }
 
   async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
@@ -281,6 +319,13 @@ export class FirestoreConversationStore implements ConversationStore {
 
   private transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     return this.db.runTransaction(work, RETRY_CONTENDED);
+  }
+
+  /** Adds a turn to (or removes it from) the running lists its user's and the global limit count. */
+  private markRunning(tx: Transaction, turn: Pick<Turn, 'id' | 'userId'>, running: boolean): void {
+    const change = { runningTurnIds: running ? FieldValue.arrayUnion(turn.id) : FieldValue.arrayRemove(turn.id) };
+    tx.set(this.users.doc(turn.userId), change, { merge: true });
+    tx.set(this.sandboxes, change, { merge: true });
   }
 
   private events(turnId: string): CollectionReference {

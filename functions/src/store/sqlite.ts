@@ -3,7 +3,18 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
-import type { Conversation, ConversationStore, ListCursor, StartTurnResult, StateCommit, Turn, TurnEvent, TurnPatch } from './conversation-store.js';
+import { admit, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import type {
+  Conversation,
+  ConversationStore,
+  ListCursor,
+  StartTurnResult,
+  StateCommit,
+  Turn,
+  TurnEvent,
+  TurnPatch,
+  UserUsage,
+} from './conversation-store.js';
 
 /** The final states as an SQL list, from the one definition of them. */
 const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
@@ -48,6 +59,11 @@ CREATE TABLE IF NOT EXISTS turn_events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, created_at);
 CREATE INDEX IF NOT EXISTS turns_unfinished ON turns (status) WHERE status NOT IN ${FINAL_SQL};
+CREATE INDEX IF NOT EXISTS turns_unfinished_by_user ON turns (user_id) WHERE status NOT IN ${FINAL_SQL};
+CREATE TABLE IF NOT EXISTS user_ledgers (
+  user_id TEXT PRIMARY KEY,
+  ledger TEXT NOT NULL
+);
 `;
 
 
@@ -168,7 +184,7 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toTurn(row) : undefined;
   }
 
-  async startTurn(t: Turn): Promise<StartTurnResult> {
+  async startTurn(t: Turn, quota: Quota = NO_LIMITS): Promise<StartTurnResult> {
     return this.transaction(() => {
       if (t.idempotencyKey !== null) {
         const existing = this.db.prepare('SELECT id FROM turns WHERE user_id = ? AND idempotency_key = ?').get(t.userId, t.idempotencyKey);
@@ -178,6 +194,10 @@ export class SqliteConversationStore implements ConversationStore {
         .prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`)
         .get(t.conversationId);
       if (active) return { started: false, activeTurnId: str(active.id) };
+      const running = { user: this.unfinishedTurns(t.userId), everyone: this.unfinishedTurns() };
+      const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt));
+      if (!admission.admitted) return { started: false, limitHit: admission.hit };
+      this.saveLedger(t.userId, admission.ledger);
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
@@ -217,10 +237,13 @@ export class SqliteConversationStore implements ConversationStore {
     return turn;
   }
 
-  async addUsage(id: string, usage: Usage, costUsd: number): Promise<void> {
-    const turn = this.transaction(() => {
+  async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
+    const { id, userId } = of;
+    const { turn, ledger } = this.transaction(() => {
+      const ledger = spend(this.ledgerOf(userId), usage, costUsd, new Date());
+      this.saveLedger(userId, ledger);
       const row = this.db.prepare('SELECT usage FROM turns WHERE id = ?').get(id);
-      if (!row) return undefined;
+      if (!row) return { turn: undefined, ledger };
       const current = Usage.parse(JSON.parse(str(row.usage)));
       const sum: Usage = {
         inputTokens: current.inputTokens + usage.inputTokens,
@@ -230,9 +253,34 @@ export class SqliteConversationStore implements ConversationStore {
         modelCalls: current.modelCalls + usage.modelCalls,
       };
       const updated = this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ? RETURNING *').get(JSON.stringify(sum), costUsd, id);
-      return updated ? toTurn(updated) : undefined;
+      return { turn: updated ? toTurn(updated) : undefined, ledger };
     });
     if (turn) this.changes.emit(`turn:${id}`, turn);
+    return ledger;
+  }
+
+  async getUsage(userId: string, now: Date): Promise<UserUsage> {
+    return { ledger: ledgerAt(this.ledgerOf(userId), now), runningTurns: this.unfinishedTurns(userId) };
+  }
+
+  private ledgerOf(userId: string): UserLedger | undefined {
+    const row = this.db.prepare('SELECT ledger FROM user_ledgers WHERE user_id = ?').get(userId);
+    return row ? UserLedger.parse(JSON.parse(str(row.ledger))) : undefined;
+  }
+
+  private saveLedger(userId: string, ledger: UserLedger): void {
+    this.db
+      .prepare('INSERT INTO user_ledgers (user_id, ledger) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET ledger = excluded.ledger')
+      .run(userId, JSON.stringify(ledger));
+  }
+
+  /** Unfinished turns: the user's, or without a user everyone's (the sandboxes that run). */
+  private unfinishedTurns(userId?: string): number {
+    const row =
+      userId === undefined
+        ? this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE status NOT IN ${FINAL_SQL}`).get()
+        : this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).get(userId);
+    return Number(row?.n ?? 0);
   }
 
   async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {

@@ -1,0 +1,128 @@
+import { z } from 'zod';
+import type { Usage } from '../contract/turn.js';
+
+/**
+ * Fair use: what a user may start and spend. The decisions live here, once; each store applies
+ * them inside its own transaction, so that racing requests cannot both take the last slot.
+ */
+
+export interface Quota {
+  /** Turns of one user unfinished at once. */
+  runningTurnsPerUser: number;
+  /** Turns one user may start in any 60 s. */
+  turnsPerMinute: number;
+  /** Sandboxes running at once across all users (protects the Cloud Run quota). */
+  runningSandboxes: number;
+  /** Tokens one user may spend in a UTC day (input + cache writes + output); null: no limit. */
+  dailyTokens: number | null;
+  /** Model cost one user may spend in a UTC day, in USD; null: no limit. */
+  dailyCostUsd: number | null;
+}
+
+/** No limits: the store still keeps the ledger (imports, tests of other rules). */
+export const NO_LIMITS: Quota = {
+  runningTurnsPerUser: Number.POSITIVE_INFINITY,
+  turnsPerMinute: Number.POSITIVE_INFINITY,
+  runningSandboxes: Number.POSITIVE_INFINITY,
+  dailyTokens: null,
+  dailyCostUsd: null,
+};
+
+export type LimitName = 'running_turns' | 'turns_per_minute' | 'running_sandboxes' | 'daily_tokens' | 'daily_cost';
+
+export interface LimitHit {
+  limit: LimitName;
+  /** The limit's value. */
+  max: number;
+  retryAfterSeconds: number;
+  message: string;
+}
+
+/** One user's spending on one UTC day, and the starts of the last minute; it outlives deleted conversations. */
+export const UserLedger = z.object({
+  day: z.string(),
+  turns: z.number().int().nonnegative(),
+  tokens: z.number().int().nonnegative(),
+  costUsd: z.number().nonnegative(),
+  /** ISO times of the user's turn starts within the last minute, oldest first. */
+  recentStarts: z.array(z.string()),
+});
+export type UserLedger = z.infer<typeof UserLedger>;
+
+const MINUTE_MS = 60_000;
+/** A guess: how soon a running turn of the user (or anyone, for the global cap) may be over. */
+const RUNNING_RETRY_SECONDS = 5;
+
+export const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
+
+/** The ledger as it stands at `now`: a new day starts from zero; starts older than a minute are dropped. */
+export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger {
+  const day = utcDay(now);
+  const recentStarts = (ledger?.recentStarts ?? []).filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
+  if (ledger === undefined || ledger.day !== day) return { day, turns: 0, tokens: 0, costUsd: 0, recentStarts };
+  return { ...ledger, recentStarts };
+}
+
+/** The tokens a budget counts: what the model read fresh or wrote; cache reads are left to the cost budget. */
+export const budgetTokens = (usage: Usage): number => usage.inputTokens + usage.cacheCreationInputTokens + usage.outputTokens;
+
+/** Which daily budget, if any, the ledger has used up. */
+export function budgetHit(ledger: UserLedger, quota: Quota, now: Date): LimitHit | undefined {
+  const untilTomorrow = Math.ceil((Date.parse(`${ledger.day}T00:00:00.000Z`) + 24 * 3600_000 - now.getTime()) / 1000);
+  const retryAfterSeconds = Math.max(1, untilTomorrow);
+  if (quota.dailyTokens !== null && ledger.tokens >= quota.dailyTokens) {
+    return {
+      limit: 'daily_tokens',
+      max: quota.dailyTokens,
+      retryAfterSeconds,
+      message: `the daily budget of ${quota.dailyTokens} tokens is used up (${ledger.tokens} used today, UTC)`,
+    };
+  }
+  if (quota.dailyCostUsd !== null && ledger.costUsd >= quota.dailyCostUsd) {
+    return {
+      limit: 'daily_cost',
+      max: quota.dailyCostUsd,
+      retryAfterSeconds,
+      message: `the daily budget of $${quota.dailyCostUsd.toFixed(2)} is used up ($${ledger.costUsd.toFixed(4)} used today, UTC)`,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Whether a user may start a turn now, given their ledger and what is running; when they may,
+ * the ledger with the start counted.
+ */
+export function admit(
+  ledger: UserLedger | undefined,
+  running: { user: number; everyone: number },
+  quota: Quota,
+  now: Date,
+): { admitted: true; ledger: UserLedger } | { admitted: false; hit: LimitHit } {
+  const today = ledgerAt(ledger, now);
+  if (running.user >= quota.runningTurnsPerUser) {
+    return refuse('running_turns', quota.runningTurnsPerUser, RUNNING_RETRY_SECONDS, `${quota.runningTurnsPerUser} turn(s) already running; wait for one to finish`);
+  }
+  if (today.recentStarts.length >= quota.turnsPerMinute) {
+    const oldest = Date.parse(today.recentStarts[0] ?? now.toISOString());
+    const wait = Math.max(1, Math.ceil((oldest + MINUTE_MS - now.getTime()) / 1000));
+    return refuse('turns_per_minute', quota.turnsPerMinute, wait, `more than ${quota.turnsPerMinute} turn(s) started in the last minute`);
+  }
+  const overBudget = budgetHit(today, quota, now);
+  if (overBudget !== undefined) return { admitted: false, hit: overBudget };
+  if (running.everyone >= quota.runningSandboxes) {
+    return refuse('running_sandboxes', quota.runningSandboxes, RUNNING_RETRY_SECONDS, `the service is at its limit of ${quota.runningSandboxes} running sandboxes`);
+  }
+  const starts = [...today.recentStarts, now.toISOString()].slice(-quota.turnsPerMinute);
+  return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts } };
+}
+
+/** The ledger with a model call's metered usage added (on the day it was metered). */
+export function spend(ledger: UserLedger | undefined, usage: Usage, costUsd: number, now: Date): UserLedger {
+  const today = ledgerAt(ledger, now);
+  return { ...today, tokens: today.tokens + budgetTokens(usage), costUsd: today.costUsd + costUsd };
+}
+
+function refuse(limit: LimitName, max: number, retryAfterSeconds: number, message: string): { admitted: false; hit: LimitHit } {
+  return { admitted: false, hit: { limit, max, retryAfterSeconds, message } };
+}
