@@ -127,7 +127,18 @@ async function concurrent(service: RunningService, users: number): Promise<boole
   return ok === users;
 }
 
+/** `npm run bench -- cloud list` runs only the sections named; no names runs them all. */
+const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud'] as const;
+type Section = (typeof SECTIONS)[number];
+
+function chosenSections(args: string[]): Set<Section> {
+  const unknown = args.filter((arg) => !(SECTIONS as readonly string[]).includes(arg));
+  if (unknown.length > 0) throw new Error(`unknown bench section(s) ${unknown.join(', ')}; choose from ${SECTIONS.join(', ')}`);
+  return new Set(args.length === 0 ? SECTIONS : (args as Section[]));
+}
+
 async function main(): Promise<number> {
+  const sections = chosenSections(process.argv.slice(2));
   const runs = countFromEnv('BENCH_RUNS', 10);
   const users = countFromEnv('BENCH_CONCURRENT', 10);
   const streams = countFromEnv('BENCH_STREAMS', 1000);
@@ -152,12 +163,12 @@ async function main(): Promise<number> {
       cpus: config.limits.cpus,
       pids: config.limits.pids,
     });
-    await sequential(service, fake, runs, limited);
-    const correct = await concurrent(service, users);
+    if (sections.has('latency')) await sequential(service, fake, runs, limited);
+    const correct = sections.has('concurrent') ? await concurrent(service, users) : true;
     // Each runs its own service process, so that what it measures is that process alone.
-    const streamsCorrect = await eventStreamsMemory(fake, streams);
-    const listCorrect = await listLatency(fake, stored);
-    const cloudCorrect = await cloudRunCalls(fake);
+    const streamsCorrect = sections.has('streams') ? await eventStreamsMemory(fake, streams) : true;
+    const listCorrect = sections.has('list') ? await listLatency(fake, stored) : true;
+    const cloudCorrect = sections.has('cloud') ? await cloudRunCalls(fake) : true;
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
     return correct && streamsCorrect && listCorrect && cloudCorrect ? 0 : 1;
   } finally {

@@ -163,9 +163,9 @@ function storeContract(adapter: Adapter): void {
 
       it('commits state together with a turn\'s update, and only when the update applies', async () => {
         await store.startTurn(turn('t1', { status: 'running' }));
-        expect(await store.updateTurn('t1', ['queued'], { status: 'succeeded' }, { sessionId: 's0', stateKey: 'k0' })).toBeUndefined();
+        expect(await store.updateTurn('t1', ['queued'], { status: 'succeeded' }, { commit: { sessionId: 's0', stateKey: 'k0' } })).toBeUndefined();
         expect(await store.getConversation('c1')).toMatchObject({ sessionId: null, stateKey: null });
-        const done = await store.updateTurn('t1', ['running'], { status: 'succeeded' }, { sessionId: 's1', stateKey: 'k1' });
+        const done = await store.updateTurn('t1', ['running'], { status: 'succeeded' }, { commit: { sessionId: 's1', stateKey: 'k1' } });
         expect(done?.status).toBe('succeeded');
         const committed = await store.getConversation('c1');
         expect(committed).toMatchObject({ sessionId: 's1', stateKey: 'k1' });
@@ -174,11 +174,11 @@ function storeContract(adapter: Adapter): void {
 
       it('deletes a conversation with its turns and events, returning every state key it referenced', async () => {
         await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
-        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' }, { sessionId: 's1', stateKey: 'k-conversation' });
+        await store.appendEvents('t1', [{ type: 'text', data: { text: 'a' } }]);
+        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' }, { commit: { sessionId: 's1', stateKey: 'k-conversation' } });
         await store.startTurn(turn('t2', { createdAt: at(2) }));
         await store.updateTurn('t2', ['queued'], { status: 'failed', uploadedStateKey: 'k-t2' });
         await store.startTurn(turn('t3', { createdAt: at(3) }));
-        await store.appendEvents('t1', [{ type: 'text', data: { text: 'a' } }]);
         await store.appendEvents('t3', [{ type: 'text', data: { text: 'b' } }, { type: 'text', data: { text: 'c' } }]);
         await store.createConversation(conversation('kept'));
         await store.startTurn(turn('kept-turn', { conversationId: 'kept' }));
@@ -214,7 +214,7 @@ function storeContract(adapter: Adapter): void {
         expect(await again.getConversation('c1')).toEqual(conversation('c1', { updatedAt: at(1) }));
         expect(await again.getTurn('t1')).toEqual(turn('t1', { status: 'running' }));
         expect(ids(await again.listUnfinishedTurns())).toEqual(['t1']);
-        expect((await again.appendEvents('t1', [{ type: 'text', data: {} }]))[0]?.seq).toBe(2);
+        expect((await again.appendEvents('t1', [{ type: 'text', data: {} }]))?.[0]?.seq).toBe(2);
       });
     });
 
@@ -512,15 +512,22 @@ function storeContract(adapter: Adapter): void {
     });
 
     describe('events', () => {
+      /** Appends to a turn that must take them. */
+      const append = async (turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> => {
+        const appended = await store.appendEvents(turnId, events);
+        if (appended === undefined) throw new Error(`turn ${turnId} refused events`);
+        return appended;
+      };
+
       it('numbers appended events 1..n across calls and lists those after a number', async () => {
         await store.startTurn(turn('t1'));
         expect(await store.appendEvents('t1', [])).toEqual([]);
-        const first = await store.appendEvents('t1', [
+        const first = await append('t1', [
           { type: 'status', data: { status: 'running' } },
           { type: 'tool_use', data: { name: 'Bash', summary: 'ls', nested: { list: [1, [2, 3]], flag: true, none: null } } },
         ]);
         expect(first.map((event) => [event.turnId, event.seq, event.type])).toEqual([['t1', 1, 'status'], ['t1', 2, 'tool_use']]);
-        const second = await store.appendEvents('t1', [{ type: 'text', data: { text: 'hi' } }]);
+        const second = await append('t1', [{ type: 'text', data: { text: 'hi' } }]);
         expect(second.map((event) => event.seq)).toEqual([3]);
 
         const all = await store.listEvents('t1', 0);
@@ -537,13 +544,13 @@ function storeContract(adapter: Adapter): void {
         await store.startTurn(turn('t1'));
         await store.startTurn(turn('t2', { conversationId: 'c2' }));
         await store.appendEvents('t1', [{ type: 'text', data: {} }, { type: 'text', data: {} }]);
-        expect((await store.appendEvents('t2', [{ type: 'text', data: {} }]))[0]?.seq).toBe(1);
+        expect((await append('t2', [{ type: 'text', data: {} }]))[0]?.seq).toBe(1);
       });
 
       it('concurrent appends never share a number', async () => {
         await store.startTurn(turn('t1'));
         const batches = await Promise.all(
-          Array.from({ length: 5 }, (_, i) => store.appendEvents('t1', [{ type: 'text', data: { i, part: 0 } }, { type: 'text', data: { i, part: 1 } }])),
+          Array.from({ length: 5 }, (_, i) => append('t1', [{ type: 'text', data: { i, part: 0 } }, { type: 'text', data: { i, part: 1 } }])),
         );
         for (const batch of batches) expect(batch[1]!.seq).toBe(batch[0]!.seq + 1);
         const seqs = batches.flat().map((event) => event.seq).sort((a, b) => a - b);
@@ -552,8 +559,25 @@ function storeContract(adapter: Adapter): void {
       });
 
       it('refuses events for a turn that does not exist', async () => {
-        await expect(store.appendEvents('nope', [{ type: 'text', data: {} }])).rejects.toThrow();
+        expect(await store.appendEvents('nope', [{ type: 'text', data: {} }])).toBeUndefined();
         expect(await store.listEvents('nope', 0)).toEqual([]);
+      });
+
+      it('refuses events for a final turn; a turn\'s update carries its own events, numbered after the others', async () => {
+        await store.startTurn(turn('t1'));
+        await append('t1', [{ type: 'text', data: { text: 'working' } }]);
+        const started = await store.updateTurn('t1', ['queued'], { status: 'starting' }, { events: (t) => [{ type: 'status', data: { status: t.status } }] });
+        expect(started?.status).toBe('starting');
+        // An update that does not apply records nothing.
+        await store.updateTurn('t1', ['queued'], { status: 'running' }, { events: () => [{ type: 'never', data: {} }] });
+        await store.updateTurn('t1', ['starting'], { status: 'succeeded', text: 'done' }, { events: (t) => [{ type: 'result', data: { text: t.text } }] });
+        expect(await store.appendEvents('t1', [{ type: 'text', data: { text: 'too late' } }])).toBeUndefined();
+        const events = await store.listEvents('t1', 0);
+        expect(events.map((e) => [e.seq, e.type, e.data])).toEqual([
+          [1, 'text', { text: 'working' }],
+          [2, 'status', { status: 'starting' }],
+          [3, 'result', { text: 'done' }],
+        ]);
       });
     });
   });

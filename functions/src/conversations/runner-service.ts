@@ -5,7 +5,15 @@ import { isFinal, type Usage } from '../contract/turn.js';
 import type { Turn } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import { budgetHit } from './quota.js';
-import type { TurnLifecycle } from './turn-lifecycle.js';
+import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
+import type { TurnClaims } from './turn-token.js';
+
+/** The token's turn, unless it is gone or final: then its token is void. */
+function unfinished(turn: Turn | undefined): Turn {
+  if (turn === undefined) throw new ServiceError('unauthenticated', 'invalid or expired turn token');
+  if (isFinal(turn.status)) throw new ServiceError('unauthenticated', `the turn is already ${turn.status}`);
+  return turn;
+}
 
 /**
  * What a sandbox may ask, holding only its turn token: its turn, its conversation's state, a
@@ -18,26 +26,30 @@ export class RunnerService {
     return this.lifecycle.deps;
   }
 
-  /** Checks a turn token: valid signature, not expired, bound to `turnId`, turn not final. */
-  async authenticateRunner(token: string | undefined, turnId?: string): Promise<Turn> {
+  /**
+   * Checks a turn token's signature and expiry and that it is bound to `turnId`. Alone, this is
+   * enough only where the store operation that follows refuses a final turn itself: the token
+   * is void once its turn is final.
+   */
+  verifyToken(token: string | undefined, turnId?: string): TurnClaims {
     const claims = token === undefined ? undefined : this.deps.tokens.verify(token);
     if (claims === undefined || (turnId !== undefined && claims.turnId !== turnId)) {
       throw new ServiceError('unauthenticated', 'invalid or expired turn token');
     }
-    const turn = await this.deps.store.getTurn(claims.turnId);
-    if (turn === undefined || turn.conversationId !== claims.conversationId || turn.userId !== claims.userId) {
-      throw new ServiceError('unauthenticated', 'invalid or expired turn token');
-    }
-    if (isFinal(turn.status)) throw new ServiceError('unauthenticated', `the turn is already ${turn.status}`);
-    return turn;
+    return claims;
   }
 
-  async beginRun(turn: Turn): Promise<RunnerTurn> {
-    const running =
-      (await this.deps.store.updateTurn(turn.id, ['starting'], { status: 'running', startedAt: new Date().toISOString() })) ??
-      (await this.lifecycle.requireTurn(turn.id));
-    if (running.status !== 'running') throw new ServiceError('conflict', `the turn is ${running.status}`);
-    if (running.startedAt !== turn.startedAt) await this.lifecycle.record(turn.id, [{ type: 'status', data: { status: 'running' } }]);
+  /** Checks a turn token as verifyToken does, and reads its turn: it must exist and not be final. */
+  async authenticateRunner(token: string | undefined, turnId?: string): Promise<Turn> {
+    const claims = this.verifyToken(token, turnId);
+    return unfinished(await this.deps.store.getTurn(claims.turnId));
+  }
+
+  async beginRun(claims: TurnClaims): Promise<RunnerTurn> {
+    const turn =
+      (await this.deps.store.updateTurn(claims.turnId, ['starting'], { status: 'running', startedAt: new Date().toISOString() }, { events: statusEvent })) ??
+      unfinished(await this.deps.store.getTurn(claims.turnId));
+    if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
     const conversation = await this.deps.store.getConversation(turn.conversationId);
     return {
       turnId: turn.id,
@@ -56,8 +68,8 @@ export class RunnerService {
   }
 
   /** Stores the state the runner uploads; it becomes the conversation's only when the turn succeeds. */
-  async saveState(turn: Turn, body: Readable): Promise<void> {
-    const key = `conversations/${turn.conversationId}/state-${turn.id}.tar.gz`;
+  async saveState(claims: Pick<TurnClaims, 'turnId' | 'conversationId'>, body: Readable): Promise<void> {
+    const key = `conversations/${claims.conversationId}/state-${claims.turnId}.tar.gz`;
     try {
       await this.deps.blobs.put(key, body, this.deps.limits.maxStateBytes);
     } catch (error) {
@@ -66,21 +78,24 @@ export class RunnerService {
       }
       throw error;
     }
-    const updated = await this.deps.store.updateTurn(turn.id, ['running'], { uploadedStateKey: key });
-    if (updated === undefined) await this.deps.blobs.delete(key); // the turn ended meanwhile
+    const updated = await this.deps.store.updateTurn(claims.turnId, ['running'], { uploadedStateKey: key });
+    if (updated === undefined) {
+      await this.deps.blobs.delete(key);
+      throw new ServiceError('unauthenticated', 'the turn is no longer running');
+    }
   }
 
-  async finishFromRunner(turn: Turn, result: RunnerResult): Promise<Turn> {
+  async finishFromRunner(claims: TurnClaims, result: RunnerResult): Promise<Turn> {
+    const turn = unfinished(await this.deps.store.getTurn(claims.turnId));
     if (result.outcome === 'failed') {
       return this.lifecycle.finish(turn.id, 'failed', { reason: result.reason, text: result.text ?? null });
     }
-    const fresh = await this.lifecycle.requireTurn(turn.id);
-    if (result.stateSaved && fresh.uploadedStateKey === null) {
+    if (result.stateSaved && turn.uploadedStateKey === null) {
       return this.lifecycle.finish(turn.id, 'failed', { reason: 'the runner reported a saved state that never arrived' });
     }
     // One turn runs at a time in a conversation, so its state cannot change under us here.
     const previous = (await this.deps.store.getConversation(turn.conversationId))?.stateKey ?? null;
-    const saved = fresh.uploadedStateKey;
+    const saved = turn.uploadedStateKey;
     const finished = await this.lifecycle.finish(
       turn.id,
       'succeeded',
@@ -93,12 +108,13 @@ export class RunnerService {
     return finished;
   }
 
-  /** The agent's progress, as the runner reports it. */
-  async recordAgentEvents(turn: Turn, events: AgentEvent[]): Promise<void> {
-    await this.lifecycle.record(
-      turn.id,
+  /** The agent's progress, as the runner reports it; refused once the turn is final. */
+  async recordAgentEvents(claims: TurnClaims, events: AgentEvent[]): Promise<void> {
+    const appended = await this.deps.store.appendEvents(
+      claims.turnId,
       events.map(({ type, ...data }) => ({ type, data })),
     );
+    if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
   }
 
   /**

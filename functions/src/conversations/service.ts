@@ -67,8 +67,7 @@ export class ConversationService {
       }
       throw new ServiceError('conflict', 'a turn is already running in this conversation', { activeTurnId: started.activeTurnId });
     }
-    await this.lifecycle.startSandbox(turn);
-    return this.lifecycle.requireTurn(turn.id);
+    return this.lifecycle.startSandbox(turn);
   }
 
   async listConversations(userId: string, limit: number, cursor?: string): Promise<{ conversations: Conversation[]; nextCursor: string | null }> {
@@ -143,8 +142,8 @@ export class ConversationService {
     };
   }
 
-  waitForFinal(turnId: string): Promise<Turn> {
-    return this.lifecycle.waitForFinal(turnId);
+  waitForFinal(turn: Turn): Promise<Turn> {
+    return this.lifecycle.waitForFinal(turn);
   }
 
   private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {

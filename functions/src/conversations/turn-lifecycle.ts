@@ -1,7 +1,7 @@
 import type { BlobStore } from '../blobs/blob-store.js';
 import { isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
-import type { ConversationStore, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
+import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { Quota } from './quota.js';
 import { statesBefore } from './turn-state.js';
@@ -26,6 +26,9 @@ export interface LifecycleDeps {
   log: (message: string) => void;
 }
 
+/** The event a watcher sees when a turn moves to a working state. */
+export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', data: { status: turn.status } }];
+
 /** How long after its deadline a turn with no word from its sandbox is settled anyway. */
 const DEADLINE_GRACE_MS = 30_000;
 const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
@@ -40,7 +43,8 @@ export class TurnLifecycle {
 
   constructor(readonly deps: LifecycleDeps) {}
 
-  async startSandbox(turn: Turn): Promise<void> {
+  /** Launches the turn's sandbox; returns the turn as it then stands. */
+  async startSandbox(turn: Turn): Promise<Turn> {
     const { launcher, limits, store, tokens } = this.deps;
     const token = tokens.mint({
       turnId: turn.id,
@@ -58,17 +62,19 @@ export class TurnLifecycle {
       if (error instanceof SandboxUnavailableError) {
         throw new ServiceError('unavailable', `no sandbox is available right now: ${message}`, { ...turnView(failed), retryAfterSeconds: 10 });
       }
-      return;
+      return failed;
     }
-    if (await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref })) {
-      await this.record(turn.id, [{ type: 'status', data: { status: 'starting' } }]);
-    }
+    const starting = await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref }, { events: statusEvent });
     this.follow(turn.id, handle);
+    return starting ?? this.requireTurn(turn.id);
   }
 
-  /** Resolves with the turn once it is final, whichever instance finishes it (it always ends: see settleLost). */
-  async waitForFinal(turnId: string): Promise<Turn> {
-    const current = await this.requireTurn(turnId);
+  /**
+   * Resolves with the turn once it is final, whichever instance finishes it (it always ends: see
+   * settleLost). `current` is the turn as the caller last saw it.
+   */
+  async waitForFinal(current: Turn): Promise<Turn> {
+    const turnId = current.id;
     if (isFinal(current.status)) return current;
     return new Promise<Turn>((resolve) => {
       const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
@@ -128,15 +134,15 @@ export class TurnLifecycle {
   async finish(turnId: string, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     const { store, blobs } = this.deps;
     const from = statesBefore(status).filter((s) => UNFINISHED.includes(s));
-    const finished = await store.updateTurn(turnId, from, { ...patch, status, finishedAt: new Date().toISOString() }, commit);
+    const finished = await store.updateTurn(
+      turnId,
+      from,
+      { ...patch, status, finishedAt: new Date().toISOString() },
+      { ...(commit ? { commit } : {}), events: (turn) => [{ type: 'result', data: turnView(turn) }] },
+    );
     if (finished === undefined) return this.requireTurn(turnId);
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);
-    await this.record(turnId, [{ type: 'result', data: turnView(finished) }]);
     return finished;
-  }
-
-  async record(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<void> {
-    await this.deps.store.appendEvents(turnId, events);
   }
 
   async requireTurn(turnId: string): Promise<Turn> {

@@ -7,10 +7,13 @@ import { bodyStream, jsonBody } from './body.js';
 /** The runner's routes. The turn token is the only credential accepted here. */
 export function internalRoutes(service: RunnerService): Router {
   const router = Router();
+  // Routes whose store operation refuses a final turn itself need only the token's signature;
+  // the others read the turn first, so that a void token can neither read nor upload state.
+  const claimsOf = (req: Request<{ turnId: string }>) => service.verifyToken(bearer(req), req.params.turnId);
   const turnOf = (req: Request<{ turnId: string }>) => service.authenticateRunner(bearer(req), req.params.turnId);
 
   router.get('/internal/turns/:turnId', async (req, res) => {
-    res.json(await service.beginRun(await turnOf(req)));
+    res.json(await service.beginRun(claimsOf(req)));
   });
 
   router.get('/internal/turns/:turnId/state', async (req, res) => {
@@ -24,23 +27,24 @@ export function internalRoutes(service: RunnerService): Router {
   });
 
   router.put('/internal/turns/:turnId/state', async (req, res) => {
-    await service.saveState(await turnOf(req), bodyStream(req));
+    const turn = await turnOf(req);
+    await service.saveState({ turnId: turn.id, conversationId: turn.conversationId }, bodyStream(req));
     res.status(204).end();
   });
 
   router.post('/internal/turns/:turnId/events', async (req, res) => {
-    const turn = await turnOf(req);
+    const claims = claimsOf(req);
     const parsed = AgentEvents.safeParse(await jsonBody(req));
     if (!parsed.success) throw new ServiceError('invalid_request', `invalid events: ${parsed.error.message}`);
-    await service.recordAgentEvents(turn, parsed.data.events);
+    await service.recordAgentEvents(claims, parsed.data.events);
     res.status(204).end();
   });
 
   router.post('/internal/turns/:turnId/result', async (req, res) => {
-    const turn = await turnOf(req);
+    const claims = claimsOf(req);
     const parsed = RunnerResult.safeParse(await jsonBody(req));
     if (!parsed.success) throw new ServiceError('invalid_request', `invalid result: ${parsed.error.message}`);
-    const finished = await service.finishFromRunner(turn, parsed.data);
+    const finished = await service.finishFromRunner(claims, parsed.data);
     res.json({ status: finished.status });
   });
 

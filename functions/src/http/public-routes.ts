@@ -38,7 +38,7 @@ export function publicRoutes(service: ConversationService, auth: Authenticator):
       res.status(202).location(links.turn).json({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links });
       return;
     }
-    sendFinishedTurn(res, await service.waitForFinal(turn.id));
+    sendFinishedTurn(res, await service.waitForFinal(turn));
   });
 
   router.get('/api/usage', async (req, res) => {

@@ -46,6 +46,20 @@ export interface TurnEvent {
   at: string;
 }
 
+/** An event as a writer hands it over; the store numbers and dates it. */
+export type NewTurnEvent = Pick<TurnEvent, 'type' | 'data'>;
+
+/** What an update of a turn takes on with it, in the same transaction. */
+export interface TurnUpdateExtras {
+  /** The conversation takes this session and state: whoever sees the turn succeeded sees its state too. */
+  commit?: StateCommit;
+  /**
+   * Events recorded with the change, made from the updated turn (its status or result event): a
+   * watcher never sees the one without the other.
+   */
+  events?: (updated: Turn) => NewTurnEvent[];
+}
+
 /** Where a page of a list starts: after this (updatedAt, id). */
 export interface ListCursor {
   updatedAt: string;
@@ -97,11 +111,10 @@ export interface ConversationStore {
   findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;
   /**
-   * Applies the patch only if the turn's status is one of `from`; returns the new turn or
-   * undefined. With `commit`, the turn's conversation takes that session and state in the same
-   * transaction: whoever sees the turn succeeded sees its state too.
+   * Applies the patch only if the turn's status is one of `from`, with the extras in the same
+   * transaction; returns the new turn, or undefined when nothing was applied.
    */
-  updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined>;
+  updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras?: TurnUpdateExtras): Promise<Turn | undefined>;
   /**
    * Adds metered usage to a turn and to its user's ledger for today, atomically; returns the
    * ledger after it (the model proxy cuts a turn off by it). Usage outlives a deleted turn.
@@ -109,8 +122,11 @@ export interface ConversationStore {
   addUsage(turn: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger>;
   /** The user's ledger as it stands at `now`, and how many of their turns are unfinished. */
   getUsage(userId: string, now: Date): Promise<UserUsage>;
-  /** Appends events to a turn, numbering them; returns them with their numbers. */
-  appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]>;
+  /**
+   * Appends events to an unfinished turn, numbering them; returns them with their numbers, or
+   * undefined when the turn does not exist or is final (its result is its last event).
+   */
+  appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined>;
   /** The turn's events after `afterSeq`, in order. */
   listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]>;
   /**

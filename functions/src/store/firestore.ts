@@ -16,10 +16,11 @@ import type {
   ConversationStore,
   ListCursor,
   StartTurnResult,
-  StateCommit,
   Turn,
   TurnEvent,
+  NewTurnEvent,
   TurnPatch,
+  TurnUpdateExtras,
   UserUsage,
 } from './conversation-store.js';
 
@@ -186,8 +187,8 @@ export class FirestoreConversationStore implements ConversationStore {
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
       tx.update(conversationRef, { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id });
-      tx.set(userRef, { ledger: admission.ledger }, { merge: true });
-      if (!isFinal(turn.status)) this.markRunning(tx, turn, true);
+      if (isFinal(turn.status)) tx.set(userRef, { ledger: admission.ledger }, { merge: true });
+      else this.markRunning(tx, turn, true, { ledger: admission.ledger });
       return { started: true };
     });
   }
@@ -208,8 +209,9 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /** The compare-and-set: read the status and write the patch in one transaction. */
-  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined> {
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
     if (from.length === 0) return undefined;
+    const { commit, events } = extras;
     const changes = definedFields(patch);
     return this.transaction(async (tx) => {
       const snap = await tx.get(this.turns.doc(id));
@@ -236,7 +238,9 @@ export class FirestoreConversationStore implements ConversationStore {
         }
       }
       if (finishing || reviving) this.markRunning(tx, turn, reviving);
-      if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
+      const lastEventSeq = this.writeEvents(tx, id, lastEventSeqOf(snap), events?.(updated) ?? []).at(-1)?.seq;
+      const turnChanges = lastEventSeq === undefined ? changes : { ...changes, lastEventSeq };
+      if (Object.keys(turnChanges).length > 0) tx.update(snap.ref, turnChanges);
       return updated;
     });
   }
@@ -259,21 +263,26 @@ export class FirestoreConversationStore implements ConversationStore {
     return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: runningTurnIdsOf(user).length };
   }
 
-  async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
-    if (events.length === 0) return [];
+  async appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined> {
     return this.transaction(async (tx) => {
       const ref = this.turns.doc(turnId);
       const snap = await tx.get(ref);
-      if (!snap.exists) throw new Error(`turn ${turnId} does not exist`);
-      const last = lastEventSeqOf(snap);
-      const at = new Date().toISOString();
-      const numbered = events.map(({ type, data }, i) => ({ turnId, seq: last + i + 1, type, data, at }));
-      for (const event of numbered) {
-        tx.create(this.events(turnId).doc(eventId(event.seq)), { ...event, data: JSON.stringify(event.data) });
-      }
-      tx.update(ref, { lastEventSeq: last + events.length });
+      if (!snap.exists || isFinal(toTurn(snap).status)) return undefined;
+      if (events.length === 0) return [];
+      const numbered = this.writeEvents(tx, turnId, lastEventSeqOf(snap), events);
+      tx.update(ref, { lastEventSeq: numbered.at(-1)?.seq ?? lastEventSeqOf(snap) });
       return numbered;
     });
+  }
+
+  /** Numbers events after `last` and creates them; the caller stores the new last number on the turn. */
+  private writeEvents(tx: Transaction, turnId: string, last: number, events: NewTurnEvent[]): TurnEvent[] {
+    const at = new Date().toISOString();
+    const numbered = events.map(({ type, data }, i) => ({ turnId, seq: last + i + 1, type, data, at }));
+    for (const event of numbered) {
+      tx.create(this.events(turnId).doc(eventId(event.seq)), { ...event, data: JSON.stringify(event.data) });
+    }
+    return numbered;
   }
 
   async listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]> {
@@ -321,10 +330,13 @@ export class FirestoreConversationStore implements ConversationStore {
     return this.db.runTransaction(work, RETRY_CONTENDED);
   }
 
-  /** Adds a turn to (or removes it from) the running lists its user's and the global limit count. */
-  private markRunning(tx: Transaction, turn: Pick<Turn, 'id' | 'userId'>, running: boolean): void {
+  /**
+   * Adds a turn to (or removes it from) the running lists its user's and the global limit count;
+   * `userFields` go into the same write of the user's document.
+   */
+  private markRunning(tx: Transaction, turn: Pick<Turn, 'id' | 'userId'>, running: boolean, userFields: Record<string, unknown> = {}): void {
     const change = { runningTurnIds: running ? FieldValue.arrayUnion(turn.id) : FieldValue.arrayRemove(turn.id) };
-    tx.set(this.users.doc(turn.userId), change, { merge: true });
+    tx.set(this.users.doc(turn.userId), { ...userFields, ...change }, { merge: true });
     tx.set(this.sandboxes, change, { merge: true });
   }
 

@@ -9,10 +9,11 @@ import type {
   ConversationStore,
   ListCursor,
   StartTurnResult,
-  StateCommit,
   Turn,
   TurnEvent,
+  NewTurnEvent,
   TurnPatch,
+  TurnUpdateExtras,
   UserUsage,
 } from './conversation-store.js';
 
@@ -216,25 +217,28 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toTurn(row) : undefined;
   }
 
-  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, commit?: StateCommit): Promise<Turn | undefined> {
+  async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
+    const { commit, events } = extras;
     const entries = Object.entries(patch) as [keyof TurnPatch, string | null][];
     if (from.length === 0) return undefined;
     const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
       WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
-    const turn = this.transaction(() => {
+    const done = this.transaction(() => {
       const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
       if (!row) return undefined;
-      const updated = toTurn(row);
+      const turn = toTurn(row);
       if (commit !== undefined) {
         this.db
           .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
-          .run(commit.sessionId, commit.stateKey, new Date().toISOString(), updated.conversationId);
+          .run(commit.sessionId, commit.stateKey, new Date().toISOString(), turn.conversationId);
       }
-      return updated;
+      return { turn, appended: this.insertEvents(id, events?.(turn) ?? []) };
     });
-    if (turn !== undefined) this.changes.emit(`turn:${id}`, turn);
-    return turn;
+    if (done === undefined) return undefined;
+    this.changes.emit(`turn:${id}`, done.turn);
+    this.announce(id, done.appended);
+    return done.turn;
   }
 
   async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
@@ -283,23 +287,30 @@ export class SqliteConversationStore implements ConversationStore {
     return Number(row?.n ?? 0);
   }
 
-  async appendEvents(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): Promise<TurnEvent[]> {
-    const appended = this.appendEventsNow(turnId, events);
-    for (const event of appended) this.changes.emit(`events:${turnId}`, event);
+  async appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined> {
+    const appended = this.transaction(() => {
+      const turn = this.db.prepare(`SELECT 1 FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(turnId);
+      return turn ? this.insertEvents(turnId, events) : undefined;
+    });
+    if (appended !== undefined) this.announce(turnId, appended);
     return appended;
   }
 
-  private appendEventsNow(turnId: string, events: Array<Pick<TurnEvent, 'type' | 'data'>>): TurnEvent[] {
-    return this.transaction(() => {
-      const last = this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM turn_events WHERE turn_id = ?').get(turnId);
-      let seq = Number(last?.seq ?? 0);
-      const insert = this.db.prepare('INSERT INTO turn_events (turn_id, seq, type, data, at) VALUES (?, ?, ?, ?, ?)');
-      const at = new Date().toISOString();
-      return events.map((event) => {
-        seq += 1;
-        insert.run(turnId, seq, event.type, JSON.stringify(event.data), at);
-        return { turnId, seq, type: event.type, data: event.data, at };
-      });
+  private announce(turnId: string, events: TurnEvent[]): void {
+    for (const event of events) this.changes.emit(`events:${turnId}`, event);
+  }
+
+  /** Numbers and inserts events; the caller holds the transaction. */
+  private insertEvents(turnId: string, events: NewTurnEvent[]): TurnEvent[] {
+    if (events.length === 0) return [];
+    const last = this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM turn_events WHERE turn_id = ?').get(turnId);
+    let seq = Number(last?.seq ?? 0);
+    const insert = this.db.prepare('INSERT INTO turn_events (turn_id, seq, type, data, at) VALUES (?, ?, ?, ?, ?)');
+    const at = new Date().toISOString();
+    return events.map((event) => {
+      seq += 1;
+      insert.run(turnId, seq, event.type, JSON.stringify(event.data), at);
+      return { turnId, seq, type: event.type, data: event.data, at };
     });
   }
 
