@@ -28,7 +28,10 @@ function sandboxPids(turnId: string): number[] {
   const own = readFileSync('/proc/self/cgroup', 'utf8');
   const v1 = /^\d+:pids:(.*)$/m.exec(own)?.[1];
   const base = v1 !== undefined ? path.join('/sys/fs/cgroup/pids', v1) : path.join('/sys/fs/cgroup', /^0::(.*)$/m.exec(own)?.[1] ?? '/');
-  const procs = path.join(base, 'clauderun', `turn-${turnId}`, 'cgroup.procs');
+  const sandboxes = path.join(base, 'clauderun');
+  const cgroup = readdirSync(sandboxes).find((name) => name.startsWith('turn-') && name.endsWith(`-${turnId}`));
+  if (cgroup === undefined) throw new Error(`no cgroup for turn ${turnId} in ${sandboxes}`);
+  const procs = path.join(sandboxes, cgroup, 'cgroup.procs');
   return readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
 }
 

@@ -29,6 +29,8 @@ export interface SandboxCgroup {
 export interface CgroupDriver {
   readonly version: 1 | 2;
   create(name: string, limits: CgroupLimits): Promise<SandboxCgroup>;
+  /** Stops and removes the cgroups named with this prefix that a previous process left behind. */
+  removeStale(prefix: string): Promise<void>;
 }
 
 const CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
@@ -90,11 +92,12 @@ class CgroupV1 implements CgroupDriver {
   static async open(root: string, ownership: Map<string, string>): Promise<CgroupV1> {
     const base = (c: string) => path.join(root, c, ownership.get(c) ?? '/', 'clauderun');
     const bases = { memory: base('memory'), pids: base('pids'), cpu: base('cpu') };
-    for (const dir of Object.values(bases)) {
-      await mkdirOrExplain(dir);
-      await removeStale(dir);
-    }
+    for (const dir of Object.values(bases)) await mkdirOrExplain(dir);
     return new CgroupV1(bases);
+  }
+
+  async removeStale(prefix: string): Promise<void> {
+    for (const base of Object.values(this.bases)) await removeStale(base, prefix);
   }
 
   async create(name: string, limits: CgroupLimits): Promise<SandboxCgroup> {
@@ -141,8 +144,11 @@ class CgroupV2 implements CgroupDriver {
     const base = path.join(own, 'clauderun');
     await mkdirOrExplain(base);
     await writeFile(path.join(base, 'cgroup.subtree_control'), enable);
-    await removeStale(base);
     return new CgroupV2(base);
+  }
+
+  removeStale(prefix: string): Promise<void> {
+    return removeStale(this.base, prefix);
   }
 
   async create(name: string, limits: CgroupLimits): Promise<SandboxCgroup> {
@@ -209,8 +215,8 @@ async function removeDirs(dirs: string[]): Promise<void> {
 }
 
 /** Sandboxes a previous process left behind (it was killed): stop what runs there, remove them. */
-async function removeStale(base: string): Promise<void> {
-  const children = (await readdir(base, { withFileTypes: true })).filter((d) => d.isDirectory() && d.name.startsWith('turn-'));
+async function removeStale(base: string, prefix: string): Promise<void> {
+  const children = (await readdir(base, { withFileTypes: true })).filter((d) => d.isDirectory() && d.name.startsWith(prefix));
   for (const child of children) {
     const dir = path.join(base, child.name);
     await killLoop(dir);

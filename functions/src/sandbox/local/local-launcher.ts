@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chown, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
@@ -27,11 +28,21 @@ export class LocalSandboxLauncher implements SandboxLauncher {
 
   private constructor(private readonly options: LocalLauncherOptions) {}
 
-  /** Sandboxes of a previous process died with it (--die-with-parent); their directories go too. */
+  /**
+   * Sandboxes of a previous process died with it (--die-with-parent); their directories and
+   * cgroups go too. Only this data dir's: other services on the machine keep theirs.
+   */
   static async create(options: LocalLauncherOptions): Promise<LocalSandboxLauncher> {
     await rm(options.sandboxesDir, { recursive: true, force: true });
     await mkdir(options.sandboxesDir, { recursive: true, mode: 0o711 });
-    return new LocalSandboxLauncher(options);
+    const launcher = new LocalSandboxLauncher(options);
+    await options.cgroups.removeStale(launcher.cgroupPrefix);
+    return launcher;
+  }
+
+  /** Names this data dir's sandbox cgroups: `turn-<hash of the sandboxes dir>-<turn id>`. */
+  private get cgroupPrefix(): string {
+    return `turn-${createHash('sha256').update(path.resolve(this.options.sandboxesDir)).digest('hex').slice(0, 12)}-`;
   }
 
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
@@ -49,7 +60,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       await mkdir(writable, { mode: 0o755 });
       if (o.runningAsRoot) await chown(writable, SANDBOX_UID, SANDBOX_GID);
     }
-    const cgroup = await o.cgroups.create(`turn-${spec.turnId}`, o.limits);
+    const cgroup = await o.cgroups.create(`${this.cgroupPrefix}${spec.turnId}`, o.limits);
     const bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.apiPort);
 
     const args = bwrapArgs({
