@@ -18,6 +18,7 @@ import { errorHandler, sendError } from './http/errors.js';
 import { internalRoutes } from './http/internal-routes.js';
 import { modelProxyRoutes } from './http/model-proxy.js';
 import { publicRoutes } from './http/public-routes.js';
+import { webRoutes } from './http/web-routes.js';
 import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
@@ -69,6 +70,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const app = express();
   app.disable('x-powered-by');
   app.use(publicRoutes(service, auth.authenticator));
+  app.use(webRoutes(config));
   app.use(internalRoutes(runner));
   app.use(modelProxyRoutes(runner, upstream, log));
   app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));

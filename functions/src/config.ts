@@ -10,6 +10,9 @@ import type { Quota } from './conversations/quota.js';
 const AUTH_MODES = ['header', 'apikey', 'firebase'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
+/** Google's Identity Toolkit API, where Firebase email and password sign-in happens. */
+const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
+
 const positiveInt = (name: string) =>
   z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).positive(`${name} must be positive`);
 
@@ -69,6 +72,10 @@ const EnvSchema = z.object({
   FIREBASE_PROJECT_ID: optionalString,
   /** Where the token-signing keys are published; tests point it at a local key set. */
   CLAUDERUN_FIREBASE_JWKS_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_FIREBASE_JWKS_URL must be a URL' }),
+  /** The Firebase project's Web API key: lets the web page sign people in with email and password (firebase mode). */
+  FIREBASE_WEB_API_KEY: optionalString,
+  /** The Identity Toolkit API the web page signs in at; the Firebase Auth emulator or a test fake can stand in. */
+  CLAUDERUN_FIREBASE_AUTH_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_FIREBASE_AUTH_URL must be a URL' }),
   CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS').max(24 * 3600).default(600),
   CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
   CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
@@ -107,7 +114,12 @@ export interface Config {
   store: { kind: 'sqlite' } | { kind: 'firestore'; projectId: string; emulatorHost: string | undefined };
   blobs: { kind: 'fs' } | { kind: 'gcs'; bucket: string; endpoint: URL | undefined };
   sandbox: { kind: 'local' } | { kind: 'cloudrun'; jobName: string; endpoint: URL | undefined };
-  auth: { modes: AuthMode[]; firebase: { projectId: string; jwksUrl: string | undefined } | undefined };
+  auth: {
+    modes: AuthMode[];
+    firebase: { projectId: string; jwksUrl: string | undefined } | undefined;
+    /** Email and password sign-in on the web page: only with firebase mode and a Web API key. */
+    webSignIn: { apiKey: string; authUrl: string } | undefined;
+  };
   tokenSecret: string | undefined;
   limits: {
     turnTimeoutSeconds: number;
@@ -184,6 +196,10 @@ export function loadConfig(env: Env): Config {
       firebase:
         e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId !== undefined
           ? { projectId: firebaseProjectId, jwksUrl: e.CLAUDERUN_FIREBASE_JWKS_URL }
+          : undefined,
+      webSignIn:
+        e.CLAUDERUN_AUTH.includes('firebase') && e.FIREBASE_WEB_API_KEY !== undefined
+          ? { apiKey: e.FIREBASE_WEB_API_KEY, authUrl: (e.CLAUDERUN_FIREBASE_AUTH_URL ?? FIREBASE_AUTH_URL).replace(/\/+$/, '') }
           : undefined,
     },
     tokenSecret: e.CLAUDERUN_TOKEN_SECRET,

@@ -84,3 +84,14 @@ export const ErrorBody = z.object({
   error: z.object({ code: ErrorCode, message: z.string(), details: z.record(z.string(), z.unknown()).optional() }),
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
+
+/**
+ * GET /api/client-config (no sign-in needed): what the web page needs before anyone signs in.
+ * `firebase` is set when email and password sign-in is possible (firebase mode with a Web API key);
+ * the page then signs in at `{authUrl}/v1/accounts:signInWithPassword?key={apiKey}`.
+ */
+export const ClientConfig = z.object({
+  authModes: z.array(z.enum(['header', 'apikey', 'firebase'])),
+  firebase: z.object({ apiKey: z.string(), projectId: z.string(), authUrl: z.string() }).nullable(),
+});
+export type ClientConfig = z.infer<typeof ClientConfig>;

@@ -1,0 +1,85 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Router, type Response } from 'express';
+import type { Config } from '../config.js';
+import type { ClientConfig } from '../contract/api.js';
+import { projectRoot } from '../sandbox/local/runtime-files.js';
+import { sendError } from './errors.js';
+
+/**
+ * Where `npm run build` puts the web page (scripts/bundle-web.mjs). Inside dist/functions so that
+ * the function's source upload, which is made of dist/functions, serves the page too.
+ */
+export const WEB_BUILD_DIR = path.join('dist', 'functions', 'web');
+
+const FILES = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/styles.css': { file: 'styles.css', type: 'text/css; charset=utf-8' },
+} as const;
+
+export interface WebRoutesOptions {
+  /** The built page; by default WEB_BUILD_DIR under the project root. */
+  dir?: string;
+}
+
+/** The web page (same origin as the API) and the one unauthenticated call it needs before sign-in. */
+export function webRoutes(config: Config, options: WebRoutesOptions = {}): Router {
+  const dir = options.dir ?? path.join(projectRoot(), WEB_BUILD_DIR);
+  const clientConfig = clientConfigOf(config);
+  const policy = contentSecurityPolicy(clientConfig);
+  const router = Router();
+
+  router.get('/api/client-config', (_req, res) => {
+    res.setHeader('Cache-Control', 'no-cache');
+    res.json(clientConfig);
+  });
+
+  for (const [route, { file, type }] of Object.entries(FILES)) {
+    router.get(route, async (_req, res) => {
+      const body = await readFile(path.join(dir, file)).catch(() => undefined);
+      if (body === undefined) {
+        return sendError(res, 'unavailable', `the web page is not built: ${path.join(WEB_BUILD_DIR, file)} is missing (run npm run build)`);
+      }
+      pageHeaders(res, policy);
+      res.type(type).send(body);
+    });
+  }
+  return router;
+}
+
+function clientConfigOf(config: Config): ClientConfig {
+  const { firebase, webSignIn } = config.auth;
+  return {
+    authModes: [...config.auth.modes],
+    firebase: firebase !== undefined && webSignIn !== undefined ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl } : null,
+  };
+}
+
+/**
+ * Only our own files may run or style the page, and it may talk only to the API (plus the sign-in
+ * endpoint when Firebase sign-in is on): injected markup, were any to slip through, could neither
+ * run script nor send data elsewhere.
+ */
+function contentSecurityPolicy(clientConfig: ClientConfig): string {
+  const connect = ["'self'", ...(clientConfig.firebase === null ? [] : [new URL(clientConfig.firebase.authUrl).origin])];
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    `connect-src ${connect.join(' ')}`,
+    "img-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
+function pageHeaders(res: Response, policy: string): void {
+  res.setHeader('Content-Security-Policy', policy);
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  // Revalidated every time: a new build must reach the browser at once (the files are small).
+  res.setHeader('Cache-Control', 'no-cache');
+}

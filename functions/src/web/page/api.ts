@@ -1,0 +1,111 @@
+import type { ClientConfig, ConversationList, ConversationView, ErrorBody, TurnView, UsageView } from '../../contract/api.js';
+
+/** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
+export type Identity =
+  | { mode: 'header'; userId: string }
+  | { mode: 'apikey'; key: string }
+  | { mode: 'firebase'; idToken: string; expiresAt: number; email: string };
+
+/** The answer of POST /api/conversation with `Prefer: respond-async` (built in http/public-routes.ts). */
+export interface StartedTurn {
+  conversationId: string;
+  turnId: string;
+  status: TurnView['status'];
+  links: { turn: string; events: string; cancel: string; conversation: string };
+}
+
+/** A failed call: the API's error code and message, or `network` when no answer came. */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    /** undefined: the service could not be reached. */
+    readonly status: number | undefined,
+    readonly code: string,
+    readonly apiMessage: string,
+    readonly retryAfterSeconds: number | undefined = undefined,
+    readonly details: Record<string, unknown> | undefined = undefined,
+  ) {
+    super(`${code}: ${apiMessage}`);
+  }
+}
+
+export function authHeaders(identity: Identity | undefined): Record<string, string> {
+  if (identity === undefined) return {};
+  if (identity.mode === 'header') return { 'X-User-Id': identity.userId };
+  return { Authorization: `Bearer ${identity.mode === 'apikey' ? identity.key : identity.idToken}` };
+}
+
+const isErrorBody = (body: unknown): body is ErrorBody =>
+  typeof body === 'object' &&
+  body !== null &&
+  typeof (body as ErrorBody).error === 'object' &&
+  typeof (body as ErrorBody).error?.code === 'string' &&
+  typeof (body as ErrorBody).error?.message === 'string';
+
+/** The ApiError an unsuccessful response stands for. */
+export async function errorOf(response: Response): Promise<ApiError> {
+  const retryAfter = Number.parseInt(response.headers.get('retry-after') ?? '', 10);
+  const body: unknown = await response.json().catch(() => undefined);
+  const retryAfterSeconds = Number.isFinite(retryAfter) ? retryAfter : undefined;
+  if (isErrorBody(body)) return new ApiError(response.status, body.error.code, body.error.message, retryAfterSeconds, body.error.details);
+  return new ApiError(response.status, `http_${response.status}`, response.statusText || 'no error message', retryAfterSeconds);
+}
+
+/** fetch() that turns "no answer" and "an error answer" into ApiError. */
+export async function request(url: string, init: RequestInit): Promise<Response> {
+  let response: Response;
+  try {
+    response = await fetch(url, init);
+  } catch (error) {
+    if (init.signal?.aborted) throw error;
+    throw new ApiError(undefined, 'network', error instanceof Error ? error.message : String(error));
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+/** The service's public API, same origin, as whoever `identity()` names at the moment of each call. */
+export class ApiClient {
+  constructor(private readonly identity: () => Identity | undefined) {}
+
+  headers(): Record<string, string> {
+    return authHeaders(this.identity());
+  }
+
+  async clientConfig(): Promise<ClientConfig> {
+    return this.json<ClientConfig>('GET', '/api/client-config');
+  }
+
+  async listConversations(cursor?: string): Promise<ConversationList> {
+    const query = new URLSearchParams({ limit: '20', ...(cursor === undefined ? {} : { cursor }) });
+    return this.json<ConversationList>('GET', `/api/conversations?${query.toString()}`);
+  }
+
+  async conversation(conversationId: string): Promise<ConversationView> {
+    return this.json<ConversationView>('GET', `/api/conversations/${encodeURIComponent(conversationId)}`);
+  }
+
+  /** Starts a turn and answers at once; its progress comes from the events link. */
+  async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
+    return this.json<StartedTurn>('POST', '/api/conversation', { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
+  }
+
+  async usage(): Promise<UsageView> {
+    return this.json<UsageView>('GET', '/api/usage');
+  }
+
+  async cancel(cancelLink: string): Promise<TurnView> {
+    return this.json<TurnView>('POST', cancelLink);
+  }
+
+  private async json<T>(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    const response = await request(url, {
+      method,
+      headers: { ...this.headers(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      cache: 'no-store',
+    });
+    // The API's own answers, typed by its contract (contract/api.ts).
+    return (await response.json()) as T;
+  }
+}

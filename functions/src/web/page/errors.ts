@@ -1,0 +1,107 @@
+import type { TurnView } from '../../contract/api.js';
+import { ApiError } from './api.js';
+
+/** A problem in words for people: what happened, and the service's own message when there is one. */
+export interface Described {
+  summary: string;
+  detail: string | undefined;
+}
+
+/** A wait in the unit people would use for it. */
+function inWords(seconds: number): string {
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
+/** What each fair-use limit (`details.limit` of a 429) means for the person who hit it. */
+const LIMITS: Record<string, string> = {
+  running_turns: 'You have as many turns running as you may at once',
+  turns_per_minute: 'Too many requests',
+  daily_tokens: "Today's token budget is used up",
+  daily_cost: "Today's cost budget is used up",
+  running_sandboxes: 'The service is running as many turns as it can',
+};
+
+function summaryOf(error: ApiError): string {
+  switch (error.code) {
+    case 'network':
+      return 'Cannot reach the service. Check the connection and try again.';
+    case 'unauthenticated':
+      return 'Your sign-in was not accepted.';
+    case 'not_found':
+      return 'That conversation does not exist, or it is not yours.';
+    case 'conflict':
+      return error.details?.activeTurnId !== undefined
+        ? 'Another turn is still running in this conversation. Wait for it to finish or cancel it.'
+        : 'That turn has already finished.';
+    case 'too_large':
+      return 'The message is too long.';
+    case 'rate_limited': {
+      const limit = error.details?.limit;
+      const what = (typeof limit === 'string' ? LIMITS[limit] : undefined) ?? 'Too many requests';
+      return `${what} — try again ${error.retryAfterSeconds !== undefined ? `in ${inWords(error.retryAfterSeconds)}` : 'in a moment'}.`;
+    }
+    case 'invalid_request':
+      return 'The service could not accept that request.';
+    case 'sandbox_failed':
+      return 'The sandbox failed while running the turn.';
+    case 'timed_out':
+      return 'The turn ran out of time.';
+    case 'unavailable':
+      return 'The service is not available right now. Try again shortly.';
+    case 'internal':
+      return 'Something went wrong inside the service.';
+    default:
+      return error.status === undefined ? 'The service did not answer.' : `The service answered with an unexpected error (HTTP ${error.status}).`;
+  }
+}
+
+/** A failure already put in words by the page (sign-in with Firebase, say). */
+export class WordedError extends Error {
+  override name = 'WordedError';
+  constructor(
+    readonly summary: string,
+    readonly detail?: string,
+  ) {
+    super(summary);
+  }
+}
+
+export function describeError(error: unknown): Described {
+  if (error instanceof WordedError) return { summary: error.summary, detail: error.detail };
+  if (error instanceof ApiError) {
+    return { summary: summaryOf(error), detail: error.code === 'network' ? undefined : error.apiMessage };
+  }
+  return { summary: 'Something went wrong in this page.', detail: error instanceof Error ? error.message : String(error) };
+}
+
+/** How a finished turn ended, in words. */
+export function describeTurnEnd(turn: Pick<TurnView, 'status' | 'reason'>): string {
+  switch (turn.status) {
+    case 'succeeded':
+      return 'Done';
+    case 'cancelled':
+      return 'Cancelled';
+    case 'timed_out':
+      return `Ran out of time${turn.reason ? `: ${turn.reason}` : ''}`;
+    case 'failed':
+      return `Failed${turn.reason ? `: ${turn.reason}` : ''}`;
+    default:
+      return describeStatus(turn.status);
+  }
+}
+
+/** A turn that is not finished yet, in words. */
+export function describeStatus(status: TurnView['status']): string {
+  switch (status) {
+    case 'queued':
+      return 'Waiting to start…';
+    case 'starting':
+      return 'Starting the sandbox…';
+    case 'running':
+      return 'The agent is working…';
+    default:
+      return describeTurnEnd({ status, reason: null });
+  }
+}

@@ -1,0 +1,96 @@
+import type { ClientConfig } from '../../contract/api.js';
+import { ApiClient, ApiError } from './api.js';
+import { Chat } from './chat.js';
+import { ConversationList } from './conversation-list.js';
+import { byId } from './dom.js';
+import { displayName, hasExpired, IdentityStore } from './identity-store.js';
+import { Notice } from './notice.js';
+import { SignIn } from './sign-in.js';
+import { UsageToday } from './usage-today.js';
+
+/** The page: sign-in or chat, whichever fits the identity kept for this tab. */
+async function start(): Promise<void> {
+  const notice = new Notice(byId('notice', HTMLDivElement));
+  const identities = new IdentityStore(sessionStorage);
+  const api = new ApiClient(() => identities.current());
+  const loading = byId('loading', HTMLParagraphElement);
+  let config: ClientConfig;
+  try {
+    config = await api.clientConfig();
+  } catch (error) {
+    notice.show(error);
+    return;
+  } finally {
+    loading.hidden = true;
+  }
+
+  const account = byId('account', HTMLDivElement);
+  const accountName = byId('account-name', HTMLElement);
+  const signInView = byId('sign-in-view', HTMLElement);
+  const chatView = byId('chat-view', HTMLDivElement);
+
+  const handleError = (error: unknown) => {
+    notice.show(error);
+    // A refused identity (expired token, revoked key) is of no further use: back to sign-in.
+    if (error instanceof ApiError && error.code === 'unauthenticated' && identities.current() !== undefined) signOut();
+  };
+  const list = new ConversationList(api, handleError);
+  const usage = new UsageToday(api);
+  const chat = new Chat(api, list, notice, handleError, () => {
+    // A finished turn moves its conversation to the top and adds to the day's spending.
+    void list.reload();
+    void usage.refresh();
+  });
+  const signIn = new SignIn(config, notice, (identity) => {
+    identities.save(identity);
+    showChat();
+  });
+
+  function showChat(): void {
+    const identity = identities.current();
+    if (identity === undefined) return showSignIn();
+    accountName.textContent = displayName(identity);
+    account.hidden = false;
+    signInView.hidden = true;
+    chatView.hidden = false;
+    void list.reload();
+    void usage.refresh();
+    void chat.route(location.hash);
+  }
+
+  function showSignIn(): void {
+    account.hidden = true;
+    chatView.hidden = true;
+    signInView.hidden = false;
+    signIn.reset();
+  }
+
+  function signOut(): void {
+    identities.clear();
+    chat.close();
+    list.clear();
+    usage.clear();
+    // The next person to sign in starts afresh, not at the last one's conversation.
+    history.replaceState(null, '', location.pathname);
+    showSignIn();
+  }
+
+  byId('sign-out', HTMLButtonElement).addEventListener('click', () => {
+    notice.clear();
+    signOut();
+  });
+  window.addEventListener('hashchange', () => {
+    if (identities.current() !== undefined) void chat.route(location.hash);
+  });
+  window.addEventListener('unhandledrejection', (event) => handleError(event.reason));
+
+  const kept = identities.current();
+  if (kept !== undefined && hasExpired(kept)) {
+    identities.clear();
+    notice.showText('Your sign-in has expired. Sign in again.');
+  }
+  if (identities.current() === undefined) showSignIn();
+  else showChat();
+}
+
+void start();

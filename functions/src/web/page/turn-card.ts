@@ -1,0 +1,117 @@
+import type { TurnEventView, TurnView } from '../../contract/api.js';
+import type { AgentEvent } from '../../contract/runner.js';
+import { el } from './dom.js';
+import { describeStatus, describeTurnEnd } from './errors.js';
+import { doneLine, usageLine } from './format.js';
+import { renderMarkdown } from './markdown.js';
+
+type Payload<T extends AgentEvent['type']> = Omit<Extract<AgentEvent, { type: T }>, 'type'>;
+
+/**
+ * One turn on screen: the prompt, the agent's steps as they come, its answer as Markdown, how it
+ * ended, and what it used. Everything from the model or the agent goes in as text, or through
+ * renderMarkdown.
+ */
+export class TurnCard {
+  readonly element: HTMLLIElement;
+  private readonly steps: HTMLOListElement;
+  private readonly answer: HTMLDivElement;
+  private readonly status: HTMLParagraphElement;
+  private readonly usage: HTMLParagraphElement;
+  /** The agent's latest text: the answer so far, until a tool step shows it was a step itself. */
+  private latestText: string | undefined;
+  private lastTool = 'The tool';
+
+  constructor(prompt: string) {
+    this.steps = el('ol', { className: 'steps', attrs: { 'aria-label': 'Steps' } });
+    this.answer = el('div', { className: 'answer markdown' });
+    this.status = el('p', { className: 'turn-status' });
+    this.usage = el('p', { className: 'usage' });
+    this.steps.hidden = true;
+    this.usage.hidden = true;
+    this.element = el(
+      'li',
+      { className: 'turn' },
+      el('div', { className: 'prompt' }, el('span', { className: 'who', text: 'You' }), el('p', { className: 'prompt-text', text: prompt })),
+      el('div', { className: 'reply' }, el('span', { className: 'who', text: 'Agent' }), this.steps, this.answer, this.status, this.usage),
+    );
+  }
+
+  setStatus(status: TurnView['status']): void {
+    this.status.dataset.status = status;
+    this.status.textContent = describeStatus(status);
+  }
+
+  /** Applies one event of the turn's stream; returns a sentence for the progress line. */
+  apply(event: TurnEventView): string | undefined {
+    const data = event.data;
+    switch (event.type) {
+      case 'status': {
+        const status = data.status as TurnView['status'];
+        this.setStatus(status);
+        return describeStatus(status);
+      }
+      case 'text':
+        return this.text((data as Payload<'text'>).text);
+      case 'tool_use':
+        return this.toolUse(data as Payload<'tool_use'>);
+      case 'tool_result':
+        return this.toolResult(data as Payload<'tool_result'>);
+      case 'result': {
+        const turn = data as unknown as TurnView;
+        this.finish(turn);
+        return turn.status === 'succeeded' ? doneLine(turn) : describeTurnEnd(turn);
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** Shows a finished turn (the `result` event, or a stored turn): its answer, how it ended, and its usage. */
+  finish(turn: TurnView): void {
+    const answer = turn.text ?? this.latestText;
+    if (answer !== undefined && answer !== '') renderMarkdown(this.answer, answer);
+    this.status.dataset.status = turn.status;
+    this.status.textContent = describeTurnEnd(turn);
+    this.usage.textContent = usageLine(turn);
+    this.usage.hidden = false;
+  }
+
+  private text(text: string): string {
+    this.latestText = text;
+    renderMarkdown(this.answer, text);
+    return 'The agent is writing…';
+  }
+
+  private toolUse(step: Payload<'tool_use'>): string {
+    // Text before a tool call was the agent thinking aloud, not its answer: it becomes a step.
+    if (this.latestText !== undefined) {
+      const note = el('li', { className: 'step step-text markdown' });
+      renderMarkdown(note, this.latestText);
+      this.addStep(note);
+      this.latestText = undefined;
+      this.answer.replaceChildren();
+    }
+    this.lastTool = step.name;
+    this.addStep(el('li', { className: 'step step-tool' }, el('span', { className: 'step-name', text: step.name }), el('code', { className: 'step-summary', text: step.summary })));
+    return `Running ${step.name}: ${step.summary}`;
+  }
+
+  private toolResult(step: Payload<'tool_result'>): string {
+    const label = step.isError ? 'Error' : 'Output';
+    this.addStep(
+      el(
+        'li',
+        { className: `step step-result${step.isError ? ' step-error' : ''}` },
+        el('span', { className: 'step-name', text: label }),
+        el('pre', { className: 'step-summary', text: step.summary }),
+      ),
+    );
+    return step.isError ? `${this.lastTool} reported an error` : `${this.lastTool} finished`;
+  }
+
+  private addStep(step: HTMLLIElement): void {
+    this.steps.hidden = false;
+    this.steps.append(step);
+  }
+}

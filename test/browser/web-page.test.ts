@@ -1,0 +1,470 @@
+import type { Browser, Request as BrowserRequest } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runKeysCommand } from '../../functions/src/keys-cli.js';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import { call, prompt, startService, useServiceWithFake, type RunningService } from '../support/service.js';
+import {
+  chromiumUnavailable,
+  eventually,
+  expectText,
+  fitsWidth,
+  lastTurn,
+  launchChromium,
+  notice,
+  openPage,
+  screenshot,
+  send,
+  sessionStorageSize,
+  signInWithUserId,
+  turns,
+  type,
+  waitForTurnEnd,
+  type Tab,
+} from './browser.js';
+import { startFakeIdentityToolkit, type FakeIdentityToolkit } from './fake-identity-toolkit.js';
+
+const unavailable = chromiumUnavailable();
+const describeInBrowser = (title: string, body: () => void) =>
+  (unavailable === undefined ? describe : describe.skip)(unavailable === undefined ? title : `${title} (SKIPPED: ${unavailable})`, body);
+
+const WAIT_A_MINUTE = 'node -e "setTimeout(() => {}, 60000)"';
+const unique = (name: string) => `${name}-${Date.now().toString(36)}${Math.floor(Math.random() * 1000)}`;
+
+/** One browser for a describe block, a fresh profile per test, and no script error or CSP refusal in any. */
+function useBrowser() {
+  let browser: Browser | undefined;
+  const tabs: Tab[] = [];
+  beforeAll(async () => {
+    browser = await launchChromium();
+  });
+  afterEach(async () => {
+    const problems = tabs.flatMap((tab) => tab.problems);
+    await Promise.all(tabs.splice(0).map((tab) => tab.close()));
+    expect(problems).toEqual([]);
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  return async (url: string, options?: Parameters<typeof openPage>[2]): Promise<Tab> => {
+    if (browser === undefined) throw new Error('the browser is not started');
+    const tab = await openPage(browser, url, options);
+    tabs.push(tab);
+    return tab;
+  };
+}
+
+describeInBrowser('the web page, header sign-in, in Chromium', () => {
+  const running = useServiceWithFake();
+  const open = useBrowser();
+
+  it('is served at / with a strict Content-Security-Policy, and tells the page the auth modes', async () => {
+    const page = await fetch(`${running.service.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    const csp = page.headers.get('content-security-policy') ?? '';
+    for (const directive of ["default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) {
+      expect(csp).toContain(directive);
+    }
+    expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(page.headers.get('cache-control')).toBe('no-cache');
+    expect(await page.text()).toContain('<script type="module" src="/app.js">');
+    const script = await fetch(`${running.service.url}/app.js`);
+    expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect((await fetch(`${running.service.url}/styles.css`)).headers.get('content-type')).toMatch(/^text\/css/);
+    const config = await call(running.service, 'GET', '/api/client-config');
+    expect(config).toEqual({ status: 200, body: { authModes: ['header'], firebase: null } });
+  });
+
+  it('signs in, sends with Enter, shows the status and each tool step live, then the answer with its usage and cost', async () => {
+    const user = unique('alice');
+    const tab = await open(running.service.url);
+    const { page } = tab;
+    // Only the configured mode is offered.
+    await eventually(() => page.locator('#sign-in-apikey').isHidden()).toBe(true);
+    await signInWithUserId(page, user);
+    await expectText(page.locator('#conversation-list-empty'), 'No conversations yet.');
+
+    await send(page, 'bash: echo progress-marker');
+    const turn = lastTurn(page);
+    await expectText(turn.locator('.prompt-text'), 'bash: echo progress-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(turn.locator('.step-tool'), 'Bash');
+    await expectText(turn.locator('.step-tool .step-summary'), 'echo progress-marker');
+    await expectText(turn.locator('.step-result'), 'progress-marker');
+    await expectText(turn.locator('.answer'), 'tool output: progress-marker');
+    await expectText(turn.locator('.usage'), /\d+ input tokens · \d+ output tokens · \d+ model calls · cost \$\S+ · \d+\.\d s/);
+
+    // The progress line (aria-live) told each stage as it happened, in order.
+    expect(await page.locator('#progress').getAttribute('aria-live')).toBe('polite');
+    const progress = await tab.progress();
+    const at = (pattern: RegExp) => progress.findIndex((text) => pattern.test(text));
+    expect(at(/^Running Bash: echo progress-marker$/), progress.join(' | ')).toBeGreaterThan(-1);
+    expect(at(/^Sending/)).toBeLessThan(at(/^Running Bash/));
+    expect(at(/^Running Bash/)).toBeLessThan(at(/^Bash finished$/));
+    expect(at(/^Bash finished$/)).toBeLessThan(at(/^Done in /));
+    expect(progress.at(-1)).toMatch(/^Done in \d+\.\d s, cost \$\S+\.$/);
+
+    // The new conversation is listed and open, and the address names it.
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const listed = page.locator('#conversation-list a[aria-current="page"]');
+    await expectText(listed, 'bash: echo progress-marker');
+    expect(await listed.getAttribute('href')).toBe(`#/c/${conversationId}`);
+    await expectText(page.locator('#conversation-title'), 'bash: echo progress-marker');
+
+    // A second prompt continues the same conversation.
+    await send(page, 'and again');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'echo: and again');
+    const stored = await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: user });
+    expect((stored.body.turns as Array<{ prompt: string }>).map((t) => t.prompt)).toEqual(['bash: echo progress-marker', 'and again']);
+    // The day's spending (GET /api/usage) follows each turn.
+    await expectText(page.locator('#usage-today'), /^Today: 2 turns · [\d,]+ tokens · \$\S+ of \$10\.00$/);
+
+    // Opened afresh (a reload keeps the sign-in for the tab), the conversation shows its turns.
+    await page.reload();
+    await expectText(page.locator('#account-name'), user);
+    await eventually(() => turns(page).count()).toBe(2);
+    await expectText(turns(page).first().locator('.answer'), 'tool output: progress-marker');
+    await expectText(lastTurn(page).locator('.usage'), 'cost $');
+  });
+
+  it('renders the answer as Markdown, and HTML in it as text that creates no element', async () => {
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, unique('markdown'));
+    const hostile = '**bold** and `code` <img src=x onerror="window.injected=1"> <script>window.injected=2</script> [docs](https://example.com/docs) [bad](javascript:window.injected=3)';
+    await send(page, hostile);
+    await waitForTurnEnd(page, 'Done');
+    const answer = lastTurn(page).locator('.answer');
+    await expectText(answer.locator('strong'), 'bold');
+    await expectText(answer.locator('code'), 'code');
+    // The tags are shown as the model wrote them, as text.
+    await expectText(answer, '<img src=x onerror="window.injected=1">');
+    await expectText(answer, '<script>window.injected=2</script>');
+    await expectText(lastTurn(page).locator('.prompt-text'), '<img src=x onerror="window.injected=1">');
+    expect(await page.locator('img').count()).toBe(0);
+    expect(await page.locator('body script').count()).toBe(0);
+    expect(await page.evaluate<unknown>('window.injected')).toBeUndefined();
+    // Links open elsewhere without a referrer; a javascript: link is not made a link at all.
+    const link = answer.getByRole('link', { name: 'docs' });
+    expect(await link.getAttribute('href')).toBe('https://example.com/docs');
+    expect(await link.getAttribute('rel')).toBe('noopener noreferrer');
+    expect(await link.getAttribute('target')).toBe('_blank');
+    expect(await answer.locator('a[href^="javascript"]').count()).toBe(0);
+    await expectText(answer, '[bad](javascript:window.injected=3)');
+  });
+
+  it('cancels a running turn from the page', async () => {
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, unique('canceller'));
+    await send(page, `bash: ${WAIT_A_MINUTE}`);
+    const turn = lastTurn(page);
+    await expectText(turn.locator('.step-tool .step-summary'), 'setTimeout');
+    // While it runs, Send waits and Cancel is offered.
+    expect(await page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true);
+    const started = Date.now();
+    await page.getByRole('button', { name: 'Cancel turn' }).click();
+    await waitForTurnEnd(page, 'Cancelled');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await expectText(page.locator('#progress'), 'Cancelled');
+    expect(await page.getByRole('button', { name: 'Send' }).isEnabled()).toBe(true);
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const stored = await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: await page.locator('#account-name').innerText() });
+    expect((stored.body.turns as Array<{ status: string }>)[0]?.status).toBe('cancelled');
+  });
+
+  it('says in words why a prompt was refused, picks up a turn already running and cancels it', async () => {
+    const user = unique('busy');
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, user);
+    await send(page, 'first');
+    await waitForTurnEnd(page, 'Done');
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+
+    // Another client starts a long turn in this conversation; the page does not know yet.
+    const other = await prompt(running.service, user, { message: `bash: ${WAIT_A_MINUTE}`, conversationId }, { prefer: 'respond-async' });
+    expect(other.status).toBe(202);
+    await type(page, 'me too');
+    await expectText(notice(page), 'Another turn is still running in this conversation.');
+    await expectText(notice(page), 'The service said:');
+    expect(await notice(page).innerText()).not.toMatch(/\b409\b|conflict/);
+    // The message stays in the box, to send later.
+    expect(await page.getByLabel('Message').inputValue()).toBe('me too');
+    await notice(page).getByRole('button', { name: 'Dismiss' }).click();
+    await eventually(() => notice(page).count()).toBe(0);
+
+    // A limit, in words and with the wait the service asked for (the 429 is made up here, in the API's shape).
+    await page.route('**/api/conversation', (route) =>
+      route.fulfill({
+        status: 429,
+        headers: { 'retry-after': '42', 'content-type': 'application/json' },
+        body: JSON.stringify({
+          error: { code: 'rate_limited', message: 'limit turns_per_minute reached: 10 turns a minute', details: { limit: 'turns_per_minute', max: 10, retryAfterSeconds: 42 } },
+        }),
+      }),
+    );
+    await type(page, 'me too');
+    await expectText(notice(page), 'Too many requests — try again in 42 s.');
+    await expectText(notice(page), 'The service said: limit turns_per_minute reached');
+    await page.unroute('**/api/conversation');
+
+    // Opened again, the page follows the running turn (its steps replayed) and can cancel it.
+    await page.reload();
+    await eventually(() => turns(page).count()).toBe(2);
+    await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+    await page.getByRole('button', { name: 'Cancel turn' }).click();
+    await waitForTurnEnd(page, 'Cancelled');
+  });
+
+  it('resumes a dropped event stream after the last event it saw (Last-Event-ID), showing nothing twice', async () => {
+    const { page, context } = await open(running.service.url);
+    await signInWithUserId(page, unique('resumer'));
+    const resumedFrom: Array<string | undefined> = [];
+    let dropped = false;
+    await context.route('**/events', async (route, request: BrowserRequest) => {
+      if (dropped) {
+        resumedFrom.push(await request.headerValue('last-event-id').then((v) => v ?? undefined));
+        return route.continue();
+      }
+      dropped = true;
+      // The first connection delivers three events, then breaks off in the middle of the fourth.
+      const whole = await (await route.fetch()).text();
+      const blocks = whole.split('\n\n');
+      const cut = `${blocks.slice(0, 4).join('\n\n').replace(/^retry: \d+/, 'retry: 100')}\n\n${blocks[4]?.slice(0, 20) ?? ''}`;
+      await route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: cut });
+    });
+    await send(page, 'bash: echo resumed-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'tool output: resumed-marker');
+    expect(resumedFrom).toEqual(['3']);
+    expect(await lastTurn(page).locator('.step-tool').count()).toBe(1);
+    expect(await lastTurn(page).locator('.step-result').count()).toBe(1);
+  });
+
+  it('keeps users apart: after sign-out, a second user sees none of the first user\'s conversations', async () => {
+    const alice = unique('alice');
+    const bob = unique('bob');
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, alice);
+    await send(page, 'alice-secret-plan');
+    await waitForTurnEnd(page, 'Done');
+    const aliceConversation = new URL(page.url()).hash;
+    await expectText(page.locator('#conversation-list'), 'alice-secret-plan');
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('User id').waitFor();
+    expect(await sessionStorageSize(page)).toBe(0);
+    expect(await page.locator('#turns > li').count()).toBe(0);
+    await signInWithUserId(page, bob);
+    await expectText(page.locator('#conversation-list-empty'), 'No conversations yet.');
+    expect(await page.locator('#conversation-list li').count()).toBe(0);
+    expect(await page.locator('body').innerText()).not.toContain('alice-secret-plan');
+
+    // Even at the address of Alice's conversation, Bob gets nothing of it.
+    await page.goto(`${running.service.url}/${aliceConversation}`);
+    await expectText(notice(page), 'That conversation does not exist, or it is not yours.');
+    expect(await page.locator('#turns > li').count()).toBe(0);
+    expect(await page.locator('body').innerText()).not.toContain('alice-secret-plan');
+  });
+
+  it('works from the keyboard: labelled fields, visible focus, Shift+Enter for a new line', async () => {
+    const { page } = await open(running.service.url);
+    // The page starts with the focus in the first field.
+    await eventually(() => page.locator(':focus').getAttribute('id')).toBe('sign-in-user-id');
+    await page.keyboard.type(unique('keys'));
+    await page.keyboard.press('Enter');
+    await page.getByLabel('Message').waitFor();
+    await eventually(() => page.locator(':focus').getAttribute('id')).toBe('composer-input');
+
+    await page.keyboard.type('line one');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('line two');
+    expect(await page.getByLabel('Message').inputValue()).toBe('line one\nline two');
+    expect(await turns(page).count()).toBe(0);
+    await page.keyboard.press('Enter');
+    await eventually(() => turns(page).count()).toBe(1);
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.prompt-text'), 'line one\nline two');
+
+    // Tabbing onwards reaches the buttons, and the focused one shows it.
+    await page.getByLabel('Message').focus();
+    await page.keyboard.press('Tab');
+    expect(await page.locator(':focus').innerText()).toBe('Send');
+    expect(await page.evaluate<string>('getComputedStyle(document.activeElement).outlineStyle')).toBe('solid');
+  });
+
+  it('fits a phone screen without sideways scrolling; a screenshot of the chat is kept', async () => {
+    const { page } = await open(running.service.url, { viewport: { width: 390, height: 844 }, mobile: true });
+    expect(await fitsWidth(page)).toBe(true);
+    await signInWithUserId(page, unique('phone'));
+    // An on-screen keyboard has no Shift+Enter: on a touch screen Enter is a new line and Send sends.
+    await page.getByLabel('Message').press('Enter');
+    expect(await page.getByLabel('Message').inputValue()).toBe('\n');
+    expect(await turns(page).count()).toBe(0);
+    await send(page, `bash: echo ${'x'.repeat(300)}`, 'tap');
+    await waitForTurnEnd(page, 'Done');
+    await send(page, 'Here is **Markdown**:\n\n```\nconst wide = "a line of code far wider than any phone screen could ever show at once";\n```\n\n- one\n- two', 'tap');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer li').first(), 'one');
+    expect(await fitsWidth(page)).toBe(true);
+
+    // The list folds away above the conversation, behind a button that says whether it is open.
+    const toggle = page.getByRole('button', { name: 'Conversations' });
+    expect(await toggle.getAttribute('aria-expanded')).toBe('false');
+    expect(await page.locator('#conversation-list').isVisible()).toBe(false);
+    await toggle.click();
+    expect(await toggle.getAttribute('aria-expanded')).toBe('true');
+    await expectText(page.locator('#conversation-list'), 'bash: echo xxx');
+    expect(await fitsWidth(page)).toBe(true);
+    await toggle.click();
+
+    await page.evaluate<void>('window.scrollTo(0, document.documentElement.scrollHeight)');
+    await screenshot(page, 'web-page-phone.png');
+  });
+
+  it('shows the chat on a desktop screen (screenshot)', async () => {
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, unique('desktop'));
+    await send(page, 'bash: ls -la /workspace && echo hello from the sandbox');
+    await waitForTurnEnd(page, 'Done');
+    await send(page, 'Summarise in **Markdown**:\n\n1. the sandbox ran `ls`\n2. it printed *hello*');
+    await waitForTurnEnd(page, 'Done');
+    await page.getByLabel('Message').fill('bash: date');
+    const file = await screenshot(page, 'web-page-chat.png');
+    expect(file).toMatch(/test-results\/web-page-chat\.png$/);
+  });
+});
+
+describeInBrowser('the web page, API-key sign-in, in Chromium', () => {
+  const running = useServiceWithFake({ CLAUDERUN_AUTH: 'apikey' });
+  const open = useBrowser();
+
+  async function createKey(userId: string): Promise<string> {
+    let out = '';
+    const write = (line: string) => (out += `${line}\n`);
+    expect(await runKeysCommand(['create', userId], { CLAUDERUN_DATA_DIR: running.service.dataDir }, { log: write, error: write })).toBe(0);
+    const key = /crk_\S+/.exec(out)?.[0];
+    if (key === undefined) throw new Error(`no key in: ${out}`);
+    return key;
+  }
+
+  it('offers the API-key form only, refuses a bad key in words, and works with a good one', async () => {
+    const key = await createKey(unique('keyholder'));
+    const { page } = await open(running.service.url);
+    const form = page.locator('#sign-in-apikey');
+    await form.waitFor();
+    expect(await page.locator('#sign-in-header').isHidden()).toBe(true);
+    expect(await page.getByLabel('API key').getAttribute('type')).toBe('password');
+
+    await page.getByLabel('API key').fill('crk_000000000000_not-a-real-key-at-all-0000000000000000000000');
+    await form.getByRole('button', { name: 'Sign in' }).click();
+    await expectText(notice(page), 'Your sign-in was not accepted.');
+    await expectText(notice(page), 'The service said:');
+    expect(await sessionStorageSize(page)).toBe(0);
+    await screenshot(page, 'web-page-sign-in.png');
+
+    await page.getByLabel('API key').fill(key);
+    await form.getByRole('button', { name: 'Sign in' }).click();
+    // The key's id names the account; the secret never appears on the page.
+    await expectText(page.locator('#account-name'), `API key ${key.split('_')[1]!}`);
+    expect(await page.locator('body').innerText()).not.toContain(key.slice(-20));
+    await eventually(() => notice(page).count()).toBe(0);
+
+    await send(page, 'bash: echo key-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'tool output: key-marker');
+    await page.reload();
+    await eventually(() => turns(page).count()).toBe(1);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('API key').waitFor();
+    expect(await sessionStorageSize(page)).toBe(0);
+  });
+});
+
+describeInBrowser('the web page, Firebase email and password sign-in, in Chromium', () => {
+  const PROJECT = 'clauderun-web-test';
+  let identity: FakeIdentityToolkit;
+  let model: FakeAnthropic;
+  let service: RunningService;
+  const open = useBrowser();
+
+  beforeAll(async () => {
+    identity = await startFakeIdentityToolkit(PROJECT, {
+      'ada@example.com': { password: 'correct horse', uid: 'uid-ada' },
+      'eve@example.com': { password: 'elsewhere', uid: 'uid-eve', project: 'some-other-project' },
+    });
+    model = await startFakeAnthropic();
+    service = await startService({
+      ANTHROPIC_API_KEY: model.apiKey,
+      ANTHROPIC_BASE_URL: model.url,
+      CLAUDERUN_AUTH: 'firebase',
+      FIREBASE_PROJECT_ID: PROJECT,
+      CLAUDERUN_FIREBASE_JWKS_URL: identity.jwksUrl,
+      FIREBASE_WEB_API_KEY: identity.apiKey,
+      CLAUDERUN_FIREBASE_AUTH_URL: identity.url,
+    });
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await model?.close();
+    await identity?.close();
+  });
+
+  it('tells the page where to sign in, and lets it reach only there besides the API', async () => {
+    const config = await call(service, 'GET', '/api/client-config');
+    expect(config.body).toEqual({ authModes: ['firebase'], firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url } });
+    const csp = (await fetch(`${service.url}/`)).headers.get('content-security-policy') ?? '';
+    expect(csp).toContain(`connect-src 'self' ${identity.url};`);
+  });
+
+  it('signs in with email and password, says why a sign-in fails, and runs a turn as that user', async () => {
+    const { page } = await open(service.url);
+    const form = page.locator('#sign-in-firebase');
+    await form.waitFor();
+    expect(await page.locator('#sign-in-header').isHidden()).toBe(true);
+    expect(await page.locator('#sign-in-apikey').isHidden()).toBe(true);
+
+    await page.getByLabel('Email').fill('ada@example.com');
+    await page.getByLabel('Password').fill('wrong');
+    await form.getByRole('button', { name: 'Sign in' }).click();
+    await expectText(notice(page), 'Wrong email or password.');
+    expect(await sessionStorageSize(page)).toBe(0);
+
+    // A token the API does not accept (another project's) is refused before the page keeps it.
+    await page.getByLabel('Email').fill('eve@example.com');
+    await page.getByLabel('Password').fill('elsewhere');
+    await form.getByRole('button', { name: 'Sign in' }).click();
+    await expectText(notice(page), 'Your sign-in was not accepted.');
+    await expectText(notice(page), 'for this project');
+    expect(await sessionStorageSize(page)).toBe(0);
+
+    await page.getByLabel('Email').fill('ada@example.com');
+    await page.getByLabel('Password').fill('correct horse');
+    await page.getByLabel('Password').press('Enter');
+    await expectText(page.locator('#account-name'), 'ada@example.com');
+    expect(await page.getByLabel('Password').inputValue()).toBe('');
+    await send(page, 'bash: echo firebase-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'tool output: firebase-marker');
+    expect(identity.signIns()).toBe(3);
+
+    // The turn is the token subject's; the service stored it under that user id.
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    expect((await service.clauderun.service.getConversation('uid-ada', conversationId)).turns).toHaveLength(1);
+  });
+
+  it('asks to sign in again once the ID token has expired', async () => {
+    const { page } = await open(service.url);
+    await page.getByLabel('Email').fill('ada@example.com');
+    await page.getByLabel('Password').fill('correct horse');
+    await page.locator('#sign-in-firebase').getByRole('button', { name: 'Sign in' }).click();
+    await expectText(page.locator('#account-name'), 'ada@example.com');
+    // An hour later, as the page sees it.
+    await page.evaluate<void>(
+      "const kept = JSON.parse(sessionStorage.getItem('clauderun.identity')); kept.expiresAt = Date.now() - 1; sessionStorage.setItem('clauderun.identity', JSON.stringify(kept));",
+    );
+    await page.reload();
+    await expectText(notice(page), 'Your sign-in has expired. Sign in again.');
+    await page.getByLabel('Email').waitFor();
+    expect(await sessionStorageSize(page)).toBe(0);
+  });
+});
