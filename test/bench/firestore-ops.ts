@@ -17,11 +17,12 @@ const LINE = /^Firestore \(\S+\) \S+ (\S+) \[[^\]]+\]: (Sending request|Received
 
 export class FirestoreOpsCounter {
   private lookups = 0;
-  private listenerReads = 0;
   private writes = 0;
   private commits = 0;
   /** Documents each query returned so far, by the client's request tag. */
   private readonly queries = new Map<string, number>();
+  /** Documents each listener was sent so far (its first answer costs a read even when empty). */
+  private readonly listeners = new Map<string, number>();
 
   start(): void {
     // The package is CommonJS: Node's ESM loader does not see this among its named exports.
@@ -34,18 +35,20 @@ export class FirestoreOpsCounter {
 
   reset(): void {
     this.lookups = 0;
-    this.listenerReads = 0;
+    this.listeners.clear();
     this.writes = 0;
     this.commits = 0;
     this.queries.clear();
   }
 
   snapshot(): FirestoreOps {
-    const queries = [...this.queries.values()].reduce((sum, n) => sum + Math.max(1, n), 0);
+    const atLeastOne = (counts: Map<string, number>) => [...counts.values()].reduce((sum, n) => sum + Math.max(1, n), 0);
+    const queries = atLeastOne(this.queries);
+    const listeners = atLeastOne(this.listeners);
     return {
-      reads: this.lookups + queries + this.listenerReads,
+      reads: this.lookups + queries + listeners,
       writes: this.writes,
-      byKind: { lookups: this.lookups, queries, listeners: this.listenerReads, commits: this.commits },
+      byKind: { lookups: this.lookups, queries, listeners, commits: this.commits },
     };
   }
 
@@ -65,10 +68,11 @@ export class FirestoreOpsCounter {
         this.commits += 1;
       }
       if (body.structuredQuery !== undefined) this.queries.set(tag, 0);
+      if (body.addTarget !== undefined) this.listeners.set(tag, 0);
       return;
     }
     if (body.found !== undefined || body.missing !== undefined) this.lookups += 1;
     else if (body.document !== undefined && this.queries.has(tag)) this.queries.set(tag, (this.queries.get(tag) ?? 0) + 1);
-    else if (body.documentChange !== undefined) this.listenerReads += 1;
+    else if (body.documentChange !== undefined) this.listeners.set(tag, (this.listeners.get(tag) ?? 0) + 1);
   }
 }

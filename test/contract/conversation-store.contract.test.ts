@@ -436,6 +436,16 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('t3', { conversationId: 'u1-c2', createdAt: tomorrow }), limit)).toEqual({ started: true });
       });
 
+      it('usage metered for a turn deleted meanwhile still counts for its user', async () => {
+        const now = new Date();
+        await conversations(1);
+        await store.startTurn(turn('t1', { conversationId: 'u1-c0', createdAt: now.toISOString() }));
+        await store.deleteConversation('u1-c0');
+        expect((await store.addUsage(turn('t1'), usage, 0.5)).tokens).toBe(150);
+        expect((await store.getUsage('u1', now)).ledger).toMatchObject({ tokens: 150, costUsd: 0.5 });
+        expect(await store.getTurn('t1')).toBeUndefined();
+      });
+
       it('a deleted conversation\'s unfinished turn frees its slot', async () => {
         await conversations(2);
         const limit = quota({ runningTurnsPerUser: 1, runningSandboxes: 1 });
@@ -483,19 +493,36 @@ function storeContract(adapter: Adapter): void {
         };
       }
 
-      it('delivers a turn\'s current state, then each write to it, until stopped', async () => {
+      it('delivers a turn\'s result once, when it is written, and nothing else of the turn', async () => {
         await store.startTurn(turn('t1', { status: 'running' }));
-        const turns = collector<Turn>();
-        const stop = store.watchTurn('t1', turns.push);
-        await turns.until((all) => all.some((t) => t.status === 'running'));
-        await store.updateTurn('t1', ['running'], { status: 'succeeded', text: 'done' });
-        await turns.until((all) => all.some((t) => t.status === 'succeeded'));
-        expect(turns.seen.at(-1)).toMatchObject({ id: 't1', status: 'succeeded', text: 'done' });
-        stop();
-        const count = turns.seen.length;
+        const results = collector<TurnEvent>();
+        const stop = store.watchResult('t1', results.push);
+        await store.appendEvents('t1', [{ type: 'text', data: { text: 'working' } }, { type: 'status', data: { status: 'running' } }]);
         await store.addUsage(turn('t1'), { ...emptyUsage(), inputTokens: 1 }, 0);
+        await store.updateTurn('t1', ['running'], { status: 'succeeded', text: 'done' }, { events: (t) => [{ type: 'result', data: { status: t.status, text: t.text } }] });
+        await results.until((all) => all.length > 0);
         await new Promise((resolve) => setTimeout(resolve, 300));
-        expect(turns.seen.length).toBe(count);
+        expect(results.seen).toEqual([expect.objectContaining({ turnId: 't1', seq: 3, type: 'result', data: { status: 'succeeded', text: 'done' } })]);
+        stop();
+      });
+
+      it('delivers a result written before the watch began at once', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        await store.updateTurn('t1', ['running'], { status: 'failed', reason: 'x' }, { events: () => [{ type: 'result', data: { status: 'failed' } }] });
+        const results = collector<TurnEvent>();
+        const stop = store.watchResult('t1', results.push);
+        await results.until((all) => all.length > 0);
+        expect(results.seen.map((e) => e.data)).toEqual([{ status: 'failed' }]);
+        stop();
+      });
+
+      it('a stopped watch hears nothing more', async () => {
+        await store.startTurn(turn('t1', { status: 'running' }));
+        const results = collector<TurnEvent>();
+        store.watchResult('t1', results.push)();
+        await store.updateTurn('t1', ['running'], { status: 'succeeded' }, { events: () => [{ type: 'result', data: {} }] });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(results.seen).toEqual([]);
       });
 
       it('replays events after a number, then delivers appends in order, each once', async () => {

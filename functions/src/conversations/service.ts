@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { PostConversationRequest, UsageView } from '../contract/api.js';
+import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { emptyUsage, isFinal } from '../contract/turn.js';
 import type { Conversation, ListCursor, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
@@ -142,7 +142,7 @@ export class ConversationService {
     };
   }
 
-  waitForFinal(turn: Turn): Promise<Turn> {
+  waitForFinal(turn: Turn): Promise<TurnView> {
     return this.lifecycle.waitForFinal(turn);
   }
 

@@ -1,7 +1,8 @@
 import type { BlobStore } from '../blobs/blob-store.js';
 import { isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
-import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnPatch } from '../store/conversation-store.js';
+import { TurnView } from '../contract/api.js';
+import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { Quota } from './quota.js';
 import { statesBefore } from './turn-state.js';
@@ -70,25 +71,25 @@ export class TurnLifecycle {
   }
 
   /**
-   * Resolves with the turn once it is final, whichever instance finishes it (it always ends: see
-   * settleLost). `current` is the turn as the caller last saw it.
+   * Resolves with the turn's final view once it is final, whichever instance finishes it (it
+   * always ends: see settleLost). `current` is the turn as the caller last saw it. It waits for
+   * the turn's result event rather than following the turn, which changes with every step.
    */
-  async waitForFinal(current: Turn): Promise<Turn> {
+  async waitForFinal(current: Turn): Promise<TurnView> {
     const turnId = current.id;
-    if (isFinal(current.status)) return current;
-    return new Promise<Turn>((resolve) => {
+    if (isFinal(current.status)) return turnView(current);
+    return new Promise<TurnView>((resolve) => {
       const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
       const timer = setTimeout(() => this.inBackground(`settling lost turn ${turnId}`, () => this.settleLost(turnId)), Math.max(0, lateBy));
       let stop: (() => void) | undefined;
       let done = false;
-      const onTurn = (turn: Turn) => {
-        if (done || !isFinal(turn.status)) return;
+      const onResult = (result: TurnEvent) => {
         done = true;
         clearTimeout(timer);
         stop?.();
-        resolve(turn);
+        resolve(TurnView.parse(result.data));
       };
-      stop = this.deps.store.watchTurn(turnId, onTurn);
+      stop = this.deps.store.watchResult(turnId, onResult);
       if (done) stop();
     });
   }

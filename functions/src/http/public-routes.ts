@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
-import { ListConversationsQuery, PostConversationRequest, type ConversationList, type ConversationView } from '../contract/api.js';
+import { ListConversationsQuery, PostConversationRequest, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
@@ -92,17 +92,16 @@ function turnLinks(turn: Turn) {
 }
 
 /** A finished turn: 200 when it succeeded, otherwise the error its final state stands for. */
-function sendFinishedTurn(res: Response, turn: Turn): void {
-  const view = turnView(turn);
-  switch (turn.status) {
+function sendFinishedTurn(res: Response, view: TurnView): void {
+  switch (view.status) {
     case 'succeeded':
       res.json(view);
       return;
     case 'timed_out':
-      return sendError(res, 'timed_out', turn.reason ?? 'the turn timed out', view);
+      return sendError(res, 'timed_out', view.reason ?? 'the turn timed out', view);
     case 'cancelled':
-      return sendError(res, 'conflict', turn.reason ?? 'the turn was cancelled', view);
+      return sendError(res, 'conflict', view.reason ?? 'the turn was cancelled', view);
     default:
-      return sendError(res, 'sandbox_failed', turn.reason ?? 'the turn failed', view);
+      return sendError(res, 'sandbox_failed', view.reason ?? 'the turn failed', view);
   }
 }

@@ -130,10 +130,11 @@ export interface ConversationStore {
   /** The turn's events after `afterSeq`, in order. */
   listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]>;
   /**
-   * Calls back with the turn each time it is written, first with its current state, until stopped.
-   * This is how a request held by one instance learns what another instance wrote.
+   * Calls back once with the turn's result, the event written with its final state: at once if
+   * it is there, else when it is written, by this instance or another. This is how a request
+   * held by one instance learns that another finished its turn.
    */
-  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void;
+  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void;
   /** Calls back with each event after `afterSeq` in order, those stored first, then as they are appended. */
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
   /** Turns not yet in a final state (for settling what a previous process left behind). */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
+import firestorePackage, {
   FieldPath,
   FieldValue,
   type CollectionReference,
@@ -35,6 +35,9 @@ import type {
  * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
  * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
  */
+
+// Node's ESM loader cannot see GrpcStatus among the CommonJS package's named exports.
+const { GrpcStatus } = firestorePackage;
 
 const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
 
@@ -245,15 +248,27 @@ export class FirestoreConversationStore implements ConversationStore {
     });
   }
 
+  /**
+   * The turn's usage is incremented without reading it (increments commute); only when the turn
+   * is gone (its conversation deleted meanwhile) does the commit fail, and the user's ledger
+   * takes the usage alone.
+   */
   async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
+    try {
+      return await this.recordSpending(of, usage, costUsd, true);
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== GrpcStatus.NOT_FOUND) throw error;
+      return this.recordSpending(of, usage, costUsd, false);
+    }
+  }
+
+  private recordSpending(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number, onTurnToo: boolean): Promise<UserLedger> {
     const increments = Object.fromEntries(Object.entries(usage).map(([field, n]) => [`usage.${field}`, FieldValue.increment(n)]));
     return this.transaction(async (tx) => {
-      const turnRef = this.turns.doc(of.id);
       const userRef = this.users.doc(of.userId);
-      const [turn, user] = await tx.getAll(turnRef, userRef);
-      const ledger = spend(user === undefined ? undefined : ledgerOf(user), usage, costUsd, new Date());
+      const ledger = spend(ledgerOf(await tx.get(userRef)), usage, costUsd, new Date());
       tx.set(userRef, { ledger }, { merge: true });
-      if (turn?.exists) tx.update(turnRef, { ...increments, costUsd: FieldValue.increment(costUsd) });
+      if (onTurnToo) tx.update(this.turns.doc(of.id), { ...increments, costUsd: FieldValue.increment(costUsd) });
       return ledger;
     });
   }
@@ -290,13 +305,21 @@ export class FirestoreConversationStore implements ConversationStore {
     return snap.docs.map(toEvent);
   }
 
-  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void {
-    return this.turns.doc(turnId).onSnapshot(
-      (snap) => {
-        if (snap.exists) listener(toTurn(snap));
-      },
-      (error) => console.error(`clauderun: watching turn ${turnId} failed: ${error.message}`),
-    );
+  /** A query for the one result event: the listener reads nothing else of the turn as it runs. */
+  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+    let delivered = false;
+    return this.events(turnId)
+      .where('type', '==', 'result')
+      .limit(1)
+      .onSnapshot(
+        (snap) => {
+          const result = snap.docs[0];
+          if (result === undefined || delivered) return;
+          delivered = true;
+          listener(toEvent(result));
+        },
+        (error) => console.error(`clauderun: watching the result of turn ${turnId} failed: ${error.message}`),
+      );
   }
 
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {

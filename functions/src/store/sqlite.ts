@@ -236,7 +236,6 @@ export class SqliteConversationStore implements ConversationStore {
       return { turn, appended: this.insertEvents(id, events?.(turn) ?? []) };
     });
     if (done === undefined) return undefined;
-    this.changes.emit(`turn:${id}`, done.turn);
     this.announce(id, done.appended);
     return done.turn;
   }
@@ -259,7 +258,6 @@ export class SqliteConversationStore implements ConversationStore {
       const updated = this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ? RETURNING *').get(JSON.stringify(sum), costUsd, id);
       return { turn: updated ? toTurn(updated) : undefined, ledger };
     });
-    if (turn) this.changes.emit(`turn:${id}`, turn);
     return ledger;
   }
 
@@ -318,12 +316,18 @@ export class SqliteConversationStore implements ConversationStore {
     return this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq).map(toEvent);
   }
 
-  watchTurn(turnId: string, listener: (turn: Turn) => void): () => void {
-    const key = `turn:${turnId}`;
-    this.changes.on(key, listener);
-    const current = this.db.prepare('SELECT * FROM turns WHERE id = ?').get(turnId);
-    if (current) listener(toTurn(current));
-    return () => this.changes.off(key, listener);
+  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+    const key = `events:${turnId}`;
+    const deliver = (event: TurnEvent) => {
+      if (event.type !== 'result') return;
+      this.changes.off(key, deliver);
+      listener(event);
+    };
+    // Reading is synchronous here, so the result cannot be written between the check and the subscription.
+    const stored = this.db.prepare(`SELECT * FROM turn_events WHERE turn_id = ? AND type = 'result' LIMIT 1`).get(turnId);
+    if (stored) listener(toEvent(stored));
+    else this.changes.on(key, deliver);
+    return () => this.changes.off(key, deliver);
   }
 
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {
