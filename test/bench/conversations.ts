@@ -315,6 +315,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         uploadedStateKey: null,
         idempotencyKey: null,
         sandboxRef: null,
+        stoppedBy: null,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });

@@ -94,6 +94,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   uploadedStateKey: null,
   idempotencyKey: null,
   sandboxRef: null,
+  stoppedBy: null,
   ...overrides,
 });
 
@@ -305,6 +306,13 @@ function storeContract(adapter: Adapter): void {
         expect(await store.updateTurn('t1', ['running'], { uploadedStateKey: 'k1' })).toMatchObject({ status: 'running', uploadedStateKey: 'k1' });
         expect(await store.getTurn('t1')).toEqual(turn('t1', { status: 'running', startedAt: at(2), uploadedStateKey: 'k1' }));
         expect(await store.updateTurn('nope', ['queued'], { status: 'starting' })).toBeUndefined();
+      });
+
+      it('records the limit that stopped a turn', async () => {
+        await store.startTurn(turn('t1'));
+        const stopped = await store.updateTurn('t1', ['queued'], { status: 'failed', reason: 'stopped: budget', stoppedBy: 'daily_cost' });
+        expect(stopped?.stoppedBy).toBe('daily_cost');
+        expect(await store.getTurn('t1')).toMatchObject({ status: 'failed', stoppedBy: 'daily_cost' });
       });
 
       it('a final turn never changes', async () => {

@@ -100,6 +100,7 @@ describe('the daily budget is metered at the model proxy and stops a turn that g
       .toBe('failed');
     const turn = (await call(running.service, 'GET', turnPath, { userId: 'dora' })).body;
     expect(turn.reason).toMatch(/^stopped: the daily budget of 1000 tokens is used up \(\d+ used today, UTC\)$/);
+    expect(turn.stoppedBy).toBe('daily_tokens');
     expect((turn.usage as { modelCalls: number }).modelCalls).toBeGreaterThan(0);
     // The call that would carry the tool's result never reached the model.
     const sawToolResult = fake.calls.some((c) => JSON.stringify(c.body.messages).includes('tool_result'));
@@ -114,5 +115,21 @@ describe('the daily budget is metered at the model proxy and stops a turn that g
     expect(Number(next.retryAfter)).toBeLessThanOrEqual(24 * 3600);
     // Budgets are per user.
     expect((await call(running.service, 'GET', '/api/usage', { userId: 'erin' })).body).toMatchObject({ tokens: 0, turns: 0 });
+  });
+
+  it('a client waiting for the answer gets 429 naming the budget, with the stopped turn', async () => {
+    const response = await fetch(`${running.service.url}/api/conversation`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-user-id': 'fay' },
+      body: JSON.stringify({ message: 'bash: echo never' }),
+    });
+    expect(response.status).toBe(429);
+    expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(errorOf(body)).toMatchObject({
+      code: 'rate_limited',
+      message: expect.stringMatching(/^stopped: the daily budget of 1000 tokens is used up/),
+      details: { limit: 'daily_tokens', status: 'failed', stoppedBy: 'daily_tokens' },
+    });
   });
 });

@@ -33,6 +33,8 @@ export const TurnView = z.object({
   durationMs: z.number().nullable(),
   createdAt: z.string(),
   finishedAt: z.string().nullable(),
+  /** The fair-use limit that stopped the turn (`daily_tokens`, `daily_cost`), if one did. */
+  stoppedBy: z.string().nullable(),
 });
 export type TurnView = z.infer<typeof TurnView>;
 

@@ -28,7 +28,8 @@ export const NO_LIMITS: Quota = {
   dailyCostUsd: null,
 };
 
-export type LimitName = 'running_turns' | 'turns_per_minute' | 'running_sandboxes' | 'daily_tokens' | 'daily_cost';
+export const LimitName = z.enum(['running_turns', 'turns_per_minute', 'running_sandboxes', 'daily_tokens', 'daily_cost']);
+export type LimitName = z.infer<typeof LimitName>;
 
 export interface LimitHit {
   limit: LimitName;
@@ -55,6 +56,13 @@ const RUNNING_RETRY_SECONDS = 5;
 
 export const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
 
+/** When the UTC day after `day` (YYYY-MM-DD) begins: when a daily budget is whole again. */
+export const nextUtcDay = (day: string): Date => new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000);
+
+/** Whole seconds, at least one, from `now` to the next UTC day. */
+export const secondsUntilNextUtcDay = (now: Date): number =>
+  Math.max(1, Math.ceil((nextUtcDay(utcDay(now)).getTime() - now.getTime()) / 1000));
+
 /** The ledger as it stands at `now`: a new day starts from zero; starts older than a minute are dropped. */
 export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger {
   const day = utcDay(now);
@@ -68,8 +76,7 @@ export const budgetTokens = (usage: Usage): number => usage.inputTokens + usage.
 
 /** Which daily budget, if any, the ledger has used up. */
 export function budgetHit(ledger: UserLedger, quota: Quota, now: Date): LimitHit | undefined {
-  const untilTomorrow = Math.ceil((Date.parse(`${ledger.day}T00:00:00.000Z`) + 24 * 3600_000 - now.getTime()) / 1000);
-  const retryAfterSeconds = Math.max(1, untilTomorrow);
+  const retryAfterSeconds = secondsUntilNextUtcDay(now);
   if (quota.dailyTokens !== null && ledger.tokens >= quota.dailyTokens) {
     return {
       limit: 'daily_tokens',

@@ -125,6 +125,6 @@ export class RunnerService {
   async recordUsage(turn: Turn, usage: Usage, costUsd: number): Promise<void> {
     const ledger = await this.deps.store.addUsage(turn, usage, costUsd);
     const overBudget = budgetHit(ledger, this.deps.quota, new Date());
-    if (overBudget !== undefined) await this.lifecycle.stop(turn, 'failed', `stopped: ${overBudget.message}`);
+    if (overBudget !== undefined) await this.lifecycle.stop(turn, 'failed', `stopped: ${overBudget.message}`, overBudget.limit);
   }
 }

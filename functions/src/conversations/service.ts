@@ -4,6 +4,7 @@ import { emptyUsage, isFinal } from '../contract/turn.js';
 import type { Conversation, ListCursor, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
+import { nextUtcDay } from './quota.js';
 import { titleOf } from './views.js';
 
 /** What clients ask of conversations: admit prompts, read, watch, cancel, delete. Knows nothing of HTTP. */
@@ -56,6 +57,7 @@ export class ConversationService {
       uploadedStateKey: null,
       idempotencyKey: idempotencyKey ?? null,
       sandboxRef: null,
+      stoppedBy: null,
     };
     const started = await store.startTurn(turn, this.deps.quota);
     if (!started.started) {
@@ -138,7 +140,7 @@ export class ConversationService {
         dailyTokens: quota.dailyTokens,
         dailyCostUsd: quota.dailyCostUsd,
       },
-      resetsAt: `${nextDay(ledger.day)}T00:00:00.000Z`,
+      resetsAt: nextUtcDay(ledger.day).toISOString(),
     };
   }
 
@@ -154,10 +156,6 @@ export class ConversationService {
     }
     return conversation;
   }
-}
-
-function nextDay(day: string): string {
-  return new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000).toISOString().slice(0, 10);
 }
 
 function encodeCursor(cursor: ListCursor): string {

@@ -4,7 +4,7 @@ import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type Sand
 import { TurnView } from '../contract/api.js';
 import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import type { Quota } from './quota.js';
+import type { LimitName, Quota } from './quota.js';
 import { statesBefore } from './turn-state.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
@@ -100,15 +100,15 @@ export class TurnLifecycle {
   }
 
   /**
-   * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given;
-   * the conversation keeps its previous state.
+   * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given
+   * (and the limit that stopped it, if one did); the conversation keeps its previous state.
    */
-  async stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string): Promise<Turn> {
+  async stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
     const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
     // Once the stop is asked for, the turn is over: ending it now voids the token, so nothing the
     // sandbox still says in its last moments can count.
     await sandbox?.cancel();
-    return this.finish(turn.id, status, { reason });
+    return this.finish(turn.id, status, { reason, stoppedBy });
   }
 
   /**

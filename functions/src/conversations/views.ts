@@ -15,6 +15,7 @@ export function turnView(turn: Turn): TurnView {
     durationMs: turn.finishedAt === null ? null : Date.parse(turn.finishedAt) - Date.parse(turn.createdAt),
     createdAt: turn.createdAt,
     finishedAt: turn.finishedAt,
+    stoppedBy: turn.stoppedBy,
   };
 }
 

@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
 import { ListConversationsQuery, PostConversationRequest, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
+import { secondsUntilNextUtcDay } from '../conversations/quota.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
 import type { Turn } from '../store/conversation-store.js';
@@ -93,6 +94,11 @@ function turnLinks(turn: Turn) {
 
 /** A finished turn: 200 when it succeeded, otherwise the error its final state stands for. */
 function sendFinishedTurn(res: Response, view: TurnView): void {
+  if (view.stoppedBy !== null) {
+    // A daily budget ran out mid-turn: the same answer a new prompt would get now.
+    const retryAfterSeconds = secondsUntilNextUtcDay(new Date());
+    return sendError(res, 'rate_limited', view.reason ?? `limit ${view.stoppedBy} reached`, { ...view, limit: view.stoppedBy, retryAfterSeconds });
+  }
   switch (view.status) {
     case 'succeeded':
       res.json(view);

@@ -1,5 +1,5 @@
 import type { TurnStatus, Usage } from '../contract/turn.js';
-import type { LimitHit, Quota, UserLedger } from '../conversations/quota.js';
+import type { LimitHit, LimitName, Quota, UserLedger } from '../conversations/quota.js';
 
 export interface Conversation {
   id: string;
@@ -35,6 +35,8 @@ export interface Turn {
   idempotencyKey: string | null;
   /** The launcher's name for the turn's sandbox (a Cloud Run execution), once started. */
   sandboxRef: string | null;
+  /** The fair-use limit that stopped the turn (a daily budget), if one did. */
+  stoppedBy: LimitName | null;
 }
 
 /** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
@@ -67,7 +69,7 @@ export interface ListCursor {
 }
 
 export type TurnPatch = Partial<
-  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef'>
+  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy'>
 >;
 
 /** A conversation's new agent session and state archive, taken on together with a turn's success. */

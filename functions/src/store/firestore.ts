@@ -10,7 +10,7 @@ import firestorePackage, {
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
-import { admit, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -76,6 +76,7 @@ const TurnRecord = z.object({
   idempotencyKey: z.string().nullable(),
   // Turns written before the field existed have none.
   sandboxRef: z.string().nullable().default(null),
+  stoppedBy: LimitName.nullable().default(null),
 }) satisfies z.ZodType<Turn>;
 
 /** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */

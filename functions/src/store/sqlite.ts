@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
-import { admit, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS turns (
   deadline_at TEXT NOT NULL,
   uploaded_state_key TEXT,
   idempotency_key TEXT,
-  sandbox_ref TEXT
+  sandbox_ref TEXT,
+  stopped_by TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS turn_events (
@@ -67,6 +68,9 @@ CREATE TABLE IF NOT EXISTS user_ledgers (
 );
 `;
 
+
+/** Columns added to `turns` after its first release, with their types. */
+const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT' } as const;
 
 type Row = Record<string, SQLInputValue>;
 
@@ -103,6 +107,7 @@ function toTurn(row: Row): Turn {
     uploadedStateKey: strOrNull(row.uploaded_state_key),
     idempotencyKey: strOrNull(row.idempotency_key),
     sandboxRef: strOrNull(row.sandbox_ref),
+    stoppedBy: row.stopped_by === null || row.stopped_by === undefined ? null : LimitName.parse(row.stopped_by),
   };
 }
 
@@ -124,6 +129,7 @@ const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
   finishedAt: 'finished_at',
   uploadedStateKey: 'uploaded_state_key',
   sandboxRef: 'sandbox_ref',
+  stoppedBy: 'stopped_by',
 };
 
 /** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
@@ -137,6 +143,15 @@ export class SqliteConversationStore implements ConversationStore {
     this.db = new DatabaseSync(file);
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
     this.db.exec(SCHEMA);
+    this.addMissingColumns();
+  }
+
+  /** Databases made before a column existed get it (CREATE TABLE IF NOT EXISTS leaves them as they were). */
+  private addMissingColumns(): void {
+    const columns = new Set(this.db.prepare('PRAGMA table_info(turns)').all().map((row) => str(row.name)));
+    for (const [column, type] of Object.entries(ADDED_TURN_COLUMNS)) {
+      if (!columns.has(column)) this.db.exec(`ALTER TABLE turns ADD COLUMN ${column} ${type}`);
+    }
   }
 
   async createConversation(c: Conversation): Promise<void> {
@@ -202,11 +217,11 @@ export class SqliteConversationStore implements ConversationStore {
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef);
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy);
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
