@@ -41,6 +41,9 @@ const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
  */
 export class TurnLifecycle {
   private readonly sandboxes = new Map<string, SandboxHandle>();
+  /** Background work under way (settling turns), which close() lets finish. */
+  private readonly settling = new Set<Promise<void>>();
+  private closed = false;
 
   constructor(readonly deps: LifecycleDeps) {}
 
@@ -152,8 +155,16 @@ export class TurnLifecycle {
     return turn;
   }
 
+  /**
+   * Stops watching sandboxes, then lets the turns already being settled finish writing, so that
+   * the store is not closed under them. What is left unsettled the next start settles.
+   */
   async close(): Promise<void> {
+    this.closed = true;
     await this.deps.launcher.close();
+    // Sandboxes stopped by the launcher report their end on the next turns of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
+    await Promise.allSettled([...this.settling]);
   }
 
   private reattach(turn: Pick<Turn, 'sandboxRef'>): SandboxHandle | undefined {
@@ -162,10 +173,9 @@ export class TurnLifecycle {
 
   private follow(turnId: string, handle: SandboxHandle): void {
     this.sandboxes.set(turnId, handle);
-    this.inBackground(`settling turn ${turnId}`, async () => {
-      const end = await handle.ended;
+    void handle.ended.then((end) => {
       this.sandboxes.delete(turnId);
-      await this.settleAfterSandbox(turnId, end);
+      this.inBackground(`settling turn ${turnId}`, () => this.settleAfterSandbox(turnId, end));
     });
   }
 
@@ -194,12 +204,19 @@ export class TurnLifecycle {
     await this.finish(turnId, 'failed', { reason: 'no result from the sandbox by the turn deadline' });
   }
 
-  /** Work no request waits for: a failure is logged, never left to crash the process. */
+  /**
+   * Work no request waits for: a failure is logged, never left to crash the process. None starts
+   * once the lifecycle is closed; close() waits for what runs.
+   */
   private inBackground(what: string, work: () => Promise<void>): void {
-    work().catch((error: unknown) => {
-      // A conversation deleted while its sandbox wound down has nothing left to settle.
-      if (error instanceof ServiceError && error.code === 'not_found') return;
-      this.deps.log(`${what} failed: ${(error as Error).stack ?? String(error)}`);
-    });
+    if (this.closed) return;
+    const running = work()
+      .catch((error: unknown) => {
+        // A conversation deleted while its sandbox wound down has nothing left to settle.
+        if (error instanceof ServiceError && error.code === 'not_found') return;
+        this.deps.log(`${what} failed: ${(error as Error).stack ?? String(error)}`);
+      })
+      .finally(() => this.settling.delete(running));
+    this.settling.add(running);
   }
 }
