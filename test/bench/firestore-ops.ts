@@ -9,7 +9,7 @@ import firestorePackage from '@google-cloud/firestore';
 export interface FirestoreOps {
   reads: number;
   writes: number;
-  /** Reads by what asked: lookups (get/getAll, in transactions too), queries, listeners. */
+  /** Reads by what asked: lookups (get/getAll, in transactions too), queries (counts too), listeners. */
   byKind: { lookups: number; queries: number; listeners: number; commits: number };
 }
 
@@ -17,6 +17,7 @@ const LINE = /^Firestore \(\S+\) \S+ (\S+) \[[^\]]+\]: (Sending request|Received
 
 export class FirestoreOpsCounter {
   private lookups = 0;
+  private aggregations = 0;
   private writes = 0;
   private commits = 0;
   /** Documents each query returned so far, by the client's request tag. */
@@ -35,6 +36,7 @@ export class FirestoreOpsCounter {
 
   reset(): void {
     this.lookups = 0;
+    this.aggregations = 0;
     this.listeners.clear();
     this.writes = 0;
     this.commits = 0;
@@ -43,7 +45,7 @@ export class FirestoreOpsCounter {
 
   snapshot(): FirestoreOps {
     const atLeastOne = (counts: Map<string, number>) => [...counts.values()].reduce((sum, n) => sum + Math.max(1, n), 0);
-    const queries = atLeastOne(this.queries);
+    const queries = atLeastOne(this.queries) + this.aggregations;
     const listeners = atLeastOne(this.listeners);
     return {
       reads: this.lookups + queries + listeners,
@@ -68,6 +70,8 @@ export class FirestoreOpsCounter {
         this.commits += 1;
       }
       if (body.structuredQuery !== undefined) this.queries.set(tag, 0);
+      // A count costs a read per thousand index entries it scans; these scan far fewer.
+      if (body.structuredAggregationQuery !== undefined) this.aggregations += 1;
       if (body.addTarget !== undefined) this.listeners.set(tag, 0);
       return;
     }

@@ -5,6 +5,7 @@ import firestorePackage, {
   type CollectionReference,
   type DocumentReference,
   type DocumentSnapshot,
+  type Query,
   type Firestore,
   type Transaction,
 } from '@google-cloud/firestore';
@@ -30,8 +31,7 @@ import type {
  *   turns/{id}                      a Turn + lastEventSeq (the number of its last event)
  *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
  *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
- *   users/{userId}                  {ledger: UserLedger, runningTurnIds}: what the user spent today and runs
- *   service/sandboxes               {runningTurnIds}: every unfinished turn, for the global cap
+ *   users/{userId}                  {ledger: UserLedger}: what the user spent and started today
  * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
  * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
  */
@@ -94,7 +94,6 @@ const ledgerOf = (snap: DocumentSnapshot): UserLedger | undefined => {
   const ledger: unknown = snap.get('ledger');
   return ledger === undefined ? undefined : UserLedger.parse(ledger);
 };
-const runningTurnIdsOf = (snap: DocumentSnapshot): string[] => z.array(z.string()).parse(snap.get('runningTurnIds') ?? []);
 const activeTurnOf = (snap: DocumentSnapshot): string | null => z.string().nullable().parse(snap.get('activeTurnId') ?? null);
 const lastEventSeqOf = (snap: DocumentSnapshot): number => z.number().int().parse(snap.get('lastEventSeq') ?? 0);
 const eventId = (seq: number): string => String(seq).padStart(10, '0');
@@ -109,8 +108,6 @@ export class FirestoreConversationStore implements ConversationStore {
   private readonly turns: CollectionReference;
   private readonly idempotency: CollectionReference;
   private readonly users: CollectionReference;
-  /** The list of running turns the global cap counts: every start and end of a turn writes it. */
-  private readonly sandboxes: DocumentReference;
 
   /** `prefix` starts every collection name (tests use a fresh one per store); close() terminates `db`. */
   constructor(
@@ -122,7 +119,6 @@ export class FirestoreConversationStore implements ConversationStore {
     this.turns = db.collection(`${prefix}turns`);
     this.idempotency = db.collection(`${prefix}idempotency`);
     this.users = db.collection(`${prefix}users`);
-    this.sandboxes = db.collection(`${prefix}service`).doc('sandboxes');
   }
 
   async createConversation(conversation: Conversation): Promise<void> {
@@ -161,7 +157,6 @@ export class FirestoreConversationStore implements ConversationStore {
         tx.delete(conversationRef);
       }
       for (const turn of turns) {
-        if (!isFinal(turn.status)) this.markRunning(tx, turn, false);
         if (turn.uploadedStateKey !== null) keys.add(turn.uploadedStateKey);
         if (turn.idempotencyKey !== null) tx.delete(this.idempotencyRef(turn.userId, turn.idempotencyKey));
         tx.delete(this.turns.doc(turn.id));
@@ -177,22 +172,25 @@ export class FirestoreConversationStore implements ConversationStore {
       const conversationRef = this.conversations.doc(turn.conversationId);
       const userRef = this.users.doc(turn.userId);
       const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
-      const [conversation, user, sandboxes, claim] = await tx.getAll(conversationRef, userRef, this.sandboxes, ...(claimRef ? [claimRef] : []));
+      const [conversation, user, claim] = await tx.getAll(conversationRef, userRef, ...(claimRef ? [claimRef] : []));
       if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
-      if (!conversation?.exists || user === undefined || sandboxes === undefined) {
-        throw new Error(`conversation ${turn.conversationId} does not exist`);
-      }
+      if (!conversation?.exists || user === undefined) throw new Error(`conversation ${turn.conversationId} does not exist`);
       const activeTurnId = activeTurnOf(conversation);
       if (activeTurnId !== null) return { started: false, activeTurnId };
-      const running = { user: runningTurnIdsOf(user).length, everyone: runningTurnIdsOf(sandboxes).length };
+      // Every start of a user writes their document, so their starts commit one at a time and
+      // this count is exact. The count of everyone's is not guarded that way: racing starts of
+      // different users may pass the global cap together, by at most their number.
+      const running = {
+        user: (await tx.get(this.unfinished(this.turns.where('userId', '==', turn.userId)))).data().count,
+        everyone: (await tx.get(this.unfinished(this.turns))).data().count,
+      };
       const admission = admit(ledgerOf(user), running, quota, new Date(turn.createdAt));
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
 
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
       tx.update(conversationRef, { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id });
-      if (isFinal(turn.status)) tx.set(userRef, { ledger: admission.ledger }, { merge: true });
-      else this.markRunning(tx, turn, true, { ledger: admission.ledger });
+      tx.set(userRef, { ledger: admission.ledger }, { merge: true });
       return { started: true };
     });
   }
@@ -241,7 +239,6 @@ export class FirestoreConversationStore implements ConversationStore {
           if (Object.keys(conversationChanges).length > 0) tx.update(conversationRef, conversationChanges);
         }
       }
-      if (finishing || reviving) this.markRunning(tx, turn, reviving);
       const lastEventSeq = this.writeEvents(tx, id, lastEventSeqOf(snap), events?.(updated) ?? []).at(-1)?.seq;
       const turnChanges = lastEventSeq === undefined ? changes : { ...changes, lastEventSeq };
       if (Object.keys(turnChanges).length > 0) tx.update(snap.ref, turnChanges);
@@ -275,8 +272,8 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   async getUsage(userId: string, now: Date): Promise<UserUsage> {
-    const user = await this.users.doc(userId).get();
-    return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: runningTurnIdsOf(user).length };
+    const [user, running] = await Promise.all([this.users.doc(userId).get(), this.unfinished(this.turns.where('userId', '==', userId)).get()]);
+    return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: running.data().count };
   }
 
   async appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined> {
@@ -354,14 +351,9 @@ export class FirestoreConversationStore implements ConversationStore {
     return this.db.runTransaction(work, RETRY_CONTENDED);
   }
 
-  /**
-   * Adds a turn to (or removes it from) the running lists its user's and the global limit count;
-   * `userFields` go into the same write of the user's document.
-   */
-  private markRunning(tx: Transaction, turn: Pick<Turn, 'id' | 'userId'>, running: boolean, userFields: Record<string, unknown> = {}): void {
-    const change = { runningTurnIds: running ? FieldValue.arrayUnion(turn.id) : FieldValue.arrayRemove(turn.id) };
-    tx.set(this.users.doc(turn.userId), { ...userFields, ...change }, { merge: true });
-    tx.set(this.sandboxes, change, { merge: true });
+  /** How many of the query's turns are unfinished: one read per thousand, nothing to keep up to date. */
+  private unfinished(turns: Query) {
+    return turns.where('status', 'in', UNFINISHED).count();
   }
 
   private events(turnId: string): CollectionReference {
