@@ -248,6 +248,18 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('t2', { conversationId: 'c2' }))).toEqual({ started: true });
       });
 
+      it('creates a new conversation with its first turn, or neither', async () => {
+        const fresh = conversation('new', { updatedAt: at(0) });
+        expect(await store.startTurn(turn('t1', { conversationId: 'new', createdAt: at(5) }), { newConversation: fresh })).toEqual({ started: true });
+        expect(await store.getConversation('new')).toEqual({ ...fresh, updatedAt: at(5) });
+        expect(ids(await store.listTurns('new'))).toEqual(['t1']);
+        expect(await store.startTurn(turn('t2', { conversationId: 'new', createdAt: at(6) }))).toEqual({ started: false, activeTurnId: 't1' });
+        const other = conversation('refused');
+        const refused = await store.startTurn(turn('t3', { conversationId: 'refused' }), { newConversation: other, quota: { ...NO_LIMITS, runningTurnsPerUser: 1 } });
+        expect(refused).toMatchObject({ started: false, limitHit: { limit: 'running_turns' } });
+        expect(await store.getConversation('refused')).toBeUndefined();
+      });
+
       it('refuses a turn for a conversation that does not exist', async () => {
         await expect(store.startTurn(turn('t1', { conversationId: 'nope' }))).rejects.toThrow();
         expect(await store.getTurn('t1')).toBeUndefined();
@@ -350,7 +362,8 @@ function storeContract(adapter: Adapter): void {
     });
 
     describe('limits and the daily ledger', () => {
-      const quota = (overrides: Partial<Quota>): Quota => ({ ...NO_LIMITS, ...overrides });
+      /** Start options with a quota: no limits but these. */
+      const limits = (overrides: Partial<Quota>): { quota: Quota } => ({ quota: { ...NO_LIMITS, ...overrides } });
       const conversations = async (n: number, userId = 'u1') => {
         for (let i = 0; i < n; i++) await store.createConversation(conversation(`${userId}-c${i}`, { userId }));
       };
@@ -359,7 +372,7 @@ function storeContract(adapter: Adapter): void {
       it('of 20 concurrent starts by one user, exactly the running limit start; the others name the limit', async () => {
         await conversations(20);
         const results = await Promise.all(
-          Array.from({ length: 20 }, (_, i) => store.startTurn(turn(`t${i}`, { conversationId: `u1-c${i}` }), quota({ runningTurnsPerUser: 2 }))),
+          Array.from({ length: 20 }, (_, i) => store.startTurn(turn(`t${i}`, { conversationId: `u1-c${i}` }), limits({ runningTurnsPerUser: 2 }))),
         );
         expect(results.filter((r) => r.started)).toHaveLength(2);
         for (const result of results.filter((r) => !r.started)) {
@@ -371,7 +384,7 @@ function storeContract(adapter: Adapter): void {
 
       it('a finished turn frees its slot; a turn that starts final takes none', async () => {
         await conversations(3);
-        const limit = quota({ runningTurnsPerUser: 1 });
+        const limit = limits({ runningTurnsPerUser: 1 });
         expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
         expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1' }), limit)).toMatchObject({ limitHit: { limit: 'running_turns' } });
         await store.updateTurn('t0', ['queued'], { status: 'failed', reason: 'x' });
@@ -382,7 +395,7 @@ function storeContract(adapter: Adapter): void {
 
       it('counts starts in a sliding minute and says when the next one is allowed', async () => {
         await conversations(5);
-        const limit = quota({ turnsPerMinute: 3 });
+        const limit = limits({ turnsPerMinute: 3 });
         for (const [i, second] of [0, 10, 20].entries()) {
           expect(await store.startTurn(turn(`t${i}`, { conversationId: `u1-c${i}`, createdAt: at(second) }), limit)).toEqual({ started: true });
         }
@@ -396,7 +409,7 @@ function storeContract(adapter: Adapter): void {
 
       it('caps the sandboxes running across all users', async () => {
         for (const user of ['u1', 'u2', 'u3']) await conversations(1, user);
-        const limit = quota({ runningSandboxes: 2 });
+        const limit = limits({ runningSandboxes: 2 });
         expect(await store.startTurn(turn('a', { userId: 'u1', conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
         expect(await store.startTurn(turn('b', { userId: 'u2', conversationId: 'u2-c0' }), limit)).toEqual({ started: true });
         expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0' }), limit)).toMatchObject({
@@ -426,7 +439,7 @@ function storeContract(adapter: Adapter): void {
       it('refuses starts once a daily budget is used up, until the next UTC day, deleted conversations or not', async () => {
         const now = new Date();
         await conversations(3);
-        const limit = quota({ dailyTokens: 1000 });
+        const limit = limits({ dailyTokens: 1000 });
         expect(await store.startTurn(turn('t1', { conversationId: 'u1-c0', createdAt: now.toISOString() }), limit)).toEqual({ started: true });
         const ledger = await store.addUsage(turn('t1'), { ...usage, inputTokens: 900 }, 1);
         expect(ledger.tokens).toBe(950);
@@ -456,7 +469,7 @@ function storeContract(adapter: Adapter): void {
 
       it('a deleted conversation\'s unfinished turn frees its slot', async () => {
         await conversations(2);
-        const limit = quota({ runningTurnsPerUser: 1, runningSandboxes: 1 });
+        const limit = limits({ runningTurnsPerUser: 1, runningSandboxes: 1 });
         expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
         await store.deleteConversation('u1-c0');
         expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1' }), limit)).toEqual({ started: true });

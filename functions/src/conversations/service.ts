@@ -27,19 +27,11 @@ export class ConversationService {
     }
     const now = new Date();
     const conversationId = request.conversationId ?? randomUUID();
-    if (request.conversationId !== undefined) {
-      await this.ownConversation(userId, request.conversationId);
-    } else {
-      await store.createConversation({
-        id: conversationId,
-        userId,
-        title: titleOf(request.message),
-        createdAt: now.toISOString(),
-        updatedAt: now.toISOString(),
-        sessionId: null,
-        stateKey: null,
-      });
-    }
+    if (request.conversationId !== undefined) await this.ownConversation(userId, request.conversationId);
+    const newConversation: Conversation | undefined =
+      request.conversationId !== undefined
+        ? undefined
+        : { id: conversationId, userId, title: titleOf(request.message), createdAt: now.toISOString(), updatedAt: now.toISOString(), sessionId: null, stateKey: null };
     const turn: Turn = {
       id: randomUUID(),
       conversationId,
@@ -59,9 +51,9 @@ export class ConversationService {
       sandboxRef: null,
       stoppedBy: null,
     };
-    const started = await store.startTurn(turn, this.deps.quota);
+    // A new conversation is created with its first turn, or not at all.
+    const started = await store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
     if (!started.started) {
-      if (request.conversationId === undefined) await store.deleteConversation(conversationId);
       if ('existingTurnId' in started) return this.lifecycle.requireTurn(started.existingTurnId);
       if ('limitHit' in started) {
         const { limit, max, retryAfterSeconds, message } = started.limitHit;

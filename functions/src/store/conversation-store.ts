@@ -86,6 +86,13 @@ export type StartTurnResult =
   /** Starting it would go over one of the quota's limits. */
   | { started: false; limitHit: LimitHit };
 
+export interface StartTurnOptions {
+  /** The limits to judge the start by; none by default. */
+  quota?: Quota;
+  /** The turn's conversation is new: it is created with the turn, in the same transaction, or not at all. */
+  newConversation?: Conversation;
+}
+
 /** What one user has spent today and has running. */
 export interface UserUsage {
   ledger: UserLedger;
@@ -108,7 +115,7 @@ export interface ConversationStore {
    * was used, or the user or the service is at one of the quota's limits (none by default); a
    * start counts in the user's ledger. The turn's createdAt is the time the limits are judged at.
    */
-  startTurn(turn: Turn, quota?: Quota): Promise<StartTurnResult>;
+  startTurn(turn: Turn, options?: StartTurnOptions): Promise<StartTurnResult>;
   listTurns(conversationId: string): Promise<Turn[]>;
   findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;

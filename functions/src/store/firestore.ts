@@ -20,6 +20,7 @@ import type {
   Turn,
   TurnEvent,
   NewTurnEvent,
+  StartTurnOptions,
   TurnPatch,
   TurnUpdateExtras,
   UserUsage,
@@ -167,16 +168,20 @@ export class FirestoreConversationStore implements ConversationStore {
     return keys;
   }
 
-  async startTurn(turn: Turn, quota: Quota = NO_LIMITS): Promise<StartTurnResult> {
+  async startTurn(turn: Turn, { quota = NO_LIMITS, newConversation }: StartTurnOptions = {}): Promise<StartTurnResult> {
     return this.transaction(async (tx) => {
       const conversationRef = this.conversations.doc(turn.conversationId);
       const userRef = this.users.doc(turn.userId);
       const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
-      const [conversation, user, claim] = await tx.getAll(conversationRef, userRef, ...(claimRef ? [claimRef] : []));
+      // A new conversation is created below (and the create fails should it exist): nothing to read.
+      const [user, claim, conversation] = await this.readAll(tx, [userRef, claimRef, newConversation === undefined ? conversationRef : undefined]);
       if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
-      if (!conversation?.exists || user === undefined) throw new Error(`conversation ${turn.conversationId} does not exist`);
-      const activeTurnId = activeTurnOf(conversation);
-      if (activeTurnId !== null) return { started: false, activeTurnId };
+      if (user === undefined) throw new Error('the user document could not be read');
+      if (newConversation === undefined) {
+        if (!conversation?.exists) throw new Error(`conversation ${turn.conversationId} does not exist`);
+        const activeTurnId = activeTurnOf(conversation);
+        if (activeTurnId !== null) return { started: false, activeTurnId };
+      }
       // Every start of a user writes their document, so their starts commit one at a time and
       // this count is exact. The count of everyone's is not guarded that way: racing starts of
       // different users may pass the global cap together, by at most their number.
@@ -189,7 +194,9 @@ export class FirestoreConversationStore implements ConversationStore {
 
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
-      tx.update(conversationRef, { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id });
+      const conversationChanges = { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id };
+      if (newConversation === undefined) tx.update(conversationRef, conversationChanges);
+      else tx.create(conversationRef, { ...newConversation, ...conversationChanges });
       tx.set(userRef, { ledger: admission.ledger }, { merge: true });
       return { started: true };
     });
@@ -349,6 +356,13 @@ export class FirestoreConversationStore implements ConversationStore {
 
   private transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     return this.db.runTransaction(work, RETRY_CONTENDED);
+  }
+
+  /** Reads the documents given in one call; an absent reference reads as undefined, in its place. */
+  private async readAll(tx: Transaction, refs: Array<DocumentReference | undefined>): Promise<Array<DocumentSnapshot | undefined>> {
+    const present = refs.filter((ref): ref is DocumentReference => ref !== undefined);
+    const snaps = await tx.getAll(...present);
+    return refs.map((ref) => (ref === undefined ? undefined : snaps[present.indexOf(ref)]));
   }
 
   /** How many of the query's turns are unfinished: one read per thousand, nothing to keep up to date. */

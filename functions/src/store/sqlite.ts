@@ -12,6 +12,7 @@ import type {
   Turn,
   TurnEvent,
   NewTurnEvent,
+  StartTurnOptions,
   TurnPatch,
   TurnUpdateExtras,
   UserUsage,
@@ -155,6 +156,10 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async createConversation(c: Conversation): Promise<void> {
+    this.insertConversation(c);
+  }
+
+  private insertConversation(c: Conversation): void {
     this.db
       .prepare('INSERT INTO conversations (id, user_id, title, created_at, updated_at, session_id, state_key) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(c.id, c.userId, c.title, c.createdAt, c.updatedAt, c.sessionId, c.stateKey);
@@ -200,7 +205,7 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toTurn(row) : undefined;
   }
 
-  async startTurn(t: Turn, quota: Quota = NO_LIMITS): Promise<StartTurnResult> {
+  async startTurn(t: Turn, { quota = NO_LIMITS, newConversation }: StartTurnOptions = {}): Promise<StartTurnResult> {
     return this.transaction(() => {
       if (t.idempotencyKey !== null) {
         const existing = this.db.prepare('SELECT id FROM turns WHERE user_id = ? AND idempotency_key = ?').get(t.userId, t.idempotencyKey);
@@ -214,6 +219,7 @@ export class SqliteConversationStore implements ConversationStore {
       const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt));
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
       this.saveLedger(t.userId, admission.ledger);
+      if (newConversation !== undefined) this.insertConversation(newConversation);
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
