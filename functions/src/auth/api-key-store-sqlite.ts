@@ -1,6 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
+import { openSqliteFile, strOrNull, type Row } from '../store/sqlite-file.js';
 import type { ApiKeyInfo, ApiKeyRecord, ApiKeyStore } from './api-key-store.js';
 
 /** Its own table, in the same file as the conversation store (clauderun.db in the data dir). */
@@ -16,10 +15,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys (user_id, created_at, id);
 `;
 
-type Row = Record<string, SQLInputValue>;
-
-const strOrNull = (v: SQLInputValue | undefined): string | null => (v === null || v === undefined ? null : String(v));
-
 function toInfo(row: Row): ApiKeyInfo {
   return {
     id: String(row.id),
@@ -34,11 +29,7 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   private readonly db: DatabaseSync;
 
   constructor(file: string) {
-    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new DatabaseSync(file);
-    // The service may hold the same file open: wait for its writes rather than fail.
-    this.db.exec('PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;');
-    this.db.exec(SCHEMA);
+    this.db = openSqliteFile(file, SCHEMA);
   }
 
   async create(record: ApiKeyRecord): Promise<void> {

@@ -54,7 +54,7 @@ const MINUTE_MS = 60_000;
 /** A guess: how soon a running turn of the user (or anyone, for the global cap) may be over. */
 const RUNNING_RETRY_SECONDS = 5;
 
-export const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
+const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
 
 /** When the UTC day after `day` (YYYY-MM-DD) begins: when a daily budget is whole again. */
 export const nextUtcDay = (day: string): Date => new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000);
@@ -72,7 +72,7 @@ export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger 
 }
 
 /** The tokens a budget counts: what the model read fresh or wrote; cache reads are left to the cost budget. */
-export const budgetTokens = (usage: Usage): number => usage.inputTokens + usage.cacheCreationInputTokens + usage.outputTokens;
+const budgetTokens = (usage: Usage): number => usage.inputTokens + usage.cacheCreationInputTokens + usage.outputTokens;
 
 /** Which daily budget, if any, the ledger has used up. */
 export function budgetHit(ledger: UserLedger, quota: Quota, now: Date): LimitHit | undefined {

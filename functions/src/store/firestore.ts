@@ -289,9 +289,9 @@ export class FirestoreConversationStore implements ConversationStore {
       const snap = await tx.get(ref);
       if (!snap.exists || isFinal(toTurn(snap).status)) return undefined;
       if (events.length === 0) return [];
-      const numbered = this.writeEvents(tx, turnId, lastEventSeqOf(snap), events);
-      tx.update(ref, { lastEventSeq: numbered.at(-1)?.seq ?? lastEventSeqOf(snap) });
-      return numbered;
+      const last = lastEventSeqOf(snap);
+      tx.update(ref, { lastEventSeq: last + events.length });
+      return this.writeEvents(tx, turnId, last, events);
     });
   }
 

@@ -1,7 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
 import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
@@ -17,6 +15,7 @@ import type {
   TurnUpdateExtras,
   UserUsage,
 } from './conversation-store.js';
+import { openSqliteFile, str, strOrNull, type Row } from './sqlite-file.js';
 
 /** The final states as an SQL list, from the one definition of them. */
 const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
@@ -73,10 +72,6 @@ CREATE TABLE IF NOT EXISTS user_ledgers (
 /** Columns added to `turns` after its first release, with their types. */
 const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT' } as const;
 
-type Row = Record<string, SQLInputValue>;
-
-const str = (v: SQLInputValue | undefined): string => String(v);
-const strOrNull = (v: SQLInputValue | undefined): string | null => (v === null || v === undefined ? null : String(v));
 
 function toConversation(row: Row): Conversation {
   return {
@@ -108,7 +103,7 @@ function toTurn(row: Row): Turn {
     uploadedStateKey: strOrNull(row.uploaded_state_key),
     idempotencyKey: strOrNull(row.idempotency_key),
     sandboxRef: strOrNull(row.sandbox_ref),
-    stoppedBy: row.stopped_by === null || row.stopped_by === undefined ? null : LimitName.parse(row.stopped_by),
+    stoppedBy: LimitName.nullable().parse(row.stopped_by ?? null),
   };
 }
 
@@ -140,10 +135,7 @@ export class SqliteConversationStore implements ConversationStore {
   private readonly changes = new EventEmitter().setMaxListeners(0);
 
   constructor(file: string) {
-    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new DatabaseSync(file);
-    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
-    this.db.exec(SCHEMA);
+    this.db = openSqliteFile(file, SCHEMA);
     this.addMissingColumns();
   }
 
