@@ -1,20 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
-import express, { type Express } from 'express';
+import express, { type Express, type Router } from 'express';
 import type { ApiKeyStore } from './auth/api-key-store.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { CombinedAuthenticator, type AuthMode } from './auth/combined.js';
 import { HeaderAuthenticator } from './auth/header.js';
 import { FsBlobStore } from './blobs/fs.js';
 import type { Config } from './config.js';
+import { ensurePrivateDir } from './data-dir.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import type { ConversationStore } from './store/conversation-store.js';
 import { RunnerService } from './conversations/runner-service.js';
 import { ConversationService } from './conversations/service.js';
 import { TurnLifecycle } from './conversations/turn-lifecycle.js';
 import { TurnTokens } from './conversations/turn-token.js';
-import { errorHandler, sendError } from './http/errors.js';
+import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
 import { internalRoutes } from './http/internal-routes.js';
 import { modelProxyRoutes } from './http/model-proxy.js';
 import { publicRoutes } from './http/public-routes.js';
@@ -23,12 +25,18 @@ import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
+import { serveWith, type ApiConnector } from './sandbox/local/api-bridge.js';
 import { createLocalLauncher } from './sandbox/local/index.js';
 import { SqliteConversationStore } from './store/sqlite.js';
 
 export interface Clauderun {
-  /** The HTTP handler: what the Functions Framework serves. */
+  /**
+   * The HTTP handler the Functions Framework serves: the public API and the page. With a cloud
+   * sandbox it serves the runner's routes too, since the platform gives a function one URL.
+   */
   app: Express;
+  /** The runner's routes and the model proxy alone: all a local sandbox's bridge leads to. */
+  internalApp: Express;
   service: ConversationService;
   upstream: ModelUpstream;
   close(): Promise<void>;
@@ -43,12 +51,14 @@ export interface Overrides {
 /** The composition root: the only place that knows which adapter serves which port. */
 export async function createClauderun(config: Config, overrides: Overrides = {}): Promise<Clauderun> {
   const log = overrides.log ?? ((message: string) => console.error(`clauderun: ${message}`));
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  ensurePrivateDir(config.dataDir);
   const store = await conversationStore(config);
   const blobs = await blobStore(config);
   const upstream: ModelUpstream =
     config.model.upstream === 'anthropic' ? new AnthropicUpstream(config.model.baseUrl, config.model.apiKey) : new DemoUpstream();
-  const launcher = overrides.launcher ?? (await sandboxLauncher(config, log));
+  // Local sandboxes reach this listener, never the public port; it serves once the routes exist.
+  const runnerListener = answerClientErrorsAsJson(http.createServer());
+  const launcher = overrides.launcher ?? (await sandboxLauncher(config, serveWith(runnerListener), log));
   const lifecycle = new TurnLifecycle({
     store,
     blobs,
@@ -56,7 +66,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     tokens: new TurnTokens(config.tokenSecret ?? persistentSecret(config.dataDir)),
     limits: { ...config.limits },
     quota: config.quota,
-    agentModel: config.agentModel,
+    agent: config.agent,
     log,
   });
   const auth = await authenticators(config, log);
@@ -67,25 +77,34 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   if (recovered.followed > 0) log(`following ${recovered.followed} turn(s) whose sandboxes still run`);
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
-  const app = express();
-  app.disable('x-powered-by');
-  app.use(publicRoutes(service, auth.authenticator));
-  app.use(webRoutes(config));
-  app.use(internalRoutes(runner));
-  app.use(modelProxyRoutes(runner, upstream, log));
-  app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));
-  app.use(errorHandler(log));
+  const publicRouters = [publicRoutes(service, auth.authenticator), webRoutes(config)];
+  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight }, log)];
+  const internalApp = jsonApp(runnerRouters, log);
+  runnerListener.on('request', internalApp);
 
   return {
-    app,
+    app: jsonApp(config.sandbox.kind === 'local' ? publicRouters : [...publicRouters, ...runnerRouters], log),
+    internalApp,
     service,
     upstream,
     close: async () => {
       await lifecycle.close();
+      runnerListener.closeAllConnections();
       await auth.close();
       await store.close();
     },
   };
+}
+
+/** Routes, then a JSON 404 for anything else and JSON for every error. */
+function jsonApp(routers: Router[], log: (message: string) => void): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(originFormOnly);
+  for (const router of routers) app.use(router);
+  app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));
+  app.use(errorHandler(log));
+  return app;
 }
 
 /** The configured auth modes, combined; each mode's code is loaded only when it is configured. */
@@ -126,7 +145,7 @@ async function blobStore(config: Config): Promise<BlobStore> {
   return new GcsBlobStore(storage.bucket(bucket));
 }
 
-async function sandboxLauncher(config: Config, log: (message: string) => void): Promise<SandboxLauncher> {
+async function sandboxLauncher(config: Config, connectApi: ApiConnector, log: (message: string) => void): Promise<SandboxLauncher> {
   const sandbox = config.sandbox;
   if (sandbox.kind === 'cloudrun') {
     // Loaded only when used: the Google client libraries cost ~40 MB of memory on their own.
@@ -135,7 +154,7 @@ async function sandboxLauncher(config: Config, log: (message: string) => void): 
   }
   return createLocalLauncher({
     dataDir: config.dataDir,
-    apiPort: config.port,
+    connectApi,
     limits: { memoryBytes: config.limits.memoryMb * 1024 * 1024, cpus: config.limits.cpus, pids: config.limits.pids },
     systemPath: config.systemPath,
     log,
@@ -146,9 +165,11 @@ async function sandboxLauncher(config: Config, log: (message: string) => void): 
 function persistentSecret(dataDir: string): string {
   const file = path.join(dataDir, 'token-secret');
   try {
-    return readFileSync(file, 'utf8').trim();
+    const secret = readFileSync(file, 'utf8').trim();
+    chmodSync(file, 0o600);
+    return secret;
   } catch {
-    mkdirSync(dataDir, { recursive: true });
+    ensurePrivateDir(dataDir);
     const secret = randomBytes(32).toString('base64url');
     writeFileSync(file, secret, { mode: 0o600, flag: 'wx' });
     return secret;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import type { EventBudget } from './conversations/event-budget.js';
 import type { Quota } from './conversations/quota.js';
 
 /**
@@ -82,6 +83,9 @@ const EnvSchema = z.object({
   CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
   CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(100 * 1024),
   CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(25 * 1024 * 1024),
+  /** Progress one turn may store: events, and the bytes of their data; past either, events are dropped. */
+  CLAUDERUN_MAX_EVENTS_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENTS_PER_TURN').default(2000),
+  CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENT_BYTES_PER_TURN').default(2 * 1024 * 1024),
   CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: positiveInt('CLAUDERUN_MAX_RUNNING_TURNS_PER_USER').default(2),
   CLAUDERUN_MAX_TURNS_PER_MINUTE: positiveInt('CLAUDERUN_MAX_TURNS_PER_MINUTE').default(10),
   /** Sandboxes running at once across all users; keep it under the Cloud Run Jobs quota. */
@@ -92,8 +96,16 @@ const EnvSchema = z.object({
   CLAUDERUN_TOKEN_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
     error: 'CLAUDERUN_TOKEN_SECRET must be at least 32 characters',
   }),
-  /** Model id passed to the agent; unset lets the CLI choose its default. */
-  CLAUDERUN_MODEL: optionalString,
+  /** The agent's model; the default is the pinned CLI's own default. */
+  CLAUDERUN_MODEL: z.string().trim().min(1).default('claude-opus-5-5'),
+  /** The agent's small, fast model (side calls, Haiku-class subagents). */
+  CLAUDERUN_SMALL_FAST_MODEL: z.string().trim().min(1).default('claude-haiku-5-5'),
+  /** Models the model proxy lets a sandbox ask for, comma-separated; by default the two above. */
+  CLAUDERUN_MODELS: optionalString.transform((v) => (v === undefined ? undefined : [...new Set(v.split(',').map((m) => m.trim()).filter((m) => m !== ''))])),
+  /** The largest max_tokens of one model call (it also bounds how far one call can overshoot a budget). */
+  CLAUDERUN_MAX_OUTPUT_TOKENS: positiveInt('CLAUDERUN_MAX_OUTPUT_TOKENS').max(1_000_000).default(32_000),
+  /** Model calls one turn may have in flight at once (the agent and its parallel subagents). */
+  CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: positiveInt('CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT').max(1000).default(8),
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
@@ -104,13 +116,23 @@ const EnvSchema = z.object({
 
 export type Env = Record<string, string | undefined>;
 
+/** How the agent is run, and what the model proxy lets it ask for. */
+export interface AgentSettings {
+  model: string;
+  smallFastModel: string;
+  /** Every model a sandbox may ask the proxy for; holds the two above. */
+  models: string[];
+  maxOutputTokens: number;
+  maxModelCallsInFlight: number;
+}
+
 export interface Config {
   port: number;
   dataDir: string;
   /** Where sandboxes reach the API; locally the loopback address the service listens on. */
   apiUrl: string;
   model: { upstream: 'anthropic'; apiKey: string; baseUrl: string } | { upstream: 'demo' };
-  agentModel: string | undefined;
+  agent: AgentSettings;
   store: { kind: 'sqlite' } | { kind: 'firestore'; projectId: string; emulatorHost: string | undefined };
   blobs: { kind: 'fs' } | { kind: 'gcs'; bucket: string; endpoint: URL | undefined };
   sandbox: { kind: 'local' } | { kind: 'cloudrun'; jobName: string; endpoint: URL | undefined };
@@ -128,6 +150,7 @@ export interface Config {
     pids: number;
     maxPromptBytes: number;
     maxStateBytes: number;
+    events: EventBudget;
   };
   quota: Quota;
   runningInCloud: boolean;
@@ -157,6 +180,10 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_API_URL === undefined) {
     throw new ConfigError('CLAUDERUN_API_URL: required when CLAUDERUN_SANDBOX=cloudrun (the URL sandboxes reach the API at)');
   }
+  const missingModels = [e.CLAUDERUN_MODEL, e.CLAUDERUN_SMALL_FAST_MODEL].filter((m) => e.CLAUDERUN_MODELS !== undefined && !e.CLAUDERUN_MODELS.includes(m));
+  if (missingModels.length > 0) {
+    throw new ConfigError(`CLAUDERUN_MODELS: must include the agent's models (CLAUDERUN_MODEL, CLAUDERUN_SMALL_FAST_MODEL): ${missingModels.join(', ')} missing`);
+  }
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
   if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
@@ -174,7 +201,13 @@ export function loadConfig(env: Env): Config {
       e.ANTHROPIC_API_KEY === undefined
         ? { upstream: 'demo' }
         : { upstream: 'anthropic', apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') },
-    agentModel: e.CLAUDERUN_MODEL,
+    agent: {
+      model: e.CLAUDERUN_MODEL,
+      smallFastModel: e.CLAUDERUN_SMALL_FAST_MODEL,
+      models: e.CLAUDERUN_MODELS ?? [...new Set([e.CLAUDERUN_MODEL, e.CLAUDERUN_SMALL_FAST_MODEL])],
+      maxOutputTokens: e.CLAUDERUN_MAX_OUTPUT_TOKENS,
+      maxModelCallsInFlight: e.CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT,
+    },
     store:
       e.CLAUDERUN_STORE === 'firestore'
         ? { kind: 'firestore', projectId: e.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: e.FIRESTORE_EMULATOR_HOST }
@@ -210,6 +243,7 @@ export function loadConfig(env: Env): Config {
       pids: e.CLAUDERUN_SANDBOX_PIDS,
       maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
+      events: { maxEvents: e.CLAUDERUN_MAX_EVENTS_PER_TURN, maxBytes: e.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN },
     },
     quota: {
       runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,

@@ -9,7 +9,9 @@ export type AgentOutcome =
 export interface AgentRun {
   prompt: string;
   resumeSessionId: string | null;
-  model: string | null;
+  model: string;
+  smallFastModel: string;
+  maxOutputTokens: number;
   modelBaseUrl: string;
   token: string;
   /** Receives each stream-json line the agent prints (for progress reporting). */
@@ -19,7 +21,7 @@ export interface AgentRun {
 /** Installed beside the runner in every sandbox (local and image): see oom-first.sh. */
 const SHELL_PREFIX = '/opt/clauderun/oom-first.sh';
 
-export function agentEnvironment(run: Pick<AgentRun, 'modelBaseUrl' | 'token'>, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+export function agentEnvironment(run: Omit<AgentRun, 'prompt' | 'resumeSessionId' | 'onEvent'>, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const { TURN_TOKEN: _token, API_URL: _api, TURN_ID: _turn, ...rest } = base;
   return {
     ...rest,
@@ -30,6 +32,15 @@ export function agentEnvironment(run: Pick<AgentRun, 'modelBaseUrl' | 'token'>, 
     DISABLE_ERROR_REPORTING: '1',
     DISABLE_AUTOUPDATER: '1',
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    // Every model the CLI may pick (by alias, for side calls, for subagents) is one the model
+    // proxy allows, and no call asks for more output than it allows.
+    ANTHROPIC_MODEL: run.model,
+    ANTHROPIC_DEFAULT_OPUS_MODEL: run.model,
+    ANTHROPIC_DEFAULT_SONNET_MODEL: run.model,
+    ANTHROPIC_DEFAULT_HAIKU_MODEL: run.smallFastModel,
+    ANTHROPIC_SMALL_FAST_MODEL: run.smallFastModel,
+    CLAUDE_CODE_SUBAGENT_MODEL: run.model,
+    CLAUDE_CODE_MAX_OUTPUT_TOKENS: String(run.maxOutputTokens),
     ...(existsSync(SHELL_PREFIX) ? { CLAUDE_CODE_SHELL_PREFIX: SHELL_PREFIX } : {}),
   };
 }
@@ -37,7 +48,7 @@ export function agentEnvironment(run: Pick<AgentRun, 'modelBaseUrl' | 'token'>, 
 export function runAgent(run: AgentRun): Promise<AgentOutcome> {
   const args = ['-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions'];
   if (run.resumeSessionId !== null) args.push('--resume', run.resumeSessionId);
-  if (run.model !== null) args.push('--model', run.model);
+  args.push('--model', run.model);
   // The prompt goes through stdin: argv is limited to 128 KiB per argument.
   const child = spawn('claude', args, { env: agentEnvironment(run, process.env), stdio: ['pipe', 'pipe', 'pipe'] });
   child.stdin.end(run.prompt);

@@ -33,6 +33,8 @@ async function main(): Promise<number> {
       prompt: turn.prompt,
       resumeSessionId: turn.sessionId,
       model: turn.model,
+      smallFastModel: turn.smallFastModel,
+      maxOutputTokens: turn.maxOutputTokens,
       modelBaseUrl: api.modelBaseUrl,
       token: TURN_TOKEN,
       onEvent: (line) => progress.push(progressEvents(line)),

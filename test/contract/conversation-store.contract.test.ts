@@ -587,7 +587,32 @@ function storeContract(adapter: Adapter): void {
         expect(await store.listEvents('nope', 0)).toEqual([]);
       });
 
+      it('keeps a turn within its event budget: the first cut batch ends with one notice, later ones keep nothing', async () => {
+        await store.startTurn(turn('t1'));
+        const budget = { maxEvents: 4, maxBytes: 1000 };
+        const text = (n: number) => ({ type: 'text', data: { text: `step ${n}` } });
+        expect((await store.appendEvents('t1', [text(1), text(2)], budget))?.map((e) => e.type)).toEqual(['text', 'text']);
+        const cut = await store.appendEvents('t1', [text(3), text(4), text(5)], budget);
+        expect(cut?.map((e) => [e.seq, e.type])).toEqual([[3, 'text'], [4, 'text'], [5, 'events_dropped']]);
+        expect(cut?.[2]?.data).toMatchObject({ maxEvents: 4, maxBytes: 1000 });
+        expect(await store.appendEvents('t1', [text(6)], budget)).toEqual([]);
+        expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual(['text', 'text', 'text', 'text', 'events_dropped']);
+        // The turn's own status and result events are not the runner's to budget.
+        const done = await store.updateTurn('t1', ['queued'], { status: 'failed' }, { events: () => [{ type: 'result', data: {} }] });
+        expect(done?.status).toBe('failed');
+        expect((await store.listEvents('t1', 0)).at(-1)?.type).toBe('result');
+      });
+
+      it('counts the bytes of a turn\'s events against its budget', async () => {
+        await store.startTurn(turn('t1'));
+        const budget = { maxEvents: 100, maxBytes: 250 };
+        const big = { type: 'text', data: { text: 'x'.repeat(100) } };
+        const kept = await store.appendEvents('t1', [big, big, big], budget);
+        expect(kept?.map((e) => e.type)).toEqual(['text', 'text', 'events_dropped']);
+      });
+
       it('numbers each turn\'s events on their own', async () => {
+
         await store.createConversation(conversation('c2'));
         await store.startTurn(turn('t1'));
         await store.startTurn(turn('t2', { conversationId: 'c2' }));

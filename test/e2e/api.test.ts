@@ -63,10 +63,17 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
     expectError({ status: response.status, body: (await response.json()) as Record<string, unknown> }, 404, 'not_found');
   });
 
+  it('serves none of the runner\'s routes on the public port', async () => {
+    for (const path of ['/internal/turns/anything', '/internal/model/v1/messages']) {
+      const response = await fetch(`${running.service.url}${path}`, { method: 'POST', headers: { authorization: 'Bearer crt1.forged.token' } });
+      expectError({ status: response.status, body: (await response.json()) as Record<string, unknown> }, 404, 'not_found');
+    }
+  });
+
   it('keeps the internal routes closed without a valid turn token', async () => {
-    const turn = await fetch(`${running.service.url}/internal/turns/anything`, { headers: { authorization: 'Bearer crt1.forged.token' } });
+    const turn = await fetch(`${running.service.internalUrl}/internal/turns/anything`, { headers: { authorization: 'Bearer crt1.forged.token' } });
     expectError({ status: turn.status, body: (await turn.json()) as Record<string, unknown> }, 401, 'unauthenticated');
-    const model = await fetch(`${running.service.url}/internal/model/v1/messages`, {
+    const model = await fetch(`${running.service.internalUrl}/internal/model/v1/messages`, {
       method: 'POST',
       headers: { 'x-api-key': 'sk-guess', 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'x', messages: [] }),

@@ -67,7 +67,7 @@ describe('fair use: limits on turns per user and on sandboxes overall', () => {
     await expect.poll(async () => (await call(service, 'GET', '/api/usage', { userId: 'alice' })).body.runningTurns).toBe(0);
     expect((await startTurn(service, 'alice')).status).toBe(202);
     expect((await startTurn(service, 'alice')).status).toBe(202);
-    for (const sandbox of launcher.sandboxes) sandbox.end({ kind: 'cancelled' });
+    for (const sandbox of launcher.sandboxes) sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
     await expect.poll(async () => (await call(service, 'GET', '/api/usage', { userId: 'alice' })).body.runningTurns).toBe(0);
     const fifth = await startTurn(service, 'alice');
     expect(fifth.status).toBe(429);

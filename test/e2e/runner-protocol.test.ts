@@ -11,14 +11,16 @@ describe('the runner protocol', () => {
   });
   afterAll(async () => service?.stop({ removeData: true }));
 
+  /** The runner's listener: a local sandbox's bridge leads there, not to the public port. */
+  const runnerSide = () => ({ url: service.internalUrl });
   const asRunner = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
-  const result = (text: string) => ({ outcome: 'succeeded', text, sessionId: 'session-1', stateSaved: false });
+  const result = (text: string) => ({ outcome: 'succeeded', text, sessionId: '00000000-0000-4000-8000-000000000001', stateSaved: false });
 
   async function startTurn(userId: string) {
     const started = await prompt(service, userId, { message: 'hello' }, { prefer: 'respond-async' });
     expect(started.status).toBe(202);
     const sandbox = launcher.last();
-    const turn = await call(service, 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
+    const turn = await call(runnerSide(), 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
     expect(turn.status).toBe(200);
     expect(turn.body).toMatchObject({ turnId: sandbox.spec.turnId, prompt: 'hello', sessionId: null, hasState: false });
     return { sandbox, link: `/api/conversations/${String(started.body.conversationId)}/turns/${sandbox.spec.turnId}`, userId };
@@ -28,8 +30,8 @@ describe('the runner protocol', () => {
   it('takes the first result; a duplicate is refused and changes nothing', async () => {
     const t = await startTurn('dup');
     const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
-    expect((await call(service, 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
-    const again = await call(service, 'POST', path, { body: result('second'), ...asRunner(t.sandbox.spec.token) });
+    expect((await call(runnerSide(), 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
+    const again = await call(runnerSide(), 'POST', path, { body: result('second'), ...asRunner(t.sandbox.spec.token) });
     expect(again.status).toBe(401);
     expect(await turnOf(t)).toMatchObject({ status: 'succeeded', text: 'first' });
   });
@@ -38,7 +40,7 @@ describe('the runner protocol', () => {
     const t = await startTurn('late');
     t.sandbox.end({ kind: 'timed_out' });
     await expect.poll(async () => (await turnOf(t)).status).toBe('timed_out');
-    const late = await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('too late'), ...asRunner(t.sandbox.spec.token) });
+    const late = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('too late'), ...asRunner(t.sandbox.spec.token) });
     expect(late.status).toBe(401);
     expect(await turnOf(t)).toMatchObject({ status: 'timed_out', text: null });
   });
@@ -46,7 +48,7 @@ describe('the runner protocol', () => {
   it('refuses a result posted with another turn\'s token, and neither turn changes', async () => {
     const a = await startTurn('owner-a');
     const b = await startTurn('owner-b');
-    const forged = await call(service, 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, { body: result('forged'), ...asRunner(b.sandbox.spec.token) });
+    const forged = await call(runnerSide(), 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, { body: result('forged'), ...asRunner(b.sandbox.spec.token) });
     expect(forged.status).toBe(401);
     expect(await turnOf(a)).toMatchObject({ status: 'running' });
     expect(await turnOf(b)).toMatchObject({ status: 'running' });
@@ -56,13 +58,13 @@ describe('the runner protocol', () => {
 
   it('voids the token once the turn is final: no more model calls, no more reads', async () => {
     const t = await startTurn('voided');
-    await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('done'), ...asRunner(t.sandbox.spec.token) });
-    const model = await call(service, 'POST', '/internal/model/v1/messages', {
+    await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('done'), ...asRunner(t.sandbox.spec.token) });
+    const model = await call(runnerSide(), 'POST', '/internal/model/v1/messages', {
       body: { model: 'x', messages: [{ role: 'user', content: 'hi' }] },
       headers: { 'x-api-key': t.sandbox.spec.token },
     });
     expect(model.status).toBe(401);
-    expect((await call(service, 'GET', `/internal/turns/${t.sandbox.spec.turnId}`, asRunner(t.sandbox.spec.token))).status).toBe(401);
+    expect((await call(runnerSide(), 'GET', `/internal/turns/${t.sandbox.spec.turnId}`, asRunner(t.sandbox.spec.token))).status).toBe(401);
   });
 
   it('fails a turn whose sandbox exits without a result, saying how, and names running out of memory', async () => {
@@ -80,13 +82,13 @@ describe('the runner protocol', () => {
   it('fails a result that claims a saved state the API never received', async () => {
     const t = await startTurn('liar');
     const claim = { ...result('saved?'), stateSaved: true };
-    expect((await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
+    expect((await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
     expect(await turnOf(t)).toMatchObject({ status: 'failed', reason: expect.stringMatching(/never arrived/) });
   });
 
   it('refuses a malformed result with 400 and leaves the turn running', async () => {
     const t = await startTurn('garbled');
-    const bad = await call(service, 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { outcome: 'maybe' }, ...asRunner(t.sandbox.spec.token) });
+    const bad = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { outcome: 'maybe' }, ...asRunner(t.sandbox.spec.token) });
     expect(bad.status).toBe(400);
     expect(await turnOf(t)).toMatchObject({ status: 'running' });
     t.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });

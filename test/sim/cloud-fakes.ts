@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Env } from '../../functions/src/config.js';
 import { loadConfig } from '../../functions/src/config.js';
+import { forwardToPort } from '../../functions/src/sandbox/local/api-bridge.js';
 import { createLocalLauncher } from '../../functions/src/sandbox/local/index.js';
 import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startFakeGcs, type FakeGcs } from '../fixtures/fake-gcs.js';
@@ -62,7 +63,7 @@ export function startSandboxedCloudRun(options: { dataDir: string; log: (message
     sandboxFor: (apiPort) =>
       createLocalLauncher({
         dataDir: path.join(options.dataDir, 'executions'),
-        apiPort,
+        connectApi: forwardToPort(apiPort),
         limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
         systemPath: '/usr/local/bin:/usr/bin:/bin',
         log: options.log,

@@ -1,6 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import type http from 'node:http';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createClauderun, type Clauderun, type Overrides } from '../../functions/src/app.js';
@@ -12,6 +12,8 @@ import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthrop
 export interface RunningService {
   url: string;
   port: number;
+  /** The runner's listener (what a local sandbox's bridge leads to), on a loopback port of its own for tests. */
+  internalUrl: string;
   dataDir: string;
   clauderun: Clauderun;
   logs: string[];
@@ -51,15 +53,20 @@ export async function startService(env: Env = {}, dataDir?: string, overrides: O
   const clauderun = await createClauderun(config, { ...overrides, log });
   const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const internal = http.createServer(clauderun.internalApp);
+  await new Promise<void>((resolve) => internal.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${port}`,
     port,
+    internalUrl: `http://127.0.0.1:${(internal.address() as net.AddressInfo).port}`,
     dataDir: dir,
     clauderun,
     logs,
     stop: async (options = {}) => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const listener of [server, internal]) {
+        listener.closeAllConnections();
+        await new Promise<void>((resolve) => listener.close(() => resolve()));
+      }
       await clauderun.close();
       if (options.removeData) await rm(dir, { recursive: true, force: true });
     },

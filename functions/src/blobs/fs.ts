@@ -15,7 +15,7 @@ export class FsBlobStore implements BlobStore {
 
   async put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }> {
     const file = this.fileFor(key);
-    await mkdir(path.dirname(file), { recursive: true });
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const partial = `${file}.${randomUUID()}.partial`;
     let bytes = 0;
     const limiter = new Transform({

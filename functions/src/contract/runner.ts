@@ -14,16 +14,29 @@ export const RunnerTurn = z.object({
   sessionId: z.string().nullable(),
   /** Whether a state archive (session + workspace) exists to restore. */
   hasState: z.boolean(),
-  model: z.string().nullable(),
+  /** The agent's models: the model proxy refuses any other. */
+  model: z.string(),
+  smallFastModel: z.string(),
+  /** The largest output of one model call the proxy allows. */
+  maxOutputTokens: z.number().int().positive(),
   maxStateBytes: z.number().int().positive(),
 });
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
+
+/** The agent's session ids are UUIDs; the next turn passes one to `claude --resume`. */
+const SessionId = z.uuid({ error: 'sessionId must be the agent session\'s UUID' });
+
+/**
+ * The longest answer kept: a turn lives in one Firestore document (1 MiB) with its prompt, and
+ * its result event repeats it. A longer answer is cut, saying so.
+ */
+export const MAX_RESULT_TEXT_CHARS = 100_000;
 
 export const RunnerResult = z.discriminatedUnion('outcome', [
   z.object({
     outcome: z.literal('succeeded'),
     text: z.string(),
-    sessionId: z.string(),
+    sessionId: SessionId,
     /** Whether the runner uploaded a new state archive for this turn. */
     stateSaved: z.boolean(),
     numTurns: z.number().int().nonnegative().optional(),
@@ -32,7 +45,7 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
     outcome: z.literal('failed'),
     reason: z.string().max(2000),
     text: z.string().optional(),
-    sessionId: z.string().optional(),
+    sessionId: SessionId.optional(),
   }),
 ]);
 export type RunnerResult = z.infer<typeof RunnerResult>;

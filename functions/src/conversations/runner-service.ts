@@ -1,12 +1,18 @@
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError } from '../blobs/blob-store.js';
-import type { AgentEvent, RunnerResult, RunnerTurn } from '../contract/runner.js';
+import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import { isFinal, type Usage } from '../contract/turn.js';
 import type { Turn } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import { budgetHit } from './quota.js';
 import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
+
+/** An answer as stored: at most MAX_RESULT_TEXT_CHARS, saying so when it was cut. */
+function keptText(text: string): string {
+  if (text.length <= MAX_RESULT_TEXT_CHARS) return text;
+  return `${text.slice(0, MAX_RESULT_TEXT_CHARS)}\n\n[clauderun: the answer was ${text.length} characters; only the first ${MAX_RESULT_TEXT_CHARS} are kept]`;
+}
 
 /** The token's turn, unless it is gone or final: then its token is void. */
 function unfinished(turn: Turn | undefined): Turn {
@@ -57,7 +63,9 @@ export class RunnerService {
       prompt: turn.prompt,
       sessionId: conversation?.sessionId ?? null,
       hasState: conversation?.stateKey != null,
-      model: this.deps.agentModel ?? null,
+      model: this.deps.agent.model,
+      smallFastModel: this.deps.agent.smallFastModel,
+      maxOutputTokens: this.deps.agent.maxOutputTokens,
       maxStateBytes: this.deps.limits.maxStateBytes,
     };
   }
@@ -85,19 +93,22 @@ export class RunnerService {
     }
   }
 
-  async finishFromRunner(claims: TurnClaims, result: RunnerResult): Promise<Turn> {
+  async finishFromRunner(claims: TurnClaims, reported: RunnerResult): Promise<Turn> {
     const turn = unfinished(await this.deps.store.getTurn(claims.turnId));
+    const result = reported.text === undefined ? reported : { ...reported, text: keptText(reported.text) };
+    // Its sandbox is stopped and gone before the turn is final (lifecycle.end): a result is the
+    // runner's last word, and nothing of the sandbox may outlive its turn.
     if (result.outcome === 'failed') {
-      return this.lifecycle.finish(turn.id, 'failed', { reason: result.reason, text: result.text ?? null });
+      return this.lifecycle.end(turn, 'failed', { reason: result.reason, text: result.text ?? null });
     }
     if (result.stateSaved && turn.uploadedStateKey === null) {
-      return this.lifecycle.finish(turn.id, 'failed', { reason: 'the runner reported a saved state that never arrived' });
+      return this.lifecycle.end(turn, 'failed', { reason: 'the runner reported a saved state that never arrived' });
     }
     // One turn runs at a time in a conversation, so its state cannot change under us here.
     const previous = (await this.deps.store.getConversation(turn.conversationId))?.stateKey ?? null;
     const saved = turn.uploadedStateKey;
-    const finished = await this.lifecycle.finish(
-      turn.id,
+    const finished = await this.lifecycle.end(
+      turn,
       'succeeded',
       { text: result.text, reason: null },
       saved === null ? undefined : { sessionId: result.sessionId, stateKey: saved },
@@ -108,11 +119,12 @@ export class RunnerService {
     return finished;
   }
 
-  /** The agent's progress, as the runner reports it; refused once the turn is final. */
+  /** The agent's progress, as the runner reports it, within the turn's budget; refused once the turn is final. */
   async recordAgentEvents(claims: TurnClaims, events: AgentEvent[]): Promise<void> {
     const appended = await this.deps.store.appendEvents(
       claims.turnId,
       events.map(({ type, ...data }) => ({ type, data })),
+      this.deps.limits.events,
     );
     if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
   }

@@ -1,4 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
+import type { AgentSettings } from '../config.js';
+import type { EventBudget } from './event-budget.js';
 import { isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import { TurnView } from '../contract/api.js';
@@ -14,6 +17,7 @@ export interface Limits {
   maxPromptBytes: number;
   maxStateBytes: number;
   memoryMb: number;
+  events: EventBudget;
 }
 
 export interface LifecycleDeps {
@@ -23,7 +27,7 @@ export interface LifecycleDeps {
   tokens: TurnTokens;
   limits: Limits;
   quota: Quota;
-  agentModel: string | undefined;
+  agent: AgentSettings;
   log: (message: string) => void;
 }
 
@@ -33,6 +37,16 @@ export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', da
 /** How long after its deadline a turn with no word from its sandbox is settled anyway. */
 const DEADLINE_GRACE_MS = 30_000;
 const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
+/**
+ * How long ending a turn waits for its stopped sandbox to be gone. A local sandbox is gone in
+ * milliseconds; a Cloud Run execution once a poll sees it cancelled.
+ */
+const SANDBOX_GONE_WAIT_MS = 20_000;
+/**
+ * A sandbox cancelled by another instance is settled by that instance; this one settles it
+ * only if that did not happen within this time.
+ */
+const CANCELLED_ELSEWHERE_GRACE_MS = 10_000;
 
 /**
  * What happens to a turn between its admission and its final state, whoever asks: start its
@@ -43,6 +57,10 @@ export class TurnLifecycle {
   private readonly sandboxes = new Map<string, SandboxHandle>();
   /** Background work under way (settling turns), which close() lets finish. */
   private readonly settling = new Set<Promise<void>>();
+  /** Turns this instance is ending itself: their sandbox's end must not settle them again. */
+  private readonly ending = new Set<string>();
+  /** Aborts the waits of background work when the lifecycle closes. */
+  private readonly closing = new AbortController();
   private closed = false;
 
   constructor(readonly deps: LifecycleDeps) {}
@@ -69,8 +87,14 @@ export class TurnLifecycle {
       return failed;
     }
     const starting = await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref }, { events: statusEvent });
+    if (starting === undefined) {
+      // Ended while its sandbox was starting (cancelled, its conversation deleted): nothing of
+      // the sandbox may outlive the turn.
+      await handle.cancel().catch((error: unknown) => this.deps.log(`turn ${turn.id}: stopping a sandbox started too late failed: ${String(error)}`));
+      return this.requireTurn(turn.id);
+    }
     this.follow(turn.id, handle);
-    return starting ?? this.requireTurn(turn.id);
+    return starting;
   }
 
   /**
@@ -106,12 +130,23 @@ export class TurnLifecycle {
    * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given
    * (and the limit that stopped it, if one did); the conversation keeps its previous state.
    */
-  async stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
-    const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
-    // Once the stop is asked for, the turn is over: ending it now voids the token, so nothing the
-    // sandbox still says in its last moments can count.
-    await sandbox?.cancel();
-    return this.finish(turn.id, status, { reason, stoppedBy });
+  stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
+    return this.end(turn, status, { reason, stoppedBy });
+  }
+
+  /**
+   * Ends a turn whose sandbox may still run: the sandbox is stopped and gone first, so that
+   * nothing of it outlives the turn (a sandbox that posts its result early and carries on would
+   * otherwise run on uncounted by the running limits). Then the turn becomes final.
+   */
+  async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
+    this.ending.add(turn.id);
+    try {
+      await this.removeSandbox(turn);
+      return await this.finish(turn.id, status, patch, commit);
+    } finally {
+      this.ending.delete(turn.id);
+    }
   }
 
   /**
@@ -161,10 +196,25 @@ export class TurnLifecycle {
    */
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort();
     await this.deps.launcher.close();
     // Sandboxes stopped by the launcher report their end on the next turns of the event loop.
     await new Promise((resolve) => setImmediate(resolve));
     await Promise.allSettled([...this.settling]);
+  }
+
+  /** Stops the turn's sandbox, wherever it runs, and waits (bounded) until it is gone. */
+  private async removeSandbox(turn: Pick<Turn, 'id' | 'sandboxRef'>): Promise<void> {
+    const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
+    if (sandbox === undefined) return;
+    try {
+      await sandbox.cancel();
+    } catch (error) {
+      // An execution that already ended refuses a cancel; its end is what we wait for.
+      this.deps.log(`turn ${turn.id}: stopping the sandbox failed: ${(error as Error).message}`);
+    }
+    const gone = await Promise.race([sandbox.ended.then(() => true), sleep(SANDBOX_GONE_WAIT_MS, false, { ref: false })]);
+    if (!gone) this.deps.log(`turn ${turn.id}: the sandbox was not seen gone within ${SANDBOX_GONE_WAIT_MS} ms of its stop`);
   }
 
   private reattach(turn: Pick<Turn, 'sandboxRef'>): SandboxHandle | undefined {
@@ -175,7 +225,11 @@ export class TurnLifecycle {
     this.sandboxes.set(turnId, handle);
     void handle.ended.then((end) => {
       this.sandboxes.delete(turnId);
-      this.inBackground(`settling turn ${turnId}`, () => this.settleAfterSandbox(turnId, end));
+      if (this.ending.has(turnId)) return;
+      this.inBackground(`settling turn ${turnId}`, async () => {
+        if (end.kind === 'cancelled') await sleep(CANCELLED_ELSEWHERE_GRACE_MS, undefined, { signal: this.closing.signal });
+        await this.settleAfterSandbox(turnId, end);
+      });
     });
   }
 
@@ -200,8 +254,7 @@ export class TurnLifecycle {
   }
 
   private async settleLost(turnId: string): Promise<void> {
-    await this.sandboxes.get(turnId)?.cancel();
-    await this.finish(turnId, 'failed', { reason: 'no result from the sandbox by the turn deadline' });
+    await this.end(await this.requireTurn(turnId), 'failed', { reason: 'no result from the sandbox by the turn deadline' });
   }
 
   /**
@@ -214,6 +267,8 @@ export class TurnLifecycle {
       .catch((error: unknown) => {
         // A conversation deleted while its sandbox wound down has nothing left to settle.
         if (error instanceof ServiceError && error.code === 'not_found') return;
+        // Closing: what was left unsettled the next start settles.
+        if (this.closing.signal.aborted) return;
         this.deps.log(`${what} failed: ${(error as Error).stack ?? String(error)}`);
       })
       .finally(() => this.settling.delete(running));

@@ -20,11 +20,27 @@ export function bodyStream(req: Request): Readable {
   return req;
 }
 
-export async function bodyBytes(req: Request): Promise<Buffer> {
+/** The largest JSON body read (a batch of progress events is the largest the runner sends). */
+const MAX_JSON_BYTES = 8 * 1024 * 1024;
+
+/** The whole body, refused as too large past `maxBytes` (counted as it arrives, never buffered past it). */
+export async function bodyBytes(req: Request, maxBytes: number): Promise<Buffer> {
+  const tooLarge = () => new ServiceError('too_large', `request body over the limit of ${maxBytes} bytes`);
   const raw = rawBody(req);
-  if (raw !== undefined) return raw;
+  if (raw !== undefined) {
+    if (raw.length > maxBytes) throw tooLarge();
+    return raw;
+  }
   const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
+  let bytes = 0;
+  for await (const chunk of req) {
+    bytes += (chunk as Buffer).length;
+    if (bytes > maxBytes) {
+      req.destroy();
+      throw tooLarge();
+    }
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -33,7 +49,7 @@ export async function jsonBody(req: Request): Promise<unknown> {
   if (req.body !== undefined && !Buffer.isBuffer(req.body) && typeof req.body === 'object' && rawBody(req) !== undefined) {
     return req.body;
   }
-  const bytes = await bodyBytes(req);
+  const bytes = await bodyBytes(req, MAX_JSON_BYTES);
   if (bytes.length === 0) throw new ServiceError('invalid_request', 'request body must be a JSON object');
   try {
     return JSON.parse(bytes.toString('utf8'));

@@ -1,3 +1,5 @@
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { NextFunction, Request, Response } from 'express';
 import type { ErrorBody, ErrorCode } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
@@ -43,4 +45,26 @@ export function errorHandler(log: (message: string) => void) {
     log(`internal error: ${(error as Error).stack ?? String(error)}`);
     sendError(res, 'internal', 'internal error');
   };
+}
+
+/**
+ * Requests Node cannot parse (a bad method, headers over its limit, garbage) never reach the
+ * app; Node would answer them with a bare status. They get the same JSON as every other error.
+ */
+export function answerClientErrorsAsJson(server: http.Server): http.Server {
+  return server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    const message = error.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are too large' : 'the request could not be parsed as HTTP';
+    const body = JSON.stringify({ error: { code: 'invalid_request', message } } satisfies ErrorBody);
+    socket.end(
+      `HTTP/1.1 ${STATUS_OF.invalid_request} Bad Request\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+}
+
+/** Only a path (or an absolute URL) names a route; `*` and the like get a JSON 404 before any router sees them. */
+export function originFormOnly(req: Request, res: Response, next: NextFunction): void {
+  if (req.url.startsWith('/') || /^https?:\/\//i.test(req.url)) return next();
+  sendError(res, 'not_found', `no route for ${req.method} ${req.url.slice(0, 200)}`);
 }

@@ -2,7 +2,7 @@ import http, { type RequestListener } from 'node:http';
 import * as functions from '@google-cloud/functions-framework';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import express, { type Express } from 'express';
-import { errorHandler } from './errors.js';
+import { answerClientErrorsAsJson, errorHandler, originFormOnly } from './errors.js';
 
 /**
  * Serves `handler` as a Functions Framework HTTP function: the framework's own server (its body
@@ -18,7 +18,8 @@ export function frameworkServer(name: string, handler: Express, log: (message: s
   const callFramework = framework as unknown as express.RequestHandler;
   const outer = express();
   outer.disable('x-powered-by');
+  outer.use(originFormOnly);
   outer.use(callFramework);
   outer.use(errorHandler(log));
-  return http.createServer(outer);
+  return answerClientErrorsAsJson(http.createServer(outer));
 }

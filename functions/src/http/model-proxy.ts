@@ -3,22 +3,35 @@ import { ServiceError } from '../conversations/errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
+import { allowedBetas, CallsInFlight, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
 import type { ModelUpstream } from '../model/upstream.js';
 import type { Turn } from '../store/conversation-store.js';
 import { bodyBytes } from './body.js';
 import { bearer } from './internal-routes.js';
 
-const FORWARDED_REQUEST_HEADERS = ['anthropic-version', 'anthropic-beta', 'content-type', 'accept'];
+const FORWARDED_REQUEST_HEADERS = ['anthropic-version', 'content-type', 'accept'];
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'request-id', 'retry-after', 'anthropic-ratelimit-requests-remaining'];
+/** The Messages API's own request size limit. */
+export const MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024;
+const MODEL_BASE = '/internal/model';
 
 /**
  * The agent's model endpoint. The sandbox presents its turn token as the API key; the proxy
- * checks it, sends the call on with the real key (which never enters a sandbox), streams the
- * answer back as it comes and meters the tokens it carries.
+ * checks it and the request (proxy-policy.ts), sends the call on with the real key (which never
+ * enters a sandbox), streams the answer back as it comes and meters the tokens it carries. The
+ * upstream path is the proxy's constant, never taken from the request.
  */
-export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, log: (m: string) => void): Router {
+export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, log: (m: string) => void): Router {
   const router = Router();
-  router.post('/internal/model/v1/{*rest}', async (req, res) => {
+  const inFlight = new CallsInFlight(policy.maxCallsInFlight);
+  for (const [upstreamPath, call] of Object.entries(PROXIED_CALLS) as Array<[string, ProxiedCall]>) {
+    router.post(`${MODEL_BASE}${upstreamPath}`, (req, res) => proxy(req, res, upstreamPath, call));
+  }
+  router.all(`${MODEL_BASE}/{*rest}`, (req, res) => {
+    anthropicError(res, 404, 'not_found_error', `${req.method} ${req.path} is not offered here: only POST /v1/messages and /v1/messages/count_tokens`);
+  });
+
+  async function proxy(req: Request, res: Response, upstreamPath: string, call: ProxiedCall): Promise<void> {
     const token = req.get('x-api-key') ?? bearer(req);
     let turn: Turn;
     try {
@@ -27,19 +40,44 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       if (error instanceof ServiceError) return anthropicError(res, 401, 'authentication_error', error.message);
       throw error;
     }
+    // A slot is held from the first byte of the body: bodies still arriving count too.
+    if (!inFlight.take(turn.id)) {
+      res.setHeader('retry-after', '1');
+      return anthropicError(res, 429, 'rate_limit_error', `refused by clauderun: this turn already has ${policy.maxCallsInFlight} model calls in flight`);
+    }
+    try {
+      let bytes: Buffer;
+      try {
+        bytes = await bodyBytes(req, MAX_MODEL_REQUEST_BYTES);
+      } catch (error) {
+        if (error instanceof ServiceError && error.code === 'too_large') return anthropicError(res, 413, 'request_too_large', error.message);
+        throw error;
+      }
+      const verdict = checkModelRequest(call, bytes, policy);
+      if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);
+      await forward(req, res, turn, upstreamPath, verdict.body);
+    } finally {
+      inFlight.give(turn.id);
+    }
+  }
+
+  async function forward(req: Request, res: Response, turn: Turn, upstreamPath: string, body: string): Promise<void> {
     const controller = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    const query = req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : '';
     const headers: Record<string, string> = {};
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = req.get(name);
       if (value !== undefined) headers[name] = value;
     }
+    const betas = allowedBetas(req.get('anthropic-beta'));
+    if (betas !== undefined) headers['anthropic-beta'] = betas;
+    // The CLI marks its beta calls with ?beta=true; nothing else of the query is passed on.
+    const query = req.query.beta === 'true' ? '?beta=true' : '';
     let answer: globalThis.Response;
     try {
-      answer = await upstream.send({ pathAndQuery: `/v1/${restOf(req)}${query}`, headers, body: await bodyBytes(req), signal: controller.signal });
+      answer = await upstream.send({ pathAndQuery: `${upstreamPath}${query}`, headers, body: Buffer.from(body), signal: controller.signal });
     } catch (error) {
       log(`turn ${turn.id}: model upstream unreachable: ${(error as Error).message}`);
       return anthropicError(res, 502, 'api_error', 'the model API could not be reached');
@@ -71,13 +109,9 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       const { usage, model } = meter.result();
       if (usage.modelCalls > 0) await service.recordUsage(turn, usage, costUsd(model, usage, upstream.name));
     }
-  });
-  return router;
-}
+  }
 
-function restOf(req: Request): string {
-  const rest = (req.params as { rest?: string[] | string }).rest;
-  return (Array.isArray(rest) ? rest : [rest ?? '']).map(encodeURIComponent).join('/');
+  return router;
 }
 
 function anthropicError(res: Response, status: number, type: string, message: string): void {

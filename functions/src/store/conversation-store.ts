@@ -1,4 +1,5 @@
 import type { TurnStatus, Usage } from '../contract/turn.js';
+import type { EventBudget } from '../conversations/event-budget.js';
 import type { LimitHit, LimitName, Quota, UserLedger } from '../conversations/quota.js';
 
 export interface Conversation {
@@ -133,9 +134,10 @@ export interface ConversationStore {
   getUsage(userId: string, now: Date): Promise<UserUsage>;
   /**
    * Appends events to an unfinished turn, numbering them; returns them with their numbers, or
-   * undefined when the turn does not exist or is final (its result is its last event).
+   * undefined when the turn does not exist or is final (its result is its last event). With a
+   * budget, only the events within it are kept, the first cut batch ending with the notice.
    */
-  appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined>;
+  appendEvents(turnId: string, events: NewTurnEvent[], budget?: EventBudget): Promise<TurnEvent[] | undefined>;
   /** The turn's events after `afterSeq`, in order. */
   listEvents(turnId: string, afterSeq: number): Promise<TurnEvent[]>;
   /**

@@ -11,6 +11,7 @@ import firestorePackage, {
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
+import { EVENTS_DROPPED, eventBytes, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
 import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
@@ -29,7 +30,8 @@ import type {
 /*
  * Layout (every collection name starts with the prefix):
  *   conversations/{id}              a Conversation + activeTurnId (its one unfinished turn, or null)
- *   turns/{id}                      a Turn + lastEventSeq (the number of its last event)
+ *   turns/{id}                      a Turn + lastEventSeq (the number of its last event), eventBytes
+ *                                   and eventsCapped (its progress budget: event-budget.ts)
  *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
  *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
  *   users/{userId}                  {ledger: UserLedger}: what the user spent and started today
@@ -97,6 +99,12 @@ const ledgerOf = (snap: DocumentSnapshot): UserLedger | undefined => {
 };
 const activeTurnOf = (snap: DocumentSnapshot): string | null => z.string().nullable().parse(snap.get('activeTurnId') ?? null);
 const lastEventSeqOf = (snap: DocumentSnapshot): number => z.number().int().parse(snap.get('lastEventSeq') ?? 0);
+/** Every event of the turn counts; the bytes are those of the progress the runner posted. */
+const eventTallyOf = (snap: DocumentSnapshot, events: number): EventTally => ({
+  events,
+  bytes: z.number().int().parse(snap.get('eventBytes') ?? 0),
+  capped: snap.get('eventsCapped') === true,
+});
 const eventId = (seq: number): string => String(seq).padStart(10, '0');
 
 /** Firestore rejects `undefined` field values: a patch's absent fields are dropped. */
@@ -283,15 +291,19 @@ export class FirestoreConversationStore implements ConversationStore {
     return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: running.data().count };
   }
 
-  async appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined> {
+  async appendEvents(turnId: string, events: NewTurnEvent[], budget?: EventBudget): Promise<TurnEvent[] | undefined> {
     return this.transaction(async (tx) => {
       const ref = this.turns.doc(turnId);
       const snap = await tx.get(ref);
       if (!snap.exists || isFinal(toTurn(snap).status)) return undefined;
-      if (events.length === 0) return [];
       const last = lastEventSeqOf(snap);
-      tx.update(ref, { lastEventSeq: last + events.length });
-      return this.writeEvents(tx, turnId, last, events);
+      const tally = eventTallyOf(snap, last);
+      const kept = budget === undefined ? events : withinBudget(tally, events, budget).kept;
+      if (kept.length === 0) return [];
+      const bytes = kept.reduce((sum, event) => sum + eventBytes(event), tally.bytes);
+      const capped = kept.some((event) => event.type === EVENTS_DROPPED);
+      tx.update(ref, { lastEventSeq: last + kept.length, eventBytes: bytes, ...(capped ? { eventsCapped: true } : {}) });
+      return this.writeEvents(tx, turnId, last, kept);
     });
   }
 

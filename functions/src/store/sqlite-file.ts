@@ -1,6 +1,6 @@
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { ensurePrivateDir, ensurePrivateFile } from '../data-dir.js';
 
 /** A row as node:sqlite returns it. */
 export type Row = Record<string, SQLInputValue>;
@@ -14,7 +14,10 @@ export const strOrNull = (v: SQLInputValue | undefined): string | null => (v ===
  * `npm run keys` may hold the file at once, and each waits for the other's writes rather than fail.
  */
 export function openSqliteFile(file: string, schema: string): DatabaseSync {
-  if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+  if (file !== ':memory:') {
+    ensurePrivateDir(path.dirname(file));
+    ensurePrivateFile(file);
+  }
   const db = new DatabaseSync(file);
   db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
   db.exec(schema);

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { DatabaseSync } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
+import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
 import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
@@ -298,13 +299,24 @@ export class SqliteConversationStore implements ConversationStore {
     return Number(row?.n ?? 0);
   }
 
-  async appendEvents(turnId: string, events: NewTurnEvent[]): Promise<TurnEvent[] | undefined> {
+  async appendEvents(turnId: string, events: NewTurnEvent[], budget?: EventBudget): Promise<TurnEvent[] | undefined> {
     const appended = this.transaction(() => {
       const turn = this.db.prepare(`SELECT 1 FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(turnId);
-      return turn ? this.insertEvents(turnId, events) : undefined;
+      if (!turn) return undefined;
+      return this.insertEvents(turnId, budget === undefined ? events : withinBudget(this.eventTally(turnId), events, budget).kept);
     });
     if (appended !== undefined) this.announce(turnId, appended);
     return appended;
+  }
+
+  private eventTally(turnId: string): EventTally {
+    const row = this.db
+      .prepare(
+        `SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) AS bytes, COALESCE(MAX(type = '${EVENTS_DROPPED}'), 0) AS capped
+         FROM turn_events WHERE turn_id = ?`,
+      )
+      .get(turnId);
+    return { events: Number(row?.n ?? 0), bytes: Number(row?.bytes ?? 0), capped: Number(row?.capped ?? 0) === 1 };
   }
 
   private announce(turnId: string, events: TurnEvent[]): void {

@@ -22,6 +22,9 @@ export interface CloudRunLauncherOptions {
   log: (message: string) => void;
 }
 
+/** How often a cancelled execution is looked at until it has stopped. */
+const CANCEL_POLL_MS = 500;
+
 /** gRPC codes gax reports for HTTP 429 and 503 on the REST transport. */
 const RESOURCE_EXHAUSTED = 8;
 const UNAVAILABLE = 14;
@@ -52,6 +55,7 @@ export class CloudRunLauncher implements SandboxLauncher {
     const o = this.options;
     let pollMs = o.firstPollMs ?? 1000;
     let stopped = false;
+    let cancelling = false;
     let wake: () => void = () => {};
     const watcher = { stop: () => ((stopped = true), wake()) };
     this.watching.add(watcher);
@@ -70,7 +74,8 @@ export class CloudRunLauncher implements SandboxLauncher {
           } catch (error) {
             o.log(`execution ${executionName}: status unavailable: ${(error as Error).message}`);
           }
-          pollMs = Math.min(pollMs * 2, o.maxPollMs ?? 10_000);
+          // A cancelled execution stops in moments, and its turn waits for that: look often.
+          pollMs = cancelling ? CANCEL_POLL_MS : Math.min(pollMs * 2, o.maxPollMs ?? 10_000);
         }
         return { kind: 'cancelled' };
       } finally {
@@ -81,9 +86,10 @@ export class CloudRunLauncher implements SandboxLauncher {
       ref: executionName,
       ended,
       cancel: async () => {
-        await o.executions.cancelExecution({ name: executionName });
-        pollMs = o.firstPollMs ?? 1000; // a cancel settles in moments: look again soon
+        cancelling = true;
+        pollMs = CANCEL_POLL_MS;
         wake();
+        await o.executions.cancelExecution({ name: executionName });
       },
     };
   }

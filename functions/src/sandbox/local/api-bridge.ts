@@ -1,24 +1,43 @@
 import { chmod, rm } from 'node:fs/promises';
+import type http from 'node:http';
 import net from 'node:net';
 
+/** What becomes of one connection a sandbox opens on its bridge socket. */
+export type ApiConnector = (inbound: net.Socket) => void;
+
 /**
- * The sandbox has no network; its only way out is a unix socket bind-mounted into it. Each
- * connection on that socket is piped to the API's loopback port, and nowhere else.
+ * The runner's own listener, in this process: the connection is handed to an HTTP server that
+ * serves only the runner's routes and the model proxy, so nothing public is reachable from a
+ * sandbox, whatever the auth mode.
  */
-export async function openApiBridge(socketPath: string, apiPort: number): Promise<{ close(): Promise<void> }> {
-  const connections = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    const outbound = net.connect(apiPort, '127.0.0.1');
-    connections.add(inbound).add(outbound);
+export function serveWith(server: http.Server): ApiConnector {
+  return (inbound) => server.emit('connection', inbound);
+}
+
+/** Piped to a loopback port: a stand-in for the cloud, where a sandbox reaches the API's URL. */
+export function forwardToPort(port: number): ApiConnector {
+  return (inbound) => {
+    const outbound = net.connect(port, '127.0.0.1');
     const drop = () => {
       inbound.destroy();
       outbound.destroy();
-      connections.delete(inbound);
-      connections.delete(outbound);
     };
     inbound.on('error', drop).on('close', drop);
     outbound.on('error', drop).on('close', drop);
     inbound.pipe(outbound).pipe(inbound);
+  };
+}
+
+/**
+ * The sandbox has no network; its only way out is a unix socket bind-mounted into it. Each
+ * connection on that socket goes to `connect`, and nowhere else.
+ */
+export async function openApiBridge(socketPath: string, connect: ApiConnector): Promise<{ close(): Promise<void> }> {
+  const connections = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    connections.add(inbound);
+    inbound.on('close', () => connections.delete(inbound));
+    connect(inbound);
   });
   await rm(socketPath, { force: true });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));

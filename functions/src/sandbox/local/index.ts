@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { ApiConnector } from './api-bridge.js';
 import { openCgroups, type CgroupLimits } from './cgroups.js';
 import { LocalSandboxLauncher } from './local-launcher.js';
 import { checkIsolationTools } from './preflight.js';
@@ -6,8 +7,8 @@ import { locateRuntimeFiles } from './runtime-files.js';
 
 export interface LocalSandboxSettings {
   dataDir: string;
-  /** The API's loopback port, the only place a sandbox can reach. */
-  apiPort: number;
+  /** Where a sandbox's connections to the API go (the runner's listener), the only place it can reach. */
+  connectApi: ApiConnector;
   limits: CgroupLimits;
   systemPath: string;
   log: (message: string) => void;
@@ -19,7 +20,7 @@ export async function createLocalLauncher(settings: LocalSandboxSettings): Promi
   checkIsolationTools(runningAsRoot, settings.systemPath);
   return LocalSandboxLauncher.create({
     sandboxesDir: path.join(settings.dataDir, 'sandboxes'),
-    apiPort: settings.apiPort,
+    connectApi: settings.connectApi,
     limits: settings.limits,
     runtime: locateRuntimeFiles(),
     cgroups: await openCgroups(),

@@ -3,14 +3,15 @@ import { createHash } from 'node:crypto';
 import { chown, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
-import { openApiBridge } from './api-bridge.js';
+import { openApiBridge, type ApiConnector } from './api-bridge.js';
 import { bwrapArgs, SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_UID, type HostPaths } from './bwrap-command.js';
 import { commandInCgroup, type CgroupDriver, type CgroupLimits } from './cgroups.js';
 
 export interface LocalLauncherOptions {
   /** Per-turn directories (home, workspace, bridge socket) live here while a turn runs. */
   sandboxesDir: string;
-  apiPort: number;
+  /** Where a sandbox's connections to the API go: the runner's listener, nothing public. */
+  connectApi: ApiConnector;
   limits: CgroupLimits;
   runtime: Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
   cgroups: CgroupDriver;
@@ -61,7 +62,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       if (o.runningAsRoot) await chown(writable, SANDBOX_UID, SANDBOX_GID);
     }
     const cgroup = await o.cgroups.create(`${this.cgroupPrefix}${spec.turnId}`, o.limits);
-    const bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.apiPort);
+    const bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
 
     const args = bwrapArgs({
       host,

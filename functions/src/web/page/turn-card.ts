@@ -57,6 +57,8 @@ export class TurnCard {
         return this.toolUse(data as Payload<'tool_use'>);
       case 'tool_result':
         return this.toolResult(data as Payload<'tool_result'>);
+      case 'events_dropped':
+        return typeof data.message === 'string' ? data.message : undefined;
       case 'result': {
         const turn = data as unknown as TurnView;
         this.finish(turn);

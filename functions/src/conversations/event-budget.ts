@@ -1,0 +1,55 @@
+import type { NewTurnEvent } from '../store/conversation-store.js';
+
+/**
+ * How much progress one turn may store: a sandbox decides what it posts, and without a budget
+ * one turn could fill the store. Past the budget events are dropped, and the stream says so
+ * once, with one `events_dropped` event.
+ */
+export interface EventBudget {
+  maxEvents: number;
+  maxBytes: number;
+}
+
+/** What a turn has stored so far. */
+export interface EventTally {
+  events: number;
+  bytes: number;
+  /** Whether events were dropped already (the notice is in the stream). */
+  capped: boolean;
+}
+
+export const EVENTS_DROPPED = 'events_dropped';
+
+export const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSON.stringify(event.data), 'utf8');
+
+/**
+ * The events that fit, in order (the first that does not fit ends them), plus the notice when
+ * this batch is the first to be cut; and the tally after them.
+ */
+export function withinBudget(
+  tally: EventTally,
+  events: readonly NewTurnEvent[],
+  budget: EventBudget,
+): { kept: NewTurnEvent[]; dropped: number; tally: EventTally } {
+  if (tally.capped) return { kept: [], dropped: events.length, tally };
+  const kept: NewTurnEvent[] = [];
+  let { events: count, bytes } = tally;
+  for (const event of events) {
+    const size = eventBytes(event);
+    if (count + 1 > budget.maxEvents || bytes + size > budget.maxBytes) {
+      const notice: NewTurnEvent = {
+        type: EVENTS_DROPPED,
+        data: {
+          message: `this turn's progress is over its budget of ${budget.maxEvents} events or ${budget.maxBytes} bytes: later steps are not shown`,
+          maxEvents: budget.maxEvents,
+          maxBytes: budget.maxBytes,
+        },
+      };
+      return { kept: [...kept, notice], dropped: events.length - kept.length, tally: { events: count + 1, bytes: bytes + eventBytes(notice), capped: true } };
+    }
+    kept.push(event);
+    count += 1;
+    bytes += size;
+  }
+  return { kept, dropped: 0, tally: { events: count, bytes, capped: false } };
+}

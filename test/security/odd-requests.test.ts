@@ -1,0 +1,61 @@
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualLauncher } from '../support/manual-launcher.js';
+import { startService, type RunningService } from '../support/service.js';
+
+/** What the raw socket answers to bytes that are barely HTTP: status line, content type, body. */
+async function rawRequest(port: number, bytes: string): Promise<{ status: string; contentType: string | undefined; body: string }> {
+  const answer = await new Promise<string>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let data = '';
+    socket.on('data', (chunk) => (data += chunk.toString()));
+    socket.on('close', () => resolve(data));
+    socket.on('error', () => resolve(data));
+    socket.write(bytes);
+    setTimeout(() => socket.end(), 300);
+  });
+  const [head = '', ...rest] = answer.split('\r\n\r\n');
+  return { status: head.split('\r\n')[0] ?? '', contentType: /content-type: ([^\r]+)/i.exec(head)?.[1], body: rest.join('\r\n\r\n') };
+}
+
+const mode = (file: string) => statSync(file).mode & 0o777;
+
+describe('a hostile client, and the data dir', () => {
+  let service: RunningService;
+  let dataDir: string;
+  beforeAll(async () => {
+    // A data dir as an older version or a default umask left it: world-readable.
+    dataDir = await mkdtemp(path.join(tmpdir(), 'clauderun-odd-'));
+    mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+    writeFileSync(path.join(dataDir, 'clauderun.db'), '', { mode: 0o644 });
+    writeFileSync(path.join(dataDir, 'token-secret'), 'a'.repeat(43), { mode: 0o644 });
+    service = await startService({}, dataDir, { launcher: new ManualLauncher() });
+  });
+  afterAll(async () => {
+    await service?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['a request target of *', 'OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n', '404'],
+    ['an unknown method', 'BREW / HTTP/1.1\r\nHost: x\r\n\r\n', '400'],
+    ['headers over the limit', `GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`, '400'],
+    ['bytes that are not HTTP', 'garbage\r\n\r\n', '400'],
+    ['a path that is not valid percent-encoding', 'GET /api/conversations/%ZZ HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\n\r\n', '400'],
+  ])('answers %s with a JSON error', async (_what, bytes, status) => {
+    const answer = await rawRequest(service.port, bytes);
+    expect(answer.status).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+    expect(answer.contentType).toMatch(/^application\/json/);
+    expect(JSON.parse(answer.body)).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
+    expect(answer.body).not.toContain(dataDir);
+  });
+
+  it('keeps the data dir owner-only, however it was made', () => {
+    expect(mode(dataDir)).toBe(0o700);
+    for (const file of ['clauderun.db', 'clauderun.db-wal', 'clauderun.db-shm', 'token-secret']) expect(mode(path.join(dataDir, file)), file).toBe(0o600);
+  });
+});

@@ -1,0 +1,43 @@
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runInSandbox, SANDBOX_PRELUDE } from '../support/in-sandbox.js';
+import { call, useServiceWithFake } from '../support/service.js';
+
+/**
+ * A tool holds the turn token and can post the turn's result itself, then carry on. Its sandbox
+ * must be gone before the turn is final, so that nothing runs uncounted by the running limits.
+ */
+describe('a tool in the sandbox, outliving its turn', () => {
+  const running = useServiceWithFake({ CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: '2', CLAUDERUN_MAX_TURNS_PER_MINUTE: '100' });
+
+  const sandboxesOnHost = () => {
+    const dir = path.join(running.service.dataDir, 'sandboxes');
+    return existsSync(dir) ? readdirSync(dir) : [];
+  };
+
+  it('posts its result early and keeps running: the turn is final only once the sandbox is gone', async () => {
+    const script = `${SANDBOX_PRELUDE}
+(async () => {
+  const answer = await call('POST', '/internal/turns/' + turnId + '/result', {
+    headers: { authorization: 'Bearer ' + token },
+    body: { outcome: 'succeeded', text: 'posted early', sessionId: '00000000-0000-4000-8000-000000000002', stateSaved: false },
+  });
+  console.log('POSTED', answer.status);
+  setInterval(() => {}, 1000); // and stay
+})();`;
+    const userId = 'outliver';
+    const answers = await Promise.all([runInSandbox(running.service, script, { userId }), runInSandbox(running.service, script, { userId })]);
+    for (const answer of answers) {
+      expect(answer.status).toBe(200);
+      expect(answer.body).toMatchObject({ status: 'succeeded', text: 'posted early' });
+    }
+    // At the moment the answers arrive, nothing of either sandbox is left, and the user's
+    // running turns (which the limit counts) are none.
+    expect(sandboxesOnHost()).toEqual([]);
+    const usage = await call(running.service, 'GET', '/api/usage', { userId });
+    expect(usage.body.runningTurns).toBe(0);
+    const third = await runInSandbox(running.service, 'console.log("third")', { userId });
+    expect(third.status).toBe(200);
+  });
+});
