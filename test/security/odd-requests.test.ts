@@ -4,8 +4,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFirestoreEmulator, firestoreEmulatorUnavailable, type FirestoreEmulator } from '../support/firestore-emulator.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
-import { startService, type RunningService } from '../support/service.js';
+import { call, prompt, startService, type RunningService } from '../support/service.js';
 
 /** What the raw socket answers to bytes that are barely HTTP: status line, content type, body. */
 async function rawRequest(port: number, bytes: string): Promise<{ status: string; contentType: string | undefined; body: string }> {
@@ -57,5 +58,39 @@ describe('a hostile client, and the data dir', () => {
   it('keeps the data dir owner-only, however it was made', () => {
     expect(mode(dataDir)).toBe(0o700);
     for (const file of ['clauderun.db', 'clauderun.db-wal', 'clauderun.db-shm', 'token-secret']) expect(mode(path.join(dataDir, file)), file).toBe(0o600);
+  });
+});
+
+/** Ids a client makes up reach the store only if they are of the API's own shape. */
+describe.skipIf(firestoreEmulatorUnavailable() !== undefined)('a hostile client\'s ids, on Firestore', () => {
+  let emulator: FirestoreEmulator | undefined;
+  let service: RunningService;
+  beforeAll(async () => {
+    emulator = await startFirestoreEmulator();
+    service = await startService(
+      { CLAUDERUN_STORE: 'firestore', GOOGLE_CLOUD_PROJECT: 'odd-ids', FIRESTORE_EMULATOR_HOST: emulator?.host },
+      undefined,
+      { launcher: new ManualLauncher() },
+    );
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await emulator?.stop();
+  });
+
+  it.each([
+    ['a slash', 'a%2Fb'],
+    ['a collection path', 'x%2Fturns%2Fy'],
+    ['2,000 characters', 'a'.repeat(2000)],
+    ['dots', '..'],
+  ])('answers an id with %s as not found, in every route', async (_what, id) => {
+    for (const path of [`/api/conversations/${id}`, `/api/conversations/${id}/turns/${id}`, `/api/conversations/${id}/turns/${id}/events`]) {
+      const answer = await call(service, 'GET', path, { userId: 'prober' });
+      expect(answer.status, path).toBe(404);
+      expect(answer.body).toMatchObject({ error: { code: 'not_found' } });
+    }
+    expect((await call(service, 'DELETE', `/api/conversations/${id}`, { userId: 'prober' })).status).toBe(404);
+    const posted = await prompt(service, 'prober', { message: 'hi', conversationId: decodeURIComponent(id) });
+    expect(posted.status).toBe(400);
   });
 });

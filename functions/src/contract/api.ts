@@ -3,9 +3,15 @@ import { TurnStatus, Usage } from './turn.js';
 
 /** Public HTTP API (v1): the request and response shapes clients see. */
 
+/**
+ * The shape of every conversation and turn id the API gives out (UUIDs) and takes back. An id
+ * of another shape names nothing; it never reaches a store (where `a/b` would be a path).
+ */
+export const ResourceId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'not an id this API gives out');
+
 export const PostConversationRequest = z.strictObject({
   message: z.string({ error: 'message must be a string' }).refine((m) => m.trim().length > 0, 'message must not be empty'),
-  conversationId: z.string().min(1).max(100).optional(),
+  conversationId: ResourceId.optional(),
 });
 export type PostConversationRequest = z.infer<typeof PostConversationRequest>;
 

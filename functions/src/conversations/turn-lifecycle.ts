@@ -80,10 +80,11 @@ export class TurnLifecycle {
     } catch (error) {
       const message = (error as Error).message;
       this.deps.log(`turn ${turn.id}: sandbox launch failed: ${message}`);
-      const failed = await this.finish(turn.id, 'failed', { reason: `the sandbox could not be started: ${message}` });
-      if (error instanceof SandboxUnavailableError) {
-        throw new ServiceError('unavailable', `no sandbox is available right now: ${message}`, { ...turnView(failed), retryAfterSeconds: 10 });
-      }
+      // What clients see names no host path: the details are in the service log.
+      const unavailable = error instanceof SandboxUnavailableError;
+      const reason = unavailable ? error.publicMessage : 'the sandbox could not be started (the service log has the details)';
+      const failed = await this.finish(turn.id, 'failed', { reason });
+      if (unavailable) throw new ServiceError('unavailable', reason, { ...turnView(failed), retryAfterSeconds: 10 });
       return failed;
     }
     const starting = await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref }, { events: statusEvent });

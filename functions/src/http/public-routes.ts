@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
-import { ListConversationsQuery, PostConversationRequest, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
+import { ListConversationsQuery, PostConversationRequest, ResourceId, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../conversations/quota.js';
 import type { ConversationService } from '../conversations/service.js';
@@ -21,6 +21,13 @@ export function publicRoutes(service: ConversationService, auth: Authenticator):
     if (!result.ok) throw new ServiceError('unauthenticated', result.message);
     return result.userId;
   };
+
+  // An id that is not of the API's shape names nothing: 404, as for an id that does not exist.
+  for (const [param, what] of [['conversationId', 'conversation'], ['turnId', 'turn']] as const) {
+    router.param(param, (_req, _res, next, value: string) => {
+      next(ResourceId.safeParse(value).success ? undefined : new ServiceError('not_found', `${what} not found`));
+    });
+  }
 
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

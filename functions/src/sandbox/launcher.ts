@@ -27,7 +27,17 @@ export interface SandboxLauncher {
   close(): Promise<void>;
 }
 
-/** No sandbox can be had: isolation is missing here, or the platform refuses for now. */
+/**
+ * No sandbox can be had: isolation is missing here, or the platform refuses for now. The
+ * message is for the operator (it may name host paths); `publicMessage` is what clients see.
+ */
 export class SandboxUnavailableError extends Error {
   override name = 'SandboxUnavailableError';
+
+  constructor(
+    message: string,
+    readonly publicMessage = 'no sandbox is available right now; try again shortly',
+  ) {
+    super(message);
+  }
 }

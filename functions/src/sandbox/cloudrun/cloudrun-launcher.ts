@@ -128,7 +128,8 @@ export class CloudRunLauncher implements SandboxLauncher {
         const refused = code === RESOURCE_EXHAUSTED || code === UNAVAILABLE;
         if (!refused) throw error;
         if (attempt >= retries) {
-          throw new SandboxUnavailableError(`Cloud Run refused to start a sandbox ${attempt + 1} times (${(error as Error).message}); try again shortly`);
+          const message = `Cloud Run refused to start a sandbox ${attempt + 1} times (${(error as Error).message}); try again shortly`;
+          throw new SandboxUnavailableError(message, message);
         }
         await sleep((o.retryBaseMs ?? 500) * 2 ** attempt);
       }
