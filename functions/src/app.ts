@@ -77,7 +77,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   if (recovered.followed > 0) log(`following ${recovered.followed} turn(s) whose sandboxes still run`);
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
-  const publicRouters = [publicRoutes(service, auth.authenticator), webRoutes(config)];
+  const publicRouters = [publicRoutes(service, auth.authenticator, { eventStreamsPerUser: config.limits.eventStreamsPerUser }), webRoutes(config)];
   const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight }, log)];
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);

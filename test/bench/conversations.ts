@@ -195,6 +195,8 @@ export async function eventStreamsMemory(fake: FakeAnthropic, count: number): Pr
       ANTHROPIC_BASE_URL: fake.url,
       // Long enough that the turn cannot time out while the streams are being opened and measured.
       CLAUDERUN_TURN_TIMEOUT_SECONDS: '300',
+      // One watcher user holds every stream here: the per-user cap would refuse all but 20.
+      CLAUDERUN_MAX_EVENT_STREAMS_PER_USER: String(count),
     });
     const serviceLimit = await openFileLimit(service.pid);
     line('open-file limit', `${ownLimit} here, ${serviceLimit} in the service (${needed} needed on each side)`);

@@ -94,3 +94,36 @@ describe.skipIf(firestoreEmulatorUnavailable() !== undefined)('a hostile client\
     expect(posted.status).toBe(400);
   });
 });
+
+describe('a hostile client holding event streams open', () => {
+  const launcher = new ManualLauncher();
+  let service: RunningService;
+  beforeAll(async () => {
+    service = await startService({ CLAUDERUN_MAX_EVENT_STREAMS_PER_USER: '3' }, undefined, { launcher });
+  });
+  afterAll(async () => service?.stop({ removeData: true }));
+
+  it('gets at most its cap of streams at once; a closed one frees its place; other users are not affected', async () => {
+    const started = await prompt(service, 'hoarder', { message: 'hi' }, { prefer: 'respond-async' });
+    const events = `${service.url}${(started.body.links as { events: string }).events}`;
+    const open = async (userId: string) => {
+      const controller = new AbortController();
+      const response = await fetch(events, { headers: { 'x-user-id': userId }, signal: controller.signal });
+      return { response, close: () => controller.abort() };
+    };
+    const held = await Promise.all([open('hoarder'), open('hoarder'), open('hoarder')]);
+    expect(held.map((s) => s.response.status)).toEqual([200, 200, 200]);
+    const fourth = await open('hoarder');
+    expect(fourth.response.status).toBe(429);
+    expect(await fourth.response.json()).toMatchObject({ error: { code: 'rate_limited', details: { limit: 'event_streams', max: 3 } } });
+    // Someone else's stream of the same turn is their 404, not a 429: the cap is per user.
+    expect((await open('bystander')).response.status).toBe(404);
+    held[0]?.close();
+    await expect.poll(async () => {
+      const again = await open('hoarder');
+      again.close();
+      return again.response.status;
+    }).toBe(200);
+    for (const stream of held) stream.close();
+  });
+});

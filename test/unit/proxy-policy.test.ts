@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { allowedBetas, CallsInFlight, checkModelRequest } from '../../functions/src/model/proxy-policy.js';
+import { KeyedSlots } from '../../functions/src/http/keyed-slots.js';
+import { allowedBetas, checkModelRequest } from '../../functions/src/model/proxy-policy.js';
 
 const policy = { models: ['claude-opus-5-5', 'claude-haiku-5-5'], maxOutputTokens: 32_000, maxCallsInFlight: 2 };
 const check = (body: unknown, call: 'messages' | 'count_tokens' = 'messages') => checkModelRequest(call, Buffer.from(JSON.stringify(body)), policy);
@@ -61,7 +62,7 @@ describe('the model proxy\'s policy', () => {
   });
 
   it('lets a turn hold only so many calls at once, each turn on its own', () => {
-    const inFlight = new CallsInFlight(policy.maxCallsInFlight);
+    const inFlight = new KeyedSlots(policy.maxCallsInFlight);
     expect([inFlight.take('a'), inFlight.take('a'), inFlight.take('a')]).toEqual([true, true, false]);
     expect(inFlight.take('b')).toBe(true);
     inFlight.give('a');

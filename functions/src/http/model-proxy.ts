@@ -3,10 +3,11 @@ import { ServiceError } from '../conversations/errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
-import { allowedBetas, CallsInFlight, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
+import { allowedBetas, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
 import type { ModelUpstream } from '../model/upstream.js';
 import type { Turn } from '../store/conversation-store.js';
 import { bodyBytes } from './body.js';
+import { KeyedSlots } from './keyed-slots.js';
 import { bearer } from './internal-routes.js';
 
 const FORWARDED_REQUEST_HEADERS = ['anthropic-version', 'content-type', 'accept'];
@@ -23,7 +24,7 @@ const MODEL_BASE = '/internal/model';
  */
 export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, log: (m: string) => void): Router {
   const router = Router();
-  const inFlight = new CallsInFlight(policy.maxCallsInFlight);
+  const inFlight = new KeyedSlots(policy.maxCallsInFlight);
   for (const [upstreamPath, call] of Object.entries(PROXIED_CALLS) as Array<[string, ProxiedCall]>) {
     router.post(`${MODEL_BASE}${upstreamPath}`, (req, res) => proxy(req, res, upstreamPath, call));
   }

@@ -8,14 +8,16 @@ import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
 import type { Turn } from '../store/conversation-store.js';
 import { jsonBody } from './body.js';
+import { KeyedSlots } from './keyed-slots.js';
 import { sendError } from './errors.js';
 import { streamTurnEvents } from './turn-events-stream.js';
 
 type Params = { conversationId: string; turnId: string };
 
 /** The public API: authenticate, validate, hand over to the service, map its answer. */
-export function publicRoutes(service: ConversationService, auth: Authenticator): Router {
+export function publicRoutes(service: ConversationService, auth: Authenticator, limits: { eventStreamsPerUser: number }): Router {
   const router = Router();
+  const streams = new KeyedSlots(limits.eventStreamsPerUser);
   const userOf = async (req: Request): Promise<string> => {
     const result = await auth.authenticate(req.headers);
     if (!result.ok) throw new ServiceError('unauthenticated', result.message);
@@ -81,7 +83,7 @@ export function publicRoutes(service: ConversationService, auth: Authenticator):
   });
 
   router.get('/api/conversations/:conversationId/turns/:turnId/events', async (req: Request<Params>, res) => {
-    await streamTurnEvents(service, await userOf(req), req, res);
+    await streamTurnEvents(service, await userOf(req), req, res, streams);
   });
 
   return router;

@@ -17,27 +17,6 @@ export interface ModelPolicy {
   maxCallsInFlight: number;
 }
 
-/** Counts each turn's calls in flight, in this instance (the agent's calls of a turn go to one). */
-export class CallsInFlight {
-  private readonly counts = new Map<string, number>();
-
-  constructor(private readonly max: number) {}
-
-  /** Takes a slot for the turn, or answers false when it holds them all. */
-  take(turnId: string): boolean {
-    const count = this.counts.get(turnId) ?? 0;
-    if (count >= this.max) return false;
-    this.counts.set(turnId, count + 1);
-    return true;
-  }
-
-  give(turnId: string): void {
-    const count = (this.counts.get(turnId) ?? 1) - 1;
-    if (count <= 0) this.counts.delete(turnId);
-    else this.counts.set(turnId, count);
-  }
-}
-
 /** The upstream paths the proxy serves, by the proxy's own path under /internal/model. */
 export const PROXIED_CALLS = {
   '/v1/messages': 'messages',
