@@ -102,6 +102,25 @@ const probes = ${JSON.stringify(probes)};
     }
   });
 
+  it('meters a streamed answer the sandbox hangs up on before its usage arrives', async () => {
+    // 40,000 characters: 10,000 output tokens, reported by the last event, seconds after the first.
+    const script = `${SANDBOX_PRELUDE}
+(async () => {
+  await new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port: 8080, method: 'POST', path: '/internal/model/v1/messages', headers: { 'content-type': 'application/json', 'x-api-key': token } }, (res) => {
+      res.once('data', () => { console.log('FIRST BYTES', res.statusCode); req.destroy(); resolve(); });
+    });
+    req.end(JSON.stringify({ model: 'claude-opus-5-5', max_tokens: 16000, stream: true, messages: [{ role: 'user', content: 'slow: 40000' }] }));
+  });
+})();`;
+    const answer = await runInSandbox(running.service, script, { userId: 'hangs-up' });
+    expect(toolOutput(answer)).toContain('FIRST BYTES 200');
+    // The proxy reads the answer to its end and meters it, though nobody listens any more.
+    const turnPath = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}`;
+    const outputTokens = async () => ((await call(running.service, 'GET', turnPath, { userId: 'hangs-up' })).body.usage as { outputTokens: number }).outputTokens;
+    await expect.poll(outputTokens, { timeout: 10_000 }).toBeGreaterThanOrEqual(10_000);
+  });
+
   it('refuses a body over 32 MB without reading it all', async () => {
     const script = `${SANDBOX_PRELUDE}
 (async () => {

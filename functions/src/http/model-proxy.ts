@@ -15,6 +15,8 @@ const FORWARDED_RESPONSE_HEADERS = ['content-type', 'request-id', 'retry-after',
 /** The Messages API's own request size limit. */
 export const MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024;
 const MODEL_BASE = '/internal/model';
+/** The longest a model call may take; a 32k-token answer streams in a few minutes. */
+const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
 
 /**
  * The agent's model endpoint. The sandbox presents its turn token as the API key; the proxy
@@ -63,10 +65,6 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
   }
 
   async function forward(req: Request, res: Response, turn: Turn, upstreamPath: string, body: string): Promise<void> {
-    const controller = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
     const headers: Record<string, string> = {};
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = req.get(name);
@@ -78,7 +76,9 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     const query = req.query.beta === 'true' ? '?beta=true' : '';
     let answer: globalThis.Response;
     try {
-      answer = await upstream.send({ pathAndQuery: `${upstreamPath}${query}`, headers, body: Buffer.from(body), signal: controller.signal });
+      // The answer is read to its end even if the sandbox hangs up: its usage comes last, and a
+      // call cut short is billed all the same. Only a stuck upstream is given up on.
+      answer = await upstream.send({ pathAndQuery: `${upstreamPath}${query}`, headers, body: Buffer.from(body), signal: AbortSignal.timeout(MODEL_CALL_TIMEOUT_MS) });
     } catch (error) {
       log(`turn ${turn.id}: model upstream unreachable: ${(error as Error).message}`);
       return anthropicError(res, 502, 'api_error', 'the model API could not be reached');
@@ -95,7 +95,7 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     try {
       if (answer.body !== null) {
         for await (const chunk of answer.body) {
-          res.write(chunk);
+          if (res.writable) res.write(chunk);
           const text = decoder.decode(chunk, { stream: true });
           if (streaming) meter.pushSse(text);
           else if (whole.length < 1_000_000) whole += text;

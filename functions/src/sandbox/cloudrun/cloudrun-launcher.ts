@@ -25,8 +25,9 @@ export interface CloudRunLauncherOptions {
 /** How often a cancelled execution is looked at until it has stopped. */
 const CANCEL_POLL_MS = 500;
 
-/** gRPC codes gax reports for HTTP 429 and 503 on the REST transport. */
+/** gRPC codes gax reports for HTTP 429, 400 (failed precondition) and 503 on the REST transport. */
 const RESOURCE_EXHAUSTED = 8;
+const FAILED_PRECONDITION = 9;
 const UNAVAILABLE = 14;
 
 /**
@@ -89,7 +90,12 @@ export class CloudRunLauncher implements SandboxLauncher {
         cancelling = true;
         pollMs = CANCEL_POLL_MS;
         wake();
-        await o.executions.cancelExecution({ name: executionName });
+        try {
+          await o.executions.cancelExecution({ name: executionName });
+        } catch (error) {
+          // An execution that has already ended cannot be cancelled: that is the end we want.
+          if ((error as { code?: number }).code !== FAILED_PRECONDITION) throw error;
+        }
       },
     };
   }
