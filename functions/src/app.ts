@@ -18,7 +18,7 @@ import { TurnLifecycle } from './conversations/turn-lifecycle.js';
 import { TurnTokens } from './conversations/turn-token.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
 import { internalRoutes } from './http/internal-routes.js';
-import { modelProxyRoutes } from './http/model-proxy.js';
+import { MAX_MODEL_REQUEST_BYTES, modelProxyRoutes } from './http/model-proxy.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
 import { AnthropicUpstream } from './model/anthropic.js';
@@ -37,6 +37,8 @@ export interface Clauderun {
   app: Express;
   /** The runner's routes and the model proxy alone: all a local sandbox's bridge leads to. */
   internalApp: Express;
+  /** The largest request body `app` reads: what its routes can take, so that nothing larger is buffered. */
+  maxBodyBytes: number;
   service: ConversationService;
   upstream: ModelUpstream;
   close(): Promise<void>;
@@ -77,14 +79,19 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   if (recovered.followed > 0) log(`following ${recovered.followed} turn(s) whose sandboxes still run`);
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
-  const publicRouters = [publicRoutes(service, auth.authenticator, { eventStreamsPerUser: config.limits.eventStreamsPerUser }), webRoutes(config)];
+  const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
   const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight }, log)];
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);
 
+  const servesRunner = config.sandbox.kind !== 'local';
+  // A prompt's JSON may escape every byte of it (\uXXXX); the runner's largest bodies are model calls and states.
+  const publicBodyBytes = 6 * config.limits.maxPromptBytes + 64 * 1024;
+  const runnerBodyBytes = Math.max(MAX_MODEL_REQUEST_BYTES, config.limits.maxStateBytes) + 64 * 1024;
   return {
-    app: jsonApp(config.sandbox.kind === 'local' ? publicRouters : [...publicRouters, ...runnerRouters], log),
+    app: jsonApp(servesRunner ? [...publicRouters, ...runnerRouters] : publicRouters, log),
     internalApp,
+    maxBodyBytes: servesRunner ? Math.max(publicBodyBytes, runnerBodyBytes) : publicBodyBytes,
     service,
     upstream,
     close: async () => {

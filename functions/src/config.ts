@@ -86,8 +86,8 @@ const EnvSchema = z.object({
   /** Progress one turn may store: events, and the bytes of their data; past either, events are dropped. */
   CLAUDERUN_MAX_EVENTS_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENTS_PER_TURN').default(2000),
   CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENT_BYTES_PER_TURN').default(2 * 1024 * 1024),
-  /** Event streams one user may hold open at once (per API instance). */
-  CLAUDERUN_MAX_EVENT_STREAMS_PER_USER: positiveInt('CLAUDERUN_MAX_EVENT_STREAMS_PER_USER').default(20),
+  /** Event streams and waiting requests one user may hold open at once (per API instance). */
+  CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: positiveInt('CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER').default(20),
   CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: positiveInt('CLAUDERUN_MAX_RUNNING_TURNS_PER_USER').default(2),
   CLAUDERUN_MAX_TURNS_PER_MINUTE: positiveInt('CLAUDERUN_MAX_TURNS_PER_MINUTE').default(10),
   /** Sandboxes running at once across all users; keep it under the Cloud Run Jobs quota. */
@@ -153,7 +153,7 @@ export interface Config {
     maxPromptBytes: number;
     maxStateBytes: number;
     events: EventBudget;
-    eventStreamsPerUser: number;
+    openRequestsPerUser: number;
   };
   quota: Quota;
   runningInCloud: boolean;
@@ -247,7 +247,7 @@ export function loadConfig(env: Env): Config {
       maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
       events: { maxEvents: e.CLAUDERUN_MAX_EVENTS_PER_TURN, maxBytes: e.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN },
-      eventStreamsPerUser: e.CLAUDERUN_MAX_EVENT_STREAMS_PER_USER,
+      openRequestsPerUser: e.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER,
     },
     quota: {
       runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,

@@ -196,7 +196,7 @@ export async function eventStreamsMemory(fake: FakeAnthropic, count: number): Pr
       // Long enough that the turn cannot time out while the streams are being opened and measured.
       CLAUDERUN_TURN_TIMEOUT_SECONDS: '300',
       // One watcher user holds every stream here: the per-user cap would refuse all but 20.
-      CLAUDERUN_MAX_EVENT_STREAMS_PER_USER: String(count),
+      CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: String(count),
     });
     const serviceLimit = await openFileLimit(service.pid);
     line('open-file limit', `${ownLimit} here, ${serviceLimit} in the service (${needed} needed on each side)`);

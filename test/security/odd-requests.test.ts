@@ -1,5 +1,6 @@
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -47,12 +48,43 @@ describe('a hostile client, and the data dir', () => {
     ['headers over the limit', `GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`, '400'],
     ['bytes that are not HTTP', 'garbage\r\n\r\n', '400'],
     ['a path that is not valid percent-encoding', 'GET /api/conversations/%ZZ HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\n\r\n', '400'],
+    ['CONNECT', 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n', '400'],
+    ['a gzip body that is not gzip', 'POST /api/conversation HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello', '400'],
+    ['a body declared larger than any route takes', 'POST /api/conversation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{', '413'],
   ])('answers %s with a JSON error', async (_what, bytes, status) => {
     const answer = await rawRequest(service.port, bytes);
     expect(answer.status).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
     expect(answer.contentType).toMatch(/^application\/json/);
     expect(JSON.parse(answer.body)).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
     expect(answer.body).not.toContain(dataDir);
+  });
+
+  it('stops reading an unauthenticated body past the limit, whatever its framing says', async () => {
+    const before = process.memoryUsage().rss;
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = http.request({ host: '127.0.0.1', port: service.port, method: 'POST', path: '/api/conversation', headers: { 'content-type': 'application/json' } }, (response) => {
+        let body = '';
+        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      request.on('error', reject);
+      // Chunked, with no length to refuse it by: 100 MB of a message.
+      const piece = Buffer.alloc(1024 * 1024, 'a');
+      request.write('{"message":"');
+      let sent = 0;
+      const pump = () => {
+        while (sent < 100 && request.write(piece)) sent += 1;
+        if (sent < 100) request.once('drain', pump);
+        else request.end('"}');
+      };
+      pump();
+    }).catch((error: unknown) => ({ status: 0, body: String(error) }));
+    // The refusal, or the connection cut once it was sent; never the whole body read.
+    if (answer.status !== 0) {
+      expect(answer.status).toBe(413);
+      expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'too_large' } });
+    }
+    expect(process.memoryUsage().rss - before).toBeLessThan(200 * 1024 * 1024);
   });
 
   it('keeps the data dir owner-only, however it was made', () => {
@@ -99,7 +131,7 @@ describe('a hostile client holding event streams open', () => {
   const launcher = new ManualLauncher();
   let service: RunningService;
   beforeAll(async () => {
-    service = await startService({ CLAUDERUN_MAX_EVENT_STREAMS_PER_USER: '3' }, undefined, { launcher });
+    service = await startService({ CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: '3' }, undefined, { launcher });
   });
   afterAll(async () => service?.stop({ removeData: true }));
 
@@ -115,7 +147,7 @@ describe('a hostile client holding event streams open', () => {
     expect(held.map((s) => s.response.status)).toEqual([200, 200, 200]);
     const fourth = await open('hoarder');
     expect(fourth.response.status).toBe(429);
-    expect(await fourth.response.json()).toMatchObject({ error: { code: 'rate_limited', details: { limit: 'event_streams', max: 3 } } });
+    expect(await fourth.response.json()).toMatchObject({ error: { code: 'rate_limited', details: { limit: 'open_requests', max: 3 } } });
     // Someone else's stream of the same turn is their 404, not a 429: the cap is per user.
     expect((await open('bystander')).response.status).toBe(404);
     held[0]?.close();
@@ -125,5 +157,46 @@ describe('a hostile client holding event streams open', () => {
       return again.response.status;
     }).toBe(200);
     for (const stream of held) stream.close();
+  });
+});
+
+describe('a hostile client holding prompts open', () => {
+  const launcher = new ManualLauncher();
+  let service: RunningService;
+  beforeAll(async () => {
+    service = await startService({ CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: '3' }, undefined, { launcher });
+  });
+  afterAll(async () => service?.stop({ removeData: true }));
+
+  it('waits on at most its cap of answers at once (retries of one turn included); a refused wait starts nothing', async () => {
+    const waits = Array.from({ length: 3 }, () => {
+      const controller = new AbortController();
+      const answer = fetch(`${service.url}/api/conversation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-user-id': 'waiter', 'idempotency-key': 'same-turn' },
+        body: JSON.stringify({ message: 'hi' }),
+        signal: controller.signal,
+      }).catch(() => undefined);
+      return { answer, hangUp: () => controller.abort() };
+    });
+    await expect.poll(() => launcher.sandboxes.length).toBe(1);
+    const launched = launcher.sandboxes.length;
+    const fourth = await prompt(service, 'waiter', { message: 'another' });
+    expect(fourth.status).toBe(429);
+    expect(fourth.body).toMatchObject({ error: { details: { limit: 'open_requests', max: 3 } } });
+    expect(launcher.sandboxes.length).toBe(launched);
+    // A client that hangs up gives its place back: the next wait is taken (it waits, not 429).
+    waits[0]?.hangUp();
+    const statusWithin = async (ms: number) => {
+      const answer = await fetch(`${service.url}/api/conversation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-user-id': 'waiter', 'idempotency-key': 'same-turn' },
+        body: JSON.stringify({ message: 'hi' }),
+        signal: AbortSignal.timeout(ms),
+      }).catch(() => undefined);
+      return answer === undefined ? 'waiting' : answer.status;
+    };
+    await expect.poll(() => statusWithin(500)).toBe('waiting');
+    for (const wait of waits) wait.hangUp();
   });
 });

@@ -41,3 +41,29 @@ describe('a tool in the sandbox, outliving its turn', () => {
     expect(third.status).toBe(200);
   });
 });
+
+describe('a tool in the sandbox, hoarding connections to the API', () => {
+  const running = useServiceWithFake();
+
+  it('holds at most 64 connections at once; other users\' turns still run', async () => {
+    const script = `
+const net = require('node:net');
+(async () => {
+  const open = [];
+  for (let i = 0; i < 2000; i++) {
+    const socket = net.connect('/run/clauderun/api.sock');
+    socket.on('error', () => {});
+    open.push(socket);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  console.log('STILL OPEN', open.filter((s) => !s.destroyed).length);
+  process.exit(0);
+})();`;
+    const hoarder = runInSandbox(running.service, script, { userId: 'hoarder' });
+    const output = String((await hoarder).body.text);
+    const stillOpen = Number(/STILL OPEN (\d+)/.exec(output)?.[1]);
+    expect(stillOpen).toBeLessThanOrEqual(64);
+    const bystander = await runInSandbox(running.service, 'console.log("fine")', { userId: 'bystander' });
+    expect(bystander.status).toBe(200);
+  });
+});

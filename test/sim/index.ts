@@ -21,7 +21,7 @@ const fakes = await startCloudFakes({ dataDir, log });
 try {
   const config = loadConfig({ ...process.env, CLAUDERUN_DATA_DIR: dataDir, ...fakes.apiEnv(port) });
   const clauderun = await createClauderun(config, { log });
-  const server = frameworkServer('clauderun', clauderun.app, log);
+  const server = frameworkServer('clauderun', clauderun.app, log, clauderun.maxBodyBytes);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   log(`Firestore emulator ${fakes.firestore.host}, fake Cloud Storage ${fakes.storage.url}, fake Cloud Run http://${fakes.cloudRun.host}:${fakes.cloudRun.port}`);
   log(`listening on http://127.0.0.1:${port}`);

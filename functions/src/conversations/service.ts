@@ -136,8 +136,9 @@ export class ConversationService {
     };
   }
 
-  waitForFinal(turn: Turn): Promise<TurnView> {
-    return this.lifecycle.waitForFinal(turn);
+  /** The turn's final view once it is final; undefined if `hungUp` fires first (the client left). */
+  waitForFinal(turn: Turn, hungUp?: AbortSignal): Promise<TurnView | undefined> {
+    return this.lifecycle.waitForFinal(turn, hungUp);
   }
 
   private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {

@@ -103,10 +103,10 @@ export class TurnLifecycle {
    * always ends: see settleLost). `current` is the turn as the caller last saw it. It waits for
    * the turn's result event rather than following the turn, which changes with every step.
    */
-  async waitForFinal(current: Turn): Promise<TurnView> {
+  async waitForFinal(current: Turn, hungUp?: AbortSignal): Promise<TurnView | undefined> {
     const turnId = current.id;
     if (isFinal(current.status)) return turnView(current);
-    return new Promise<TurnView>((resolve) => {
+    return new Promise<TurnView | undefined>((resolve) => {
       const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
       const timer = setTimeout(() => this.inBackground(`settling lost turn ${turnId}`, () => this.settleLost(turnId)), Math.max(0, lateBy));
       let stop: (() => void) | undefined;
@@ -119,6 +119,15 @@ export class TurnLifecycle {
       };
       stop = this.deps.store.watchResult(turnId, onResult);
       if (done) stop();
+      // A waiter that has gone away holds nothing: not its listener, not its timer (its sandbox's
+      // end still settles the turn).
+      hungUp?.addEventListener('abort', () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        stop?.();
+        resolve(undefined);
+      });
     });
   }
 

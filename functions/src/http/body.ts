@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
-import type { Request } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import { ServiceError } from '../conversations/errors.js';
+import { sendError } from './errors.js';
 
 /**
  * Request bodies. The Functions Framework reads every body before our code runs and keeps the
@@ -56,4 +57,48 @@ export async function jsonBody(req: Request): Promise<unknown> {
   } catch {
     throw new ServiceError('invalid_request', 'request body is not valid JSON');
   }
+}
+
+/**
+ * Reads every request's body before the Functions Framework's own parsers do (they accept a
+ * gigabyte, before any authentication), refusing one over `maxBytes` as it arrives. The bytes
+ * are kept where the framework keeps them (`rawBody`), and the framework's parsers, seeing the
+ * body read, leave it alone.
+ */
+export function bodyWithin(maxBytes: number) {
+  return function readBodyWithin(req: Request, res: Response, next: NextFunction): void {
+    const encoding = (req.get('content-encoding') ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity') return refuse(res, 'invalid_request', `Content-Encoding ${encoding.slice(0, 50)} is not accepted: send the body unencoded`);
+    const declared = Number(req.get('content-length'));
+    if (declared > maxBytes) return refuse(res, 'too_large', `request body over the limit of ${maxBytes} bytes`);
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let refused = false;
+    req.on('data', (chunk: Buffer) => {
+      if (refused) return;
+      bytes += chunk.length;
+      if (bytes > maxBytes) {
+        refused = true;
+        return refuse(res, 'too_large', `request body over the limit of ${maxBytes} bytes`);
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (refused) return;
+      (req as FrameworkRequest).rawBody = Buffer.concat(chunks);
+      // body-parser's own mark of a body already read.
+      (req as Request & { _body?: boolean })._body = true;
+      next();
+    });
+    req.on('error', () => {
+      refused = true;
+    });
+  };
+}
+
+/** Answers at once and closes the connection, leaving the rest of the body unread. */
+function refuse(res: Response, code: 'invalid_request' | 'too_large', message: string): void {
+  res.setHeader('connection', 'close');
+  sendError(res, code, message);
+  res.on('finish', () => res.req.socket.destroy());
 }

@@ -52,15 +52,20 @@ export function errorHandler(log: (message: string) => void) {
  * app; Node would answer them with a bare status. They get the same JSON as every other error.
  */
 export function answerClientErrorsAsJson(server: http.Server): http.Server {
-  return server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    if (error.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    const message = error.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are too large' : 'the request could not be parsed as HTTP';
+  const answer = (socket: Duplex, message: string) => {
     const body = JSON.stringify({ error: { code: 'invalid_request', message } } satisfies ErrorBody);
     socket.end(
       `HTTP/1.1 ${STATUS_OF.invalid_request} Bad Request\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
-  });
+  };
+  return server
+    .on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+      if (error.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+      answer(socket, error.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are too large' : 'the request could not be parsed as HTTP');
+    })
+    // Node hands CONNECT (a tunnel) to this event only, and drops the connection without it.
+    .on('connect', (_req: http.IncomingMessage, socket: Duplex) => answer(socket, 'CONNECT is not offered here'));
 }
 
 /** Only a path (or an absolute URL) names a route; `*` and the like get a JSON 404 before any router sees them. */

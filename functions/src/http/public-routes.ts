@@ -15,9 +15,21 @@ import { streamTurnEvents } from './turn-events-stream.js';
 type Params = { conversationId: string; turnId: string };
 
 /** The public API: authenticate, validate, hand over to the service, map its answer. */
-export function publicRoutes(service: ConversationService, auth: Authenticator, limits: { eventStreamsPerUser: number }): Router {
+export function publicRoutes(service: ConversationService, auth: Authenticator, limits: { openRequestsPerUser: number }): Router {
   const router = Router();
-  const streams = new KeyedSlots(limits.eventStreamsPerUser);
+  // Each event stream and each answer waited for costs memory and a listener on the store: one
+  // user holds only so many open at once.
+  const open = new KeyedSlots(limits.openRequestsPerUser);
+  const holdOpen = (userId: string, res: Response) => {
+    if (!open.take(userId)) {
+      throw new ServiceError('rate_limited', `at most ${open.max} event streams and waiting requests may be open at once per user`, {
+        limit: 'open_requests',
+        max: open.max,
+        retryAfterSeconds: 5,
+      });
+    }
+    res.on('close', () => open.give(userId));
+  };
   const userOf = async (req: Request): Promise<string> => {
     const result = await auth.authenticate(req.headers);
     if (!result.ok) throw new ServiceError('unauthenticated', result.message);
@@ -42,13 +54,19 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 200)) {
       throw new ServiceError('invalid_request', 'Idempotency-Key must be 1-200 characters');
     }
+    const respondAsync = /\brespond-async\b/i.test(req.get('prefer') ?? '');
+    // A client that will wait takes its place before the turn starts: refused, it starts nothing.
+    if (!respondAsync) holdOpen(userId, res);
     const turn = await service.submit(userId, request, idempotencyKey);
-    if (/\brespond-async\b/i.test(req.get('prefer') ?? '')) {
+    if (respondAsync) {
       const links = turnLinks(turn);
       res.status(202).location(links.turn).json({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links });
       return;
     }
-    sendFinishedTurn(res, await service.waitForFinal(turn));
+    const hungUp = new AbortController();
+    res.on('close', () => hungUp.abort());
+    const finished = await service.waitForFinal(turn, hungUp.signal);
+    if (finished !== undefined) sendFinishedTurn(res, finished);
   });
 
   router.get('/api/usage', async (req, res) => {
@@ -83,7 +101,9 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
   });
 
   router.get('/api/conversations/:conversationId/turns/:turnId/events', async (req: Request<Params>, res) => {
-    await streamTurnEvents(service, await userOf(req), req, res, streams);
+    const userId = await userOf(req);
+    holdOpen(userId, res);
+    await streamTurnEvents(service, userId, req, res);
   });
 
   return router;

@@ -3,7 +3,6 @@ import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
 import { eventView } from '../conversations/views.js';
 import type { TurnEvent } from '../store/conversation-store.js';
-import type { KeyedSlots } from './keyed-slots.js';
 
 const HEARTBEAT_MS = 15_000;
 
@@ -16,23 +15,12 @@ export async function streamTurnEvents(
   userId: string,
   req: Request<{ conversationId: string; turnId: string }>,
   res: Response,
-  streams: KeyedSlots,
 ): Promise<void> {
   const { conversationId, turnId } = req.params;
   const afterText = req.get('last-event-id') ?? (typeof req.query.after === 'string' ? req.query.after : '0');
   const after = Number(afterText);
   if (!Number.isInteger(after) || after < 0) throw new ServiceError('invalid_request', 'Last-Event-ID must be an event number');
   await service.getTurn(userId, conversationId, turnId); // 404 before any byte of the stream
-  // Each open stream costs memory and a listener on the store: one user holds only so many.
-  if (!streams.take(userId)) {
-    throw new ServiceError('rate_limited', `at most ${streams.max} event streams may be open at once per user`, {
-      limit: 'event_streams',
-      max: streams.max,
-      retryAfterSeconds: 5,
-    });
-  }
-  res.on('close', () => streams.give(userId));
-
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
   res.write('retry: 2000\n\n');
   let ended = false;

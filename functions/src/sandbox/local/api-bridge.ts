@@ -29,12 +29,23 @@ export function forwardToPort(port: number): ApiConnector {
 }
 
 /**
+ * Connections one sandbox may hold open to the API at once. The agent needs a handful (its model
+ * calls, progress, state); each costs the API process an open file, and a sandbox holding
+ * thousands would starve every other sandbox of them.
+ */
+export const MAX_BRIDGE_CONNECTIONS = 64;
+
+/**
  * The sandbox has no network; its only way out is a unix socket bind-mounted into it. Each
  * connection on that socket goes to `connect`, and nowhere else.
  */
 export async function openApiBridge(socketPath: string, connect: ApiConnector): Promise<{ close(): Promise<void> }> {
   const connections = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
+    if (connections.size >= MAX_BRIDGE_CONNECTIONS) {
+      inbound.destroy();
+      return;
+    }
     connections.add(inbound);
     inbound.on('close', () => connections.delete(inbound));
     connect(inbound);
