@@ -80,7 +80,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
   const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
-  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight }, log)];
+  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight, requestBytesPerMinute: config.agent.modelRequestBytesPerMinute }, log)];
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);
 

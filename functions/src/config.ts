@@ -108,6 +108,8 @@ const EnvSchema = z.object({
   CLAUDERUN_MAX_OUTPUT_TOKENS: positiveInt('CLAUDERUN_MAX_OUTPUT_TOKENS').max(1_000_000).default(32_000),
   /** Model calls one turn may have in flight at once (the agent and its parallel subagents). */
   CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: positiveInt('CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT').max(1000).default(8),
+  /** Bytes of model requests one user's sandboxes may send per minute (each is parsed and checked). */
+  CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: positiveInt('CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE').default(256 * 1024 * 1024),
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
@@ -126,6 +128,7 @@ export interface AgentSettings {
   models: string[];
   maxOutputTokens: number;
   maxModelCallsInFlight: number;
+  modelRequestBytesPerMinute: number;
 }
 
 export interface Config {
@@ -210,6 +213,7 @@ export function loadConfig(env: Env): Config {
       models: e.CLAUDERUN_MODELS ?? [...new Set([e.CLAUDERUN_MODEL, e.CLAUDERUN_SMALL_FAST_MODEL])],
       maxOutputTokens: e.CLAUDERUN_MAX_OUTPUT_TOKENS,
       maxModelCallsInFlight: e.CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT,
+      modelRequestBytesPerMinute: e.CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE,
     },
     store:
       e.CLAUDERUN_STORE === 'firestore'

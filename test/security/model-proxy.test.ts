@@ -136,7 +136,7 @@ describe('a turn holding model calls open', () => {
   const launcher = new ManualLauncher();
   let service: RunningService;
   beforeAll(async () => {
-    service = await startService({ CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: '8' }, undefined, { launcher });
+    service = await startService({ CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: '8', CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: '300000' }, undefined, { launcher });
   });
   afterAll(async () => service?.stop({ removeData: true }));
 
@@ -161,4 +161,22 @@ describe('a turn holding model calls open', () => {
     for (const socket of held) socket.destroy();
     await expect.poll(async () => (await ninth()).status).toBe(200);
   });
+
+  it('parses at most the user\'s allowance of request bytes a minute; past it, 429 before any parsing', async () => {
+    await prompt(service, 'bulk', { message: 'hi' }, { prefer: 'respond-async' });
+    const { token } = launcher.last().spec;
+    const big = { model: 'claude-opus-5-5', max_tokens: 5, messages: [{ role: 'user', content: 'x'.repeat(120_000) }] };
+    const send = () => call({ url: service.internalUrl }, 'POST', '/internal/model/v1/messages', { headers: { 'x-api-key': token }, body: big });
+    expect((await send()).status).toBe(200);
+    expect((await send()).status).toBe(200);
+    const third = await send();
+    // Unless the minute turned between the calls, the third goes over 300,000 bytes.
+    if (third.status !== 200) {
+      expect(third.status).toBe(429);
+      expect(third.body).toMatchObject({ error: { type: 'rate_limit_error', message: expect.stringMatching(/bytes of model requests this minute/) } });
+    } else {
+      expect((await send()).status).toBe(200);
+    }
+  });
 });
+

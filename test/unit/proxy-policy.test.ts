@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedSlots } from '../../functions/src/http/keyed-slots.js';
+import { KeyedMinuteAllowance, KeyedSlots } from '../../functions/src/http/keyed-slots.js';
 import { allowedBetas, checkModelRequest } from '../../functions/src/model/proxy-policy.js';
 
-const policy = { models: ['claude-opus-5-5', 'claude-haiku-5-5'], maxOutputTokens: 32_000, maxCallsInFlight: 2 };
+const policy = { models: ['claude-opus-5-5', 'claude-haiku-5-5'], maxOutputTokens: 32_000, maxCallsInFlight: 2, requestBytesPerMinute: 1000 };
 const check = (body: unknown, call: 'messages' | 'count_tokens' = 'messages') => checkModelRequest(call, Buffer.from(JSON.stringify(body)), policy);
 const base = { model: 'claude-opus-5-5', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] };
 
@@ -68,5 +68,16 @@ describe('the model proxy\'s policy', () => {
     inFlight.give('a');
     expect(inFlight.take('a')).toBe(true);
     expect(inFlight.take('a')).toBe(false);
+  });
+
+  it('allows each key so many units a minute, whole again the next minute', () => {
+    let now = 60_000 * 100 + 59_000;
+    const allowance = new KeyedMinuteAllowance(policy.requestBytesPerMinute, () => now);
+    expect(allowance.spend('a', 600)).toBe(true);
+    expect(allowance.spend('a', 600)).toBe(false);
+    expect(allowance.spend('b', 1000)).toBe(true);
+    expect(allowance.secondsToNextMinute()).toBe(1);
+    now += 1000;
+    expect(allowance.spend('a', 1000)).toBe(true);
   });
 });

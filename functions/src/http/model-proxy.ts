@@ -7,7 +7,7 @@ import { allowedBetas, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type 
 import type { ModelUpstream } from '../model/upstream.js';
 import type { Turn } from '../store/conversation-store.js';
 import { bodyBytes } from './body.js';
-import { KeyedSlots } from './keyed-slots.js';
+import { KeyedMinuteAllowance, KeyedSlots } from './keyed-slots.js';
 import { bearer } from './internal-routes.js';
 
 const FORWARDED_REQUEST_HEADERS = ['anthropic-version', 'content-type', 'accept'];
@@ -27,6 +27,7 @@ const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
 export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, log: (m: string) => void): Router {
   const router = Router();
   const inFlight = new KeyedSlots(policy.maxCallsInFlight);
+  const requestBytes = new KeyedMinuteAllowance(policy.requestBytesPerMinute);
   for (const [upstreamPath, call] of Object.entries(PROXIED_CALLS) as Array<[string, ProxiedCall]>) {
     router.post(`${MODEL_BASE}${upstreamPath}`, (req, res) => proxy(req, res, upstreamPath, call));
   }
@@ -55,6 +56,10 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       } catch (error) {
         if (error instanceof ServiceError && error.code === 'too_large') return anthropicError(res, 413, 'request_too_large', error.message);
         throw error;
+      }
+      if (!requestBytes.spend(turn.userId, bytes.length)) {
+        res.setHeader('retry-after', String(requestBytes.secondsToNextMinute()));
+        return anthropicError(res, 429, 'rate_limit_error', `refused by clauderun: this user's sandboxes sent over ${policy.requestBytesPerMinute} bytes of model requests this minute`);
       }
       const verdict = checkModelRequest(call, bytes, policy);
       if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);

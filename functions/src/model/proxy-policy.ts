@@ -15,6 +15,11 @@ export interface ModelPolicy {
   maxOutputTokens: number;
   /** Calls one turn may have in flight at once: with the cap above, how far a turn can overshoot a budget. */
   maxCallsInFlight: number;
+  /**
+   * Request bytes one user's sandboxes may send the proxy per minute: each is parsed and checked
+   * (about 40 ms a megabyte) before it can be refused.
+   */
+  requestBytesPerMinute: number;
 }
 
 /** The upstream paths the proxy serves, by the proxy's own path under /internal/model. */
