@@ -23,7 +23,7 @@ import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
-import { createLocalLauncher } from './sandbox/local/index.js';
+import { createLocalLauncher, diskLimitsOf } from './sandbox/local/index.js';
 import { SqliteConversationStore } from './store/sqlite.js';
 
 export interface Clauderun {
@@ -137,6 +137,7 @@ async function sandboxLauncher(config: Config, log: (message: string) => void): 
     dataDir: config.dataDir,
     apiPort: config.port,
     limits: { memoryBytes: config.limits.memoryMb * 1024 * 1024, cpus: config.limits.cpus, pids: config.limits.pids },
+    disk: diskLimitsOf(config.limits),
     systemPath: config.systemPath,
     log,
   });

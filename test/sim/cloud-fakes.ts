@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Env } from '../../functions/src/config.js';
 import { loadConfig } from '../../functions/src/config.js';
-import { createLocalLauncher } from '../../functions/src/sandbox/local/index.js';
+import { createLocalLauncher, diskLimitsOf } from '../../functions/src/sandbox/local/index.js';
 import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startFakeGcs, type FakeGcs } from '../fixtures/fake-gcs.js';
 import { startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
@@ -64,6 +64,7 @@ export function startSandboxedCloudRun(options: { dataDir: string; log: (message
         dataDir: path.join(options.dataDir, 'executions'),
         apiPort,
         limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
+        disk: diskLimitsOf(limits),
         systemPath: '/usr/local/bin:/usr/bin:/bin',
         log: options.log,
       }),

@@ -16,6 +16,8 @@ export const RunnerTurn = z.object({
   hasState: z.boolean(),
   model: z.string().nullable(),
   maxStateBytes: z.number().int().positive(),
+  /** What a restored state may expand to (the sandbox's disk): the runner stops extracting past it. */
+  maxRestoreBytes: z.number().int().positive(),
 });
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
 

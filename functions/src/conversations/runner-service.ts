@@ -59,6 +59,7 @@ export class RunnerService {
       hasState: conversation?.stateKey != null,
       model: this.deps.agentModel ?? null,
       maxStateBytes: this.deps.limits.maxStateBytes,
+      maxRestoreBytes: this.deps.limits.diskMb * 1024 * 1024,
     };
   }
 

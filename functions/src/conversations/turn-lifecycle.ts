@@ -14,6 +14,8 @@ export interface Limits {
   maxPromptBytes: number;
   maxStateBytes: number;
   memoryMb: number;
+  /** The sandbox's disk (home and workspace): a restored state may expand to this much. */
+  diskMb: number;
 }
 
 export interface LifecycleDeps {

@@ -1,8 +1,9 @@
 import { lstatSync, readlinkSync } from 'node:fs';
+import type { SandboxStorage } from './sandbox-disk.js';
 
 /**
  * The bubblewrap command line for one sandbox: a new mount, pid, net, ipc and uts namespace;
- * system directories read-only; only the turn's home, workspace and bridge socket writable;
+ * system directories read-only; only the turn's home, workspace and /tmp writable (tmpfs);
  * the agent as a non-root uid; no environment but what is passed in.
  */
 
@@ -24,8 +25,7 @@ export const SANDBOX_PATHS = {
 } as const;
 
 export interface HostPaths {
-  home: string;
-  workspace: string;
+  /** The service's directory holding the bridge socket; the sandbox sees it read-only. */
   runDir: string;
   node: string;
   claude: string;
@@ -35,6 +35,7 @@ export interface HostPaths {
 
 export interface BwrapOptions {
   host: HostPaths;
+  storage: SandboxStorage;
   env: Record<string, string>;
   /**
    * Root mounts as root and then drops to the sandbox uid with setpriv, so the agent is a real
@@ -60,6 +61,19 @@ function systemDirArgs(): string[] {
     else if (stat.isDirectory()) args.push('--ro-bind', hostPath, hostPath);
   }
   return args;
+}
+
+function storageArgs(storage: SandboxStorage): string[] {
+  const p = SANDBOX_PATHS;
+  if (storage.kind === 'mounted') {
+    return ['--bind', storage.tmp, '/tmp', '--perms', '0755', '--dir', '/home', '--bind', storage.home, p.home, '--bind', storage.workspace, p.workspace];
+  }
+  return [
+    '--perms', '1777', '--size', String(storage.tmpBytes), '--tmpfs', '/tmp',
+    '--perms', '0755', '--dir', '/home',
+    '--perms', '0755', '--size', String(storage.homeBytes), '--tmpfs', p.home,
+    '--perms', '0755', '--size', String(storage.workspaceBytes), '--tmpfs', p.workspace,
+  ];
 }
 
 export function bwrapArgs(options: BwrapOptions): string[] {
@@ -93,12 +107,9 @@ export function bwrapArgs(options: BwrapOptions): string[] {
     '--ro-bind', '/etc', '/etc',
     '--proc', '/proc',
     '--dev', '/dev',
-    '--perms', '1777', '--tmpfs', '/tmp',
-    '--perms', '0755', '--dir', '/home',
-    '--bind', host.home, p.home,
-    '--bind', host.workspace, p.workspace,
+    ...storageArgs(options.storage),
     '--perms', '0755', '--dir', '/run',
-    '--bind', host.runDir, p.runDir,
+    '--ro-bind', host.runDir, p.runDir,
     '--perms', '0755', '--dir', p.toolsDir,
     '--perms', '0755', '--dir', `${p.toolsDir}/bin`,
     '--ro-bind', host.node, p.node,

@@ -1,7 +1,11 @@
 import path from 'node:path';
+import { SandboxUnavailableError } from '../launcher.js';
 import { openCgroups, type CgroupLimits } from './cgroups.js';
 import { LocalSandboxLauncher } from './local-launcher.js';
 import { checkIsolationTools } from './preflight.js';
+import type { DiskLimits } from './sandbox-disk.js';
+
+export { diskLimitsOf } from './sandbox-disk.js';
 import { locateRuntimeFiles } from './runtime-files.js';
 
 export interface LocalSandboxSettings {
@@ -9,6 +13,7 @@ export interface LocalSandboxSettings {
   /** The API's loopback port, the only place a sandbox can reach. */
   apiPort: number;
   limits: CgroupLimits;
+  disk: DiskLimits;
   systemPath: string;
   log: (message: string) => void;
 }
@@ -16,15 +21,32 @@ export interface LocalSandboxSettings {
 /** A local launcher after checking that isolation really is available here (it never runs without). */
 export async function createLocalLauncher(settings: LocalSandboxSettings): Promise<LocalSandboxLauncher> {
   const runningAsRoot = process.getuid?.() === 0;
+  checkDiskFitsMemory(settings.disk, settings.limits);
   checkIsolationTools(runningAsRoot, settings.systemPath);
   return LocalSandboxLauncher.create({
     sandboxesDir: path.join(settings.dataDir, 'sandboxes'),
     apiPort: settings.apiPort,
     limits: settings.limits,
+    disk: settings.disk,
     runtime: locateRuntimeFiles(),
     cgroups: await openCgroups(),
     runningAsRoot,
     systemPath: settings.systemPath,
     log: (turnId, line) => settings.log(`sandbox ${turnId.slice(0, 8)}: ${line}`),
   });
+}
+
+/**
+ * The sandbox's files are memory (tmpfs charged to its cgroup): filled to the brim they must
+ * still leave the agent room to run and report, or a full disk would kill it.
+ */
+function checkDiskFitsMemory(disk: DiskLimits, limits: CgroupLimits): void {
+  const MiB = 1024 * 1024;
+  const headroom = 256 * MiB;
+  if (disk.diskBytes + disk.tmpBytes + headroom > limits.memoryBytes) {
+    throw new SandboxUnavailableError(
+      `CLAUDERUN_SANDBOX_DISK_MB + CLAUDERUN_SANDBOX_TMP_MB (${(disk.diskBytes + disk.tmpBytes) / MiB} MiB) must leave at least ` +
+        `${headroom / MiB} MiB of CLAUDERUN_SANDBOX_MEMORY_MB (${limits.memoryBytes / MiB}) to the agent: the sandbox's files live in its memory`,
+    );
+  }
 }

@@ -8,7 +8,8 @@ export function checkIsolationTools(runningAsRoot: boolean, searchPath: string):
   const env = { PATH: searchPath };
   const problems: string[] = [];
   if (process.platform !== 'linux') problems.push(`the local sandbox needs Linux (this is ${process.platform}); use Docker or the cloud`);
-  const need = ['bwrap', 'socat', ...(runningAsRoot ? ['setpriv'] : [])];
+  // As root the service mounts each sandbox's tmpfs itself, in a mount namespace of its own.
+  const need = ['bwrap', 'socat', ...(runningAsRoot ? ['setpriv', 'unshare', 'mount'] : [])];
   for (const tool of need) {
     if (spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { stdio: 'ignore', env }).status !== 0) {
       problems.push(`${tool} is not installed (Debian/Ubuntu: apt-get install ${packageOf(tool)})`);
@@ -28,4 +29,4 @@ export function checkIsolationTools(runningAsRoot: boolean, searchPath: string):
   if (problems.length > 0) throw new SandboxUnavailableError(`local sandbox unavailable: ${problems.join('; ')}`);
 }
 
-const packageOf = (tool: string): string => ({ bwrap: 'bubblewrap', socat: 'socat', setpriv: 'util-linux' })[tool] ?? tool;
+const packageOf = (tool: string): string => ({ bwrap: 'bubblewrap', socat: 'socat', setpriv: 'util-linux', unshare: 'util-linux', mount: 'mount' })[tool] ?? tool;
