@@ -7,7 +7,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCgroups } from '../../functions/src/sandbox/local/cgroups.js';
 import { LocalSandboxLauncher } from '../../functions/src/sandbox/local/local-launcher.js';
-import { locateRuntimeFiles } from '../../functions/src/sandbox/local/runtime-files.js';
+import { locateRuntimeFiles, projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { seccompProgram } from '../../functions/src/sandbox/local/seccomp-filter.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { prompt, startService, type RunningService } from '../support/service.js';
 import { FINAL_STATES, runInSandbox, toolOutput, turnOf } from './sandbox-shell.js';
@@ -106,6 +107,8 @@ describe('a sandbox that floods its stderr', () => {
     const lines: string[] = [];
     const launcher = await LocalSandboxLauncher.create({
       sandboxesDir: path.join(dir, 'sandboxes'),
+      socketsDir: path.join(dir, 'sockets'),
+      seccomp: seccompProgram(path.join(projectRoot(), 'scripts', 'seccomp-filter.py'), dir),
       apiPort: 9, // nothing listens: the flood needs no API
       limits: { memoryBytes: 512 * 1024 * 1024, cpus: 1, pids: 64 },
       disk: { diskBytes: 64 * 1024 * 1024, tmpBytes: 16 * 1024 * 1024, files: 1000 },

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { SandboxUnavailableError } from '../launcher.js';
 import { openCgroups, type CgroupLimits } from './cgroups.js';
@@ -6,7 +7,9 @@ import { checkIsolationTools } from './preflight.js';
 import type { DiskLimits } from './sandbox-disk.js';
 
 export { diskLimitsOf } from './sandbox-disk.js';
-import { locateRuntimeFiles } from './runtime-files.js';
+import { locateRuntimeFiles, projectRoot } from './runtime-files.js';
+import { stageBinaries } from './runtime-stage.js';
+import { seccompProgram } from './seccomp-filter.js';
 
 export interface LocalSandboxSettings {
   dataDir: string;
@@ -23,12 +26,15 @@ export async function createLocalLauncher(settings: LocalSandboxSettings): Promi
   const runningAsRoot = process.getuid?.() === 0;
   checkDiskFitsMemory(settings.disk, settings.limits);
   checkIsolationTools(runningAsRoot, settings.systemPath);
+  const sandboxesDir = path.join(settings.dataDir, 'sandboxes');
   return LocalSandboxLauncher.create({
-    sandboxesDir: path.join(settings.dataDir, 'sandboxes'),
+    sandboxesDir,
+    socketsDir: runningAsRoot ? `/run/clauderun-${shortHash(path.resolve(sandboxesDir))}` : path.join(settings.dataDir, 'sockets'),
+    seccomp: seccompProgram(path.join(projectRoot(), 'scripts', 'seccomp-filter.py'), settings.dataDir),
     apiPort: settings.apiPort,
     limits: settings.limits,
     disk: settings.disk,
-    runtime: locateRuntimeFiles(),
+    runtime: await runtimeFiles(runningAsRoot),
     cgroups: await openCgroups(),
     runningAsRoot,
     systemPath: settings.systemPath,
@@ -49,4 +55,12 @@ function checkDiskFitsMemory(disk: DiskLimits, limits: CgroupLimits): void {
         `${headroom / MiB} MiB of CLAUDERUN_SANDBOX_MEMORY_MB (${limits.memoryBytes / MiB}) to the agent: the sandbox's files live in its memory`,
     );
   }
+}
+
+const shortHash = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
+
+/** As root the binaries are bound from where their path names no host directory (runtime-stage.ts). */
+async function runtimeFiles(runningAsRoot: boolean) {
+  const files = locateRuntimeFiles();
+  return runningAsRoot ? { ...files, ...(await stageBinaries({ node: files.node, claude: files.claude })) } : files;
 }

@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, rename } from 'node:fs/promises';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge } from './api-bridge.js';
-import { bwrapArgs, SANDBOX_API_PORT, type HostPaths } from './bwrap-command.js';
+import { bwrapArgs, SANDBOX_API_PORT, type HostPaths, type StagedFiles } from './bwrap-command.js';
 import { commandInCgroup, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroups.js';
+import { FdInputs } from './fd-inputs.js';
 import { cappedLog } from './log-lines.js';
+import type { RuntimeFiles } from './runtime-files.js';
 import { removeTree } from './remove-tree.js';
 import { planDisk, type DiskLimits } from './sandbox-disk.js';
 
@@ -16,7 +18,14 @@ export interface LocalLauncherOptions {
   apiPort: number;
   limits: CgroupLimits;
   disk: DiskLimits;
-  runtime: Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
+  /**
+   * Each turn's bridge socket gets a directory here. Its path shows in the sandbox's mount
+   * table, so it should say nothing about the host (as root: under /run).
+   */
+  socketsDir: string;
+  runtime: RuntimeFiles;
+  /** The seccomp program every sandbox runs under (BPF). */
+  seccomp: Buffer;
   cgroups: CgroupDriver;
   runningAsRoot: boolean;
   /** PATH for finding bwrap and setpriv on the host. */
@@ -30,7 +39,10 @@ export class LocalSandboxLauncher implements SandboxLauncher {
   readonly name = 'local';
   private readonly running = new Set<SandboxHandle>();
 
-  private constructor(private readonly options: LocalLauncherOptions) {}
+  private constructor(
+    private readonly options: LocalLauncherOptions,
+    private readonly staged: StagedFiles,
+  ) {}
 
   /**
    * Sandboxes of a previous process died with it (--die-with-parent); their directories and
@@ -38,13 +50,16 @@ export class LocalSandboxLauncher implements SandboxLauncher {
    * state the directory was left in, start-up goes on: what cannot be removed is moved aside.
    */
   static async create(options: LocalLauncherOptions): Promise<LocalSandboxLauncher> {
-    await removeTree(options.sandboxesDir, options.systemPath).catch(async (error: unknown) => {
-      const aside = `${options.sandboxesDir}.stale-${Date.now()}`;
-      options.log('-', `could not remove ${options.sandboxesDir} (${String(error)}); moved it to ${aside}`);
-      await rename(options.sandboxesDir, aside);
-    });
-    await mkdir(options.sandboxesDir, { recursive: true, mode: 0o711 });
-    const launcher = new LocalSandboxLauncher(options);
+    for (const dir of [options.sandboxesDir, options.socketsDir]) {
+      await removeTree(dir, options.systemPath).catch(async (error: unknown) => {
+        const aside = `${dir}.stale-${Date.now()}`;
+        options.log('-', `could not remove ${dir} (${String(error)}); moved it to ${aside}`);
+        await rename(dir, aside);
+      });
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+    }
+    const staged = { runner: await readFile(options.runtime.runner), shellPrefix: await readFile(options.runtime.shellPrefix) };
+    const launcher = new LocalSandboxLauncher(options, staged);
     await options.cgroups.removeStale(launcher.cgroupPrefix);
     return launcher;
   }
@@ -57,7 +72,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
     const o = this.options;
     const dir = path.join(o.sandboxesDir, spec.turnId);
-    const host: HostPaths = { ...o.runtime, runDir: path.join(dir, 'run') };
+    const host: HostPaths = { node: o.runtime.node, claude: o.runtime.claude, runDir: path.join(o.socketsDir, spec.turnId) };
     const disk = planDisk(o.disk, dir, o.runningAsRoot);
     const log = (line: string) => o.log(spec.turnId, line);
     let cgroup: SandboxCgroup | undefined;
@@ -68,9 +83,11 @@ export class LocalSandboxLauncher implements SandboxLauncher {
         ['removing its cgroup', () => cgroup?.remove()],
         ['closing its API bridge', () => bridge?.close()],
         ['removing its directory', () => removeTree(dir, o.systemPath)],
+        ['removing its socket directory', () => removeTree(host.runDir, o.systemPath)],
       ]);
     try {
       await removeTree(dir, o.systemPath);
+      await removeTree(host.runDir, o.systemPath);
       await mkdir(dir, { recursive: true, mode: 0o711 });
       for (const mountPoint of disk.mountPoints) await mkdir(mountPoint, { mode: 0o700 });
       // The service's, not the sandbox's: mounted read-only, so the socket cannot be replaced.
@@ -83,16 +100,22 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     }
     const sandboxCgroup = cgroup;
 
-    const args = bwrapArgs({
+    const inputs = new FdInputs();
+    const bwrap = bwrapArgs({
       host,
       storage: disk.storage,
       runningAsRoot: o.runningAsRoot,
+      inputs,
+      seccomp: o.seccomp,
+      staged: this.staged,
       env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
     });
-    const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', ...args], o.systemPath);
-    const child = spawn(command.file, command.args, { env: command.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
+    const child = spawn(command.file, command.args, { env: command.env, stdio: inputs.stdio() });
+    inputs.feed(child, bwrap.options, (error) => log(`could not hand the sandbox its setup: ${error.message}`));
     const output = cappedLog(log);
-    const outputEnded = Promise.all([output.forward(child.stdout), output.forward(child.stderr)]);
+    // stdout and stderr are pipes (inputs.stdio()), so never null here.
+    const outputEnded = Promise.all([child.stdout, child.stderr].flatMap((stream) => (stream === null ? [] : [output.forward(stream)])));
     child.once('error', (error) => log(`could not start: ${error.message}`));
 
     let stopReason: 'timed_out' | 'cancelled' | undefined;
@@ -128,8 +151,10 @@ export class LocalSandboxLauncher implements SandboxLauncher {
 
   async close(): Promise<void> {
     const all = [...this.running];
-    await Promise.all(all.map((h) => h.cancel()));
+    await Promise.all(all.map((h) => h.cancel().catch(() => undefined)));
     await Promise.all(all.map((h) => h.ended));
+    // Empty by now; outside the data dir (as root, under /run), so nothing else would remove it.
+    await removeTree(this.options.socketsDir, this.options.systemPath).catch((error: unknown) => this.options.log('-', `removing ${this.options.socketsDir} failed: ${String(error)}`));
   }
 }
 

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { SandboxUnavailableError } from '../launcher.js';
+import { SECCOMP_PYTHON } from './seccomp-filter.js';
 
 /**
  * Refuses to start rather than run anything unisolated: names every missing piece at once.
@@ -14,6 +15,10 @@ export function checkIsolationTools(runningAsRoot: boolean, searchPath: string):
     if (spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { stdio: 'ignore', env }).status !== 0) {
       problems.push(`${tool} is not installed (Debian/Ubuntu: apt-get install ${packageOf(tool)})`);
     }
+  }
+  // The seccomp filter is generated with libseccomp's Python bindings (seccomp-filter.ts).
+  if (spawnSync(SECCOMP_PYTHON, ['-c', 'import seccomp'], { stdio: 'ignore', env }).status !== 0) {
+    problems.push(`python3-seccomp is not installed for ${SECCOMP_PYTHON} (Debian/Ubuntu: apt-get install python3-seccomp)`);
   }
   if (problems.length === 0) {
     const trial = spawnSync(

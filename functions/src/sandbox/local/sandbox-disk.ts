@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { SANDBOX_GID, SANDBOX_UID } from './bwrap-command.js';
+import { SANDBOX_GID, SANDBOX_UID } from './sandbox-paths.js';
 
 /**
  * Where a sandbox writes: kernel-limited tmpfs that exist only in the sandbox's own mount
