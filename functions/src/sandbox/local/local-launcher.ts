@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge } from './api-bridge.js';
 import { bwrapArgs, SANDBOX_API_PORT, type HostPaths, type StagedFiles } from './bwrap-command.js';
@@ -33,6 +34,8 @@ export interface LocalLauncherOptions {
   /** Receives the sandbox's stderr, line by line, for the service log. */
   log: (turnId: string, line: string) => void;
 }
+
+const OUTPUT_FLUSH_MS = 2000;
 
 /** Runs each turn in a fresh bubblewrap sandbox inside its own cgroup; all of it is gone at the end. */
 export class LocalSandboxLauncher implements SandboxLauncher {
@@ -132,7 +135,8 @@ export class LocalSandboxLauncher implements SandboxLauncher {
         void tearDown(log, [
           ['stopping what it left running', () => sandboxCgroup.killAll()], // daemons, socat
           ['reading its OOM count', async () => (outOfMemory = await sandboxCgroup.outOfMemory())],
-          ['flushing its output', async () => (await outputEnded, output.finish())],
+          // Its pipes close with its last process; a bounded wait all the same, so that ended always settles.
+          ['flushing its output', async () => (await Promise.race([outputEnded, sleep(OUTPUT_FLUSH_MS)]), output.finish())],
         ])
           .then(cleanUp)
           .then(() => resolve(stopReason !== undefined ? { kind: stopReason } : { kind: 'exited', exitCode, signal, outOfMemory }));

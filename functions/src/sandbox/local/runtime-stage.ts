@@ -31,8 +31,11 @@ export async function stageBinaries(binaries: Binaries, cacheRoot: string = RUNT
   await mkdir(partial, { recursive: true, mode: 0o755 });
   for (const [name, source] of Object.entries(binaries)) {
     const target = path.join(partial, name);
-    await link(source, target).catch(() => copyFile(source, target));
-    await chmod(target, 0o755);
+    // A hard link shares the original's inode: its mode is left as it is (a copy gets 0755).
+    await link(source, target).catch(async () => {
+      await copyFile(source, target);
+      await chmod(target, 0o755);
+    });
   }
   // Another service may have staged the same version meanwhile: either copy will do.
   await rename(partial, dir).catch(() => rm(partial, { recursive: true, force: true }));

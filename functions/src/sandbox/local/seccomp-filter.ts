@@ -17,7 +17,10 @@ export const SECCOMP_PYTHON = '/usr/bin/python3';
 export function seccompProgram(script: string, cacheDir: string): Buffer {
   const source = readFileSync(script);
   const cached = path.join(cacheDir, `seccomp-${createHash('sha256').update(source).digest('hex').slice(0, 16)}.bpf`);
-  if (existsSync(cached)) return readFileSync(cached);
+  if (existsSync(cached)) {
+    const program = readFileSync(cached);
+    if (isBpf(program)) return program;
+  }
   mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
   const partial = `${cached}.${process.pid}.partial`;
   const made = spawnSync(SECCOMP_PYTHON, [script, partial], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
@@ -26,7 +29,9 @@ export function seccompProgram(script: string, cacheDir: string): Buffer {
   }
   renameSync(partial, cached);
   const program = readFileSync(cached);
-  // A BPF program is a whole number of 8-byte instructions; anything else is not one.
-  if (program.length === 0 || program.length % 8 !== 0) throw new SandboxUnavailableError(`the seccomp filter ${cached} is not a BPF program`);
+  if (!isBpf(program)) throw new SandboxUnavailableError(`the seccomp filter ${cached} is not a BPF program`);
   return program;
 }
+
+/** A BPF program is a whole, non-zero number of 8-byte instructions. */
+const isBpf = (program: Buffer) => program.length > 0 && program.length % 8 === 0;
