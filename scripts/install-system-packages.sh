@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the local sandbox needs: bubblewrap (namespaces),
-# socat (the sandbox's bridge to the API) and util-linux (setpriv, to drop to the sandbox uid);
+# socat (the sandbox's bridge to the API), util-linux (setpriv, to drop to the sandbox uid; unshare,
+# for each sandbox's own mount namespace), python3-seccomp (libseccomp's bindings, which generate
+# the sandbox's seccomp filter);
 # and chromium with a font, the browser the web page's tests drive.
 set -euo pipefail
 missing=()
-for package in bubblewrap socat util-linux chromium fonts-dejavu-core; do
+for package in bubblewrap socat util-linux python3-seccomp chromium fonts-dejavu-core; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]} == 0)); then

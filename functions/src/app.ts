@@ -26,7 +26,7 @@ import { DemoUpstream } from './model/demo.js';
 import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import { serveWith, type ApiConnector } from './sandbox/local/api-bridge.js';
-import { createLocalLauncher } from './sandbox/local/index.js';
+import { createLocalLauncher, diskLimitsOf } from './sandbox/local/index.js';
 import { SqliteConversationStore } from './store/sqlite.js';
 
 export interface Clauderun {
@@ -163,6 +163,7 @@ async function sandboxLauncher(config: Config, connectApi: ApiConnector, log: (m
     dataDir: config.dataDir,
     connectApi,
     limits: { memoryBytes: config.limits.memoryMb * 1024 * 1024, cpus: config.limits.cpus, pids: config.limits.pids },
+    disk: diskLimitsOf(config.limits),
     systemPath: config.systemPath,
     log,
   });

@@ -81,6 +81,11 @@ const EnvSchema = z.object({
   CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
   CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
   CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
+  /** The sandbox's home and workspace together: a tmpfs, so it counts against its memory. */
+  CLAUDERUN_SANDBOX_DISK_MB: positiveInt('CLAUDERUN_SANDBOX_DISK_MB').default(512),
+  CLAUDERUN_SANDBOX_TMP_MB: positiveInt('CLAUDERUN_SANDBOX_TMP_MB').default(128),
+  /** Files (inodes) in the sandbox's disk, and again in its /tmp. */
+  CLAUDERUN_SANDBOX_FILES: positiveInt('CLAUDERUN_SANDBOX_FILES').default(50_000),
   CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(100 * 1024),
   CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(25 * 1024 * 1024),
   /** Progress one turn may store: events, and the bytes of their data; past either, events are dropped. */
@@ -153,6 +158,9 @@ export interface Config {
     memoryMb: number;
     cpus: number;
     pids: number;
+    diskMb: number;
+    tmpMb: number;
+    files: number;
     maxPromptBytes: number;
     maxStateBytes: number;
     events: EventBudget;
@@ -248,6 +256,9 @@ export function loadConfig(env: Env): Config {
       memoryMb: e.CLAUDERUN_SANDBOX_MEMORY_MB,
       cpus: e.CLAUDERUN_SANDBOX_CPUS,
       pids: e.CLAUDERUN_SANDBOX_PIDS,
+      diskMb: e.CLAUDERUN_SANDBOX_DISK_MB,
+      tmpMb: e.CLAUDERUN_SANDBOX_TMP_MB,
+      files: e.CLAUDERUN_SANDBOX_FILES,
       maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
       events: { maxEvents: e.CLAUDERUN_MAX_EVENTS_PER_TURN, maxBytes: e.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN },

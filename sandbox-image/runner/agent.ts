@@ -81,7 +81,9 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
       const tail = pending.trim() === '' ? undefined : parseLine(pending);
       if (tail?.type === 'result') result = tail;
       if (result === undefined) {
-        const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+        // Inside the sandbox only the kernel's OOM killer (or the agent's own tools) sends SIGKILL.
+        const how =
+          signal === 'SIGKILL' ? 'was killed by SIGKILL (out of memory, most likely)' : signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
         resolve({ ok: false, reason: `the agent ${how} without a result${stderr.trim() ? `: ${stderr.trim()}` : ''}`, ...(sessionId ? { sessionId } : {}) });
         return;
       }

@@ -1,10 +1,8 @@
 import { runAgent } from './agent.js';
-import { createReadStream } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { Readable } from 'node:stream';
 import { RunnerApi } from './api-client.js';
 import { ProgressReporter, progressEvents } from './progress.js';
-import { archiveState, restoreState } from './state.js';
+import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
 
 /**
@@ -26,7 +24,7 @@ async function main(): Promise<number> {
   try {
     if (turn.hasState) {
       const archive = await api.getState();
-      if (archive !== undefined) await restoreState(archive);
+      if (archive !== undefined) await restoreState(archive, turn.maxRestoreBytes);
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
     const outcome = await runAgent({
@@ -41,23 +39,20 @@ async function main(): Promise<number> {
     });
     await progress.flush();
     if (outcome.ok) {
-      const archive = path.join(tmpdir(), 'clauderun-state.tar.gz');
-      const bytes = await archiveState({ home, workspace }, archive);
-      if (bytes > turn.maxStateBytes) {
-        result = {
-          outcome: 'failed',
-          reason: `the conversation's state (agent session and workspace) is ${bytes} bytes compressed, over the limit of ${turn.maxStateBytes}; the previous state is kept`,
-          text: outcome.text,
-        };
+      const archive = await archiveState({ home, workspace }, turn.maxStateBytes);
+      if (!archive.ok) {
+        result = { outcome: 'failed', reason: archive.reason, text: outcome.text };
       } else {
-        await api.putState(createReadStream(archive), bytes);
+        await api.putState(Readable.from([archive.data]), archive.data.length);
         result = { outcome: 'succeeded', text: outcome.text, sessionId: outcome.sessionId, stateSaved: true, numTurns: outcome.numTurns };
       }
     } else {
       result = { outcome: 'failed', reason: outcome.reason, ...(outcome.text !== undefined ? { text: outcome.text } : {}) };
     }
   } catch (error) {
-    result = { outcome: 'failed', reason: `runner error: ${(error as Error).message}`.slice(0, 2000) };
+    // A state refused for its size is the sandbox's verdict, not a runner error.
+    const reason = error instanceof StateTooLargeError ? error.message : `runner error: ${(error as Error).message}`;
+    result = { outcome: 'failed', reason: reason.slice(0, 2000) };
   }
   await api.postResult(result);
   return 0;

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 
 /**
  * A conversation's state is one gzipped tar of the agent's session files and the workspace,
@@ -17,26 +17,111 @@ export interface StateLocations {
 const sessionDir = (home: string) => path.join(home, '.claude', 'projects');
 const relative = (absolute: string) => path.relative('/', absolute);
 
-export async function restoreState(archive: Readable): Promise<void> {
-  const tar = spawn('tar', ['-xzf', '-', '-C', '/', '--no-same-owner', '--no-overwrite-dir'], { stdio: ['pipe', 'ignore', 'pipe'] });
-  const stderr = collect(tar.stderr);
-  const exited = exitCode(tar);
-  await pipeline(archive, tar.stdin);
-  const code = await exited;
-  if (code !== 0) throw new Error(`restoring state failed (tar exit ${code}): ${stderr()}`);
+/** A saved state that expands past the sandbox's disk: refused before it fills anything. */
+export class StateTooLargeError extends Error {
+  override name = 'StateTooLargeError';
 }
 
-/** Writes the archive to `file` and returns its size. */
-export async function archiveState(locations: StateLocations, file: string): Promise<number> {
-  const tar = spawn(
-    'tar',
-    ['-czf', file, '-C', '/', '--ignore-failed-read', relative(sessionDir(locations.home)), relative(locations.workspace)],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+/**
+ * Unpacks a state archive, counting what it expands to as it goes (gunzip here, tar after the
+ * count): a few MB of gzip can expand to GBs, and nothing past `maxBytes` is ever written.
+ */
+export async function restoreState(archive: Readable, maxBytes: number): Promise<void> {
+  const tar = spawn('tar', ['-xf', '-', '-C', '/', '--no-same-owner', '--no-overwrite-dir'], { stdio: ['pipe', 'ignore', 'pipe'] });
   const stderr = collect(tar.stderr);
-  const code = await exitCode(tar);
+  const exited = exitCode(tar);
+  // tar stops reading at the archive's end marker, before the padding after it: a write error
+  // then means nothing once tar has succeeded.
+  const fed = pipeline(archive, createGunzip(), byteLimit(maxBytes), tar.stdin).then(
+    () => undefined,
+    (error: unknown) => error as Error,
+  );
+  const fedError = await fed;
+  if (fedError instanceof StateTooLargeError) {
+    tar.kill('SIGKILL');
+    await exited.catch(() => undefined);
+    throw fedError;
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`restoring state failed (tar exit ${code}): ${stderr() || fedError?.message || ''}`);
+}
+
+function byteLimit(maxBytes: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback) {
+      seen += chunk.length;
+      if (seen > maxBytes) {
+        done(new StateTooLargeError(`the conversation's saved state expands to more than ${maxBytes} bytes, over the sandbox's disk budget; it was not restored`));
+        return;
+      }
+      done(null, chunk);
+    },
+  });
+}
+
+/**
+ * tar stores a path of any length but cannot extract one past PATH_MAX (4096): a state holding
+ * one would fail every later turn of its conversation. Such a state is refused when saved.
+ */
+const MAX_RESTORABLE_PATH = 4000;
+
+export type Archive = { ok: true; data: Buffer } | { ok: false; reason: string };
+
+/**
+ * The state archive, in memory: it is at most `maxBytes` (the API's limit), and a sandbox whose
+ * disk or /tmp is full must still be able to save its state.
+ */
+export async function archiveState(locations: StateLocations, maxBytes: number): Promise<Archive> {
+  const tooLong = await firstPathOver([sessionDir(locations.home), locations.workspace], MAX_RESTORABLE_PATH);
+  if (tooLong !== undefined) {
+    return {
+      ok: false,
+      reason: `the workspace holds a path of ${tooLong} characters, longer than a state can restore (${MAX_RESTORABLE_PATH}); the state was not saved, the previous state is kept`,
+    };
+  }
+  const tar = spawn('tar', ['-czf', '-', '-C', '/', '--ignore-failed-read', relative(sessionDir(locations.home)), relative(locations.workspace)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stderr = collect(tar.stderr);
+  const exited = exitCode(tar);
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of tar.stdout as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > maxBytes) break; // leaving the loop closes tar's stdout
+    chunks.push(chunk);
+  }
+  if (bytes > maxBytes) {
+    tar.kill('SIGKILL');
+    await exited.catch(() => undefined);
+    return {
+      ok: false,
+      reason: `the conversation's state (agent session and workspace) is more than ${maxBytes} bytes compressed, over the limit of ${maxBytes}; the previous state is kept`,
+    };
+  }
+  const code = await exited;
   if (code !== 0) throw new Error(`saving state failed (tar exit ${code}): ${stderr()}`);
-  return (await stat(file)).size;
+  return { ok: true, data: Buffer.concat(chunks) };
+}
+
+/** The length of the first path under `roots` longer than `limit`, found by find (which walks any depth). */
+async function firstPathOver(roots: string[], limit: number): Promise<number | undefined> {
+  const find = spawn('find', [...roots, '-print0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let found: number | undefined;
+  let pending = 0;
+  find.stdout.on('data', (chunk: Buffer) => {
+    for (const byte of chunk) {
+      if (byte !== 0) pending++;
+      else {
+        if (pending > limit) found ??= pending;
+        pending = 0;
+      }
+    }
+    if (found !== undefined) find.kill();
+  });
+  await exitCode(find); // a root that does not exist yet is no problem
+  return found;
 }
 
 function exitCode(child: ReturnType<typeof spawn>): Promise<number | null> {

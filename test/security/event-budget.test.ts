@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runInSandbox, SANDBOX_PRELUDE, toolOutput } from '../support/in-sandbox.js';
+import { runScript, SANDBOX_PRELUDE, outputOf } from '../support/in-sandbox.js';
 import { useServiceWithFake } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
@@ -17,8 +17,8 @@ describe('a tool in the sandbox, flooding progress events', () => {
   }
   console.log('POSTED', statuses.join(','));
 })();`;
-    const answer = await runInSandbox(running.service, script, { userId: 'flooder' });
-    const output = toolOutput(answer);
+    const answer = await runScript(running.service, script, { userId: 'flooder' });
+    const output = outputOf(answer);
     const stream = await readEvents(
       `${running.service.url}/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}/events`,
       { 'x-user-id': 'flooder' },

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runInSandbox, SANDBOX_PRELUDE, toolOutput } from '../support/in-sandbox.js';
+import { runScript, SANDBOX_PRELUDE, outputOf } from '../support/in-sandbox.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { call, prompt, startService, useServiceWithFake, type RunningService } from '../support/service.js';
 
@@ -47,7 +47,7 @@ const probes = ${JSON.stringify(probes)};
     console.log('PROBE', JSON.stringify(name), answer.status, answer.text.slice(0, 300).replace(/\\s+/g, ' '));
   }
 })();`;
-    const output = toolOutput(await runInSandbox(running.service, script));
+    const output = outputOf(await runScript(running.service, script));
     for (const [name] of probes) expect(output, name).toMatch(new RegExp(`PROBE ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (400|404) `));
     expect(output).toContain('not_found_error');
     expect(output).toContain('invalid_request_error');
@@ -71,7 +71,7 @@ const probes = ${JSON.stringify(probes)};
   const answer = await call('POST', '/internal/model/v1/messages', { headers: { 'x-api-key': token, 'anthropic-version': '2023-06-01' }, body: ${JSON.stringify(body)} });
   console.log('DUPLICATE', answer.status);
 })();`;
-    expect(toolOutput(await runInSandbox(running.service, script))).toContain('DUPLICATE 200');
+    expect(outputOf(await runScript(running.service, script))).toContain('DUPLICATE 200');
     const forwarded = running.fake.requests.slice(before).find((r) => r.body.includes('"duplicate"'));
     expect(forwarded?.body).toBe('{"model":"claude-opus-5-5","messages":[{"role":"user","content":"duplicate"}],"max_tokens":10}');
   });
@@ -86,7 +86,7 @@ const probes = ${JSON.stringify(probes)};
   });
   console.log('ALLOWED', answer.status);
 })();`;
-    const output = toolOutput(await runInSandbox(running.service, script));
+    const output = outputOf(await runScript(running.service, script));
     expect(output).toContain('ALLOWED 200');
     const reached = running.fake.requests.slice(before);
     const side = reached.find((r) => r.body.includes('side call'));
@@ -113,8 +113,8 @@ const probes = ${JSON.stringify(probes)};
     req.end(JSON.stringify({ model: 'claude-opus-5-5', max_tokens: 16000, stream: true, messages: [{ role: 'user', content: 'slow: 40000' }] }));
   });
 })();`;
-    const answer = await runInSandbox(running.service, script, { userId: 'hangs-up' });
-    expect(toolOutput(answer)).toContain('FIRST BYTES 200');
+    const answer = await runScript(running.service, script, { userId: 'hangs-up' });
+    expect(outputOf(answer)).toContain('FIRST BYTES 200');
     // The proxy reads the answer to its end and meters it, though nobody listens any more.
     const turnPath = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}`;
     const outputTokens = async () => ((await call(running.service, 'GET', turnPath, { userId: 'hangs-up' })).body.usage as { outputTokens: number }).outputTokens;
@@ -128,7 +128,7 @@ const probes = ${JSON.stringify(probes)};
   console.log('HUGE', huge.status);
 })();`;
     // The API stops reading past the limit: the client sees the refusal or the connection cut.
-    expect(toolOutput(await runInSandbox(running.service, script))).toMatch(/HUGE (413|0)/);
+    expect(outputOf(await runScript(running.service, script))).toMatch(/HUGE (413|0)/);
   });
 });
 

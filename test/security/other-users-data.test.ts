@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runInSandbox, SANDBOX_PRELUDE, toolOutput } from '../support/in-sandbox.js';
+import { runScript, SANDBOX_PRELUDE, outputOf } from '../support/in-sandbox.js';
 import { call, prompt, useServiceWithFake } from '../support/service.js';
 
 /**
@@ -27,7 +27,7 @@ describe('a tool in the sandbox, after other users\' data', () => {
     console.log('PROBE', method, path, answer.status, answer.text.slice(0, 200));
   }
 })();`;
-    const output = toolOutput(await runInSandbox(running.service, script));
+    const output = outputOf(await runScript(running.service, script));
     expect(output.match(/PROBE \S+ \S+ 404 /g)).toHaveLength(5);
     expect(output).not.toContain('my secret plans');
 

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runInSandbox, SANDBOX_PRELUDE } from '../support/in-sandbox.js';
+import { runScript, SANDBOX_PRELUDE } from '../support/in-sandbox.js';
 import { call, useServiceWithFake } from '../support/service.js';
 
 /**
@@ -27,7 +27,7 @@ describe('a tool in the sandbox, outliving its turn', () => {
   setInterval(() => {}, 1000); // and stay
 })();`;
     const userId = 'outliver';
-    const answers = await Promise.all([runInSandbox(running.service, script, { userId }), runInSandbox(running.service, script, { userId })]);
+    const answers = await Promise.all([runScript(running.service, script, { userId }), runScript(running.service, script, { userId })]);
     for (const answer of answers) {
       expect(answer.status).toBe(200);
       expect(answer.body).toMatchObject({ status: 'succeeded', text: 'posted early' });
@@ -37,7 +37,7 @@ describe('a tool in the sandbox, outliving its turn', () => {
     expect(sandboxesOnHost()).toEqual([]);
     const usage = await call(running.service, 'GET', '/api/usage', { userId });
     expect(usage.body.runningTurns).toBe(0);
-    const third = await runInSandbox(running.service, 'console.log("third")', { userId });
+    const third = await runScript(running.service, 'console.log("third")', { userId });
     expect(third.status).toBe(200);
   });
 });
@@ -59,11 +59,11 @@ const net = require('node:net');
   console.log('STILL OPEN', open.filter((s) => !s.destroyed).length);
   process.exit(0);
 })();`;
-    const hoarder = runInSandbox(running.service, script, { userId: 'hoarder' });
+    const hoarder = runScript(running.service, script, { userId: 'hoarder' });
     const output = String((await hoarder).body.text);
     const stillOpen = Number(/STILL OPEN (\d+)/.exec(output)?.[1]);
     expect(stillOpen).toBeLessThanOrEqual(64);
-    const bystander = await runInSandbox(running.service, 'console.log("fine")', { userId: 'bystander' });
+    const bystander = await runScript(running.service, 'console.log("fine")', { userId: 'bystander' });
     expect(bystander.status).toBe(200);
   });
 });

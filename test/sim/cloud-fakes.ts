@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Env } from '../../functions/src/config.js';
 import { loadConfig } from '../../functions/src/config.js';
 import { forwardToPort } from '../../functions/src/sandbox/local/api-bridge.js';
-import { createLocalLauncher } from '../../functions/src/sandbox/local/index.js';
+import { createLocalLauncher, diskLimitsOf } from '../../functions/src/sandbox/local/index.js';
 import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startFakeGcs, type FakeGcs } from '../fixtures/fake-gcs.js';
 import { startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
@@ -65,6 +65,7 @@ export function startSandboxedCloudRun(options: { dataDir: string; log: (message
         dataDir: path.join(options.dataDir, 'executions'),
         connectApi: forwardToPort(apiPort),
         limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
+        disk: diskLimitsOf(limits),
         systemPath: '/usr/local/bin:/usr/bin:/bin',
         log: options.log,
       }),

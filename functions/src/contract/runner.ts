@@ -20,6 +20,8 @@ export const RunnerTurn = z.object({
   /** The largest output of one model call the proxy allows. */
   maxOutputTokens: z.number().int().positive(),
   maxStateBytes: z.number().int().positive(),
+  /** What a restored state may expand to (the sandbox's disk): the runner stops extracting past it. */
+  maxRestoreBytes: z.number().int().positive(),
 });
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
 

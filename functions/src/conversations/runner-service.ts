@@ -67,6 +67,7 @@ export class RunnerService {
       smallFastModel: this.deps.agent.smallFastModel,
       maxOutputTokens: this.deps.agent.maxOutputTokens,
       maxStateBytes: this.deps.limits.maxStateBytes,
+      maxRestoreBytes: this.deps.limits.diskMb * 1024 * 1024,
     };
   }
 

@@ -18,6 +18,8 @@ export interface Limits {
   maxStateBytes: number;
   memoryMb: number;
   events: EventBudget;
+  /** The sandbox's disk (home and workspace): a restored state may expand to this much. */
+  diskMb: number;
 }
 
 export interface LifecycleDeps {

@@ -1,46 +1,46 @@
 import { lstatSync, readlinkSync } from 'node:fs';
+import type { FdInputs } from './fd-inputs.js';
+import type { SandboxStorage } from './sandbox-disk.js';
+import { etcArgs } from './sandbox-etc.js';
+import { SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from './sandbox-paths.js';
 
 /**
  * The bubblewrap command line for one sandbox: a new mount, pid, net, ipc and uts namespace;
- * system directories read-only; only the turn's home, workspace and bridge socket writable;
- * the agent as a non-root uid; no environment but what is passed in.
+ * system directories read-only, an /etc of its own; only the turn's home, workspace and /tmp
+ * writable (tmpfs); a seccomp filter; the agent as a non-root uid; no environment but what is
+ * passed in. Everything secret or host-specific goes through file descriptors (FdInputs), never
+ * the command line.
  */
 
-export const SANDBOX_UID = 1000;
-export const SANDBOX_GID = 1000;
-/** Inside the sandbox, a loopback port forwards to the API through the bridge socket. */
-export const SANDBOX_API_PORT = 8080;
-
-export const SANDBOX_PATHS = {
-  home: '/home/agent',
-  workspace: '/workspace',
-  runDir: '/run/clauderun',
-  apiSocket: '/run/clauderun/api.sock',
-  toolsDir: '/opt/clauderun',
-  node: '/opt/clauderun/bin/node',
-  claude: '/opt/clauderun/bin/claude',
-  runner: '/opt/clauderun/runner.mjs',
-  shellPrefix: '/opt/clauderun/oom-first.sh',
-} as const;
+export { SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from './sandbox-paths.js';
 
 export interface HostPaths {
-  home: string;
-  workspace: string;
+  /** The service's directory holding the bridge socket; the sandbox sees it read-only. */
   runDir: string;
   node: string;
   claude: string;
-  runner: string;
-  shellPrefix: string;
+}
+
+/** Small files copied into the sandbox rather than bind-mounted: a bind shows its host path in /proc/self/mountinfo. */
+export interface StagedFiles {
+  runner: Buffer;
+  shellPrefix: Buffer;
 }
 
 export interface BwrapOptions {
   host: HostPaths;
+  storage: SandboxStorage;
   env: Record<string, string>;
   /**
    * Root mounts as root and then drops to the sandbox uid with setpriv, so the agent is a real
    * unprivileged uid on the host; anyone else gets a user namespace mapping to the sandbox uid.
    */
   runningAsRoot: boolean;
+  /** Where the arguments' data goes: the seccomp program, /etc's files, the staged files. */
+  inputs: FdInputs;
+  /** BPF for bwrap --seccomp (see seccomp-filter.ts). */
+  seccomp: Buffer;
+  staged: StagedFiles;
 }
 
 const SYSTEM_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
@@ -62,13 +62,47 @@ function systemDirArgs(): string[] {
   return args;
 }
 
-export function bwrapArgs(options: BwrapOptions): string[] {
-  const { host, env } = options;
+function storageArgs(storage: SandboxStorage): string[] {
   const p = SANDBOX_PATHS;
-  const inner = [
+  if (storage.kind === 'mounted') {
+    return ['--bind', storage.tmp, '/tmp', '--perms', '0755', '--dir', '/home', '--bind', storage.home, p.home, '--bind', storage.workspace, p.workspace];
+  }
+  return [
+    '--perms', '1777', '--size', String(storage.tmpBytes), '--tmpfs', '/tmp',
+    '--perms', '0755', '--dir', '/home',
+    '--perms', '0755', '--size', String(storage.homeBytes), '--tmpfs', p.home,
+    '--perms', '0755', '--size', String(storage.workspaceBytes), '--tmpfs', p.workspace,
+  ];
+}
+
+/**
+ * The sandbox's first process. As root it drops to the agent's uid and runs itself again; then
+ * it starts the bridge to the API and becomes the runner.
+ */
+function startScript(): string {
+  const p = SANDBOX_PATHS;
+  return [
+    '#!/bin/sh',
+    `if [ "$(id -u)" = 0 ]; then exec setpriv --reuid=${SANDBOX_UID} --regid=${SANDBOX_GID} --clear-groups --inh-caps=-all --bounding-set=-all -- "$0"; fi`,
     `socat TCP-LISTEN:${SANDBOX_API_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${p.apiSocket} &`,
     `exec ${p.node} ${p.runner}`,
+    '',
   ].join('\n');
+}
+
+export interface BwrapCommand {
+  /** Everything but the command: handed over on a descriptor (`bwrap --args 3`). */
+  options: string[];
+  /**
+   * bwrap (0.8) takes the command itself only from its real command line: a fixed path that
+   * says nothing about the host or the turn.
+   */
+  command: string[];
+}
+
+export function bwrapArgs(options: BwrapOptions): BwrapCommand {
+  const { host, env, inputs } = options;
+  const p = SANDBOX_PATHS;
   const envArgs = Object.entries({
     HOME: p.home,
     PATH: `${p.toolsDir}/bin:/usr/local/bin:/usr/bin:/bin`,
@@ -76,39 +110,40 @@ export function bwrapArgs(options: BwrapOptions): string[] {
     ...env,
   }).flatMap(([k, v]) => ['--setenv', k, v]);
   const identity = options.runningAsRoot
-    ? ['--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--', 'setpriv', `--reuid=${SANDBOX_UID}`, `--regid=${SANDBOX_GID}`,
-        '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
-    : ['--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID), '--'];
-  return [
-    '--die-with-parent',
-    '--new-session',
-    '--unshare-ipc',
-    '--unshare-pid',
-    '--unshare-net',
-    '--unshare-uts',
-    '--unshare-cgroup-try',
-    '--hostname', 'sandbox',
-    '--ro-bind', '/usr', '/usr',
-    ...systemDirArgs(),
-    '--ro-bind', '/etc', '/etc',
-    '--proc', '/proc',
-    '--dev', '/dev',
-    '--perms', '1777', '--tmpfs', '/tmp',
-    '--perms', '0755', '--dir', '/home',
-    '--bind', host.home, p.home,
-    '--bind', host.workspace, p.workspace,
-    '--perms', '0755', '--dir', '/run',
-    '--bind', host.runDir, p.runDir,
-    '--perms', '0755', '--dir', p.toolsDir,
-    '--perms', '0755', '--dir', `${p.toolsDir}/bin`,
-    '--ro-bind', host.node, p.node,
-    '--ro-bind', host.claude, p.claude,
-    '--ro-bind', host.runner, p.runner,
-    '--ro-bind', host.shellPrefix, p.shellPrefix,
-    '--chdir', p.workspace,
-    '--clearenv',
-    ...envArgs,
-    ...identity,
-    '/bin/sh', '-c', inner,
-  ];
+    ? ['--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID']
+    : ['--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID)];
+  return {
+    options: [
+      '--die-with-parent',
+      '--new-session',
+      '--unshare-ipc',
+      '--unshare-pid',
+      '--unshare-net',
+      '--unshare-uts',
+      '--unshare-cgroup-try',
+      '--hostname', 'sandbox',
+      '--ro-bind', '/usr', '/usr',
+      ...systemDirArgs(),
+      ...etcArgs(inputs),
+      '--proc', '/proc',
+      '--dev', '/dev',
+      ...storageArgs(options.storage),
+      '--perms', '0755', '--dir', '/run',
+      '--ro-bind', host.runDir, p.runDir,
+      '--perms', '0755', '--tmpfs', p.toolsDir,
+      '--perms', '0755', '--dir', `${p.toolsDir}/bin`,
+      '--ro-bind', host.node, p.node,
+      '--ro-bind', host.claude, p.claude,
+      '--perms', '0644', '--file', String(inputs.add(options.staged.runner)), p.runner,
+      '--perms', '0755', '--file', String(inputs.add(options.staged.shellPrefix)), p.shellPrefix,
+      '--perms', '0755', '--file', String(inputs.add(startScript())), p.start,
+      '--remount-ro', p.toolsDir,
+      '--seccomp', String(inputs.add(options.seccomp)),
+      '--chdir', p.workspace,
+      '--clearenv',
+      ...envArgs,
+      ...identity,
+    ],
+    command: [p.start],
+  };
 }

@@ -1,19 +1,33 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chown, mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge, type ApiConnector } from './api-bridge.js';
-import { bwrapArgs, SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_UID, type HostPaths } from './bwrap-command.js';
-import { commandInCgroup, type CgroupDriver, type CgroupLimits } from './cgroups.js';
+import { bwrapArgs, SANDBOX_API_PORT, type HostPaths, type StagedFiles } from './bwrap-command.js';
+import { commandInCgroup, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroups.js';
+import { FdInputs } from './fd-inputs.js';
+import { cappedLog } from './log-lines.js';
+import type { RuntimeFiles } from './runtime-files.js';
+import { removeTree } from './remove-tree.js';
+import { planDisk, type DiskLimits } from './sandbox-disk.js';
 
 export interface LocalLauncherOptions {
-  /** Per-turn directories (home, workspace, bridge socket) live here while a turn runs. */
+  /** Per-turn directories (the bridge socket, empty mount points) live here while a turn runs. */
   sandboxesDir: string;
   /** Where a sandbox's connections to the API go: the runner's listener, nothing public. */
   connectApi: ApiConnector;
   limits: CgroupLimits;
-  runtime: Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
+  disk: DiskLimits;
+  /**
+   * Each turn's bridge socket gets a directory here. Its path shows in the sandbox's mount
+   * table, so it should say nothing about the host (as root: under /run).
+   */
+  socketsDir: string;
+  runtime: RuntimeFiles;
+  /** The seccomp program every sandbox runs under (BPF). */
+  seccomp: Buffer;
   cgroups: CgroupDriver;
   runningAsRoot: boolean;
   /** PATH for finding bwrap and setpriv on the host. */
@@ -22,21 +36,34 @@ export interface LocalLauncherOptions {
   log: (turnId: string, line: string) => void;
 }
 
+const OUTPUT_FLUSH_MS = 2000;
+
 /** Runs each turn in a fresh bubblewrap sandbox inside its own cgroup; all of it is gone at the end. */
 export class LocalSandboxLauncher implements SandboxLauncher {
   readonly name = 'local';
   private readonly running = new Set<SandboxHandle>();
 
-  private constructor(private readonly options: LocalLauncherOptions) {}
+  private constructor(
+    private readonly options: LocalLauncherOptions,
+    private readonly staged: StagedFiles,
+  ) {}
 
   /**
    * Sandboxes of a previous process died with it (--die-with-parent); their directories and
-   * cgroups go too. Only this data dir's: other services on the machine keep theirs.
+   * cgroups go too. Only this data dir's: other services on the machine keep theirs. Whatever
+   * state the directory was left in, start-up goes on: what cannot be removed is moved aside.
    */
   static async create(options: LocalLauncherOptions): Promise<LocalSandboxLauncher> {
-    await rm(options.sandboxesDir, { recursive: true, force: true });
-    await mkdir(options.sandboxesDir, { recursive: true, mode: 0o711 });
-    const launcher = new LocalSandboxLauncher(options);
+    for (const dir of [options.sandboxesDir, options.socketsDir]) {
+      await removeTree(dir, options.systemPath).catch(async (error: unknown) => {
+        const aside = `${dir}.stale-${Date.now()}`;
+        options.log('-', `could not remove ${dir} (${String(error)}); moved it to ${aside}`);
+        await rename(dir, aside);
+      });
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+    }
+    const staged = { runner: await readFile(options.runtime.runner), shellPrefix: await readFile(options.runtime.shellPrefix) };
+    const launcher = new LocalSandboxLauncher(options, staged);
     await options.cgroups.removeStale(launcher.cgroupPrefix);
     return launcher;
   }
@@ -49,49 +76,71 @@ export class LocalSandboxLauncher implements SandboxLauncher {
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
     const o = this.options;
     const dir = path.join(o.sandboxesDir, spec.turnId);
-    const host: HostPaths = {
-      ...o.runtime,
-      home: path.join(dir, 'home'),
-      workspace: path.join(dir, 'workspace'),
-      runDir: path.join(dir, 'run'),
-    };
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true, mode: 0o711 });
-    for (const writable of [host.home, host.workspace, host.runDir]) {
-      await mkdir(writable, { mode: 0o755 });
-      if (o.runningAsRoot) await chown(writable, SANDBOX_UID, SANDBOX_GID);
+    const host: HostPaths = { node: o.runtime.node, claude: o.runtime.claude, runDir: path.join(o.socketsDir, spec.turnId) };
+    const disk = planDisk(o.disk, dir, o.runningAsRoot);
+    const log = (line: string) => o.log(spec.turnId, line);
+    let cgroup: SandboxCgroup | undefined;
+    let bridge: { close(): Promise<void> } | undefined;
+    const cleanUp = () =>
+      tearDown(log, [
+        ['stopping its processes', () => cgroup?.killAll()],
+        ['removing its cgroup', () => cgroup?.remove()],
+        ['closing its API bridge', () => bridge?.close()],
+        ['removing its directory', () => removeTree(dir, o.systemPath)],
+        ['removing its socket directory', () => removeTree(host.runDir, o.systemPath)],
+      ]);
+    try {
+      await removeTree(dir, o.systemPath);
+      await removeTree(host.runDir, o.systemPath);
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+      for (const mountPoint of disk.mountPoints) await mkdir(mountPoint, { mode: 0o700 });
+      // The service's, not the sandbox's: mounted read-only, so the socket cannot be replaced.
+      await mkdir(host.runDir, { mode: 0o755 });
+      cgroup = await o.cgroups.create(`${this.cgroupPrefix}${spec.turnId}`, o.limits);
+      bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
+    } catch (error) {
+      await cleanUp();
+      throw error;
     }
-    const cgroup = await o.cgroups.create(`${this.cgroupPrefix}${spec.turnId}`, o.limits);
-    const bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
+    const sandboxCgroup = cgroup;
 
-    const args = bwrapArgs({
+    const inputs = new FdInputs();
+    const bwrap = bwrapArgs({
       host,
+      storage: disk.storage,
       runningAsRoot: o.runningAsRoot,
+      inputs,
+      seccomp: o.seccomp,
+      staged: this.staged,
       env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
     });
-    const command = commandInCgroup(cgroup, ['bwrap', ...args], o.systemPath);
-    const child = spawn(command.file, command.args, { env: command.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    forwardLines(child.stdout, (line) => o.log(spec.turnId, line));
-    forwardLines(child.stderr, (line) => o.log(spec.turnId, line));
+    const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
+    const child = spawn(command.file, command.args, { env: command.env, stdio: inputs.stdio() });
+    inputs.feed(child, bwrap.options, (error) => log(`could not hand the sandbox its setup: ${error.message}`));
+    const output = cappedLog(log);
+    // stdout and stderr are pipes (inputs.stdio()), so never null here.
+    const outputEnded = Promise.all([child.stdout, child.stderr].flatMap((stream) => (stream === null ? [] : [output.forward(stream)])));
+    child.once('error', (error) => log(`could not start: ${error.message}`));
 
     let stopReason: 'timed_out' | 'cancelled' | undefined;
     const stop = (reason: 'timed_out' | 'cancelled') => {
       stopReason ??= reason;
-      return cgroup.killAll();
+      return sandboxCgroup.killAll();
     };
-    const timer = setTimeout(() => void stop('timed_out'), spec.timeoutSeconds * 1000);
+    const timer = setTimeout(() => void stop('timed_out').catch((error: unknown) => log(`stopping at the deadline failed: ${String(error)}`)), spec.timeoutSeconds * 1000);
 
     const ended = new Promise<SandboxEnd>((resolve) => {
       child.once('close', (exitCode, signal) => {
         clearTimeout(timer);
-        void (async () => {
-          await cgroup.killAll(); // anything the agent left behind (daemons, socat)
-          const outOfMemory = await cgroup.outOfMemory();
-          await cgroup.remove().catch((error: unknown) => o.log(spec.turnId, `cgroup removal failed: ${String(error)}`));
-          await bridge.close();
-          await rm(dir, { recursive: true, force: true });
-          resolve(stopReason !== undefined ? { kind: stopReason } : { kind: 'exited', exitCode, signal, outOfMemory });
-        })();
+        let outOfMemory = false;
+        void tearDown(log, [
+          ['stopping what it left running', () => sandboxCgroup.killAll()], // daemons, socat
+          ['reading its OOM count', async () => (outOfMemory = await sandboxCgroup.outOfMemory())],
+          // Its pipes close with its last process; a bounded wait all the same, so that ended always settles.
+          ['flushing its output', async () => (await Promise.race([outputEnded, sleep(OUTPUT_FLUSH_MS)]), output.finish())],
+        ])
+          .then(cleanUp)
+          .then(() => resolve(stopReason !== undefined ? { kind: stopReason } : { kind: 'exited', exitCode, signal, outOfMemory }));
       });
     });
     const handle: SandboxHandle = { ref: `local:${spec.turnId}`, ended, cancel: () => stop('cancelled') };
@@ -107,21 +156,20 @@ export class LocalSandboxLauncher implements SandboxLauncher {
 
   async close(): Promise<void> {
     const all = [...this.running];
-    await Promise.all(all.map((h) => h.cancel()));
+    await Promise.all(all.map((h) => h.cancel().catch(() => undefined)));
     await Promise.all(all.map((h) => h.ended));
+    // Empty by now; outside the data dir (as root, under /run), so nothing else would remove it.
+    await removeTree(this.options.socketsDir, this.options.systemPath).catch((error: unknown) => this.options.log('-', `removing ${this.options.socketsDir} failed: ${String(error)}`));
   }
 }
 
-function forwardLines(stream: NodeJS.ReadableStream, sink: (line: string) => void): void {
-  let pending = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) if (line.trim() !== '') sink(line);
-  });
-  stream.on('end', () => {
-    if (pending.trim() !== '') sink(pending);
-  });
+/** Runs every step whatever the others do: one failing must not leave the rest undone. */
+async function tearDown(log: (line: string) => void, steps: Array<[string, () => Promise<unknown> | undefined]>): Promise<void> {
+  for (const [what, step] of steps) {
+    try {
+      await step();
+    } catch (error) {
+      log(`teardown: ${what} failed: ${(error as Error).message ?? String(error)}`);
+    }
+  }
 }

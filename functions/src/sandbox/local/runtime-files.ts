@@ -3,9 +3,14 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SandboxUnavailableError } from '../launcher.js';
-import type { HostPaths } from './bwrap-command.js';
 
-type RuntimeFiles = Pick<HostPaths, 'node' | 'claude' | 'runner' | 'shellPrefix'>;
+/** The host files a local sandbox runs. */
+export interface RuntimeFiles {
+  node: string;
+  claude: string;
+  runner: string;
+  shellPrefix: string;
+}
 
 /** The project root: the nearest directory above this module with clauderun's package.json. */
 export function projectRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
