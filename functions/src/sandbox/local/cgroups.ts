@@ -177,15 +177,33 @@ export function oomKillCount(text: string | undefined): number {
   return match?.[1] === undefined ? 0 : Number(match[1]);
 }
 
+/** The pids in a cgroup; none once it is gone. Any other failure to read is thrown, never taken for "empty". */
 async function readPids(dir: string): Promise<number[]> {
-  const text = (await readOptional(path.join(dir, 'cgroup.procs'))) ?? '';
+  let text: string;
+  try {
+    text = await readFile(path.join(dir, 'cgroup.procs'), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
   return text.split('\n').filter((l) => l.trim() !== '').map(Number);
 }
 
-/** Kills until empty: a fork bomb may spawn between reading the list and killing it. */
+/**
+ * Kills until empty: a fork bomb may spawn between reading the list and killing it. A list that
+ * cannot be read (the process out of open files, say) is read again, not taken for empty.
+ */
 async function killLoop(dir: string): Promise<void> {
+  let lastError: unknown;
   for (let round = 0; round < 200; round++) {
-    const pids = await readPids(dir);
+    let pids: number[];
+    try {
+      pids = await readPids(dir);
+    } catch (error) {
+      lastError = error;
+      await sleep(50);
+      continue;
+    }
     if (pids.length === 0) return;
     for (const pid of pids) {
       try {
@@ -196,6 +214,7 @@ async function killLoop(dir: string): Promise<void> {
     }
     await sleep(10);
   }
+  throw new Error(`the processes of ${path.basename(dir)} could not all be killed${lastError === undefined ? '' : `: ${String(lastError)}`}`);
 }
 
 async function removeDirs(dirs: string[]): Promise<void> {

@@ -115,7 +115,14 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
     });
     const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
-    const child = spawn(command.file, command.args, { env: command.env, stdio: inputs.stdio() });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(command.file, command.args, { env: command.env, stdio: inputs.stdio() });
+    } catch (error) {
+      // Spawning can fail at once (out of open files, say): nothing of the turn may be left.
+      await cleanUp();
+      throw error;
+    }
     inputs.feed(child, bwrap.options, (error) => log(`could not hand the sandbox its setup: ${error.message}`));
     const output = cappedLog(log);
     // stdout and stderr are pipes (inputs.stdio()), so never null here.
