@@ -67,8 +67,10 @@ def build():
     # Typing into the terminal of whoever started the sandbox.
     for request in (TIOCSTI, TIOCLINUX):
         f.add_rule(deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
-    # vsock is not confined by network namespaces: in a VM it reaches the hypervisor's host.
-    f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.EQ, AF_VSOCK))
+    # vsock is not confined by network namespaces: in a VM it reaches the hypervisor's host. The
+    # kernel reads the family as an int, so only its low 32 bits may be compared: a family with
+    # high bits set is still AF_VSOCK to the kernel.
+    f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
     return f
 
 

@@ -52,8 +52,12 @@ describe('the sandbox\'s kernel surface (seccomp)', () => {
         perlSyscall('fsopen', '430, "tmpfs", 0'),
         perlSyscall('open_tree', '428, -100, "/tmp", 1'),
         perlSyscall('pidfd_getfd', '438, 0, 0, 0'),
+        // socket(AF_VSOCK): the family plainly, and with high bits the kernel ignores.
+        perlSyscall('vsock', '41, 40, 1, 0'),
+        perlSyscall('vsock_high_bits', '41, 0x100000028, 1, 0'),
       ].join('; '),
     );
+    for (const label of ['vsock', 'vsock_high_bits']) expect(output, output).toMatch(new RegExp(`${label}=errno97\\b`)); // EAFNOSUPPORT
     for (const label of ['py_mount', 'py_keyctl', 'keyctl', 'add_key', 'bpf', 'ptrace', 'userfaultfd', 'io_uring_setup', 'perf_event_open', 'mount', 'fsopen', 'open_tree', 'pidfd_getfd']) {
       expect(output, output).toContain(`${label}=EPERM`);
     }
