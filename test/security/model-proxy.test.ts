@@ -121,6 +121,21 @@ const probes = ${JSON.stringify(probes)};
     await expect.poll(outputTokens, { timeout: 10_000 }).toBeGreaterThanOrEqual(10_000);
   });
 
+  it('meters a whole answer too large to read for its usage at the most it can have cost', async () => {
+    // The fake echoes the prompt: a 1.1 MB answer whose usage, at its end, is past what is read.
+    const script = `${SANDBOX_PRELUDE}
+(async () => {
+  const answer = await call('POST', '/internal/model/v1/messages', { headers: { 'x-api-key': token }, body: { model: 'claude-opus-5-5', max_tokens: 16000, messages: [{ role: 'user', content: 'y'.repeat(1100000) }] } });
+  console.log('WHOLE', answer.status, answer.text.length);
+})();`;
+    const answer = await runScript(running.service, script, { userId: 'large-answer' });
+    expect(outputOf(answer)).toMatch(/WHOLE 200 1[01]\d{5}/);
+    const turnPath = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}`;
+    const usage = async () => (await call(running.service, 'GET', turnPath, { userId: 'large-answer' })).body.usage as { inputTokens: number; outputTokens: number };
+    await expect.poll(async () => (await usage()).outputTokens).toBeGreaterThanOrEqual(16_000);
+    expect((await usage()).inputTokens).toBeGreaterThanOrEqual(275_000);
+  });
+
   it('refuses a body over 32 MB without reading it all', async () => {
     const script = `${SANDBOX_PRELUDE}
 (async () => {

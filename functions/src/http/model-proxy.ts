@@ -1,6 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { ServiceError } from '../conversations/errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
+import { roughTokens } from '../model/messages-sse.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
 import { allowedBetas, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
@@ -63,13 +64,14 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       }
       const verdict = checkModelRequest(call, bytes, policy);
       if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);
-      await forward(req, res, turn, upstreamPath, verdict.body);
+      await forward(req, res, turn, upstreamPath, call, verdict);
     } finally {
       inFlight.give(turn.id);
     }
   }
 
-  async function forward(req: Request, res: Response, turn: Turn, upstreamPath: string, body: string): Promise<void> {
+  async function forward(req: Request, res: Response, turn: Turn, upstreamPath: string, call: ProxiedCall, request: { body: string; model: string; maxTokens: number }): Promise<void> {
+    const { body } = request;
     const headers: Record<string, string> = {};
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = req.get(name);
@@ -97,12 +99,15 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     const streaming = (answer.headers.get('content-type') ?? '').includes('text/event-stream');
     const decoder = new TextDecoder();
     let whole = '';
+    let answerBytes = 0;
     try {
       if (answer.body !== null) {
         for await (const chunk of answer.body) {
           if (res.writable) res.write(chunk);
+          answerBytes += chunk.length;
           const text = decoder.decode(chunk, { stream: true });
           if (streaming) meter.pushSse(text);
+          // Kept for metering up to a size no real answer reaches; past it, the call counts at its worst.
           else if (whole.length < 1_000_000) whole += text;
         }
       }
@@ -112,8 +117,14 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       log(`turn ${turn.id}: model stream interrupted: ${(error as Error).message}`);
       res.destroy();
     } finally {
+      // Counting tokens is free. A Messages call whose usage could not be read counts as the most
+      // it can have cost: all of its input, and an answer's worth of output (a token is at least a
+      // few of its bytes), up to its max_tokens.
+      if (call === 'messages' && answer.ok) {
+        meter.assumeWorstUnlessRead({ inputTokens: roughTokens(body), outputTokens: Math.min(request.maxTokens, Math.ceil(answerBytes / 4)) });
+      }
       const { usage, model } = meter.result();
-      if (usage.modelCalls > 0) await service.recordUsage(turn, usage, costUsd(model, usage, upstream.name));
+      if (call === 'messages' && usage.modelCalls > 0) await service.recordUsage(turn, usage, costUsd(model ?? request.model, usage, upstream.name));
     }
   }
 

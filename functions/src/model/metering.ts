@@ -9,6 +9,8 @@ export class UsageMeter {
   private model: string | undefined;
   private pending = '';
   private outputOfCurrentMessage = 0;
+  /** Whether the answer's final usage was read (message_delta, or a whole body's usage). */
+  private usageRead = false;
 
   /** Feeds a chunk of an SSE stream. */
   pushSse(chunk: string): void {
@@ -27,7 +29,21 @@ export class UsageMeter {
     if (!isRecord(message)) return;
     this.startMessage(message);
     const usage = message.usage;
-    if (isRecord(usage)) this.usage.outputTokens += num(usage.output_tokens);
+    if (isRecord(usage)) {
+      this.usage.outputTokens += num(usage.output_tokens);
+      this.usageRead = true;
+    }
+  }
+
+  /**
+   * For an answer whose final usage never came (cut short upstream, or too large to read): the
+   * call is counted as the most it could have cost, never as free.
+   */
+  assumeWorstUnlessRead(worst: { inputTokens: number; outputTokens: number }): void {
+    if (this.usageRead) return;
+    this.usage.modelCalls = Math.max(1, this.usage.modelCalls);
+    this.usage.inputTokens = Math.max(this.usage.inputTokens, worst.inputTokens);
+    this.usage.outputTokens = Math.max(this.usage.outputTokens, worst.outputTokens);
   }
 
   result(): { usage: Usage; model: string | undefined } {
@@ -44,6 +60,7 @@ export class UsageMeter {
       const output = num(event.usage.output_tokens);
       this.usage.outputTokens += Math.max(0, output - this.outputOfCurrentMessage);
       this.outputOfCurrentMessage = Math.max(output, this.outputOfCurrentMessage);
+      this.usageRead = true;
     }
   }
 

@@ -95,7 +95,10 @@ const CountTokensBody = z.strictObject(common, strictly);
 /** Content sources the upstream reads from the request itself; `url` and `file` make it fetch. */
 const INLINE_SOURCES = new Set(['base64', 'text', 'content']);
 
-export type PolicyVerdict = { ok: true; body: string } | { ok: false; message: string };
+export type PolicyVerdict =
+  /** `maxTokens` is the most output the call may bill (0 for count_tokens). */
+  | { ok: true; body: string; model: string; maxTokens: number }
+  | { ok: false; message: string };
 
 /**
  * Checks a request body against the policy. The body forwarded is the one checked, written
@@ -123,7 +126,7 @@ export function checkModelRequest(call: ProxiedCall, bytes: Buffer, policy: Mode
   const problem = contentProblem(body.messages.map((m) => m.content)) ?? contentProblem(body.system);
   if (problem !== undefined) return { ok: false, message: problem };
   try {
-    return { ok: true, body: JSON.stringify(body) };
+    return { ok: true, body: JSON.stringify(body), model: body.model, maxTokens };
   } catch {
     // Only a structure nested deeper than the stack allows fails to be written out.
     return { ok: false, message: 'the request body nests too deeply' };
