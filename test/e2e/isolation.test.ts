@@ -19,20 +19,23 @@ async function inSandbox(service: RunningService, command: string): Promise<stri
   return text;
 }
 
+/** Sandbox uids: 1000 in a user namespace, or (as root) one of the service's own range. */
+const isSandboxUid = (uid: number) => uid === 1000 || uid >= 200_000;
+
 function processesOfSandboxUid(): number {
-  try {
-    return execFileSync('pgrep', ['-u', '1000'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
-  } catch {
-    return 0; // pgrep exits 1 when nothing matches
-  }
+  return execFileSync('ps', ['-eo', 'uid='], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.trim() !== '' && isSandboxUid(Number(line.trim()))).length;
 }
 
 describe('the sandbox', () => {
   const running = useServiceWithFake({ CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS) });
 
   it('runs the agent and its tools as a non-root uid', async () => {
-    const output = await inSandbox(running.service, 'echo "uid=$(id -u) gid=$(id -g)"');
-    expect(output).toContain('uid=1000 gid=1000');
+    const output = await inSandbox(running.service, 'echo "uid=$(id -u) gid=$(id -g) name=$(id -un)"');
+    const [, uid, gid] = /uid=(\d+) gid=(\d+) name=agent/.exec(output) ?? [];
+    expect(Number(uid)).toBe(Number(gid));
+    expect(isSandboxUid(Number(uid))).toBe(true);
   });
 
   it('cannot read the host: not the service data, not the project, not root\'s home', async () => {

@@ -2,7 +2,8 @@ import { lstatSync, readlinkSync } from 'node:fs';
 import type { FdInputs } from './fd-inputs.js';
 import type { SandboxStorage } from './sandbox-disk.js';
 import { etcArgs } from './sandbox-etc.js';
-import { SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from './sandbox-paths.js';
+import { SANDBOX_API_PORT, SANDBOX_PATHS } from './sandbox-paths.js';
+import type { SandboxIdentity } from './sandbox-uids.js';
 
 /**
  * The bubblewrap command line for one sandbox: a new mount, pid, net, ipc and uts namespace;
@@ -36,6 +37,8 @@ export interface BwrapOptions {
    * unprivileged uid on the host; anyone else gets a user namespace mapping to the sandbox uid.
    */
   runningAsRoot: boolean;
+  /** The agent's uid and gid in this sandbox (sandbox-uids.ts). */
+  identity: SandboxIdentity;
   /** Where the arguments' data goes: the seccomp program, /etc's files, the staged files. */
   inputs: FdInputs;
   /** BPF for bwrap --seccomp (see seccomp-filter.ts). */
@@ -79,11 +82,11 @@ function storageArgs(storage: SandboxStorage): string[] {
  * The sandbox's first process. As root it drops to the agent's uid and runs itself again; then
  * it starts the bridge to the API and becomes the runner.
  */
-function startScript(): string {
+function startScript(identity: SandboxIdentity): string {
   const p = SANDBOX_PATHS;
   return [
     '#!/bin/sh',
-    `if [ "$(id -u)" = 0 ]; then exec setpriv --reuid=${SANDBOX_UID} --regid=${SANDBOX_GID} --clear-groups --inh-caps=-all --bounding-set=-all -- "$0"; fi`,
+    `if [ "$(id -u)" = 0 ]; then exec setpriv --reuid=${identity.uid} --regid=${identity.gid} --clear-groups --inh-caps=-all --bounding-set=-all -- "$0"; fi`,
     `socat TCP-LISTEN:${SANDBOX_API_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${p.apiSocket} &`,
     `exec ${p.node} ${p.runner}`,
     '',
@@ -111,7 +114,7 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
   }).flatMap(([k, v]) => ['--setenv', k, v]);
   const identity = options.runningAsRoot
     ? ['--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID']
-    : ['--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID)];
+    : ['--unshare-user', '--uid', String(options.identity.uid), '--gid', String(options.identity.gid)];
   return {
     options: [
       '--die-with-parent',
@@ -124,7 +127,7 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
       '--hostname', 'sandbox',
       '--ro-bind', '/usr', '/usr',
       ...systemDirArgs(),
-      ...etcArgs(inputs),
+      ...etcArgs(inputs, options.identity),
       '--proc', '/proc',
       '--dev', '/dev',
       ...storageArgs(options.storage),
@@ -136,7 +139,7 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
       '--ro-bind', host.claude, p.claude,
       '--perms', '0644', '--file', String(inputs.add(options.staged.runner)), p.runner,
       '--perms', '0755', '--file', String(inputs.add(options.staged.shellPrefix)), p.shellPrefix,
-      '--perms', '0755', '--file', String(inputs.add(startScript())), p.start,
+      '--perms', '0755', '--file', String(inputs.add(startScript(options.identity))), p.start,
       '--remount-ro', p.toolsDir,
       '--seccomp', String(inputs.add(options.seccomp)),
       '--chdir', p.workspace,

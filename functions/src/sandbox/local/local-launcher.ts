@@ -12,6 +12,7 @@ import { cappedLog } from './log-lines.js';
 import type { RuntimeFiles } from './runtime-files.js';
 import { removeTree } from './remove-tree.js';
 import { planDisk, type DiskLimits } from './sandbox-disk.js';
+import { SandboxUids, USER_NAMESPACE_IDENTITY } from './sandbox-uids.js';
 
 export interface LocalLauncherOptions {
   /** Per-turn directories (the bridge socket, empty mount points) live here while a turn runs. */
@@ -42,11 +43,14 @@ const OUTPUT_FLUSH_MS = 2000;
 export class LocalSandboxLauncher implements SandboxLauncher {
   readonly name = 'local';
   private readonly running = new Set<SandboxHandle>();
+  private readonly uids: SandboxUids;
 
   private constructor(
     private readonly options: LocalLauncherOptions,
     private readonly staged: StagedFiles,
-  ) {}
+  ) {
+    this.uids = new SandboxUids(path.resolve(options.sandboxesDir));
+  }
 
   /**
    * Sandboxes of a previous process died with it (--die-with-parent); their directories and
@@ -77,7 +81,8 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     const o = this.options;
     const dir = path.join(o.sandboxesDir, spec.turnId);
     const host: HostPaths = { node: o.runtime.node, claude: o.runtime.claude, runDir: path.join(o.socketsDir, spec.turnId) };
-    const disk = planDisk(o.disk, dir, o.runningAsRoot);
+    const identity = o.runningAsRoot ? this.uids.take() : USER_NAMESPACE_IDENTITY;
+    const disk = planDisk(o.disk, dir, o.runningAsRoot, identity);
     const log = (line: string) => o.log(spec.turnId, line);
     let cgroup: SandboxCgroup | undefined;
     let bridge: { close(): Promise<void> } | undefined;
@@ -100,6 +105,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
     } catch (error) {
       await cleanUp();
+      this.uids.give(identity);
       throw error;
     }
     const sandboxCgroup = cgroup;
@@ -109,6 +115,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       host,
       storage: disk.storage,
       runningAsRoot: o.runningAsRoot,
+      identity,
       inputs,
       seccomp: o.seccomp,
       staged: this.staged,
@@ -152,7 +159,11 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     });
     const handle: SandboxHandle = { ref: `local:${spec.turnId}`, ended, cancel: () => stop('cancelled') };
     this.running.add(handle);
-    void ended.then(() => this.running.delete(handle));
+    // Its uid is free again only once nothing of the sandbox runs.
+    void ended.then(() => {
+      this.running.delete(handle);
+      this.uids.give(identity);
+    });
     return handle;
   }
 

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { SANDBOX_GID, SANDBOX_UID } from './sandbox-paths.js';
+import type { SandboxIdentity } from './sandbox-uids.js';
 
 /**
  * Where a sandbox writes: kernel-limited tmpfs that exist only in the sandbox's own mount
@@ -29,11 +29,11 @@ export type SandboxStorage =
  */
 const MOUNT_AND_EXEC = `
 set -e
-disk=$1 tmp=$2 disk_options=$3 tmp_options=$4
-shift 4
+disk=$1 tmp=$2 disk_options=$3 tmp_options=$4 owner=$5
+shift 5
 mount -t tmpfs -o "$disk_options" sandbox-disk "$disk"
 mkdir -m 0755 "$disk/home" "$disk/workspace"
-chown ${SANDBOX_UID}:${SANDBOX_GID} "$disk/home" "$disk/workspace"
+chown "$owner" "$disk/home" "$disk/workspace"
 mount -t tmpfs -o "$tmp_options" sandbox-tmp "$tmp"
 exec "$@"`;
 
@@ -45,7 +45,7 @@ export interface DiskPlan {
   mountPoints: string[];
 }
 
-export function planDisk(limits: DiskLimits, turnDir: string, runningAsRoot: boolean): DiskPlan {
+export function planDisk(limits: DiskLimits, turnDir: string, runningAsRoot: boolean, agent: SandboxIdentity): DiskPlan {
   if (!runningAsRoot) {
     // bwrap's tmpfs are made inside the sandbox and cannot be shared between two mount points:
     // the home gets a quarter of the budget (the agent's session files), the workspace the rest.
@@ -63,7 +63,7 @@ export function planDisk(limits: DiskLimits, turnDir: string, runningAsRoot: boo
     storage: { kind: 'mounted', home: path.join(disk, 'home'), workspace: path.join(disk, 'workspace'), tmp },
     prefix: [
       'unshare', '--mount', '--propagation', 'private', '--',
-      '/bin/sh', '-c', MOUNT_AND_EXEC, 'sh', disk, tmp, options(limits.diskBytes, '0755'), options(limits.tmpBytes, '1777'),
+      '/bin/sh', '-c', MOUNT_AND_EXEC, 'sh', disk, tmp, options(limits.diskBytes, '0755'), options(limits.tmpBytes, '1777'), `${agent.uid}:${agent.gid}`,
     ],
     mountPoints: [disk, tmp],
   };

@@ -1,5 +1,6 @@
 import { existsSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from './sandbox-paths.js';
+import { SANDBOX_PATHS } from './sandbox-paths.js';
+import type { SandboxIdentity } from './sandbox-uids.js';
 import type { FdInputs } from './fd-inputs.js';
 
 /**
@@ -8,19 +9,19 @@ import type { FdInputs } from './fd-inputs.js';
  * Debian's alternatives, the time zone). Read-only once made.
  */
 
-const GENERATED: Record<string, string> = {
+const generated = (agent: SandboxIdentity): Record<string, string> => ({
   passwd: [
     'root:x:0:0:root:/root:/usr/sbin/nologin',
-    `agent:x:${SANDBOX_UID}:${SANDBOX_GID}:agent:${SANDBOX_PATHS.home}:/bin/bash`,
+    `agent:x:${agent.uid}:${agent.gid}:agent:${SANDBOX_PATHS.home}:/bin/bash`,
     'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
   ].join('\n'),
-  group: ['root:x:0:', `agent:x:${SANDBOX_GID}:`, 'nogroup:x:65534:'].join('\n'),
+  group: ['root:x:0:', `agent:x:${agent.gid}:`, 'nogroup:x:65534:'].join('\n'),
   hosts: ['127.0.0.1 localhost', '::1 localhost ip6-localhost ip6-loopback', '127.0.1.1 sandbox'].join('\n'),
   hostname: 'sandbox',
   // The sandbox has no network: there is no name server to name.
   'resolv.conf': '# no name server: the sandbox has no network',
   'nsswitch.conf': ['passwd: files', 'group: files', 'shadow: files', 'hosts: files', 'networks: files', 'protocols: files', 'services: files'].join('\n'),
-};
+});
 
 /** Host entries of /etc shared read-only: they describe software, not the machine or its users. */
 const SHARED = [
@@ -30,9 +31,9 @@ const SHARED = [
 /** Debian's Python keeps its site configuration here (/etc/python3.11, ...). */
 const SHARED_PREFIXES = ['python3'];
 
-export function etcArgs(inputs: FdInputs, hostEtc = '/etc'): string[] {
+export function etcArgs(inputs: FdInputs, agent: SandboxIdentity, hostEtc = '/etc'): string[] {
   const args = ['--perms', '0755', '--tmpfs', '/etc'];
-  for (const [name, content] of Object.entries(GENERATED)) args.push('--perms', '0644', '--file', String(inputs.add(`${content}\n`)), `/etc/${name}`);
+  for (const [name, content] of Object.entries(generated(agent))) args.push('--perms', '0644', '--file', String(inputs.add(`${content}\n`)), `/etc/${name}`);
   const prefixed = existsSync(hostEtc) ? readdirSync(hostEtc).filter((name) => SHARED_PREFIXES.some((prefix) => name.startsWith(prefix))) : [];
   for (const name of [...SHARED, ...prefixed]) {
     const host = `${hostEtc}/${name}`;
