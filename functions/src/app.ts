@@ -19,6 +19,7 @@ import { TurnTokens } from './conversations/turn-token.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
 import { internalRoutes } from './http/internal-routes.js';
 import { MAX_MODEL_REQUEST_BYTES, modelProxyRoutes } from './http/model-proxy.js';
+import { PolicyChecker } from './model/policy-checker.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
 import { AnthropicUpstream } from './model/anthropic.js';
@@ -80,7 +81,14 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
   const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
-  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, { models: config.agent.models, maxOutputTokens: config.agent.maxOutputTokens, maxCallsInFlight: config.agent.maxModelCallsInFlight, requestBytesPerMinute: config.agent.modelRequestBytesPerMinute }, log)];
+  const policy = {
+    models: config.agent.models,
+    maxOutputTokens: config.agent.maxOutputTokens,
+    maxCallsInFlight: config.agent.maxModelCallsInFlight,
+    requestBytesPerMinute: config.agent.modelRequestBytesPerMinute,
+  };
+  const checker = new PolicyChecker(policy);
+  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, policy, checker, log)];
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);
 
@@ -97,6 +105,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     close: async () => {
       await lifecycle.close();
       runnerListener.closeAllConnections();
+      await checker.close();
       await auth.close();
       await store.close();
     },

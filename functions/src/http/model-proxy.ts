@@ -4,7 +4,8 @@ import type { RunnerService } from '../conversations/runner-service.js';
 import { roughTokens } from '../model/messages-sse.js';
 import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
-import { allowedBetas, checkModelRequest, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
+import type { PolicyChecker } from '../model/policy-checker.js';
+import { allowedBetas, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
 import type { ModelUpstream } from '../model/upstream.js';
 import type { Turn } from '../store/conversation-store.js';
 import { bodyBytes } from './body.js';
@@ -25,7 +26,7 @@ const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
  * enters a sandbox), streams the answer back as it comes and meters the tokens it carries. The
  * upstream path is the proxy's constant, never taken from the request.
  */
-export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, log: (m: string) => void): Router {
+export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, checker: PolicyChecker, log: (m: string) => void): Router {
   const router = Router();
   const inFlight = new KeyedSlots(policy.maxCallsInFlight);
   const requestBytes = new KeyedMinuteAllowance(policy.requestBytesPerMinute);
@@ -62,7 +63,7 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
         res.setHeader('retry-after', String(requestBytes.secondsToNextMinute()));
         return anthropicError(res, 429, 'rate_limit_error', `refused by clauderun: this user's sandboxes sent over ${policy.requestBytesPerMinute} bytes of model requests this minute`);
       }
-      const verdict = checkModelRequest(call, bytes, policy);
+      const verdict = await checker.check(call, bytes);
       if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);
       await forward(req, res, turn, upstreamPath, call, verdict);
     } finally {
