@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { byteLimit } from '../../functions/src/byte-limit.js';
 
 /**
  * A conversation's state is one gzipped tar of the agent's session files and the workspace,
@@ -32,7 +33,9 @@ export async function restoreState(archive: Readable, maxBytes: number): Promise
   const exited = exitCode(tar);
   // tar stops reading at the archive's end marker, before the padding after it: a write error
   // then means nothing once tar has succeeded.
-  const fed = pipeline(archive, createGunzip(), byteLimit(maxBytes), tar.stdin).then(
+  const tooLarge = () =>
+    new StateTooLargeError(`the conversation's saved state expands to more than ${maxBytes} bytes, over the sandbox's disk budget; it was not restored`);
+  const fed = pipeline(archive, createGunzip(), byteLimit(maxBytes, tooLarge).stream, tar.stdin).then(
     () => undefined,
     (error: unknown) => error as Error,
   );
@@ -44,20 +47,6 @@ export async function restoreState(archive: Readable, maxBytes: number): Promise
   }
   const code = await exited;
   if (code !== 0) throw new Error(`restoring state failed (tar exit ${code}): ${stderr() || fedError?.message || ''}`);
-}
-
-function byteLimit(maxBytes: number): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback) {
-      seen += chunk.length;
-      if (seen > maxBytes) {
-        done(new StateTooLargeError(`the conversation's saved state expands to more than ${maxBytes} bytes, over the sandbox's disk budget; it was not restored`));
-        return;
-      }
-      done(null, chunk);
-    },
-  });
 }
 
 /**

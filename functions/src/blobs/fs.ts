@@ -2,9 +2,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomUUID } from 'node:crypto';
+import { byteLimit } from '../byte-limit.js';
 import { BlobTooLargeError, type BlobStore } from './blob-store.js';
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
@@ -17,17 +17,11 @@ export class FsBlobStore implements BlobStore {
     const file = this.fileFor(key);
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const partial = `${file}.${randomUUID()}.partial`;
-    let bytes = 0;
-    const limiter = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        bytes += chunk.length;
-        done(bytes > maxBytes ? new BlobTooLargeError(maxBytes) : null, chunk);
-      },
-    });
+    const limiter = byteLimit(maxBytes, () => new BlobTooLargeError(maxBytes));
     try {
-      await pipeline(body, limiter, createWriteStream(partial, { mode: 0o600 }));
+      await pipeline(body, limiter.stream, createWriteStream(partial, { mode: 0o600 }));
       await rename(partial, file);
-      return { bytes };
+      return { bytes: limiter.bytes() };
     } catch (error) {
       await rm(partial, { force: true });
       throw error;

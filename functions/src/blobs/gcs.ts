@@ -1,7 +1,7 @@
 import type { Bucket, File } from '@google-cloud/storage';
 import type { Readable } from 'node:stream';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { byteLimit } from '../byte-limit.js';
 import { BlobTooLargeError, type BlobStore } from './blob-store.js';
 
 const CONTENT_TYPE = 'application/gzip';
@@ -28,21 +28,15 @@ export class GcsBlobStore implements BlobStore {
   async put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }> {
     const file = this.bucket.file(key);
     const [sessionUri] = await file.createResumableUpload({ metadata: { contentType: CONTENT_TYPE } });
-    let bytes = 0;
-    const limiter = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        bytes += chunk.length;
-        done(bytes > maxBytes ? new BlobTooLargeError(maxBytes) : null, chunk);
-      },
-    });
+    const limiter = byteLimit(maxBytes, () => new BlobTooLargeError(maxBytes));
     // offset 0 with the session URI: the client starts sending at once instead of first asking
     // the new, empty session how much it holds. The content type went with the session; given
     // here too, it spares the client guessing one from the name. validation 'crc32c': the client
     // checksums what it sends against the stored object's (and deletes the object on a mismatch).
     const upload = file.createWriteStream({ uri: sessionUri, offset: 0, resumable: true, contentType: CONTENT_TYPE, validation: 'crc32c' });
     try {
-      await pipeline(body, limiter, upload);
-      return { bytes };
+      await pipeline(body, limiter.stream, upload);
+      return { bytes: limiter.bytes() };
     } catch (error) {
       await this.discard(file, sessionUri);
       throw error;

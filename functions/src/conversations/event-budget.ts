@@ -20,6 +20,9 @@ export interface EventTally {
 
 export const EVENTS_DROPPED = 'events_dropped';
 
+/** What a store keeps when no budget is given. */
+export const NO_EVENT_BUDGET: EventBudget = { maxEvents: Infinity, maxBytes: Infinity };
+
 export const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSON.stringify(event.data), 'utf8');
 
 /**
@@ -30,8 +33,8 @@ export function withinBudget(
   tally: EventTally,
   events: readonly NewTurnEvent[],
   budget: EventBudget,
-): { kept: NewTurnEvent[]; dropped: number; tally: EventTally } {
-  if (tally.capped) return { kept: [], dropped: events.length, tally };
+): { kept: NewTurnEvent[]; tally: EventTally } {
+  if (tally.capped) return { kept: [], tally };
   const kept: NewTurnEvent[] = [];
   let { events: count, bytes } = tally;
   for (const event of events) {
@@ -45,11 +48,11 @@ export function withinBudget(
           maxBytes: budget.maxBytes,
         },
       };
-      return { kept: [...kept, notice], dropped: events.length - kept.length, tally: { events: count + 1, bytes: bytes + eventBytes(notice), capped: true } };
+      return { kept: [...kept, notice], tally: { events: count + 1, bytes: bytes + eventBytes(notice), capped: true } };
     }
     kept.push(event);
     count += 1;
     bytes += size;
   }
-  return { kept, dropped: 0, tally: { events: count, bytes, capped: false } };
+  return { kept, tally: { events: count, bytes, capped: false } };
 }

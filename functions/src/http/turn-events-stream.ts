@@ -21,6 +21,7 @@ export async function streamTurnEvents(
   const after = Number(afterText);
   if (!Number.isInteger(after) || after < 0) throw new ServiceError('invalid_request', 'Last-Event-ID must be an event number');
   await service.getTurn(userId, conversationId, turnId); // 404 before any byte of the stream
+
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
   res.write('retry: 2000\n\n');
   let ended = false;

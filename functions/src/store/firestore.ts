@@ -11,7 +11,7 @@ import firestorePackage, {
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
-import { EVENTS_DROPPED, eventBytes, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
+import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
 import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
@@ -297,12 +297,9 @@ export class FirestoreConversationStore implements ConversationStore {
       const snap = await tx.get(ref);
       if (!snap.exists || isFinal(toTurn(snap).status)) return undefined;
       const last = lastEventSeqOf(snap);
-      const tally = eventTallyOf(snap, last);
-      const kept = budget === undefined ? events : withinBudget(tally, events, budget).kept;
+      const { kept, tally } = withinBudget(eventTallyOf(snap, last), events, budget ?? NO_EVENT_BUDGET);
       if (kept.length === 0) return [];
-      const bytes = kept.reduce((sum, event) => sum + eventBytes(event), tally.bytes);
-      const capped = kept.some((event) => event.type === EVENTS_DROPPED);
-      tx.update(ref, { lastEventSeq: last + kept.length, eventBytes: bytes, ...(capped ? { eventsCapped: true } : {}) });
+      tx.update(ref, { lastEventSeq: last + kept.length, eventBytes: tally.bytes, ...(tally.capped ? { eventsCapped: true } : {}) });
       return this.writeEvents(tx, turnId, last, kept);
     });
   }

@@ -13,8 +13,6 @@ import type { SandboxIdentity } from './sandbox-uids.js';
  * the command line.
  */
 
-export { SANDBOX_API_PORT, SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from './sandbox-paths.js';
-
 export interface HostPaths {
   /** The service's directory holding the bridge socket; the sandbox sees it read-only. */
   runDir: string;

@@ -1,16 +1,16 @@
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { SandboxUnavailableError } from '../launcher.js';
 import type { ApiConnector } from './api-bridge.js';
 import { openCgroups, type CgroupLimits } from './cgroups.js';
 import { LocalSandboxLauncher } from './local-launcher.js';
 import { checkIsolationTools } from './preflight.js';
-import type { DiskLimits } from './sandbox-disk.js';
-
-export { diskLimitsOf } from './sandbox-disk.js';
 import { locateRuntimeFiles, projectRoot } from './runtime-files.js';
 import { stageBinaries } from './runtime-stage.js';
+import type { DiskLimits } from './sandbox-disk.js';
+import { dataDirTag } from './sandbox-paths.js';
 import { seccompProgram } from './seccomp-filter.js';
+
+export { diskLimitsOf } from './sandbox-disk.js';
 
 export interface LocalSandboxSettings {
   dataDir: string;
@@ -30,7 +30,7 @@ export async function createLocalLauncher(settings: LocalSandboxSettings): Promi
   const sandboxesDir = path.join(settings.dataDir, 'sandboxes');
   return LocalSandboxLauncher.create({
     sandboxesDir,
-    socketsDir: runningAsRoot ? `/run/clauderun-${shortHash(path.resolve(sandboxesDir))}` : path.join(settings.dataDir, 'sockets'),
+    socketsDir: runningAsRoot ? `/run/clauderun-${dataDirTag(sandboxesDir)}` : path.join(settings.dataDir, 'sockets'),
     seccomp: seccompProgram(path.join(projectRoot(), 'scripts', 'seccomp-filter.py'), settings.dataDir),
     connectApi: settings.connectApi,
     limits: settings.limits,
@@ -57,8 +57,6 @@ function checkDiskFitsMemory(disk: DiskLimits, limits: CgroupLimits): void {
     );
   }
 }
-
-const shortHash = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
 
 /** As root the binaries are bound from where their path names no host directory (runtime-stage.ts). */
 async function runtimeFiles(runningAsRoot: boolean) {

@@ -1,17 +1,17 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge, type ApiConnector } from './api-bridge.js';
-import { bwrapArgs, SANDBOX_API_PORT, type HostPaths, type StagedFiles } from './bwrap-command.js';
+import { bwrapArgs, type HostPaths, type StagedFiles } from './bwrap-command.js';
 import { commandInCgroup, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroups.js';
 import { FdInputs } from './fd-inputs.js';
 import { cappedLog } from './log-lines.js';
 import type { RuntimeFiles } from './runtime-files.js';
 import { removeTree } from './remove-tree.js';
 import { planDisk, type DiskLimits } from './sandbox-disk.js';
+import { dataDirTag, SANDBOX_API_PORT } from './sandbox-paths.js';
 import { SandboxUids, USER_NAMESPACE_IDENTITY } from './sandbox-uids.js';
 
 export interface LocalLauncherOptions {
@@ -49,7 +49,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     private readonly options: LocalLauncherOptions,
     private readonly staged: StagedFiles,
   ) {
-    this.uids = new SandboxUids(path.resolve(options.sandboxesDir));
+    this.uids = new SandboxUids(options.sandboxesDir);
   }
 
   /**
@@ -72,9 +72,9 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     return launcher;
   }
 
-  /** Names this data dir's sandbox cgroups: `turn-<hash of the sandboxes dir>-<turn id>`. */
+  /** Names this data dir's sandbox cgroups: `turn-<data dir tag>-<turn id>`. */
   private get cgroupPrefix(): string {
-    return `turn-${createHash('sha256').update(path.resolve(this.options.sandboxesDir)).digest('hex').slice(0, 12)}-`;
+    return `turn-${dataDirTag(this.options.sandboxesDir)}-`;
   }
 
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
@@ -93,6 +93,8 @@ export class LocalSandboxLauncher implements SandboxLauncher {
         ['closing its API bridge', () => bridge?.close()],
         ['removing its directory', () => removeTree(dir, o.systemPath)],
         ['removing its socket directory', () => removeTree(host.runDir, o.systemPath)],
+        // Its uid is free again only once nothing of the sandbox runs.
+        ['freeing its uid', async () => this.uids.give(identity)],
       ]);
     try {
       await removeTree(dir, o.systemPath);
@@ -105,7 +107,6 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
     } catch (error) {
       await cleanUp();
-      this.uids.give(identity);
       throw error;
     }
     const sandboxCgroup = cgroup;
@@ -159,11 +160,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     });
     const handle: SandboxHandle = { ref: `local:${spec.turnId}`, ended, cancel: () => stop('cancelled') };
     this.running.add(handle);
-    // Its uid is free again only once nothing of the sandbox runs.
-    void ended.then(() => {
-      this.running.delete(handle);
-      this.uids.give(identity);
-    });
+    void ended.then(() => this.running.delete(handle));
     return handle;
   }
 

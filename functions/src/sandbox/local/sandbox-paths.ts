@@ -1,7 +1,8 @@
-/** Who and where things are inside every local sandbox. */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
 
-export const SANDBOX_UID = 1000;
-export const SANDBOX_GID = 1000;
+/** Where things are inside every local sandbox, and what names one service's sandboxes on the host. */
+
 /** Inside the sandbox, a loopback port forwards to the API through the bridge socket. */
 export const SANDBOX_API_PORT = 8080;
 
@@ -18,3 +19,11 @@ export const SANDBOX_PATHS = {
   /** What bwrap runs: the only command line the sandbox (and ps on the host) can see. */
   start: '/opt/clauderun/start',
 } as const;
+
+/**
+ * What tells one service's sandboxes from another's on the host (their cgroups, socket
+ * directory, uid range): a hash of its sandboxes directory.
+ */
+export function dataDirTag(sandboxesDir: string): string {
+  return createHash('sha256').update(path.resolve(sandboxesDir)).digest('hex').slice(0, 12);
+}

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { SANDBOX_GID, SANDBOX_UID } from './sandbox-paths.js';
+import { dataDirTag } from './sandbox-paths.js';
 
 /** Who the agent is in one sandbox: its uid and gid, inside and (as root) on the host. */
 export interface SandboxIdentity {
@@ -8,7 +7,7 @@ export interface SandboxIdentity {
 }
 
 /** Without root, a user namespace maps the sandbox's uid to the service's own: always this one. */
-export const USER_NAMESPACE_IDENTITY: SandboxIdentity = { uid: SANDBOX_UID, gid: SANDBOX_GID };
+export const USER_NAMESPACE_IDENTITY: SandboxIdentity = { uid: 1000, gid: 1000 };
 
 /** Sandboxes of one service that can run at once, each with a uid of its own. */
 const SLOTS = 1000;
@@ -27,7 +26,7 @@ export class SandboxUids {
   private readonly taken = new Set<number>();
 
   constructor(sandboxesDir: string) {
-    this.base = FIRST_BASE + (parseInt(createHash('sha256').update(sandboxesDir).digest('hex').slice(0, 8), 16) % BASES) * SLOTS;
+    this.base = FIRST_BASE + (parseInt(dataDirTag(sandboxesDir).slice(0, 8), 16) % BASES) * SLOTS;
   }
 
   take(): SandboxIdentity {
