@@ -93,4 +93,25 @@ describe('the runner protocol', () => {
     expect(await turnOf(t)).toMatchObject({ status: 'running' });
     t.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
   });
+
+  it('keeps at most 100,000 characters of an answer, saying it was cut', async () => {
+    const t = await startTurn('verbose');
+    const posted = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('z'.repeat(300_000)), ...asRunner(t.sandbox.spec.token) });
+    expect(posted.status).toBe(200);
+    const text = String((await turnOf(t)).text);
+    expect(text.startsWith('z'.repeat(100_000))).toBe(true);
+    expect(text).toMatch(/the answer was 300000 characters; only the first 100000 are kept\]$/);
+    expect(text.length).toBeLessThan(100_200);
+  });
+
+  it('refuses a session id that is not the agent\'s UUID: the next turn would hand it to claude --resume', async () => {
+    const t = await startTurn('resumer');
+    const forged = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+      body: { ...result('done'), sessionId: '../../../tmp/evil' },
+      ...asRunner(t.sandbox.spec.token),
+    });
+    expect(forged.status).toBe(400);
+    expect(await turnOf(t)).toMatchObject({ status: 'running' });
+    t.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
+  });
 });

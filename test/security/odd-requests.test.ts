@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFirestoreEmulator, firestoreEmulatorUnavailable, type FirestoreEmulator } from '../support/firestore-emulator.js';
+import type { SandboxLauncher } from '../../functions/src/sandbox/launcher.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { call, prompt, startService, type RunningService } from '../support/service.js';
 
@@ -198,5 +199,27 @@ describe('a hostile client holding prompts open', () => {
     };
     await expect.poll(() => statusWithin(500)).toBe('waiting');
     for (const wait of waits) wait.hangUp();
+  });
+});
+
+describe('a sandbox that cannot be started, for reasons naming host paths', () => {
+  const failing: SandboxLauncher = {
+    name: 'failing',
+    launch: () => Promise.reject(new Error('ENAMETOOLONG: /srv/secret-host-dir/sandboxes/x could not be made')),
+    reattach: () => undefined,
+    close: async () => {},
+  };
+  let service: RunningService;
+  beforeAll(async () => {
+    service = await startService({}, undefined, { launcher: failing });
+  });
+  afterAll(async () => service?.stop({ removeData: true }));
+
+  it('tells the client the turn failed without the host path, which only the log has', async () => {
+    const answer = await prompt(service, 'unlucky', { message: 'hi' });
+    expect(answer.status).toBe(502);
+    expect(answer.body).toMatchObject({ error: { code: 'sandbox_failed', details: { status: 'failed' } } });
+    expect(JSON.stringify(answer.body)).not.toContain('/srv/secret-host-dir');
+    expect(service.logs.some((line) => line.includes('/srv/secret-host-dir'))).toBe(true);
   });
 });
