@@ -79,7 +79,9 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const runner = new RunnerService(lifecycle);
   const recovered = await lifecycle.recoverUnfinished();
   if (recovered.settled > 0) log(`settled ${recovered.settled} turn(s) interrupted by a previous stop`);
-  if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
+  // A cloud function of the public routes alone holds no model key: its sandboxes' model calls go to the runner's.
+  const servesModelCalls = config.sandbox.kind === 'local' || config.serve !== 'public';
+  if (upstream.name === 'demo' && servesModelCalls) log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
   const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
   if (config.sweeper !== undefined) {
