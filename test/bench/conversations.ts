@@ -318,6 +318,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         idempotencyKey: null,
         sandboxRef: null,
         stoppedBy: null,
+        resultDigest: null,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });

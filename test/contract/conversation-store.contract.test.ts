@@ -95,6 +95,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   idempotencyKey: null,
   sandboxRef: null,
   stoppedBy: null,
+  resultDigest: null,
   ...overrides,
 });
 
