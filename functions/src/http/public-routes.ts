@@ -1,7 +1,16 @@
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
-import { ListConversationsQuery, PostConversationRequest, ResourceId, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
+import {
+  ListConversationsQuery,
+  PostConversationRequest,
+  ResourceId,
+  type ConversationList,
+  type ConversationView,
+  type StartedTurnView,
+  type TurnLinks,
+  type TurnView,
+} from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../conversations/quota.js';
 import type { ConversationService } from '../conversations/service.js';
@@ -61,7 +70,8 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     const turn = await service.submit(userId, request, idempotencyKey);
     if (respondAsync) {
       const links = turnLinks(turn, req.originalUrl.split('?')[0] ?? req.path);
-      res.status(202).location(links.turn).json({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links });
+      const body: StartedTurnView = { conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links };
+      res.status(202).location(links.turn).json(body);
       return;
     }
     const hungUp = new AbortController();
@@ -121,7 +131,7 @@ function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
  * A started turn's links, relative to the request's path (see relativeLink): they stay right when
  * the API is served under a path it never sees. Ids are ResourceIds: nothing in them needs escaping.
  */
-function turnLinks(turn: Turn, requestPath: string) {
+function turnLinks(turn: Turn, requestPath: string): TurnLinks {
   const conversation = `/api/conversations/${turn.conversationId}`;
   const self = `${conversation}/turns/${turn.id}`;
   const link = (target: string) => relativeLink(requestPath, target);

@@ -1,4 +1,4 @@
-import type { ClientConfig, ConversationList, ConversationView, ErrorBody, TurnView, UsageView } from '../../contract/api.js';
+import type { ClientConfig, ConversationList, ConversationView, ErrorBody, StartedTurnView, TurnLinks, TurnView, UsageView } from '../../contract/api.js';
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
 export type Identity =
@@ -6,24 +6,8 @@ export type Identity =
   | { mode: 'apikey'; key: string }
   | { mode: 'firebase'; idToken: string; expiresAt: number; email: string };
 
-/** The links of a started turn, as absolute URLs. */
-export interface TurnLinks {
-  turn: string;
-  events: string;
-  cancel: string;
-  conversation: string;
-}
-
-/**
- * The answer of POST /api/conversation with `Prefer: respond-async` (built in
- * http/public-routes.ts), its links resolved against the URL it came from.
- */
-export interface StartedTurn {
-  conversationId: string;
-  turnId: string;
-  status: TurnView['status'];
-  links: TurnLinks;
-}
+/** The answer of POST /api/conversation with `Prefer: respond-async`, its links resolved into absolute URLs. */
+export type StartedTurn = StartedTurnView;
 
 /**
  * The page's own calls are relative to the page, which may sit under a path (see index.html):
@@ -118,7 +102,7 @@ export class ApiClient {
   /** Starts a turn and answers at once; its progress comes from the events link. */
   async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
     const url = apiUrl('api/conversation');
-    const started = await this.json<StartedTurn>('POST', url, { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
+    const started = await this.json<StartedTurnView>('POST', url, { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
     return { ...started, links: resolvedLinks(started.links, url) };
   }
 
