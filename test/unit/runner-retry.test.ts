@@ -1,5 +1,6 @@
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { ApiError, FIRST_CONTACT, idempotentVerdict, LATER_CALL, NetworkError, onceOnlyVerdict } from '../../sandbox-image/runner/api-client.js';
+import { ApiError, FIRST_CONTACT, idempotentVerdict, LATER_CALL, NetworkError, onceOnlyVerdict, RunnerApi } from '../../sandbox-image/runner/api-client.js';
 import { retryAfterMs, withRetries, type Clock } from '../../sandbox-image/runner/retry.js';
 
 /** A clock that moves only when the code under test sleeps; random() is fixed. */
@@ -96,5 +97,39 @@ describe('the runner\'s retries', () => {
     expect(retryAfterMs('Tue, 01 Dec 2026 10:00:10 GMT', Date.parse('Tue, 01 Dec 2026 10:00:00 GMT'))).toBe(10_000);
     expect(retryAfterMs('soon')).toBeUndefined();
     expect(retryAfterMs(undefined)).toBeUndefined();
+  });
+
+  it('over real sockets: progress whose request was all sent is not sent again; the result is', async () => {
+    // Reads each whole request, then drops the connection unanswered.
+    let connections = 0;
+    const server = net.createServer((socket) => {
+      connections += 1;
+      socket.on('data', (chunk) => {
+        if (chunk.toString('latin1').includes('}')) socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    try {
+      const api = new RunnerApi(`http://127.0.0.1:${port}/prefix`, 'turn-1', 'token', fakeClock());
+      await expect(api.postEvents([{ type: 'text', text: 'hi' }])).rejects.toMatchObject({ code: 'ECONNRESET', sent: true });
+      expect(connections).toBe(1);
+      await expect(api.postResult({ outcome: 'failed', reason: 'x' })).rejects.toBeInstanceOf(NetworkError);
+      expect(connections).toBeGreaterThan(10);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('over real sockets: a refused connection is tried again, whatever the call', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address() as net.AddressInfo;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const clock = fakeClock();
+    const api = new RunnerApi(`http://127.0.0.1:${port}`, 'turn-1', 'token', clock);
+    await expect(api.postEvents([{ type: 'text', text: 'hi' }])).rejects.toMatchObject({ code: 'ECONNREFUSED', sent: false });
+    // The first call of a runner: tried for FIRST_CONTACT's whole budget.
+    expect(clock.t).toBe(FIRST_CONTACT.budgetMs);
   });
 });
