@@ -356,8 +356,9 @@ describeInBrowser('the web page under a path prefix (a function at https://REGIO
     return { tab, asked: () => [...loaded, ...asked] };
   }
 
-  for (const [where, suffix] of [['without a trailing slash', ''], ['with a trailing slash', '/']] as const) {
-    it(`works at /clauderun ${where}: every request stays under the prefix, the 202's links included`, async () => {
+  for (const [where, suffix, pickUp] of [['without a trailing slash', '', false], ['with a trailing slash', '/', true]] as const) {
+    const how = pickUp ? 'a running turn picked up after a reload' : "the 202's links";
+    it(`works at /clauderun ${where}: every request stays under the prefix, ${how} included`, async () => {
       const user = unique('prefixed');
       const { tab, asked } = await openRecorded(`${front.url}${suffix}`);
       const { page } = tab;
@@ -370,9 +371,15 @@ describeInBrowser('the web page under a path prefix (a function at https://REGIO
       expect(address.pathname).toBe('/clauderun/');
       expect(address.hash).toMatch(/^#\/c\/[\w-]+$/);
 
-      // A running turn is followed and cancelled through the 202's links.
+      // A running turn is followed and cancelled through the 202's links, or through the links
+      // the page makes itself for a turn it finds running.
       await send(page, `bash: ${WAIT_A_MINUTE}`);
       await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+      if (pickUp) {
+        await page.reload();
+        await eventually(() => turns(page).count()).toBe(2);
+        await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+      }
       await page.getByRole('button', { name: 'Cancel turn' }).click();
       await waitForTurnEnd(page, 'Cancelled');
 
