@@ -69,6 +69,15 @@ export function onceOnlyVerdict(error: unknown): Verdict {
   return error instanceof NetworkError && !error.sent ? idempotentVerdict(error) : { retry: false };
 }
 
+/**
+ * Reading the turn is also tried again on a 409: the API answers it while the turn is still
+ * `queued` (it records the sandbox's start once the launch returns, and the sandbox can be
+ * quicker); a final turn answers 401.
+ */
+export function turnReadVerdict(error: unknown): Verdict {
+  return error instanceof ApiError && error.status === 409 ? { retry: true } : idempotentVerdict(error);
+}
+
 const afterOf = (error: ApiError) => (error.retryAfterMs === undefined ? {} : { afterMs: error.retryAfterMs });
 
 interface Answer {
@@ -108,7 +117,7 @@ export class RunnerApi {
   }
 
   async getTurn(): Promise<RunnerTurn> {
-    const answer = await this.call({ method: 'GET', path: runnerPaths.turn(this.turnId), policy: LATER_CALL, verdict: idempotentVerdict });
+    const answer = await this.call({ method: 'GET', path: runnerPaths.turn(this.turnId), policy: LATER_CALL, verdict: turnReadVerdict });
     // The API is trusted and validates what it sends; the runner skips zod to start faster.
     return JSON.parse(answer.body.toString('utf8')) as RunnerTurn;
   }

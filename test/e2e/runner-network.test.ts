@@ -4,10 +4,28 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { runRunnerOnHost } from '../support/host-runner.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { SandboxHandle, SandboxSpec } from '../../functions/src/sandbox/launcher.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { faultPlan, routeOf, startPathFront, type PathFront } from '../support/path-front.js';
 import { readEvents } from '../support/sse.js';
 import { call, linkPath, prompt, startService, type RunningService } from '../support/service.js';
+
+/**
+ * A launcher whose sandbox comes up before the launch call returns, as a Cloud Run execution
+ * may before the API has recorded its start: the runner meets its turn still `queued`.
+ */
+class EagerLauncher extends ManualLauncher {
+  /** Called with each sandbox's spec as soon as it is launched, before the launch returns. */
+  onLaunch: ((spec: SandboxSpec) => void) | undefined;
+  returnAfterMs = 0;
+
+  override async launch(spec: SandboxSpec): Promise<SandboxHandle> {
+    this.onLaunch?.(spec);
+    await sleep(this.returnAfterMs);
+    return super.launch(spec);
+  }
+}
 
 /**
  * The real runner and the real CLI, between them and the API a front end that serves the API
@@ -15,7 +33,7 @@ import { call, linkPath, prompt, startService, type RunningService } from '../su
  * plain process: what is tested is what it says to the API, not the sandbox around it.
  */
 describe('the runner behind a front end, under a path, on a failing network', () => {
-  const launcher = new ManualLauncher();
+  const launcher = new EagerLauncher();
   let fake: FakeAnthropic;
   let service: RunningService;
   let front: PathFront;
@@ -58,7 +76,8 @@ describe('the runner behind a front end, under a path, on a failing network', ()
 
   it('ends the turn right, and once, through refused connections, 503s and answers lost after the API acted', async () => {
     front.fault = faultPlan({
-      'GET /internal/turns/:id': [{ status: 503, retryAfter: '1' }, 'drop-after-handled'],
+      // A 409 is what the API says while the turn is still queued (the sandbox came up first).
+      'GET /internal/turns/:id': [{ status: 409 }, { status: 503, retryAfter: '1' }, 'drop-after-handled'],
       'PUT /internal/turns/:id/state': ['drop-after-handled'],
       // Progress is not idempotent: sent again after a 503 (not acted on), never after a lost answer.
       'POST /internal/turns/:id/events': [{ status: 503 }, 'drop-after-handled'],
@@ -77,9 +96,9 @@ describe('the runner behind a front end, under a path, on a failing network', ()
     const first = calls[0];
     expect(first?.at).toBeGreaterThanOrEqual(startedAt + 1400);
     const turnReads = calls.filter((r) => r.method === 'GET' && routeOf(r.path) === '/internal/turns/:id');
-    expect(turnReads.map((r) => r.status)).toEqual([503, 200, 200]);
+    expect(turnReads.map((r) => r.status)).toEqual([409, 503, 200, 200]);
     // Retry-After: 1 was honoured.
-    expect((turnReads[1]?.at ?? 0) - (turnReads[0]?.at ?? 0)).toBeGreaterThanOrEqual(1000);
+    expect((turnReads[2]?.at ?? 0) - (turnReads[1]?.at ?? 0)).toBeGreaterThanOrEqual(1000);
     const results = calls.filter((r) => r.path.endsWith('/result'));
     expect(results.map((r) => r.status)).toEqual([200, 502, 200]);
     expect(calls.filter((r) => r.path.endsWith('/state')).map((r) => r.status)).toEqual([204, 204]);
@@ -119,5 +138,30 @@ describe('the runner behind a front end, under a path, on a failing network', ()
     expect(await turnOf(t)).toMatchObject({ status: 'cancelled' });
     const results = callsOf(t).filter((r) => r.path.endsWith('/result'));
     expect(results.map((r) => r.status)).toEqual([409]);
+  });
+
+  it('waits for a turn the API has not yet marked started: the sandbox came up before the launch returned', async () => {
+    front.fault = () => 'pass';
+    let exited: Promise<Awaited<ReturnType<typeof runRunnerOnHost>>> | undefined;
+    let turnId = '';
+    launcher.returnAfterMs = 1500;
+    launcher.onLaunch = (spec) => {
+      turnId = spec.turnId;
+      exited = runRunnerOnHost({ apiUrl: front.url, turnId: spec.turnId, token: spec.token, timeoutMs: 30_000 });
+    };
+    try {
+      const started = await prompt(service, 'eager', { message: 'hello' }, { prefer: 'respond-async' });
+      expect(started.status).toBe(202);
+      const exit = await exited;
+      expect(exit, exit?.stderr).toMatchObject({ code: 0 });
+      const turn = await call(service, 'GET', linkPath((started.body.links as { turn: string }).turn), { userId: 'eager' });
+      expect(turn.body).toMatchObject({ status: 'succeeded', text: 'echo: hello' });
+      const reads = front.handled.filter((r) => r.method === 'GET' && r.path === `/internal/turns/${turnId}`).map((r) => r.status);
+      expect(reads[0]).toBe(409);
+      expect(reads.at(-1)).toBe(200);
+    } finally {
+      launcher.onLaunch = undefined;
+      launcher.returnAfterMs = 0;
+    }
   });
 });

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { ApiError, FIRST_CONTACT, idempotentVerdict, LATER_CALL, NetworkError, onceOnlyVerdict, RunnerApi } from '../../sandbox-image/runner/api-client.js';
+import { ApiError, FIRST_CONTACT, idempotentVerdict, LATER_CALL, NetworkError, onceOnlyVerdict, RunnerApi, turnReadVerdict } from '../../sandbox-image/runner/api-client.js';
 import { retryAfterMs, withRetries, type Clock } from '../../sandbox-image/runner/retry.js';
 
 /** A clock that moves only when the code under test sleeps; random() is fixed. */
@@ -90,6 +90,10 @@ describe('the runner\'s retries', () => {
     expect(onceOnlyVerdict(new ApiError(504, ''))).toEqual({ retry: false });
     expect(idempotentVerdict(new NetworkError('ECONNRESET', true, ''))).toEqual({ retry: true });
     expect(idempotentVerdict(new ApiError(504, ''))).toEqual({ retry: true });
+    // The turn read alone waits out a 409: its turn is still queued.
+    expect(turnReadVerdict(new ApiError(409, ''))).toEqual({ retry: true });
+    expect(turnReadVerdict(new ApiError(401, ''))).toEqual({ retry: false });
+    expect(idempotentVerdict(new ApiError(409, ''))).toEqual({ retry: false });
   });
 
   it('reads Retry-After as seconds or as an HTTP date', () => {
