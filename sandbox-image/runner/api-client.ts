@@ -72,10 +72,10 @@ export function onceOnlyVerdict(error: unknown): Verdict {
 /**
  * Reading the turn is also tried again on a 409: the API answers it while the turn is still
  * `queued` (it records the sandbox's start once the launch returns, and the sandbox can be
- * quicker); a final turn answers 401.
+ * quicker); a final turn answers 401. The API did answer, so it is not polled at the bridge's pace.
  */
 export function turnReadVerdict(error: unknown): Verdict {
-  return error instanceof ApiError && error.status === 409 ? { retry: true } : idempotentVerdict(error);
+  return error instanceof ApiError && error.status === 409 ? { retry: true, afterMs: 50 } : idempotentVerdict(error);
 }
 
 const afterOf = (error: ApiError) => (error.retryAfterMs === undefined ? {} : { afterMs: error.retryAfterMs });

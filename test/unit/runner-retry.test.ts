@@ -91,7 +91,7 @@ describe('the runner\'s retries', () => {
     expect(idempotentVerdict(new NetworkError('ECONNRESET', true, ''))).toEqual({ retry: true });
     expect(idempotentVerdict(new ApiError(504, ''))).toEqual({ retry: true });
     // The turn read alone waits out a 409: its turn is still queued.
-    expect(turnReadVerdict(new ApiError(409, ''))).toEqual({ retry: true });
+    expect(turnReadVerdict(new ApiError(409, ''))).toEqual({ retry: true, afterMs: 50 });
     expect(turnReadVerdict(new ApiError(401, ''))).toEqual({ retry: false });
     expect(idempotentVerdict(new ApiError(409, ''))).toEqual({ retry: false });
   });
