@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { startCloudFakes, type CloudFakes } from '../sim/cloud-fakes.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
-import { call, freePort, prompt, startService, type RunningService } from '../support/service.js';
+import { call, freePort, linkPath, prompt, startService, type RunningService } from '../support/service.js';
 import { startServiceProcess } from '../support/service-process.js';
 import { readEvents } from '../support/sse.js';
 
@@ -86,7 +86,7 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
       const started = await prompt(front, 'two-user', { message: 'bash: echo across-instances' }, { prefer: 'respond-async' });
       expect(started.status).toBe(202);
       const links = started.body.links as { events: string; turn: string };
-      const streamed = await readEvents(`${front.url}${links.events}`, { 'x-user-id': 'two-user' });
+      const streamed = await readEvents(`${front.url}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
       expect(streamed.events.map((e) => e.event)).toEqual(expect.arrayContaining(['tool_use', 'tool_result', 'result']));
       expect(streamed.events.at(-1)?.data).toMatchObject({ data: { status: 'succeeded' } });
 
