@@ -114,7 +114,10 @@ const Schema = z.object({
       .default(1),
   ),
   'clauderun:apiMaxInstances': whole('clauderun:apiMaxInstances', 1, 1000, 10),
-  'clauderun:runnerMaxInstances': whole('clauderun:runnerMaxInstances', 1, 1000, 10),
+  // The sandboxes' model calls all go through the runner function: 50 sandboxes with 8 calls in
+  // flight each need 400 requests at once, and 20 instances of 28 requests each hold 560. When
+  // every instance is busy a request waits ~30 s, then fails (cloud.google.com/functions/docs/configuring/concurrency).
+  'clauderun:runnerMaxInstances': whole('clauderun:runnerMaxInstances', 1, 1000, 20),
   // Cloud Run runs at most 1,000 job executions at once per project and region
   // (cloud.google.com/run/quotas, "Job execution").
   'clauderun:maxRunningSandboxes': whole('clauderun:maxRunningSandboxes', 1, MAX_RUNNING_EXECUTIONS, 50),

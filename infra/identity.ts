@@ -106,6 +106,14 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
       new gcp.storage.BucketIAMMember(`${prefix}-state-objects`, { bucket: targets.stateBucket.name, role: 'roles/storage.objectUser', member: who }, opts),
       readSecret(`${prefix}-reads-token-secret`, targets.secrets.tokenSecret),
       ...(readsModelKey ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
+      // Running a job as its service account may take actAs on that account as well as the run
+      // permissions (reported for the v2 :run method; Google's jobs pages name only the latter).
+      // The sandbox account holds no role at all, so acting as it grants nothing more.
+      new gcp.serviceaccount.IAMMember(
+        `${prefix}-acts-as-sandbox`,
+        { serviceAccountId: accounts.sandbox.name, role: 'roles/iam.serviceAccountUser', member: who },
+        opts,
+      ),
     ];
   };
 

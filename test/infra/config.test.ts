@@ -15,7 +15,7 @@ describe('stack settings', () => {
       sandboxMemoryMb: 1024,
       sandboxCpus: 1,
       apiMaxInstances: 10,
-      runnerMaxInstances: 10,
+      runnerMaxInstances: 20,
       maxRunningSandboxes: 50,
       runJobsPerMinute: 50,
       deletedStateRetentionDays: 7,

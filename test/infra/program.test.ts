@@ -88,8 +88,21 @@ describe('the sandbox service account', () => {
     expect(grants.length).toBeGreaterThan(0);
     for (const grant of grants) {
       expect(principalsOf(grant), `${grant.type} ${grant.name}`).not.toContain(`serviceAccount:${emails.sandbox}`);
-      expect(flatten(grant.inputs), `${grant.type} ${grant.name}`).not.toContain(emails.sandbox);
+      // Others may act as it (to run the job as it); it is never given anything itself.
+      const { serviceAccountId: _on, ...rest } = grant.inputs as Record<string, unknown>;
+      expect(flatten(rest), `${grant.type} ${grant.name}`).not.toContain(emails.sandbox);
     }
+  });
+
+  test('the functions may act as it, to run the job as its identity, and nothing else may', () => {
+    const actAs = run.ofType('gcp:serviceaccount/iAMMember:IAMMember');
+    expect(actAs.map((g) => [g.inputs.role, g.inputs.member]).sort()).toEqual(
+      [
+        ['roles/iam.serviceAccountUser', `serviceAccount:${emails.api}`],
+        ['roles/iam.serviceAccountUser', `serviceAccount:${emails.runner}`],
+      ].sort(),
+    );
+    for (const grant of actAs) expect(String(grant.inputs.serviceAccountId)).toContain(emails.sandbox);
   });
 
   test('is the identity of the sandbox job and of nothing else; every role has an account of its own', () => {
@@ -108,6 +121,7 @@ describe("the functions' service accounts", () => {
     `JobIamMember ${launcherRole()}`,
     'BucketIAMMember roles/storage.objectUser',
     `SecretIamMember ${SECRET_READER_ROLE} clauderun-token-secret`,
+    'IAMMember roles/iam.serviceAccountUser',
   ];
 
   test('the public one: Firestore, this job, the state bucket and the token-signing key, but not the model key', () => {
@@ -466,9 +480,11 @@ describe('the two functions', () => {
     expect(runnerFn().inputs.serviceConfig).toMatchObject({
       availableMemory: `${RUNNER_MEMORY_MIB}Mi`,
       maxInstanceRequestConcurrency: RUNNER_CONCURRENCY,
-      maxInstanceCount: 10,
+      maxInstanceCount: 20,
     });
-    // Every request in flight may hold a 32 MiB model body and a parsed copy, within the memory.
+    // The runner holds every sandbox's model calls in flight: 50 sandboxes, 8 each by default.
+    expect(20 * RUNNER_CONCURRENCY).toBeGreaterThanOrEqual(50 * 8);
+    // Every request in flight may hold a 31 MiB model body and a parsed copy, within the memory.
     expect(RUNNER_CONCURRENCY * 2 * 32).toBeLessThanOrEqual(RUNNER_MEMORY_MIB);
     expect(RUNNER_CONCURRENCY).toBeGreaterThanOrEqual(8);
   });

@@ -232,7 +232,7 @@ export class TurnLifecycle {
     if (now - (this.probedAt.get(turn.id) ?? 0) < PROBE_INTERVAL_MS) return turn;
     this.probedAt.set(turn.id, now);
     this.forgetOldProbes(now);
-    const end = await this.deps.launcher.status(turn.sandboxRef);
+    const end = await this.deps.launcher.status(turn.sandboxRef, Date.parse(turn.createdAt));
     // A cancelled sandbox is settled by whoever cancelled it, with their reason; the deadline
     // settles it should they not.
     if (end === undefined || end.kind === 'cancelled') return turn;

@@ -14,8 +14,12 @@ import { bearer } from './internal-routes.js';
 
 const FORWARDED_REQUEST_HEADERS = ['anthropic-version', 'content-type', 'accept'];
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'request-id', 'retry-after', 'anthropic-ratelimit-requests-remaining'];
-/** The Messages API's own request size limit. */
-export const MAX_MODEL_REQUEST_BYTES = 32 * 1024 * 1024;
+/**
+ * Under the Messages API's own request limit (32 MB) and a Cloud Run function's (32 MB:
+ * cloud.google.com/functions/quotas), with room for the headers, so that a body over it gets the
+ * proxy's own answer rather than the platform's.
+ */
+export const MAX_MODEL_REQUEST_BYTES = 31 * 1024 * 1024;
 const MODEL_BASE = '/internal/model';
 /** The longest a model call may take; a 32k-token answer streams in a few minutes. */
 const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;

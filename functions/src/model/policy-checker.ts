@@ -15,7 +15,7 @@ const INLINE_BYTES = 256 * 1024;
 
 /**
  * Checks model requests against the policy. A large body takes about 40 ms a megabyte to parse
- * and check, and a sandbox may send 32 MiB: that work goes to a worker thread, so that the API's
+ * and check, and a sandbox may send 31 MiB: that work goes to a worker thread, so that the API's
  * own thread (every user's requests) never waits for it.
  */
 export class PolicyChecker {

@@ -36,9 +36,10 @@ export interface SandboxLauncher {
   reattach(ref: string): SandboxHandle | undefined;
   /**
    * How the sandbox ended, asked once, without waiting: undefined while it runs, or when this
-   * launcher cannot tell. Instances that get no CPU between requests settle turns with this.
+   * launcher cannot tell (yet: it was launched at `launchedAt`, ms since the epoch). Instances
+   * that get no CPU between requests settle turns with this.
    */
-  status(ref: string): Promise<SandboxEnd | undefined>;
+  status(ref: string, launchedAt: number): Promise<SandboxEnd | undefined>;
   close(): Promise<void>;
 }
 

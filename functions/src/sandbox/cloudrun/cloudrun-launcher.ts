@@ -30,6 +30,8 @@ const CANCEL_POLL_MS = 500;
 const RESOURCE_EXHAUSTED = 8;
 const FAILED_PRECONDITION = 9;
 const NOT_FOUND = 5;
+/** How long after its launch an execution that is not found is taken to be still on its way. */
+const NEW_EXECUTION_GRACE_MS = 2 * 60_000;
 const UNAVAILABLE = 14;
 
 /**
@@ -57,6 +59,7 @@ export class CloudRunLauncher implements SandboxLauncher {
   /** A handle on an execution started earlier (by this instance or another). */
   watch(executionName: string): SandboxHandle {
     const o = this.options;
+    const watchedFrom = Date.now();
     let pollMs = o.firstPollMs ?? 1000;
     let stopped = false;
     let cancelling = false;
@@ -72,7 +75,7 @@ export class CloudRunLauncher implements SandboxLauncher {
           });
           if (stopped) break;
           try {
-            const end = await this.status(executionName);
+            const end = await this.status(executionName, watchedFrom);
             if (end !== undefined) return end;
           } catch (error) {
             o.log(`execution ${executionName}: status unavailable: ${(error as Error).message}`);
@@ -103,15 +106,18 @@ export class CloudRunLauncher implements SandboxLauncher {
   }
 
   /**
-   * One getExecution. An execution that is not found has been deleted (Cloud Run keeps a job's
-   * last 1,000 executions: cloud.google.com/run/quotas): it can report nothing any more.
+   * One getExecution. An execution not found long after its launch has been deleted (Cloud Run
+   * keeps a job's last 1,000 executions: cloud.google.com/run/quotas) and can report nothing any
+   * more. Google does not say that a new execution is readable as soon as runJob names it, so
+   * soon after the launch "not found" means nothing yet.
    */
-  async status(executionName: string): Promise<SandboxEnd | undefined> {
+  async status(executionName: string, launchedAt: number): Promise<SandboxEnd | undefined> {
     try {
       const [execution] = await this.options.executions.getExecution({ name: executionName });
       return endOf(execution);
     } catch (error) {
       if ((error as { code?: number }).code !== NOT_FOUND) throw error;
+      if (Date.now() - launchedAt < NEW_EXECUTION_GRACE_MS) return undefined;
       return { kind: 'exited', exitCode: null, signal: null, outOfMemory: false, detail: 'its execution no longer exists' };
     }
   }
