@@ -36,7 +36,9 @@ describe('asking Cloud Run how an execution ended', () => {
     expect(end).toEqual({ kind: 'exited', exitCode: null, signal: null, outOfMemory: false, detail: 'Task was killed', at: seconds * 1000 + 500 });
   });
 
-  it('says nothing of an execution still running', () => {
+  it('says nothing of an execution still running, or still being reconciled', () => {
     expect(endOf({ completionTime: null, succeededCount: 0 })).toBeUndefined();
+    expect(endOf({ completionTime: '2026-12-01T10:00:00Z', reconciling: true, failedCount: 0 })).toBeUndefined();
+    expect(endOf({ completionTime: '2026-12-01T10:00:00Z', reconciling: false, succeededCount: 1 })).toMatchObject({ kind: 'exited', exitCode: 0 });
   });
 });

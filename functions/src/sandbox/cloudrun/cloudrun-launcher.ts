@@ -169,6 +169,7 @@ export class CloudRunLauncher implements SandboxLauncher {
 
 interface ExecutionStatus {
   completionTime?: unknown;
+  reconciling?: boolean | null;
   succeededCount?: number | null;
   failedCount?: number | null;
   cancelledCount?: number | null;
@@ -178,6 +179,9 @@ interface ExecutionStatus {
 /** How a finished execution ended, in the launcher's terms; undefined while it runs. */
 export function endOf(execution: ExecutionStatus): SandboxEnd | undefined {
   if (execution.completionTime === undefined || execution.completionTime === null) return undefined;
+  // Google does not order completionTime with the counts across operations; an execution still
+  // being acted upon (reconciling) may not have its final counts yet (Execution reference, v2).
+  if (execution.reconciling === true) return undefined;
   const at = timeOf(execution.completionTime);
   const when = at === undefined ? {} : { at };
   const completed = execution.conditions?.find((c) => c.type === 'Completed');
