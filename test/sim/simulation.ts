@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import type { Env } from '../../functions/src/config.js';
+import { startCloudFakes, type CloudFakes, type CloudRunBehaviour } from './cloud-fakes.js';
+import { CLAUDERUN_SOURCE, startPlatform, type FunctionSettings, type Platform } from './platform/index.js';
+import type { InstancePool } from './platform/pool.js';
+import { startGoogleIdTokens, startScheduler, type FakeScheduler, type GoogleIdTokens } from './platform/scheduler.js';
+
+/**
+ * clauderun deployed on the simulated platform: the API as Cloud Functions runs it (instances
+ * that are processes of their own, behind Google's front end), against the Firestore emulator,
+ * the fake Cloud Storage and the fake Cloud Run Admin API, with Cloud Scheduler calling the
+ * sweeper. What `npm run sim` runs, and what the tests of the cloud path run against.
+ */
+
+/** How the API is deployed: one function serving every route (today's deployment), or the public routes and the runner's routes as two functions of the same source. */
+export type Layout = 'one' | 'split';
+/** Which of a function's two URLs the sandboxes are given. */
+export type SandboxUrl = 'prefixed' | 'root';
+
+export type InstanceBehaviour = Pick<FunctionSettings, 'maxInstances' | 'concurrency' | 'timeoutSeconds' | 'pendingTimeoutMs' | 'idleStopMs'>;
+
+export interface SimulationOptions {
+  dataDir: string;
+  log: (message: string) => void;
+  /** Settings every function gets besides the platform's: the model key, limits, CLAUDERUN_*. */
+  env?: Env;
+  layout?: Layout;
+  /** Default 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME, the deployment's CLAUDERUN_API_URL). */
+  sandboxUrl?: SandboxUrl;
+  cloudRun?: CloudRunBehaviour;
+  instances?: InstanceBehaviour;
+  /** The sweeper's schedule; 0 for no scheduler. Default 60 s, Cloud Scheduler's shortest cron period. */
+  sweepEverySeconds?: number;
+  /** The cloudfunctions.net-style origin's port (0: any free one). */
+  port?: number;
+}
+
+export interface Simulation {
+  /** The public function's URL, as the deployment exports it (cloudfunctions.net-style, prefixed). */
+  url: string;
+  /** The public function's run.app-style URL (no prefix). */
+  rootUrl: string;
+  /** The URL sandboxes are given (CLAUDERUN_API_URL). */
+  sandboxApiUrl: string;
+  publicPool: InstancePool;
+  /** The runner's function's instances (the public pool itself with one function). */
+  runnerPool: InstancePool;
+  platform: Platform;
+  fakes: CloudFakes;
+  tokens: GoogleIdTokens;
+  scheduler: FakeScheduler | undefined;
+  close(): Promise<void>;
+}
+
+export const PUBLIC_FUNCTION = 'clauderun';
+export const RUNNER_FUNCTION = 'clauderun-runner';
+/** infra/api-function.ts: a turn's synchronous POST outlasts the turn by a minute. */
+const REQUEST_TIMEOUT_OVER_TURN_SECONDS = 60;
+const DEFAULT_TURN_TIMEOUT_SECONDS = 600;
+
+export async function startSimulation(options: SimulationOptions): Promise<Simulation> {
+  const layout = options.layout ?? 'one';
+  const names = layout === 'split' ? [PUBLIC_FUNCTION, RUNNER_FUNCTION] : [PUBLIC_FUNCTION];
+  const closers: Array<() => Promise<void> | void> = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close();
+  };
+  try {
+    const fakes = await startCloudFakes({ dataDir: options.dataDir, log: options.log, cloudRun: options.cloudRun ?? {} });
+    closers.push(() => fakes.close());
+    const tokens = await startGoogleIdTokens();
+    closers.push(() => tokens.close());
+    const platform = await startPlatform({ names, dataDir: options.dataDir, log: options.log, port: options.port ?? 0 });
+    closers.push(() => platform.close());
+
+    const runnerName = layout === 'split' ? RUNNER_FUNCTION : PUBLIC_FUNCTION;
+    const sandboxApiUrl = (options.sandboxUrl ?? 'prefixed') === 'prefixed' ? platform.prefixedUrl(runnerName) : platform.rootUrl(runnerName);
+    const sweepUrl = `${platform.prefixedUrl(PUBLIC_FUNCTION)}/ops/sweep`;
+    const { PORT: _port, ...cloudEnv } = fakes.apiEnv(0, sandboxApiUrl);
+    // The scheduler job's own service account (Pulumi creates it), not the API's.
+    const sweeper = `clauderun-sweeper@${cloudEnv.GOOGLE_CLOUD_PROJECT ?? 'sim'}.iam.gserviceaccount.com`;
+    const env: Record<string, string> = {
+      ...defined(cloudEnv),
+      // Secret Manager gives every instance the same secret; a generated one would differ per instance.
+      CLAUDERUN_TOKEN_SECRET: randomBytes(32).toString('hex'),
+      CLAUDERUN_SWEEPER_AUDIENCE: sweepUrl,
+      CLAUDERUN_SWEEPER_ACCOUNT: sweeper,
+      CLAUDERUN_GOOGLE_JWKS_URL: tokens.jwksUrl,
+      ...defined(options.env ?? {}),
+    };
+    // K_SERVICE is set on the platform, where header auth refuses to start: the simulation is
+    // the one place it is wanted there, as the tests' way of naming a user.
+    if ((env.CLAUDERUN_AUTH ?? 'header').split(',').some((m) => m.trim() === 'header')) env.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD = 'true';
+    const turnTimeout = Number(env.CLAUDERUN_TURN_TIMEOUT_SECONDS ?? DEFAULT_TURN_TIMEOUT_SECONDS);
+    // infra/api-function.ts: 80 requests per instance, 10 instances by default.
+    const deployed = (name: string, serve: string): FunctionSettings => ({
+      name,
+      source: CLAUDERUN_SOURCE,
+      env: { ...env, CLAUDERUN_SERVE: serve },
+      maxInstances: 10,
+      concurrency: 80,
+      timeoutSeconds: Math.min(3600, turnTimeout + REQUEST_TIMEOUT_OVER_TURN_SECONDS),
+      ...options.instances,
+    });
+    const publicPool = platform.deploy(deployed(PUBLIC_FUNCTION, layout === 'split' ? 'public' : 'all'));
+    const runnerPool = layout === 'split' ? platform.deploy(deployed(RUNNER_FUNCTION, 'runner')) : publicPool;
+
+    const every = options.sweepEverySeconds ?? 60;
+    const scheduler = every > 0 ? startScheduler(tokens, { url: sweepUrl, audience: sweepUrl, account: sweeper, everySeconds: every }, options.log) : undefined;
+    if (scheduler !== undefined) closers.push(() => scheduler.close());
+    return {
+      url: platform.prefixedUrl(PUBLIC_FUNCTION),
+      rootUrl: platform.rootUrl(PUBLIC_FUNCTION),
+      sandboxApiUrl,
+      publicPool,
+      runnerPool,
+      platform,
+      fakes,
+      tokens,
+      scheduler,
+      close: closeAll,
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+function defined(env: Env): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+}
