@@ -29,7 +29,9 @@ export interface SimulationOptions {
   sandboxUrl?: SandboxUrl;
   cloudRun?: CloudRunBehaviour;
   instances?: InstanceBehaviour;
-  /** The sweeper's schedule; 0 for no scheduler. Default 60 s, Cloud Scheduler's shortest cron period. */
+  /** Settings of one function only, over `env` (by function name). */
+  functionEnv?: Record<string, Env>;
+  /** The sweeper's schedule; 0 pauses it (runNow still runs it). Default 60 s, Cloud Scheduler's shortest cron period. */
   sweepEverySeconds?: number;
   /** The cloudfunctions.net-style origin's port (0: any free one). */
   port?: number;
@@ -48,7 +50,9 @@ export interface Simulation {
   platform: Platform;
   fakes: CloudFakes;
   tokens: GoogleIdTokens;
-  scheduler: FakeScheduler | undefined;
+  scheduler: FakeScheduler;
+  /** The scheduler job's service account (CLAUDERUN_SWEEPER_ACCOUNT). */
+  sweeperAccount: string;
   close(): Promise<void>;
 }
 
@@ -96,7 +100,7 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const deployed = (name: string, serve: string): FunctionSettings => ({
       name,
       source: CLAUDERUN_SOURCE,
-      env: { ...env, CLAUDERUN_SERVE: serve },
+      env: { ...env, CLAUDERUN_SERVE: serve, ...defined(options.functionEnv?.[name] ?? {}) },
       maxInstances: 10,
       concurrency: 80,
       timeoutSeconds: Math.min(3600, turnTimeout + REQUEST_TIMEOUT_OVER_TURN_SECONDS),
@@ -105,9 +109,8 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const publicPool = platform.deploy(deployed(PUBLIC_FUNCTION, layout === 'split' ? 'public' : 'all'));
     const runnerPool = layout === 'split' ? platform.deploy(deployed(RUNNER_FUNCTION, 'runner')) : publicPool;
 
-    const every = options.sweepEverySeconds ?? 60;
-    const scheduler = every > 0 ? startScheduler(tokens, { url: sweepUrl, audience: sweepUrl, account: sweeper, everySeconds: every }, options.log) : undefined;
-    if (scheduler !== undefined) closers.push(() => scheduler.close());
+    const scheduler = startScheduler(tokens, { url: sweepUrl, audience: sweepUrl, account: sweeper, everySeconds: options.sweepEverySeconds ?? 60 }, options.log);
+    closers.push(() => scheduler.close());
     return {
       url: platform.prefixedUrl(PUBLIC_FUNCTION),
       rootUrl: platform.rootUrl(PUBLIC_FUNCTION),
@@ -118,6 +121,7 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
       fakes,
       tokens,
       scheduler,
+      sweeperAccount: sweeper,
       close: closeAll,
     };
   } catch (error) {

@@ -66,6 +66,7 @@ export interface SchedulerJob {
   audience: string;
   /** The service account whose ID token goes with each call. */
   account: string;
+  /** 0: paused, run only by runNow. */
   everySeconds: number;
 }
 
@@ -103,11 +104,15 @@ export function startScheduler(tokens: GoogleIdTokens, job: SchedulerJob, log: (
     return status;
   };
   let running = false;
-  const timer = setInterval(() => {
-    // One attempt at a time, as a job whose attempt is still running is not started again.
-    if (running) return;
-    running = true;
-    void runNow().finally(() => (running = false));
-  }, job.everySeconds * 1000);
+  // A paused job (0 s) runs only when forced.
+  const timer =
+    job.everySeconds > 0
+      ? setInterval(() => {
+          // One attempt at a time, as a job whose attempt is still running is not started again.
+          if (running) return;
+          running = true;
+          void runNow().finally(() => (running = false));
+        }, job.everySeconds * 1000)
+      : undefined;
   return { attempts, runNow, close: () => clearInterval(timer) };
 }
