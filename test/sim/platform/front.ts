@@ -80,6 +80,7 @@ export async function startFront(route: Router, log: (message: string) => void, 
 
 async function serve(req: http.IncomingMessage, res: http.ServerResponse, route: Router, log: (message: string) => void): Promise<void> {
   const target = route(req.url ?? '');
+  // No function there (https://cloud.google.com/functions/docs/calling/http): Google's own 404 page.
   if (target === undefined) return answer(res, 404, 'The requested URL was not found on this server.');
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > REQUEST_LIMIT_BYTES) return answer(res, 413, 'Your client issued a request that was too large.');
@@ -138,12 +139,15 @@ function proxy(req: http.IncomingMessage, res: http.ServerResponse, path: string
   req.once('error', () => upstream.destroy());
 
   upstream.once('error', () => {
-    // The instance closed the connection, or crashed: Google answers for it.
+    // The instance closed the connection, or crashed: the front end answers for it (the status
+    // is not documented; here 503).
     if (!res.headersSent) answer(res, 503, 'Service Unavailable');
     else res.destroy();
   });
   upstream.once('response', (upstreamRes) => {
     const length = upstreamRes.headers['content-length'];
+    // Google documents the limits, not what the client then gets: here a 500 for a response
+    // known too large before it starts, a cut connection for one that grows too large.
     if (length !== undefined && Number(length) > RESPONSE_LIMIT_BYTES) {
       upstream.destroy();
       return answer(res, 500, 'The response from the function was too large.');
