@@ -93,8 +93,10 @@ describe('the simulated platform', () => {
     expect(pool.instances).toHaveLength(0);
     const first = (await json(`${platform.rootUrl('idle')}/whoami`)).body as { pid: number; bootedAt: number };
     expect(pool.instances.map((i) => i.pid)).toEqual([first.pid]);
-    await sleep(2000);
+    await sleep(1500);
     expect(pool.instances).toHaveLength(0);
+    // SIGTERM, then gone (SIGKILL after 10 s at the latest).
+    await Promise.race([pool.history[0]?.whenExited(), sleep(11_000)]);
     expect(await alive(first.pid)).toBe(false);
     const second = (await json(`${platform.rootUrl('idle')}/whoami`)).body as { pid: number; bootedAt: number };
     expect(second.pid).not.toBe(first.pid);
