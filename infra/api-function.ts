@@ -1,62 +1,40 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { Names, Settings } from './config.js';
+import { functionEnvironment, functionRoles, type EnvironmentRefs, type Serve } from './function-roles.js';
 import { API_ENTRY_POINT, type FunctionSource } from './function-source.js';
 import type { Secrets } from './secrets.js';
 
 /**
- * The API: an HTTP Cloud Function (2nd gen, nodejs22), public over HTTPS (the service
- * authenticates every /api call itself; /internal routes take a turn token). Its configuration is
- * plain environment variables; its two secrets are references to Secret Manager versions, so no
- * secret value is part of the function's configuration.
+ * The API as two HTTP Cloud Functions (2nd gen, nodejs22) built from one uploaded source: the
+ * public one and the runner one (function-roles.ts says what each serves and how it is sized).
+ * Configuration is plain environment variables; secrets are references to Secret Manager
+ * versions, so no secret value is part of a function's configuration.
  */
 
-/** The function's plain environment (see functions/src/config.ts). No secret belongs here. */
-export function apiEnvironment(s: Settings, n: Names, refs: { jobName: pulumi.Input<string>; stateBucket: pulumi.Input<string> }) {
-  return {
-    CLAUDERUN_STORE: 'firestore',
-    GOOGLE_CLOUD_PROJECT: s.project,
-    CLAUDERUN_BLOBS: 'gcs',
-    CLAUDERUN_GCS_BUCKET: refs.stateBucket,
-    CLAUDERUN_SANDBOX: 'cloudrun',
-    CLAUDERUN_CLOUDRUN_JOB: pulumi.interpolate`projects/${s.project}/locations/${s.region}/jobs/${refs.jobName}`,
-    // Predicted from the configuration (see names()): the function cannot ask for its own URL.
-    CLAUDERUN_API_URL: n.apiUrl,
-    CLAUDERUN_AUTH: s.authMode,
-    CLAUDERUN_TURN_TIMEOUT_SECONDS: String(s.turnTimeoutSeconds),
-    CLAUDERUN_SANDBOX_MEMORY_MB: String(s.sandboxMemoryMb),
-    CLAUDERUN_SANDBOX_CPUS: String(s.sandboxCpus),
-    // The only writable place in a function's filesystem; nothing durable is kept there.
-    CLAUDERUN_DATA_DIR: '/tmp/clauderun',
-  };
-}
-
-/** A turn's synchronous POST is held until the turn ends: the request timeout outlasts a turn. */
-export const apiTimeoutSeconds = (s: Settings) => Math.min(3600, s.turnTimeoutSeconds + 60);
-
-export interface ApiFunction {
+export interface ApiFunctions {
   sourceBucket: gcp.storage.Bucket;
-  fn: gcp.cloudfunctionsv2.Function;
-  invoker: gcp.cloudrunv2.ServiceIamMember;
+  public: gcp.cloudfunctionsv2.Function;
+  runner: gcp.cloudfunctionsv2.Function;
+  invokers: gcp.cloudrunv2.ServiceIamMember[];
 }
 
-export function apiFunction(
+export function apiFunctions(
   s: Settings,
   n: Names,
   deps: {
     source: FunctionSource;
-    apiAccount: gcp.serviceaccount.Account;
+    accounts: Record<Serve, gcp.serviceaccount.Account>;
     buildAccount: gcp.serviceaccount.Account;
     secrets: Secrets;
-    job: gcp.cloudrunv2.Job;
-    stateBucket: gcp.storage.Bucket;
-    /** The function's accounts must hold their roles before it is built and started. */
+    env: EnvironmentRefs;
+    /** The functions' accounts must hold their roles before they are built and started. */
     grants: pulumi.Resource[];
     apis: pulumi.Resource[];
   },
-): ApiFunction {
-  // Only the API's source archive: nothing else is kept here, so it may be deleted with the stack.
-  // No age-based lifecycle: Cloud Functions rebuilds from this object when the function's
+): ApiFunctions {
+  // Only the functions' source archive: nothing else is kept here, so it may be deleted with the
+  // stack. No age-based lifecycle: Cloud Functions rebuilds from this object when a function's
   // configuration changes; Pulumi deletes an archive once a new one replaces it.
   const sourceBucket = new gcp.storage.Bucket(
     'source-bucket',
@@ -71,7 +49,7 @@ export function apiFunction(
     },
     { dependsOn: deps.apis },
   );
-  // Named by content: a new build of the API is a new object, which redeploys the function.
+  // Named by content: a new build of the API is a new object, which redeploys both functions.
   const sourceObject = new gcp.storage.BucketObject('api-source', {
     bucket: sourceBucket.name,
     name: `api-${deps.source.hash.slice(0, 16)}.zip`,
@@ -85,49 +63,57 @@ export function apiFunction(
     version: version.version,
   });
 
-  const fn = new gcp.cloudfunctionsv2.Function(
-    'api-function',
-    {
-      project: s.project,
-      location: s.region,
-      // Fixed, never auto-named: the URL handed to sandboxes is derived from it.
-      name: n.apiFunction,
-      description: 'clauderun API',
-      buildConfig: {
-        runtime: 'nodejs22',
-        entryPoint: API_ENTRY_POINT,
-        source: { storageSource: { bucket: sourceBucket.name, object: sourceObject.name } },
-        serviceAccount: deps.buildAccount.id,
+  const roles = functionRoles(s);
+  const deploy = (serve: Serve, logical: string, name: string, description: string) => {
+    const role = roles[serve];
+    return new gcp.cloudfunctionsv2.Function(
+      logical,
+      {
+        project: s.project,
+        location: s.region,
+        // Fixed, never auto-named: the public URL is derived from it, the NEG names the runner.
+        name,
+        description,
+        buildConfig: {
+          runtime: 'nodejs22',
+          entryPoint: API_ENTRY_POINT,
+          source: { storageSource: { bucket: sourceBucket.name, object: sourceObject.name } },
+          serviceAccount: deps.buildAccount.id,
+        },
+        serviceConfig: {
+          serviceAccountEmail: deps.accounts[serve].email,
+          ingressSettings: role.ingress,
+          allTrafficOnLatestRevision: true,
+          availableMemory: role.memory,
+          availableCpu: role.cpu,
+          maxInstanceRequestConcurrency: role.concurrency,
+          minInstanceCount: 0,
+          maxInstanceCount: role.maxInstances,
+          timeoutSeconds: role.timeoutSeconds,
+          environmentVariables: functionEnvironment(s, n, serve, deps.env),
+          secretEnvironmentVariables: [
+            secretEnv('CLAUDERUN_TOKEN_SECRET', deps.secrets.tokenSecret),
+            ...(role.modelKey ? [secretEnv('ANTHROPIC_API_KEY', deps.secrets.modelKey)] : []),
+          ],
+        },
       },
-      serviceConfig: {
-        serviceAccountEmail: deps.apiAccount.email,
-        ingressSettings: 'ALLOW_ALL',
-        allTrafficOnLatestRevision: true,
-        availableMemory: '512Mi',
-        availableCpu: '1',
-        // Most requests wait (on a turn, on SSE): one instance serves many.
-        maxInstanceRequestConcurrency: 80,
-        minInstanceCount: 0,
-        maxInstanceCount: s.apiMaxInstances,
-        timeoutSeconds: apiTimeoutSeconds(s),
-        environmentVariables: apiEnvironment(s, n, { jobName: deps.job.name, stateBucket: deps.stateBucket.name }),
-        secretEnvironmentVariables: [
-          secretEnv('ANTHROPIC_API_KEY', deps.secrets.modelKey),
-          secretEnv('CLAUDERUN_TOKEN_SECRET', deps.secrets.tokenSecret),
-        ],
-      },
-    },
-    { dependsOn: [...deps.apis, ...deps.grants] },
-  );
+      { dependsOn: [...deps.apis, ...deps.grants] },
+    );
+  };
 
-  // Public HTTPS: anyone may call; the service decides who gets what.
-  const invoker = new gcp.cloudrunv2.ServiceIamMember('api-public-invoker', {
-    project: s.project,
-    location: s.region,
-    name: fn.name,
-    role: 'roles/run.invoker',
-    member: 'allUsers',
-  });
+  const publicFn = deploy('public', 'api-function', n.apiFunction, 'clauderun API (public routes)');
+  const runnerFn = deploy('runner', 'runner-function', n.runnerFunction, 'clauderun API (routes for sandboxes: turns, model proxy)');
 
-  return { sourceBucket, fn, invoker };
+  // Anyone may invoke either: the public one decides who gets what itself; the runner one is
+  // reachable only from inside (its ingress), by sandboxes that have no Google identity to show,
+  // and every route of it takes a turn token.
+  const invoker = (logical: string, fn: gcp.cloudfunctionsv2.Function) =>
+    new gcp.cloudrunv2.ServiceIamMember(logical, { project: s.project, location: s.region, name: fn.name, role: 'roles/run.invoker', member: 'allUsers' });
+
+  return {
+    sourceBucket,
+    public: publicFn,
+    runner: runnerFn,
+    invokers: [invoker('api-public-invoker', publicFn), invoker('runner-invoker', runnerFn)],
+  };
 }

@@ -9,10 +9,10 @@ import type { Settings } from './config.js';
 export const REQUIRED_APIS = [
   'artifactregistry.googleapis.com', // the sandbox image; the function's build images
   'cloudbuild.googleapis.com', // Cloud Functions builds the API with Cloud Build
-  'cloudfunctions.googleapis.com', // the API
+  'cloudfunctions.googleapis.com', // the API's two functions
+  'cloudscheduler.googleapis.com', // the sweeper's every-minute call
   'cloudresourcemanager.googleapis.com', // project-level IAM grants
-  'compute.googleapis.com', // the sandbox network, its firewall policy and NAT
-  'dns.googleapis.com', // resolves the firewall policy's FQDN objects
+  'compute.googleapis.com', // the sandbox network, its firewall policy, the runner's internal load balancer
   'firestore.googleapis.com', // conversations, turns, events
   'iam.googleapis.com', // service accounts, the job launcher role
   'logging.googleapis.com', // build and run logs

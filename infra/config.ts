@@ -19,6 +19,9 @@ export const CONFIG_KEYS = [
   'clauderun:sandboxMemoryMb',
   'clauderun:sandboxCpus',
   'clauderun:apiMaxInstances',
+  'clauderun:runnerMaxInstances',
+  'clauderun:maxRunningSandboxes',
+  'clauderun:runJobsPerMinute',
   'clauderun:firestoreLocation',
   'clauderun:deletedStateRetentionDays',
   'clauderun:firestoreIndexesFile',
@@ -39,6 +42,9 @@ export const JOB_CPUS = [1, 2, 4, 6, 8] as const;
  */
 export const MAX_TURN_TIMEOUT_SECONDS = 3540;
 
+/** Running job executions per project and region (cloud.google.com/run/quotas). */
+export const MAX_RUNNING_EXECUTIONS = 1000;
+
 export interface Settings {
   project: string;
   region: string;
@@ -48,8 +54,17 @@ export interface Settings {
   turnTimeoutSeconds: number;
   sandboxMemoryMb: number;
   sandboxCpus: number;
-  /** Upper bound on the API's instances: the cost ceiling of a traffic spike. */
+  /** Upper bound on the public function's instances: the cost ceiling of a traffic spike. */
   apiMaxInstances: number;
+  /** Upper bound on the runner function's instances (the sandboxes' model calls and uploads). */
+  runnerMaxInstances: number;
+  /**
+   * Sandboxes running at once across all users (the service's CLAUDERUN_MAX_RUNNING_SANDBOXES);
+   * the sandbox subnet is sized for it.
+   */
+  maxRunningSandboxes: number;
+  /** Executions the service starts per minute at most, under Cloud Run's per-region runJob quota. */
+  runJobsPerMinute: number;
   /** Days a deleted or replaced conversation state stays recoverable in the bucket. */
   deletedStateRetentionDays: number;
   /** The store's composite indexes, relative to the repository root. */
@@ -99,6 +114,11 @@ const Schema = z.object({
       .default(1),
   ),
   'clauderun:apiMaxInstances': whole('clauderun:apiMaxInstances', 1, 1000, 10),
+  'clauderun:runnerMaxInstances': whole('clauderun:runnerMaxInstances', 1, 1000, 10),
+  // Cloud Run runs at most 1,000 job executions at once per project and region
+  // (cloud.google.com/run/quotas, "Job execution").
+  'clauderun:maxRunningSandboxes': whole('clauderun:maxRunningSandboxes', 1, MAX_RUNNING_EXECUTIONS, 50),
+  'clauderun:runJobsPerMinute': whole('clauderun:runJobsPerMinute', 1, 1000, 50),
   'clauderun:deletedStateRetentionDays': whole('clauderun:deletedStateRetentionDays', 1, 365, 7),
   'clauderun:firestoreIndexesFile': z.preprocess(trimmed, z.string().default('firestore.indexes.json')),
   'clauderun:protect': z.preprocess(trimmed, z.enum(['true', 'false'], { error: 'clauderun:protect must be true or false' }).default('true')),
@@ -136,6 +156,9 @@ export function parseSettings(raw: RawSettings): Settings {
     sandboxMemoryMb: memoryMb,
     sandboxCpus: cpus,
     apiMaxInstances: c['clauderun:apiMaxInstances'],
+    runnerMaxInstances: c['clauderun:runnerMaxInstances'],
+    maxRunningSandboxes: c['clauderun:maxRunningSandboxes'],
+    runJobsPerMinute: c['clauderun:runJobsPerMinute'],
     deletedStateRetentionDays: c['clauderun:deletedStateRetentionDays'],
     firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],
     protect: c['clauderun:protect'] === 'true',
@@ -164,23 +187,31 @@ export function names(s: Settings) {
   const apiFunction = 'clauderun-api';
   const apiHost = `${s.region}-${s.project}.cloudfunctions.net`;
   return {
+    /** The public function: /api, the web page, /healthz, the sweeper's route. */
     apiFunction,
+    /** The runner function: /internal/turns and the model proxy, reached by sandboxes only. */
+    runnerFunction: 'clauderun-runner',
     /**
      * A Cloud Functions (2nd gen) URL is https://REGION-PROJECT.cloudfunctions.net/NAME, known
-     * before the function exists: the function needs it in its own environment (CLAUDERUN_API_URL,
-     * handed to every sandbox) and the sandbox firewall needs its host.
+     * before the function exists: the public function needs it in its own environment (the
+     * sweeper's OIDC audience), and so does the scheduler job that calls it.
      */
     apiHost,
     apiUrl: `https://${apiHost}/${apiFunction}`,
     sandboxJob: 'clauderun-sandbox',
     network: 'clauderun-sandbox',
+    /** The internal load balancer's pieces in front of the runner function share this name. */
+    runnerEndpoint: 'clauderun-runner',
     stateBucket: `${s.project}-clauderun-state`,
     sourceBucket: `${s.project}-clauderun-source`,
     registry: 'clauderun',
     registryHost: `${s.region}-docker.pkg.dev`,
     sandboxAccount: 'clauderun-sandbox',
     apiAccount: 'clauderun-api',
+    runnerAccount: 'clauderun-runner',
+    sweeperAccount: 'clauderun-sweeper',
     buildAccount: 'clauderun-build',
+    sweeperJob: 'clauderun-sweep',
     modelKeySecret: 'clauderun-anthropic-api-key',
     tokenSecret: 'clauderun-token-secret',
   };

@@ -1,17 +1,22 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import * as random from '@pulumi/random';
 import type { Names, Settings } from './config.js';
 import type { Secrets } from './secrets.js';
 
 /**
- * Who may do what. Three service accounts, each with only what its code calls:
+ * Who may do what. Five service accounts, each with only what its code calls:
  *
  * - sandbox: the identity of the Cloud Run job's tasks. It has NO roles anywhere. The agent can
  *   read this account's token from the metadata server, so the token must be worth nothing.
- * - api: the function's identity. Firestore user (the store), run/get/cancel with overrides on
- *   this one job (job-level IAM, a custom role of exactly those permissions), the state bucket's
- *   objects, and read access to its two secrets, which no one else is granted.
- * - build: what Cloud Build runs as when it builds the function from source (roles/run.builder:
+ * - api: the public function's identity. runner: the runner function's. Both are Firestore users,
+ *   may run/get/cancel the one job with overrides (job-level IAM, a custom role of exactly those
+ *   permissions: either may have to stop an execution), use the state bucket's objects, and read
+ *   the token-signing key. Only the runner reads the model key: only its model proxy calls the
+ *   model, so a flaw in a public route cannot reveal it.
+ * - sweeper: the identity whose OIDC token Cloud Scheduler sends to the sweeper route. It has no
+ *   roles: the route checks the token's email and audience, nothing else trusts it.
+ * - build: what Cloud Build runs as when it builds a function from source (roles/run.builder:
  *   fetch the source, push the function's image, write build logs). Never the project's default
  *   compute account, which may be an Editor.
  */
@@ -19,6 +24,8 @@ import type { Secrets } from './secrets.js';
 export interface Accounts {
   sandbox: gcp.serviceaccount.Account;
   api: gcp.serviceaccount.Account;
+  runner: gcp.serviceaccount.Account;
+  sweeper: gcp.serviceaccount.Account;
   build: gcp.serviceaccount.Account;
 }
 
@@ -27,8 +34,10 @@ export function serviceAccounts(s: Settings, n: Names, apis: pulumi.Resource[]):
     new gcp.serviceaccount.Account(logical, { project: s.project, accountId, displayName, description }, { dependsOn: apis });
   return {
     sandbox: account('sandbox-account', n.sandboxAccount, 'clauderun sandbox', 'Runs agent sandboxes. Must never be granted any role.'),
-    api: account('api-account', n.apiAccount, 'clauderun API', 'Runs the clauderun API function.'),
-    build: account('build-account', n.buildAccount, 'clauderun API build', 'Builds the clauderun API function from source.'),
+    api: account('api-account', n.apiAccount, 'clauderun API', 'Runs the public clauderun function.'),
+    runner: account('runner-account', n.runnerAccount, 'clauderun runner API', 'Runs the function sandboxes call (turns, model proxy).'),
+    sweeper: account('sweeper-account', n.sweeperAccount, 'clauderun sweeper', 'Signs Cloud Scheduler calls to the sweeper route. No roles.'),
+    build: account('build-account', n.buildAccount, 'clauderun API build', 'Builds the clauderun functions from source.'),
   };
 }
 
@@ -44,6 +53,20 @@ export const JOB_LAUNCHER_PERMISSIONS = [
 ] as const;
 
 export const SECRET_READER_ROLE = 'roles/secretmanager.secretAccessor';
+export const JOB_LAUNCHER_ROLE_PREFIX = 'clauderunJobLauncher';
+
+/**
+ * A custom role's id stays taken long after the role is deleted: 7 days deleted (and restorable),
+ * then up to 30 more while it is purged; only 37 days after the deletion can the id be used again
+ * (cloud.google.com/iam/docs/creating-custom-roles, "Deleting a custom role"). So the id carries
+ * the stack's name (two stacks in one project never share it) and a random part kept in the
+ * stack's state (a stack destroyed and deployed again gets a fresh id instead of a refusal).
+ * Role ids allow letters, digits, `_` and `.`, up to 64 characters.
+ */
+export function jobLauncherRoleId(stack: string, suffix: string): string {
+  const stackPart = stack.replace(/[^A-Za-z0-9]/g, '_').slice(0, 30);
+  return `${JOB_LAUNCHER_ROLE_PREFIX}_${stackPart}_${suffix}`;
+}
 
 export interface GrantTargets {
   job: gcp.cloudrunv2.Job;
@@ -52,16 +75,14 @@ export interface GrantTargets {
 }
 
 export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, apis: pulumi.Resource[]): pulumi.Resource[] {
-  const api = member(accounts.api);
   const opts = { dependsOn: apis };
 
-  const firestoreUser = new gcp.projects.IAMMember('api-firestore-user', { project: s.project, role: 'roles/datastore.user', member: api }, opts);
-
+  const roleSuffix = new random.RandomId('job-launcher-role-suffix', { byteLength: 4 });
   const launcherRole = new gcp.projects.IAMCustomRole(
     'job-launcher-role',
     {
       project: s.project,
-      roleId: 'clauderunJobLauncher',
+      roleId: roleSuffix.hex.apply((hex) => jobLauncherRoleId(pulumi.getStack(), hex)),
       title: 'clauderun job launcher',
       description: 'Start sandbox executions with overrides, watch and cancel them (granted on the one job only)',
       permissions: [...JOB_LAUNCHER_PERMISSIONS],
@@ -69,26 +90,24 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
     },
     opts,
   );
-  const jobLauncher = new gcp.cloudrunv2.JobIamMember(
-    'api-job-launcher',
-    { project: s.project, location: s.region, name: targets.job.name, role: launcherRole.name, member: api },
-    opts,
-  );
 
-  const stateObjects = new gcp.storage.BucketIAMMember(
-    'api-state-objects',
-    { bucket: targets.stateBucket.name, role: 'roles/storage.objectUser', member: api },
-    opts,
-  );
-
-  const secretReaders = [targets.secrets.modelKey, targets.secrets.tokenSecret].map(
-    ({ secret }, i) =>
-      new gcp.secretmanager.SecretIamMember(
-        i === 0 ? 'api-reads-model-key' : 'api-reads-token-secret',
-        { project: s.project, secretId: secret.secretId, role: SECRET_READER_ROLE, member: api },
+  /** What each function's account gets; `prefix` names its grants (api-..., runner-...). */
+  const functionGrants = (prefix: string, account: gcp.serviceaccount.Account, readsModelKey: boolean) => {
+    const who = member(account);
+    const readSecret = (logical: string, { secret }: Secrets['modelKey']) =>
+      new gcp.secretmanager.SecretIamMember(logical, { project: s.project, secretId: secret.secretId, role: SECRET_READER_ROLE, member: who }, opts);
+    return [
+      new gcp.projects.IAMMember(`${prefix}-firestore-user`, { project: s.project, role: 'roles/datastore.user', member: who }, opts),
+      new gcp.cloudrunv2.JobIamMember(
+        `${prefix}-job-launcher`,
+        { project: s.project, location: s.region, name: targets.job.name, role: launcherRole.name, member: who },
         opts,
       ),
-  );
+      new gcp.storage.BucketIAMMember(`${prefix}-state-objects`, { bucket: targets.stateBucket.name, role: 'roles/storage.objectUser', member: who }, opts),
+      readSecret(`${prefix}-reads-token-secret`, targets.secrets.tokenSecret),
+      ...(readsModelKey ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
+    ];
+  };
 
   const builder = new gcp.projects.IAMMember(
     'build-run-builder',
@@ -96,6 +115,6 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
     opts,
   );
 
-  // accounts.sandbox: deliberately nothing.
-  return [firestoreUser, jobLauncher, stateObjects, ...secretReaders, builder];
+  // accounts.sandbox and accounts.sweeper: deliberately nothing.
+  return [...functionGrants('api', accounts.api, false), ...functionGrants('runner', accounts.runner, true), builder];
 }

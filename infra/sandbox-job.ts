@@ -1,6 +1,7 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { Names, Settings } from './config.js';
+import type { EgressPolicy } from './egress.js';
 import type { SandboxNetwork } from './network.js';
 
 /**
@@ -11,10 +12,25 @@ import type { SandboxNetwork } from './network.js';
  * cannot change the image, the limits, the account or the network.
  */
 
+/**
+ * The job's one container. The launcher names it in every runJob's containerOverrides
+ * (ContainerOverride.name, "the name of the container specified as a DNS_LABEL":
+ * cloud.google.com/run/docs/reference/rest/v2/Overrides), so that the turn's env lands on this
+ * container by name rather than by position. The service's SANDBOX_CONTAINER_NAME
+ * (functions/src/contract/runner.ts) must equal it: a test keeps the two in step.
+ */
+export const SANDBOX_CONTAINER_NAME = 'runner';
+
 export function sandboxJob(
   s: Settings,
   n: Names,
-  deps: { imageRef: pulumi.Input<string>; account: gcp.serviceaccount.Account; network: SandboxNetwork; apis: pulumi.Resource[] },
+  deps: {
+    imageRef: pulumi.Input<string>;
+    account: gcp.serviceaccount.Account;
+    network: SandboxNetwork;
+    egress: EgressPolicy;
+    apis: pulumi.Resource[];
+  },
 ): gcp.cloudrunv2.Job {
   return new gcp.cloudrunv2.Job(
     'sandbox-job',
@@ -29,7 +45,7 @@ export function sandboxJob(
         template: {
           containers: [
             {
-              name: 'runner',
+              name: SANDBOX_CONTAINER_NAME,
               image: deps.imageRef,
               resources: { limits: { cpu: String(s.sandboxCpus), memory: `${s.sandboxMemoryMb}Mi` } },
             },
@@ -45,8 +61,7 @@ export function sandboxJob(
         },
       },
     },
-    // No sandbox may start on a network without its egress policy, nor without the NAT that is its
-    // only way to the API.
-    { dependsOn: [...deps.apis, deps.network.association, deps.network.nat] },
+    // No sandbox may start on a network without its egress policy.
+    { dependsOn: [...deps.apis, deps.egress.association] },
   );
 }

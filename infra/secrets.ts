@@ -5,9 +5,10 @@ import { deletionPolicy, type Names, type Settings } from './config.js';
 
 /**
  * The API's two secrets in Secret Manager: the model key (from `pulumi config set --secret
- * anthropicApiKey`) and the key that signs per-turn tokens (generated here). The function reads
- * them as secret environment variables; the values never appear in its plain configuration, in the
- * job or in an image. Who may read them is decided in identity.ts: the API's account, nobody else.
+ * anthropicApiKey`) and the key that signs per-turn tokens (generated here). The functions read
+ * them as secret environment variables; the values never appear in their plain configuration, in
+ * the job or in an image. Who may read them is decided in identity.ts: the signing key both
+ * functions' accounts, the model key the runner's alone, nobody else either.
  */
 
 export interface ApiSecret {

@@ -20,6 +20,7 @@ import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } fro
 import { internalRoutes } from './http/internal-routes.js';
 import { MAX_MODEL_REQUEST_BYTES, modelProxyRoutes } from './http/model-proxy.js';
 import { PolicyChecker } from './model/policy-checker.js';
+import { opsRoutes } from './http/ops-routes.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
 import { AnthropicUpstream } from './model/anthropic.js';
@@ -32,8 +33,9 @@ import { SqliteConversationStore } from './store/sqlite.js';
 
 export interface Clauderun {
   /**
-   * The HTTP handler the Functions Framework serves: the public API and the page. With a cloud
-   * sandbox it serves the runner's routes too, since the platform gives a function one URL.
+   * The HTTP handler the Functions Framework serves: the public API and the page, the runner's
+   * routes, or both (CLAUDERUN_SERVE). In the cloud the runner's are a function of their own,
+   * reached only from the sandboxes' network; locally sandboxes reach them through their bridge.
    */
   app: Express;
   /** The runner's routes and the model proxy alone: all a local sandbox's bridge leads to. */
@@ -77,10 +79,15 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const runner = new RunnerService(lifecycle);
   const recovered = await lifecycle.recoverUnfinished();
   if (recovered.settled > 0) log(`settled ${recovered.settled} turn(s) interrupted by a previous stop`);
-  if (recovered.followed > 0) log(`following ${recovered.followed} turn(s) whose sandboxes still run`);
-  if (upstream.name === 'demo') log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
+  // A cloud function of the public routes alone holds no model key: its sandboxes' model calls go to the runner's.
+  const servesModelCalls = config.sandbox.kind === 'local' || config.serve !== 'public';
+  if (upstream.name === 'demo' && servesModelCalls) log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
   const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
+  if (config.sweeper !== undefined) {
+    const { GoogleIdTokenVerifier } = await import('./auth/google-id-token.js');
+    publicRouters.push(opsRoutes(lifecycle, new GoogleIdTokenVerifier(config.sweeper)));
+  }
   const policy = {
     models: config.agent.models,
     maxOutputTokens: config.agent.maxOutputTokens,
@@ -92,14 +99,18 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);
 
-  const servesRunner = config.sandbox.kind !== 'local';
   // A prompt's JSON may escape every byte of it (\uXXXX); the runner's largest bodies are model calls and states.
   const publicBodyBytes = 6 * config.limits.maxPromptBytes + 64 * 1024;
   const runnerBodyBytes = Math.max(MAX_MODEL_REQUEST_BYTES, config.limits.maxStateBytes) + 64 * 1024;
+  const served = {
+    public: { routers: publicRouters, maxBodyBytes: publicBodyBytes },
+    runner: { routers: runnerRouters, maxBodyBytes: runnerBodyBytes },
+    all: { routers: [...publicRouters, ...runnerRouters], maxBodyBytes: Math.max(publicBodyBytes, runnerBodyBytes) },
+  }[config.serve];
   return {
-    app: jsonApp(servesRunner ? [...publicRouters, ...runnerRouters] : publicRouters, log),
+    app: jsonApp(served.routers, log),
     internalApp,
-    maxBodyBytes: servesRunner ? Math.max(publicBodyBytes, runnerBodyBytes) : publicBodyBytes,
+    maxBodyBytes: served.maxBodyBytes,
     service,
     upstream,
     close: async () => {
@@ -112,11 +123,14 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   };
 }
 
-/** Routes, then a JSON 404 for anything else and JSON for every error. */
+/** Routes (and /healthz), then a JSON 404 for anything else and JSON for every error. */
 function jsonApp(routers: Router[], log: (message: string) => void): Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(originFormOnly);
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
   for (const router of routers) app.use(router);
   app.use((req, res) => sendError(res, 'not_found', `no route for ${req.method} ${req.path}`));
   app.use(errorHandler(log));

@@ -115,6 +115,24 @@ const EnvSchema = z.object({
   CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: positiveInt('CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT').max(1000).default(8),
   /** Bytes of model requests one user's sandboxes may send per minute (each is parsed and checked). */
   CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: positiveInt('CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE').default(256 * 1024 * 1024),
+  /**
+   * Which routes this process serves: `public` (the API, the page, the sweeper), `runner` (the
+   * runner's routes and the model proxy) or `all`. By default a local service serves `public` on
+   * its port (sandboxes reach the runner's routes through their bridge) and a cloud one `all`.
+   */
+  CLAUDERUN_SERVE: z.enum(['public', 'runner', 'all'], { error: 'CLAUDERUN_SERVE must be one of: public, runner, all' }).optional(),
+  /** The service account whose Google-signed ID tokens may call the sweeper (Cloud Scheduler's); unset: no sweeper route. */
+  CLAUDERUN_SWEEPER_ACCOUNT: optionalString.refine((v) => v === undefined || /^[^@\s]+@[^@\s]+$/.test(v), { error: 'CLAUDERUN_SWEEPER_ACCOUNT must be an email' }),
+  /** The audience those tokens must carry: the URL the scheduler calls. */
+  CLAUDERUN_SWEEPER_AUDIENCE: optionalString,
+  /** Where Google publishes the keys of its ID tokens; tests point it at a local key set. */
+  CLAUDERUN_GOOGLE_JWKS_URL: z.url({ error: 'CLAUDERUN_GOOGLE_JWKS_URL must be a URL' }).default('https://www.googleapis.com/oauth2/v3/certs'),
+  /**
+   * Sandbox starts per minute across all instances (a token bucket in the store): keep it under
+   * the region's Cloud Run "Job run requests per minute" quota. Default 50 with Cloud Run, no limit
+   * for local sandboxes.
+   */
+  CLAUDERUN_RUNJOBS_PER_MINUTE: positiveInt('CLAUDERUN_RUNJOBS_PER_MINUTE').max(100_000).optional(),
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
@@ -167,6 +185,10 @@ export interface Config {
     openRequestsPerUser: number;
   };
   quota: Quota;
+  /** Which routes the HTTP handler serves (see CLAUDERUN_SERVE). */
+  serve: 'public' | 'runner' | 'all';
+  /** Who may call the sweeper: Google ID tokens of this account, for this audience. */
+  sweeper: { account: string; audience: string; jwksUrl: string } | undefined;
   runningInCloud: boolean;
   systemPath: string;
 }
@@ -201,6 +223,12 @@ export function loadConfig(env: Env): Config {
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
   if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
+  }
+  if ((e.CLAUDERUN_SWEEPER_ACCOUNT === undefined) !== (e.CLAUDERUN_SWEEPER_AUDIENCE === undefined)) {
+    throw new ConfigError('CLAUDERUN_SWEEPER_ACCOUNT and CLAUDERUN_SWEEPER_AUDIENCE: set both (the sweeper\'s caller and its token\'s audience) or neither');
+  }
+  if (e.CLAUDERUN_SANDBOX === 'local' && e.CLAUDERUN_SERVE !== undefined && e.CLAUDERUN_SERVE !== 'public') {
+    throw new ConfigError('CLAUDERUN_SERVE: local sandboxes reach the runner\'s routes through their bridge; the port serves only `public`');
   }
   if (e.CLAUDERUN_AUTH.includes('header') && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
@@ -268,9 +296,15 @@ export function loadConfig(env: Env): Config {
       runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
       turnsPerMinute: e.CLAUDERUN_MAX_TURNS_PER_MINUTE,
       runningSandboxes: e.CLAUDERUN_MAX_RUNNING_SANDBOXES,
+      sandboxStartsPerMinute: e.CLAUDERUN_RUNJOBS_PER_MINUTE ?? (e.CLAUDERUN_SANDBOX === 'cloudrun' ? 50 : Number.POSITIVE_INFINITY),
       dailyTokens: e.CLAUDERUN_DAILY_TOKEN_LIMIT === null ? null : Math.floor(e.CLAUDERUN_DAILY_TOKEN_LIMIT),
       dailyCostUsd: e.CLAUDERUN_DAILY_COST_LIMIT_USD,
     },
+    serve: e.CLAUDERUN_SERVE ?? (e.CLAUDERUN_SANDBOX === 'local' ? 'public' : 'all'),
+    sweeper:
+      e.CLAUDERUN_SWEEPER_ACCOUNT !== undefined && e.CLAUDERUN_SWEEPER_AUDIENCE !== undefined
+        ? { account: e.CLAUDERUN_SWEEPER_ACCOUNT, audience: e.CLAUDERUN_SWEEPER_AUDIENCE, jwksUrl: e.CLAUDERUN_GOOGLE_JWKS_URL }
+        : undefined,
     runningInCloud: e.K_SERVICE !== undefined,
     systemPath: e.PATH,
   };

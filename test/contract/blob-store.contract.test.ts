@@ -9,7 +9,7 @@ import { runInNewContext } from 'node:vm';
 import { Storage } from '@google-cloud/storage';
 import { PassThroughClient } from 'google-auth-library';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlobTooLargeError, type BlobStore } from '../../functions/src/blobs/blob-store.js';
+import { BlobTooLargeError, type BlobStore, type StoredBlob } from '../../functions/src/blobs/blob-store.js';
 import { FsBlobStore } from '../../functions/src/blobs/fs.js';
 import { GcsBlobStore } from '../../functions/src/blobs/gcs.js';
 import { startFakeGcs } from '../fixtures/fake-gcs.js';
@@ -71,9 +71,9 @@ describe.each(adapters)('the BlobStore contract: $name', (adapter) => {
   it('gives back the bytes a put streamed in', async () => {
     const data = randomBytes(3 * MiB + 12_345);
     expect(await subject.store.put(KEY, chunked(data), 25 * MiB)).toEqual({ bytes: data.length });
-    const stream = await subject.store.get(KEY);
-    expect(stream).toBeDefined();
-    expect((await readAll(stream)).equals(data)).toBe(true);
+    const blob = await subject.store.get(KEY);
+    expect(blob?.bytes).toBe(data.length);
+    expect((await readAll(blob)).equals(data)).toBe(true);
   });
 
   it('answers undefined for a key it does not hold', async () => {
@@ -129,7 +129,7 @@ describe.each(adapters)('the BlobStore contract: $name', (adapter) => {
     expect(probe.bytes).toBe(20 * MiB);
     expect(probe.grownBytes).toBeLessThan(MEMORY_LIMIT);
     let read = 0;
-    for await (const chunk of (await subject.store.get('probe/state.tar.gz')) ?? []) read += (chunk as Buffer).length;
+    for await (const chunk of (await subject.store.get('probe/state.tar.gz'))?.stream ?? []) read += (chunk as Buffer).length;
     expect(read).toBe(20 * MiB);
   });
 });
@@ -231,9 +231,9 @@ function chunked(data: Buffer, size = CHUNK): Readable {
   );
 }
 
-async function readAll(stream: Readable | undefined): Promise<Buffer> {
-  if (stream === undefined) throw new Error('no blob');
+async function readAll(blob: StoredBlob | undefined): Promise<Buffer> {
+  if (blob === undefined) throw new Error('no blob');
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  for await (const chunk of blob.stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
 }

@@ -419,6 +419,31 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0' }), limit)).toEqual({ started: true });
       });
 
+      it('caps the sandboxes started in any minute across all users, finished or not, and says when the next may start', async () => {
+        for (const user of ['u1', 'u2', 'u3']) await conversations(2, user);
+        const limit = limits({ sandboxStartsPerMinute: 2 });
+        expect(await store.startTurn(turn('a', { userId: 'u1', conversationId: 'u1-c0', createdAt: at(0) }), limit)).toEqual({ started: true });
+        await store.updateTurn('a', ['queued'], { status: 'failed', reason: 'x' });
+        expect(await store.startTurn(turn('b', { userId: 'u2', conversationId: 'u2-c0', createdAt: at(20) }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0', createdAt: at(30) }), limit)).toMatchObject({
+          started: false,
+          limitHit: { limit: 'sandbox_starts_per_minute', max: 2, retryAfterSeconds: 30 },
+        });
+        expect(await store.startTurn(turn('c', { userId: 'u3', conversationId: 'u3-c0', createdAt: at(61) }), limit)).toEqual({ started: true });
+        expect(await store.startTurn(turn('d', { userId: 'u1', conversationId: 'u1-c1', createdAt: at(62) }), limit)).toMatchObject({
+          limitHit: { limit: 'sandbox_starts_per_minute' },
+        });
+      });
+
+      it('of 10 concurrent starts by different users, exactly the per-minute start limit start', async () => {
+        const users = Array.from({ length: 10 }, (_, i) => `s${i}`);
+        for (const user of users) await conversations(1, user);
+        const results = await Promise.all(
+          users.map((user) => store.startTurn(turn(`t-${user}`, { userId: user, conversationId: `${user}-c0` }), limits({ sandboxStartsPerMinute: 3 }))),
+        );
+        expect(results.filter((r) => r.started)).toHaveLength(3);
+      });
+
       it('keeps the user\'s day: turns, tokens and cost, every concurrent addition counted, separate per user', async () => {
         const now = new Date();
         await conversations(1);
@@ -495,6 +520,14 @@ function storeContract(adapter: Adapter): void {
           await store.startTurn(turn(`t-${status}`, { conversationId: `c-${status}`, status, createdAt: at(i) }));
         }
         expect(ids(await store.listUnfinishedTurns()).sort()).toEqual(['t-queued', 't-running', 't-starting']);
+      });
+
+      it('lists one user\'s unfinished turns', async () => {
+        for (const user of ['u1', 'u2']) {
+          await store.createConversation(conversation(`c-${user}`, { userId: user }));
+          await store.startTurn(turn(`t-${user}`, { userId: user, conversationId: `c-${user}` }));
+        }
+        expect(ids(await store.listUnfinishedTurns('u2'))).toEqual(['t-u2']);
       });
     });
 

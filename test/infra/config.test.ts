@@ -15,6 +15,9 @@ describe('stack settings', () => {
       sandboxMemoryMb: 1024,
       sandboxCpus: 1,
       apiMaxInstances: 10,
+      runnerMaxInstances: 10,
+      maxRunningSandboxes: 50,
+      runJobsPerMinute: 50,
       deletedStateRetentionDays: 7,
       firestoreIndexesFile: 'firestore.indexes.json',
       protect: true,
@@ -36,6 +39,8 @@ describe('stack settings', () => {
     ['a timeout that is not a number', { 'clauderun:turnTimeoutSeconds': 'ten' }, /turnTimeoutSeconds must be a number/],
     ['protect that is not a boolean', { 'clauderun:protect': 'yes' }, /protect must be true or false/],
     ['a region that is not one', { 'gcp:region': 'Europe' }, /gcp:region must be a region/],
+    ['more running sandboxes than Cloud Run runs executions in a region', { 'clauderun:maxRunningSandboxes': '1001' }, /maxRunningSandboxes must be at most 1000/],
+    ['no runJob calls at all', { 'clauderun:runJobsPerMinute': '0' }, /runJobsPerMinute must be at least 1/],
   ])('refuses %s', (_, raw, message) => {
     expect(() => parseSettings({ ...base, ...raw })).toThrow(message);
   });

@@ -17,6 +17,9 @@ beforeAll(async () => {
     'clauderun:sandboxMemoryMb': '4096',
     'clauderun:sandboxCpus': '2',
     'clauderun:apiMaxInstances': '3',
+    'clauderun:runnerMaxInstances': '7',
+    'clauderun:maxRunningSandboxes': '250',
+    'clauderun:runJobsPerMinute': '20',
     'clauderun:firestoreLocation': 'nam5',
     'clauderun:deletedStateRetentionDays': '30',
     'clauderun:firestoreIndexesFile': writeTestIndexes(),
@@ -26,6 +29,7 @@ beforeAll(async () => {
 
 const job = () => run.named('sandbox-job').inputs;
 const fnConfig = () => run.named('api-function').inputs.serviceConfig;
+const runnerConfig = () => run.named('runner-function').inputs.serviceConfig;
 
 describe('configured limits', () => {
   test('the job takes its CPU, memory and timeout from the configuration', () => {
@@ -35,15 +39,24 @@ describe('configured limits', () => {
     expect(t.maxRetries).toBe(0);
   });
 
-  test('the API is told the same limits and holds requests longer than a turn', () => {
-    expect(fnConfig().environmentVariables).toMatchObject({
-      CLAUDERUN_SANDBOX_CPUS: '2',
-      CLAUDERUN_SANDBOX_MEMORY_MB: '4096',
-      CLAUDERUN_TURN_TIMEOUT_SECONDS: '900',
-      CLAUDERUN_AUTH: 'firebase',
-    });
-    expect(fnConfig().timeoutSeconds).toBe(960);
+  test('both functions are told the same limits and hold requests longer than a turn', () => {
+    for (const config of [fnConfig(), runnerConfig()]) {
+      expect(config.environmentVariables).toMatchObject({
+        CLAUDERUN_SANDBOX_CPUS: '2',
+        CLAUDERUN_SANDBOX_MEMORY_MB: '4096',
+        CLAUDERUN_TURN_TIMEOUT_SECONDS: '900',
+        CLAUDERUN_AUTH: 'firebase',
+        CLAUDERUN_MAX_RUNNING_SANDBOXES: '250',
+        CLAUDERUN_RUNJOBS_PER_MINUTE: '20',
+      });
+      expect(config.timeoutSeconds).toBe(960);
+    }
     expect(fnConfig().maxInstanceCount).toBe(3);
+    expect(runnerConfig().maxInstanceCount).toBe(7);
+  });
+
+  test('the sandbox subnet grows with the sandboxes the service may run: 250 need 1,000 addresses, a /22', () => {
+    expect(run.named('sandbox-subnet').inputs.ipCidrRange).toBe('10.8.0.0/22');
   });
 
   test('Firestore location and the state retention follow the configuration', () => {
@@ -54,9 +67,15 @@ describe('configured limits', () => {
     });
   });
 
-  test('the URL and the firewall follow the project and region', () => {
-    expect(run.outputs.apiUrl).toBe('https://us-central1-clauderun-other.cloudfunctions.net/clauderun-api');
-    expect(run.named('sandbox-egress-allow-api').inputs.match.destFqdns).toEqual(['us-central1-clauderun-other.cloudfunctions.net']);
+  test('the URLs, the endpoint and the schedule follow the project and region', () => {
+    const apiUrl = 'https://us-central1-clauderun-other.cloudfunctions.net/clauderun-api';
+    expect(run.outputs.apiUrl).toBe(apiUrl);
+    expect(run.named('sweeper-schedule').inputs).toMatchObject({ region: 'us-central1', httpTarget: { uri: `${apiUrl}/ops/sweep`, oidcToken: { audience: apiUrl } } });
+    expect(fnConfig().environmentVariables.CLAUDERUN_SWEEPER_AUDIENCE).toBe(apiUrl);
+    for (const name of ['runner-endpoint-address', 'runner-neg', 'runner-backend', 'runner-url-map', 'runner-http-proxy', 'runner-forwarding-rule']) {
+      expect(run.named(name).inputs.region, name).toBe('us-central1');
+    }
+    expect(run.named('sandbox-egress-allow-runner').inputs.match.destIpRanges).toEqual([`${run.named('runner-endpoint-address').state.address}/32`]);
   });
 });
 

@@ -2,12 +2,17 @@ import { readFileSync } from 'node:fs';
 import * as pulumi from '@pulumi/pulumi';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { REQUIRED_APIS } from '../../infra/apis.js';
+import { RUNNER_ENDPOINT_ADDRESS, usableAddresses } from '../../infra/address-plan.js';
+import { RUNNER_CONCURRENCY, RUNNER_MEMORY_MIB } from '../../infra/function-roles.js';
 import { JOB_LAUNCHER_PERMISSIONS, SECRET_READER_ROLE } from '../../infra/identity.js';
+import { RUNNER_ENDPOINT_PORT } from '../../infra/runner-endpoint.js';
+import { SANDBOX_CONTAINER_NAME } from '../../infra/sandbox-job.js';
 import {
   ACCESS_TOKEN,
   flatten,
   isIamGrant,
   MODEL_KEY,
+  RANDOM_HEX,
   principalsOf,
   runProgram,
   TEST_INDEXES,
@@ -28,30 +33,40 @@ const API_HOST = `${REGION}-${PROJECT}.cloudfunctions.net`;
 
 const T = {
   account: 'gcp:serviceaccount/account:Account',
+  address: 'gcp:compute/address:Address',
+  backend: 'gcp:compute/regionBackendService:RegionBackendService',
   bucket: 'gcp:storage/bucket:Bucket',
   database: 'gcp:firestore/database:Database',
   index: 'gcp:firestore/index:Index',
   firewall: 'gcp:compute/firewall:Firewall',
   fn: 'gcp:cloudfunctionsv2/function:Function',
+  forwardingRule: 'gcp:compute/forwardingRule:ForwardingRule',
   job: 'gcp:cloudrunv2/job:Job',
   jobIam: 'gcp:cloudrunv2/jobIamMember:JobIamMember',
   customRole: 'gcp:projects/iAMCustomRole:IAMCustomRole',
+  neg: 'gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup',
   rule: 'gcp:compute/networkFirewallPolicyRule:NetworkFirewallPolicyRule',
   association: 'gcp:compute/networkFirewallPolicyAssociation:NetworkFirewallPolicyAssociation',
+  scheduler: 'gcp:cloudscheduler/job:Job',
   secret: 'gcp:secretmanager/secret:Secret',
   secretVersion: 'gcp:secretmanager/secretVersion:SecretVersion',
   service: 'gcp:projects/service:Service',
+  subnet: 'gcp:compute/subnetwork:Subnetwork',
 } as const;
 
+type Role = 'sandbox' | 'api' | 'runner' | 'sweeper' | 'build';
 let run: ProgramRun;
-let emails: { sandbox: string; api: string; build: string };
+let emails: Record<Role, string>;
 
 beforeAll(async () => {
   run = await runProgram({ 'gcp:project': PROJECT, 'gcp:region': REGION, 'clauderun:firestoreIndexesFile': writeTestIndexes() });
+  const email = (name: string) => run.named(name).state.email as string;
   emails = {
-    sandbox: run.named('sandbox-account').state.email as string,
-    api: run.named('api-account').state.email as string,
-    build: run.named('build-account').state.email as string,
+    sandbox: email('sandbox-account'),
+    api: email('api-account'),
+    runner: email('runner-account'),
+    sweeper: email('sweeper-account'),
+    build: email('build-account'),
   };
 });
 
@@ -61,8 +76,11 @@ const one = (type: string): Recorded => {
   return found[0]!;
 };
 const jobTemplate = () => one(T.job).inputs.template.template;
-const fnConfig = () => one(T.fn).inputs.serviceConfig;
+const publicFn = () => run.named('api-function');
+const runnerFn = () => run.named('runner-function');
+const envOf = (fn: Recorded) => fn.inputs.serviceConfig.environmentVariables as Record<string, string>;
 const grantsTo = (email: string) => run.resources.filter(isIamGrant).filter((g) => principalsOf(g).includes(`serviceAccount:${email}`));
+const grantSummary = (email: string) => grantsTo(email).map((g) => `${g.type.split(':').pop()} ${g.inputs.role}${g.inputs.secretId ? ` ${g.inputs.secretId}` : ''}`);
 
 describe('the sandbox service account', () => {
   test('is granted no role on anything', () => {
@@ -74,59 +92,78 @@ describe('the sandbox service account', () => {
     }
   });
 
-  test('is the identity of the sandbox job and of nothing else', () => {
+  test('is the identity of the sandbox job and of nothing else; every role has an account of its own', () => {
     expect(jobTemplate().serviceAccount).toBe(emails.sandbox);
-    expect(fnConfig().serviceAccountEmail).toBe(emails.api);
-    expect(one(T.fn).inputs.buildConfig.serviceAccount).toContain(emails.build);
-    expect(new Set(Object.values(emails)).size).toBe(3);
+    expect(publicFn().inputs.serviceConfig.serviceAccountEmail).toBe(emails.api);
+    expect(runnerFn().inputs.serviceConfig.serviceAccountEmail).toBe(emails.runner);
+    for (const fn of run.ofType(T.fn)) expect(fn.inputs.buildConfig.serviceAccount).toContain(emails.build);
+    expect(new Set(Object.values(emails)).size).toBe(5);
   });
 });
 
-describe("the API's service account", () => {
-  test('gets exactly what the code calls: Firestore, this job, the state bucket, its two secrets', () => {
-    const grants = grantsTo(emails.api).map((g) => `${g.type.split(':').pop()} ${g.inputs.role}`);
-    expect(grants.sort()).toEqual(
-      [
-        'IAMMember roles/datastore.user',
-        `JobIamMember projects/${PROJECT}/roles/clauderunJobLauncher`,
-        'BucketIAMMember roles/storage.objectUser',
-        `SecretIamMember ${SECRET_READER_ROLE}`,
-        `SecretIamMember ${SECRET_READER_ROLE}`,
-      ].sort(),
-    );
+describe("the functions' service accounts", () => {
+  const launcherRole = () => one(T.customRole).state.name as string;
+  const both = () => [
+    'IAMMember roles/datastore.user',
+    `JobIamMember ${launcherRole()}`,
+    'BucketIAMMember roles/storage.objectUser',
+    `SecretIamMember ${SECRET_READER_ROLE} clauderun-token-secret`,
+  ];
+
+  test('the public one: Firestore, this job, the state bucket and the token-signing key, but not the model key', () => {
+    expect(grantSummary(emails.api).sort()).toEqual(both().sort());
   });
 
-  test('may run the job with overrides, watch and cancel it on that one job only (job-level IAM)', () => {
+  test('the runner one: the same, and the model key, which only its model proxy uses', () => {
+    expect(grantSummary(emails.runner).sort()).toEqual([...both(), `SecretIamMember ${SECRET_READER_ROLE} clauderun-anthropic-api-key`].sort());
+  });
+
+  test('both may run the job with overrides, watch and cancel it, on that one job only (job-level IAM)', () => {
     const role = one(T.customRole);
     expect([...role.inputs.permissions].sort()).toEqual([...JOB_LAUNCHER_PERMISSIONS].sort());
-    const binding = one(T.jobIam);
-    expect(binding.inputs.name).toBe(one(T.job).state.name);
-    expect(binding.inputs.location).toBe(REGION);
-    expect(binding.inputs.role).toBe(role.state.name);
+    const bindings = run.ofType(T.jobIam);
+    expect(bindings.map((b) => b.inputs.member).sort()).toEqual([`serviceAccount:${emails.api}`, `serviceAccount:${emails.runner}`].sort());
+    for (const binding of bindings) {
+      expect(binding.inputs.name).toBe(one(T.job).state.name);
+      expect(binding.inputs.location).toBe(REGION);
+      expect(binding.inputs.role).toBe(role.state.name);
+    }
     // Never project-wide: no project-level grant names a Cloud Run role or the launcher role.
     for (const grant of run.resources.filter((r) => r.type.startsWith('gcp:projects/') && isIamGrant(r))) {
       expect(grant.inputs.role).not.toMatch(/^roles\/run\.(admin|developer|invoker|jobsExecutor)|clauderunJobLauncher/);
     }
   });
 
-  test("reaches only the state bucket's objects", () => {
-    const grants = grantsTo(emails.api).filter((g) => g.type === 'gcp:storage/bucketIAMMember:BucketIAMMember');
-    expect(grants.map((g) => g.inputs.bucket)).toEqual([run.outputs.bucketName]);
+  test("the launcher role's id names the stack and a random part, since a deleted role's id stays taken for weeks", () => {
+    const role = one(T.customRole);
+    expect(role.inputs.roleId).toBe(`clauderunJobLauncher_test_${RANDOM_HEX}`);
+    expect(role.inputs.roleId).toMatch(/^[A-Za-z0-9_.]{3,64}$/);
+    expect(run.named('job-launcher-role-suffix').inputs.byteLength).toBeGreaterThanOrEqual(4);
+  });
+
+  test("reach only the state bucket's objects", () => {
+    for (const email of [emails.api, emails.runner]) {
+      const grants = grantsTo(email).filter((g) => g.type === 'gcp:storage/bucketIAMMember:BucketIAMMember');
+      expect(grants.map((g) => g.inputs.bucket)).toEqual([run.outputs.bucketName]);
+    }
   });
 });
 
 describe('secrets', () => {
-  test('each secret is readable by the API account and by no one else', () => {
-    const secrets = run.ofType(T.secret);
-    expect(secrets.map((s) => s.inputs.secretId).sort()).toEqual(['clauderun-anthropic-api-key', 'clauderun-token-secret']);
-    for (const secret of secrets) {
-      const onSecret = run.resources.filter((r) => isIamGrant(r) && r.type.startsWith('gcp:secretmanager/') && r.inputs.secretId === secret.inputs.secretId);
-      expect(onSecret.length).toBeGreaterThan(0);
-      for (const grant of onSecret) {
-        expect(principalsOf(grant)).toEqual([`serviceAccount:${emails.api}`]);
+  const readersOf = (secretId: string) =>
+    run.resources
+      .filter((r) => isIamGrant(r) && r.type.startsWith('gcp:secretmanager/') && r.inputs.secretId === secretId)
+      .map((grant) => {
         expect(grant.inputs.role).toBe(SECRET_READER_ROLE);
-      }
-    }
+        return principalsOf(grant);
+      })
+      .flat()
+      .sort();
+
+  test('the model key is readable by the runner account alone; the signing key by the two function accounts', () => {
+    expect(run.ofType(T.secret).map((s) => s.inputs.secretId).sort()).toEqual(['clauderun-anthropic-api-key', 'clauderun-token-secret']);
+    expect(readersOf('clauderun-anthropic-api-key')).toEqual([`serviceAccount:${emails.runner}`]);
+    expect(readersOf('clauderun-token-secret')).toEqual([`serviceAccount:${emails.api}`, `serviceAccount:${emails.runner}`].sort());
     // Nothing reads them through the project either: no project-level role that includes secret access.
     for (const grant of run.resources.filter((r) => r.type.startsWith('gcp:projects/') && isIamGrant(r))) {
       expect(grant.inputs.role).not.toMatch(/secretmanager|roles\/(owner|editor|viewer)$/);
@@ -146,7 +183,7 @@ describe('secrets', () => {
     expect(versions.map((v) => v.inputs.secretData.value).sort()).toEqual([MODEL_KEY, TOKEN_SECRET].sort());
   });
 
-  test('no plaintext secret is in any environment, or anywhere but its secret version', () => {
+  test('no plaintext secret is in any environment, or anywhere but its secret version; the model key only reaches the runner', () => {
     for (const resource of run.resources) {
       if (resource.type === T.secretVersion) continue;
       const text = flatten(resource.inputs);
@@ -154,13 +191,18 @@ describe('secrets', () => {
       expect(text, `${resource.type} ${resource.name}`).not.toContain(TOKEN_SECRET);
       if (resource.type !== 'docker-build:index:Image') expect(text, `${resource.type} ${resource.name}`).not.toContain(ACCESS_TOKEN);
     }
-    const env = fnConfig().environmentVariables as Record<string, string>;
-    expect(Object.keys(env).filter((name) => /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/.test(name))).toEqual([]);
-    const secretEnv = fnConfig().secretEnvironmentVariables as { key: string; secret: string; version: string; projectId: string }[];
-    expect(secretEnv.map(({ key, secret, version, projectId }) => `${key}=${projectId}/${secret}@${version}`).sort()).toEqual([
+    const secretEnv = (fn: Recorded) =>
+      (fn.inputs.serviceConfig.secretEnvironmentVariables as { key: string; secret: string; version: string; projectId: string }[])
+        .map(({ key, secret, version, projectId }) => `${key}=${projectId}/${secret}@${version}`)
+        .sort();
+    expect(secretEnv(publicFn())).toEqual([`CLAUDERUN_TOKEN_SECRET=${PROJECT}/clauderun-token-secret@1`]);
+    expect(secretEnv(runnerFn())).toEqual([
       `ANTHROPIC_API_KEY=${PROJECT}/clauderun-anthropic-api-key@1`,
       `CLAUDERUN_TOKEN_SECRET=${PROJECT}/clauderun-token-secret@1`,
     ]);
+    for (const fn of run.ofType(T.fn)) {
+      expect(Object.keys(envOf(fn)).filter((name) => /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/.test(name)), fn.name).toEqual([]);
+    }
     for (const container of jobTemplate().containers) expect(container.env ?? []).toEqual([]);
   });
 
@@ -196,6 +238,7 @@ describe('buckets', () => {
 
 describe('sandbox egress', () => {
   const rules = () => run.ofType(T.rule).filter((r) => r.inputs.direction === 'EGRESS' && r.inputs.disabled !== true);
+  const endpointAddress = () => one(T.address);
 
   test('is denied by default: deny-all rules for every IPv4 and IPv6 destination and protocol', () => {
     const denies = rules().filter((r) => r.inputs.action === 'deny');
@@ -203,15 +246,38 @@ describe('sandbox egress', () => {
     expect(ranges.flatMap((r) => r.inputs.match.destIpRanges).sort()).toEqual(['0.0.0.0/0', '::/0']);
   });
 
-  test('is allowed only to the API host over HTTPS, ahead of the deny rules', () => {
+  test("is allowed to one address only, the runner endpoint's, on its port, ahead of the deny rules", () => {
     const allows = rules().filter((r) => r.inputs.action !== 'deny');
     expect(allows).toHaveLength(1);
     const allow = allows[0]!;
-    expect(allow.inputs.match.destFqdns).toEqual([new URL(run.outputs.apiUrl).host]);
-    expect(allow.inputs.match.destIpRanges ?? []).toEqual([]);
-    expect(allow.inputs.match.layer4Configs).toEqual([{ ipProtocol: 'tcp', ports: ['443'] }]);
+    const address = endpointAddress().state.address as string;
+    expect(allow.inputs.match.destIpRanges).toEqual([`${address}/32`]);
+    expect(allow.inputs.match.layer4Configs).toEqual([{ ipProtocol: 'tcp', ports: [String(RUNNER_ENDPOINT_PORT)] }]);
+    // The address is the load balancer's own, and the URL sandboxes are given names it.
+    expect(one(T.forwardingRule).inputs.ipAddress).toBe(`projects/${PROJECT}/regions/${REGION}/addresses/${endpointAddress().state.name}`);
+    expect(new URL(run.outputs.runnerUrl).hostname).toBe(address);
+    expect(new URL(run.outputs.runnerUrl).port || '80').toBe(String(RUNNER_ENDPOINT_PORT));
     const lowestDeny = Math.min(...rules().filter((r) => r.inputs.action === 'deny').map((r) => r.inputs.priority as number));
     expect(allow.inputs.priority).toBeLessThan(lowestDeny);
+  });
+
+  test('names no host: no rule in the policy matches an FQDN (or anything by name)', () => {
+    for (const rule of run.ofType(T.rule)) {
+      for (const field of ['destFqdns', 'srcFqdns', 'destAddressGroups', 'destRegionCodes', 'destThreatIntelligences']) {
+        expect(rule.inputs.match[field] ?? [], `${rule.name} ${field}`).toEqual([]);
+      }
+    }
+    expect(flatten(run.ofType(T.rule).map((r) => r.inputs))).not.toContain('cloudfunctions.net');
+    expect(REQUIRED_APIS).not.toContain('dns.googleapis.com');
+  });
+
+  test('has no way out of the VPC: no Cloud NAT or router, no external address, Private Google Access off', () => {
+    expect(run.resources.filter((r) => /compute\/router(Nat)?:Router(Nat)?$/.test(r.type))).toEqual([]);
+    expect(run.resources.filter((r) => /ExternalVpnGateway|VpnGateway|VpnTunnel|Route$|NetworkPeering|Interconnect/.test(r.type))).toEqual([]);
+    for (const address of run.ofType(T.address)) expect(address.inputs.addressType, address.name).toBe('INTERNAL');
+    for (const subnet of run.ofType(T.subnet).filter((r) => r.inputs.purpose !== 'REGIONAL_MANAGED_PROXY')) {
+      expect(subnet.inputs.privateIpGoogleAccess, subnet.name).toBe(false);
+    }
   });
 
   test("applies to the job's network, for all of the job's traffic, with no way around it", () => {
@@ -232,11 +298,56 @@ describe('sandbox egress', () => {
         },
       ],
     });
-    expect(subnet.inputs.privateIpGoogleAccess).toBe(false);
     expect(network.inputs.autoCreateSubnetworks).toBe(false);
     expect(network.inputs.networkFirewallPolicyEnforcementOrder).toBe('BEFORE_CLASSIC_FIREWALL');
+    // Every subnet is in the sandboxes' network: nothing else shares it.
+    for (const s of run.ofType(T.subnet)) expect(s.inputs.network, s.name).toBe(`projects/${PROJECT}/global/networks/${network.state.name}`);
     // No classic VPC firewall rule that could allow more.
     expect(run.ofType(T.firewall)).toEqual([]);
+  });
+
+  test('the sandbox subnet holds 4 addresses per sandbox the service may run at once (CLAUDERUN_MAX_RUNNING_SANDBOXES)', () => {
+    const env = envOf(publicFn());
+    expect(env.CLAUDERUN_MAX_RUNNING_SANDBOXES).toBe('50');
+    expect(envOf(runnerFn()).CLAUDERUN_MAX_RUNNING_SANDBOXES).toBe('50');
+    const range = run.named('sandbox-subnet').inputs.ipCidrRange as string;
+    expect(range).toBe('10.8.0.0/24');
+    expect(usableAddresses(Number(range.split('/')[1]))).toBeGreaterThanOrEqual(4 * 50);
+  });
+});
+
+describe('the runner endpoint (internal Application Load Balancer)', () => {
+  test('is an internal address in a subnet of its own, apart from the sandboxes and the proxies', () => {
+    const address = one(T.address);
+    expect(address.inputs).toMatchObject({ addressType: 'INTERNAL', region: REGION, address: RUNNER_ENDPOINT_ADDRESS });
+    const frontend = run.named('runner-frontend-subnet');
+    expect(address.inputs.subnetwork).toBe(`projects/${PROJECT}/regions/${REGION}/subnetworks/${frontend.state.name}`);
+    expect(run.named('runner-proxy-subnet').inputs).toMatchObject({ purpose: 'REGIONAL_MANAGED_PROXY', role: 'ACTIVE', region: REGION });
+  });
+
+  test('forwards that address, and only within the region, to the runner function through a serverless NEG', () => {
+    const rule = one(T.forwardingRule);
+    expect(rule.inputs).toMatchObject({
+      loadBalancingScheme: 'INTERNAL_MANAGED',
+      portRange: String(RUNNER_ENDPOINT_PORT),
+      allowGlobalAccess: false,
+      network: `projects/${PROJECT}/global/networks/clauderun-sandbox`,
+    });
+    const proxy = run.named('runner-http-proxy');
+    expect(rule.inputs.target).toBe(`projects/${PROJECT}/regions/${REGION}/targetHttpProxies/${proxy.state.name}`);
+    const urlMap = run.named('runner-url-map');
+    expect(proxy.inputs.urlMap).toBe(`projects/${PROJECT}/regions/${REGION}/urlMaps/${urlMap.state.name}`);
+    const backend = one(T.backend);
+    expect(urlMap.inputs.defaultService).toBe(`projects/${PROJECT}/regions/${REGION}/backendServices/${backend.state.name}`);
+    expect(urlMap.inputs.hostRules ?? []).toEqual([]);
+    const neg = one(T.neg);
+    expect(backend.inputs).toMatchObject({ loadBalancingScheme: 'INTERNAL_MANAGED', protocol: 'HTTP' });
+    expect(backend.inputs.backends.map((b: { group: string }) => b.group)).toEqual([`projects/${PROJECT}/regions/${REGION}/networkEndpointGroups/${neg.state.name}`]);
+    // Google refuses a timeout on a serverless backend, and serverless NEGs take no health checks.
+    expect(backend.inputs.timeoutSec).toBeUndefined();
+    expect(backend.inputs.healthChecks).toBeUndefined();
+    expect(neg.inputs).toMatchObject({ networkEndpointType: 'SERVERLESS', region: REGION, cloudRun: { service: runnerFn().state.name } });
+    expect(runnerFn().state.name).toBe('clauderun-runner');
   });
 });
 
@@ -267,12 +378,19 @@ describe('the sandbox job', () => {
     });
   });
 
-  test("the API is told the same limits, and its requests outlast a turn", () => {
-    const env = fnConfig().environmentVariables as Record<string, string>;
-    expect(env.CLAUDERUN_SANDBOX_CPUS).toBe('1');
-    expect(env.CLAUDERUN_SANDBOX_MEMORY_MB).toBe('1024');
-    expect(env.CLAUDERUN_TURN_TIMEOUT_SECONDS).toBe('600');
-    expect(fnConfig().timeoutSeconds).toBeGreaterThan(600);
+  test('both functions are told the same limits, and their requests outlast a turn', () => {
+    for (const fn of run.ofType(T.fn)) {
+      const env = envOf(fn);
+      expect(env.CLAUDERUN_SANDBOX_CPUS, fn.name).toBe('1');
+      expect(env.CLAUDERUN_SANDBOX_MEMORY_MB, fn.name).toBe('1024');
+      expect(env.CLAUDERUN_TURN_TIMEOUT_SECONDS, fn.name).toBe('600');
+      expect(fn.inputs.serviceConfig.timeoutSeconds, fn.name).toBeGreaterThan(600);
+    }
+  });
+
+  test('its one container is named as the launcher names it in containerOverrides', () => {
+    expect(jobTemplate().containers.map((c: { name: string }) => c.name)).toEqual([SANDBOX_CONTAINER_NAME]);
+    expect(SANDBOX_CONTAINER_NAME).toBe('runner');
   });
 });
 
@@ -294,46 +412,106 @@ describe('deletion protection', () => {
   });
 });
 
-describe('the API function', () => {
-  test("its URL, predicted from the configuration, is the function's own", () => {
-    const fn = one(T.fn);
-    const env = fnConfig().environmentVariables as Record<string, string>;
-    expect(env.CLAUDERUN_API_URL).toBe(fn.state.url);
-    expect(run.outputs.apiUrl).toBe(fn.state.url);
-    expect(new URL(fn.state.url as string).host).toBe(API_HOST);
+describe('the two functions', () => {
+  const shared = () => ({
+    CLAUDERUN_STORE: 'firestore',
+    GOOGLE_CLOUD_PROJECT: PROJECT,
+    CLAUDERUN_BLOBS: 'gcs',
+    CLAUDERUN_GCS_BUCKET: run.outputs.bucketName,
+    CLAUDERUN_SANDBOX: 'cloudrun',
+    CLAUDERUN_CLOUDRUN_JOB: `projects/${PROJECT}/locations/${REGION}/jobs/${run.outputs.jobName}`,
+    CLAUDERUN_API_URL: `http://${RUNNER_ENDPOINT_ADDRESS}`,
+    CLAUDERUN_AUTH: 'apikey',
+    CLAUDERUN_TURN_TIMEOUT_SECONDS: '600',
+    CLAUDERUN_SANDBOX_MEMORY_MB: '1024',
+    CLAUDERUN_SANDBOX_CPUS: '1',
+    CLAUDERUN_MAX_RUNNING_SANDBOXES: '50',
+    CLAUDERUN_RUNJOBS_PER_MINUTE: '50',
+    CLAUDERUN_DATA_DIR: '/tmp/clauderun',
+    LOG_EXECUTION_ID: 'true',
   });
 
-  test('is public HTTPS on nodejs22 with the entry point clauderun', () => {
-    const fn = one(T.fn);
-    expect(fn.inputs.buildConfig.runtime).toBe('nodejs22');
-    expect(fn.inputs.buildConfig.entryPoint).toBe('clauderun');
-    expect(fnConfig().ingressSettings).toBe('ALLOW_ALL');
-    const invoker = run.named('api-public-invoker');
-    expect(invoker.inputs).toMatchObject({ name: fn.state.name, location: REGION, role: 'roles/run.invoker', member: 'allUsers' });
-  });
-
-  test('is configured for Firestore, Cloud Storage, the Cloud Run job and API-key auth', () => {
-    expect(fnConfig().environmentVariables).toEqual({
-      CLAUDERUN_STORE: 'firestore',
-      GOOGLE_CLOUD_PROJECT: PROJECT,
-      CLAUDERUN_BLOBS: 'gcs',
-      CLAUDERUN_GCS_BUCKET: run.outputs.bucketName,
-      CLAUDERUN_SANDBOX: 'cloudrun',
-      CLAUDERUN_CLOUDRUN_JOB: `projects/${PROJECT}/locations/${REGION}/jobs/${run.outputs.jobName}`,
-      CLAUDERUN_API_URL: run.outputs.apiUrl,
-      CLAUDERUN_AUTH: 'apikey',
-      CLAUDERUN_TURN_TIMEOUT_SECONDS: '600',
-      CLAUDERUN_SANDBOX_MEMORY_MB: '1024',
-      CLAUDERUN_SANDBOX_CPUS: '1',
-      CLAUDERUN_DATA_DIR: '/tmp/clauderun',
+  test("the public one serves the public routes, with the sweeper's identity and audience", () => {
+    expect(envOf(publicFn())).toEqual({
+      ...shared(),
+      CLAUDERUN_SERVE: 'public',
+      CLAUDERUN_SWEEPER_ACCOUNT: emails.sweeper,
+      CLAUDERUN_SWEEPER_AUDIENCE: run.outputs.apiUrl,
     });
   });
 
-  test('its source is the uploaded archive of dist/functions, named by content', () => {
+  test("the runner one serves the sandboxes' routes, and knows nothing of the sweeper", () => {
+    expect(envOf(runnerFn())).toEqual({ ...shared(), CLAUDERUN_SERVE: 'runner' });
+  });
+
+  test('sandboxes are sent to the runner endpoint, never to a public URL', () => {
+    for (const fn of run.ofType(T.fn)) expect(envOf(fn).CLAUDERUN_API_URL, fn.name).toBe(run.outputs.runnerUrl);
+    expect(run.outputs.runnerUrl).toBe(`http://${RUNNER_ENDPOINT_ADDRESS}`);
+    expect(run.outputs.runnerUrl).not.toMatch(/cloudfunctions\.net|run\.app/);
+  });
+
+  test('the public one takes requests from anywhere; the runner one only from inside (its load balancer)', () => {
+    expect(publicFn().inputs.serviceConfig.ingressSettings).toBe('ALLOW_ALL');
+    expect(runnerFn().inputs.serviceConfig.ingressSettings).toBe('ALLOW_INTERNAL_ONLY');
+    // Sandboxes have no Google identity to show: the runner's gate is its ingress, then the turn token.
+    const invokers = run.ofType('gcp:cloudrunv2/serviceIamMember:ServiceIamMember');
+    expect(invokers.map((i) => `${i.inputs.name} ${i.inputs.role} ${i.inputs.member}`).sort()).toEqual(
+      ['clauderun-api roles/run.invoker allUsers', 'clauderun-runner roles/run.invoker allUsers'],
+    );
+    for (const invoker of invokers) expect(invoker.inputs.location).toBe(REGION);
+  });
+
+  test('are sized for their loads: many waiting clients on the public one, large model requests on the runner', () => {
+    expect(publicFn().inputs.serviceConfig).toMatchObject({ availableMemory: '512Mi', maxInstanceRequestConcurrency: 80, maxInstanceCount: 10 });
+    expect(runnerFn().inputs.serviceConfig).toMatchObject({
+      availableMemory: `${RUNNER_MEMORY_MIB}Mi`,
+      maxInstanceRequestConcurrency: RUNNER_CONCURRENCY,
+      maxInstanceCount: 10,
+    });
+    // Every request in flight may hold a 32 MiB model body and a parsed copy, within the memory.
+    expect(RUNNER_CONCURRENCY * 2 * 32).toBeLessThanOrEqual(RUNNER_MEMORY_MIB);
+    expect(RUNNER_CONCURRENCY).toBeGreaterThanOrEqual(8);
+  });
+
+  test('are one source, on nodejs22 with the entry point clauderun, named by content', () => {
     const object = run.named('api-source');
-    expect(one(T.fn).inputs.buildConfig.source.storageSource).toEqual({ bucket: object.inputs.bucket, object: object.inputs.name });
+    for (const fn of run.ofType(T.fn)) {
+      expect(fn.inputs.buildConfig.runtime).toBe('nodejs22');
+      expect(fn.inputs.buildConfig.entryPoint).toBe('clauderun');
+      expect(fn.inputs.buildConfig.source.storageSource).toEqual({ bucket: object.inputs.bucket, object: object.inputs.name });
+    }
+    expect(run.ofType(T.fn)).toHaveLength(2);
     expect(object.inputs.name).toMatch(/^api-[0-9a-f]{16}\.zip$/);
     expect(object.inputs.bucket).not.toBe(run.outputs.bucketName);
+  });
+
+  test("the public URL, predicted from the configuration, is the public function's own", () => {
+    expect(run.outputs.apiUrl).toBe(publicFn().state.url);
+    expect(new URL(publicFn().state.url as string).host).toBe(API_HOST);
+  });
+});
+
+describe('the sweeper schedule', () => {
+  test('calls POST <public URL>/ops/sweep every minute with an OIDC token of the sweeper account for that URL', () => {
+    const job = one(T.scheduler);
+    expect(job.inputs).toMatchObject({ region: REGION, schedule: '* * * * *', timeZone: 'Etc/UTC' });
+    expect(job.inputs.httpTarget).toEqual({
+      uri: `${run.outputs.apiUrl}/ops/sweep`,
+      httpMethod: 'POST',
+      oidcToken: { serviceAccountEmail: emails.sweeper, audience: run.outputs.apiUrl },
+    });
+    expect(job.inputs.httpTarget.oauthToken).toBeUndefined();
+    // What the route checks is what the token carries.
+    const env = envOf(publicFn());
+    expect(env.CLAUDERUN_SWEEPER_ACCOUNT).toBe(job.inputs.httpTarget.oidcToken.serviceAccountEmail);
+    expect(env.CLAUDERUN_SWEEPER_AUDIENCE).toBe(job.inputs.httpTarget.oidcToken.audience);
+  });
+
+  test("its account is dedicated: no role anywhere, nobody else's identity", () => {
+    expect(grantsTo(emails.sweeper)).toEqual([]);
+    for (const grant of run.resources.filter(isIamGrant)) expect(flatten(grant.inputs), grant.name).not.toContain(emails.sweeper);
+    for (const fn of run.ofType(T.fn)) expect(fn.inputs.serviceConfig.serviceAccountEmail).not.toBe(emails.sweeper);
+    expect(REQUIRED_APIS).toContain('cloudscheduler.googleapis.com');
   });
 });
 
@@ -354,9 +532,10 @@ describe('the rest', () => {
     for (const service of services) expect(service.inputs.disableOnDestroy).toBe(false);
   });
 
-  test('outputs name the API URL, the job, the bucket and the image', () => {
+  test('outputs name the API URL, the runner endpoint, the job, the bucket and the image', () => {
     expect(run.outputs).toEqual({
       apiUrl: `https://${API_HOST}/clauderun-api`,
+      runnerUrl: `http://${RUNNER_ENDPOINT_ADDRESS}`,
       jobName: 'clauderun-sandbox',
       bucketName: `${PROJECT}-clauderun-state`,
       imageRef: expect.stringMatching(/^europe-west1-docker\.pkg\.dev\/clauderun-test\/clauderun\/sandbox:latest@sha256:/),

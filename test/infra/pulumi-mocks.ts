@@ -21,7 +21,7 @@ export interface Recorded {
 
 export interface ProgramRun {
   resources: Recorded[];
-  outputs: { apiUrl: string; jobName: string; bucketName: string; imageRef: string };
+  outputs: { apiUrl: string; runnerUrl: string; jobName: string; bucketName: string; imageRef: string };
   /** Every resource of one type token, e.g. `gcp:storage/bucket:Bucket`. */
   ofType(type: string): Recorded[];
   /** The one resource with this logical name. */
@@ -66,6 +66,8 @@ export function writeTestIndexes(): string {
 export const MODEL_KEY = 'sk-ant-api03-TEST-MODEL-KEY-never-in-plain-config';
 export const TOKEN_SECRET = 'TESTTOKENSECRET'.repeat(5);
 export const ACCESS_TOKEN = 'ya29.TEST-DEPLOYER-ACCESS-TOKEN';
+/** What the mock's RandomId answers (8 hex digits for 4 bytes). */
+export const RANDOM_HEX = 'a1b2c3d4';
 
 /** The provider would append a random suffix to an unnamed resource: so does the mock. */
 const autoName = (logical: string) => `${logical}-a1b2c3d`;
@@ -117,6 +119,26 @@ function computed(type: string, name: string, inputs: Record<string, any>, proje
     case 'random:index/randomPassword:RandomPassword':
       state.result = TOKEN_SECRET;
       break;
+    case 'random:index/randomId:RandomId':
+      state.hex = RANDOM_HEX;
+      break;
+    case 'gcp:compute/address:Address':
+      // Google keeps the address asked for (an internal address in the subnet's range).
+      id = `projects/${project}/regions/${inputs.region}/addresses/${resourceName}`;
+      state.address = inputs.address;
+      break;
+    case 'gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup':
+      id = `projects/${project}/regions/${inputs.region}/networkEndpointGroups/${resourceName}`;
+      break;
+    case 'gcp:compute/regionBackendService:RegionBackendService':
+      id = `projects/${project}/regions/${inputs.region}/backendServices/${resourceName}`;
+      break;
+    case 'gcp:compute/regionUrlMap:RegionUrlMap':
+      id = `projects/${project}/regions/${inputs.region}/urlMaps/${resourceName}`;
+      break;
+    case 'gcp:compute/regionTargetHttpProxy:RegionTargetHttpProxy':
+      id = `projects/${project}/regions/${inputs.region}/targetHttpProxies/${resourceName}`;
+      break;
   }
   return { id, state };
 }
@@ -152,6 +174,7 @@ export async function runProgram(config: Record<string, string>): Promise<Progra
   const program = (await import('../../infra/index.js')) as Record<string, pulumi.Output<string>>;
   const outputs = {
     apiUrl: await promiseOf(program.apiUrl!),
+    runnerUrl: await promiseOf(program.runnerUrl!),
     jobName: await promiseOf(program.jobName!),
     bucketName: await promiseOf(program.bucketName!),
     imageRef: await promiseOf(program.imageRef!),

@@ -205,8 +205,10 @@ describe('a hostile client holding prompts open', () => {
 describe('a sandbox that cannot be started, for reasons naming host paths', () => {
   const failing: SandboxLauncher = {
     name: 'failing',
+    sandboxesOutliveProcess: false,
     launch: () => Promise.reject(new Error('ENAMETOOLONG: /srv/secret-host-dir/sandboxes/x could not be made')),
     reattach: () => undefined,
+    status: async () => undefined,
     close: async () => {},
   };
   let service: RunningService;

@@ -4,6 +4,11 @@ export interface ManualSandbox {
   spec: SandboxSpec;
   /** Ends the sandbox as the test says: exited, timed out or cancelled. */
   end(how: SandboxEnd): void;
+  /**
+   * Ends it as only its platform sees: `status` reports the end, but the handle's `ended` never
+   * settles, as when the instance that follows it gets no CPU (or is gone).
+   */
+  vanish(how: SandboxEnd): void;
 }
 
 /**
@@ -13,16 +18,28 @@ export interface ManualSandbox {
 export class ManualLauncher implements SandboxLauncher {
   readonly name = 'manual';
   readonly sandboxes: ManualSandbox[] = [];
+  private readonly ends = new Map<string, SandboxEnd>();
+
+  constructor(readonly sandboxesOutliveProcess = false) {}
 
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
-    let end: (how: SandboxEnd) => void = () => {};
-    const ended = new Promise<SandboxEnd>((resolve) => (end = resolve));
-    this.sandboxes.push({ spec, end });
-    return { ref: `manual:${spec.turnId}`, ended, cancel: async () => end({ kind: 'cancelled' }) };
+    const ref = `manual:${spec.turnId}`;
+    let resolve: (how: SandboxEnd) => void = () => {};
+    const ended = new Promise<SandboxEnd>((r) => (resolve = r));
+    const end = (how: SandboxEnd) => {
+      this.ends.set(ref, how);
+      resolve(how);
+    };
+    this.sandboxes.push({ spec, end, vanish: (how) => this.ends.set(ref, how) });
+    return { ref, ended, cancel: async () => end({ kind: 'cancelled' }) };
   }
 
   reattach(): undefined {
     return undefined;
+  }
+
+  async status(ref: string): Promise<SandboxEnd | undefined> {
+    return this.ends.get(ref);
   }
 
   last(): ManualSandbox {

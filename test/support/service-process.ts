@@ -24,8 +24,15 @@ export interface ServiceProcess {
   kill(): Promise<void>;
 }
 
-/** The compiled entry points a test or the bench can run. */
-export const ENTRY_POINTS = { start: 'dist/functions/src/main.js', sim: 'dist/test/sim/index.js' } as const;
+/**
+ * The compiled entry points a test or the bench can run: `function` is the HTTP function as Cloud
+ * Functions runs it, on the Functions Framework's own server and command line.
+ */
+export const ENTRY_POINTS = {
+  start: ['dist/functions/src/main.js'],
+  sim: ['dist/test/sim/index.js'],
+  function: ['node_modules/@google-cloud/functions-framework/build/src/main.js', '--target=clauderun', '--source=.'],
+} as const;
 
 /** Where each serves the API on its port: the sim as a cloudfunctions.net URL does, under the function's name. */
 const BASE_PATHS: Record<keyof typeof ENTRY_POINTS, string> = { start: '', sim: '/clauderun' };
@@ -39,7 +46,9 @@ export async function startServiceProcess(
 ): Promise<ServiceProcess> {
   const port = await freePort();
   let output = '';
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), ENTRY_POINTS[entry])], {
+  const [script, ...args] = ENTRY_POINTS[entry];
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(projectRoot(), script), ...args], {
+    cwd: projectRoot(),
     // Only what the service needs: the caller's own environment may carry settings (a real
     // ANTHROPIC_API_KEY, CLAUDERUN_* overrides) that would change what is tested or measured.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...TEST_QUOTA_ENV, ...env, PORT: String(port) },

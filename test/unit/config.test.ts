@@ -15,6 +15,13 @@ describe('config', () => {
     expect(config.limits.maxStateBytes).toBe(25 * 1024 * 1024);
   });
 
+  it('serves the public routes locally and everything with Cloud Run, whose sandbox starts it rate-limits', () => {
+    expect(loadConfig({})).toMatchObject({ serve: 'public', sweeper: undefined, quota: { sandboxStartsPerMinute: Number.POSITIVE_INFINITY } });
+    const cloud = { CLAUDERUN_SANDBOX: 'cloudrun', CLAUDERUN_CLOUDRUN_JOB: 'projects/p/locations/l/jobs/j', CLAUDERUN_API_URL: 'http://10.0.0.2' };
+    expect(loadConfig(cloud)).toMatchObject({ serve: 'all', quota: { sandboxStartsPerMinute: 50 } });
+    expect(loadConfig({ ...cloud, CLAUDERUN_SERVE: 'runner', CLAUDERUN_RUNJOBS_PER_MINUTE: '120' })).toMatchObject({ serve: 'runner', quota: { sandboxStartsPerMinute: 120 } });
+  });
+
   it('uses the real model API when a key is set', () => {
     const config = loadConfig({ ANTHROPIC_API_KEY: 'sk-ant-x', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9999/' });
     expect(config.model).toEqual({ upstream: 'anthropic', apiKey: 'sk-ant-x', baseUrl: 'http://127.0.0.1:9999' });
@@ -32,6 +39,11 @@ describe('config', () => {
     [{ CLAUDERUN_SANDBOX: 'chroot' }, /CLAUDERUN_SANDBOX/],
     [{ ANTHROPIC_BASE_URL: 'not a url' }, /ANTHROPIC_BASE_URL/],
     [{ CLAUDERUN_TOKEN_SECRET: 'short' }, /CLAUDERUN_TOKEN_SECRET/],
+    [{ CLAUDERUN_SERVE: 'everything' }, /CLAUDERUN_SERVE must be one of: public, runner, all/],
+    [{ CLAUDERUN_SERVE: 'runner' }, /CLAUDERUN_SERVE: local sandboxes reach the runner's routes through their bridge/],
+    [{ CLAUDERUN_SWEEPER_ACCOUNT: 'sweeper@p.iam.gserviceaccount.com' }, /set both/],
+    [{ CLAUDERUN_SWEEPER_ACCOUNT: 'not-an-email', CLAUDERUN_SWEEPER_AUDIENCE: 'https://x/ops/sweep' }, /CLAUDERUN_SWEEPER_ACCOUNT must be an email/],
+    [{ CLAUDERUN_RUNJOBS_PER_MINUTE: '0' }, /CLAUDERUN_RUNJOBS_PER_MINUTE/],
   ])('refuses %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -61,7 +73,7 @@ describe('config', () => {
   });
 
   it('has fair-use limits by default; budgets take a number or none', () => {
-    expect(loadConfig({}).quota).toEqual({ runningTurnsPerUser: 2, turnsPerMinute: 10, runningSandboxes: 50, dailyTokens: null, dailyCostUsd: 10 });
+    expect(loadConfig({}).quota).toEqual({ runningTurnsPerUser: 2, turnsPerMinute: 10, runningSandboxes: 50, sandboxStartsPerMinute: Number.POSITIVE_INFINITY, dailyTokens: null, dailyCostUsd: 10 });
     const set = loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: '2000000', CLAUDERUN_DAILY_COST_LIMIT_USD: 'none', CLAUDERUN_MAX_RUNNING_SANDBOXES: '5' });
     expect(set.quota).toMatchObject({ dailyTokens: 2_000_000, dailyCostUsd: null, runningSandboxes: 5 });
     expect(() => loadConfig({ CLAUDERUN_DAILY_COST_LIMIT_USD: '-1' })).toThrow(/CLAUDERUN_DAILY_COST_LIMIT_USD must be a positive number or none/);

@@ -55,7 +55,7 @@ describe('the GCS blob store', () => {
     await store.put(KEY, Readable.from([randomBytes(1000)]), 10_000);
     fake.objects.set(`${BUCKET}/${KEY}`, randomBytes(1000));
     // Small as it is, the whole response may be checked before get() returns; either way it fails.
-    const read = async () => Readable.from((await store.get(KEY)) ?? []).toArray();
+    const read = async () => Readable.from((await store.get(KEY))?.stream ?? []).toArray();
     await expect(read()).rejects.toThrow(/did not match/);
   });
 });

@@ -7,11 +7,20 @@ export class BlobTooLargeError extends Error {
   }
 }
 
+export interface StoredBlob {
+  stream: Readable;
+  bytes: number;
+}
+
 /** Opaque binary objects (state archives), streamed in and out, never held whole in memory. */
 export interface BlobStore {
   /** Streams `body` into `key`; rejects with BlobTooLargeError (storing nothing) past `maxBytes`. */
   put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }>;
-  /** A stream of the blob, or undefined when there is none. */
-  get(key: string): Promise<Readable | undefined>;
+  /**
+   * A stream of the blob with its size, or undefined when there is none. The size goes out as a
+   * Content-Length: a Cloud Run function's response streamed without one is cut at 10 MB
+   * (cloud.google.com/functions/quotas), far under a state's limit.
+   */
+  get(key: string): Promise<StoredBlob | undefined>;
   delete(key: string): Promise<void>;
 }

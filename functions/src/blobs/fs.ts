@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomUUID } from 'node:crypto';
 import { byteLimit } from '../byte-limit.js';
-import { BlobTooLargeError, type BlobStore } from './blob-store.js';
+import { BlobTooLargeError, type BlobStore, type StoredBlob } from './blob-store.js';
 
 const SAFE_KEY = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
@@ -28,14 +28,16 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async get(key: string): Promise<Readable | undefined> {
+  async get(key: string): Promise<StoredBlob | undefined> {
     const file = this.fileFor(key);
+    let bytes: number;
     try {
-      await stat(file);
+      bytes = (await stat(file)).size;
     } catch {
       return undefined;
     }
-    return createReadStream(file);
+    // Blobs are written once, under a new name, and renamed into place: the size stays true.
+    return { stream: createReadStream(file), bytes };
   }
 
   async delete(key: string): Promise<void> {

@@ -2,7 +2,7 @@ import type { Bucket, File } from '@google-cloud/storage';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { byteLimit } from '../byte-limit.js';
-import { BlobTooLargeError, type BlobStore } from './blob-store.js';
+import { BlobTooLargeError, type BlobStore, type StoredBlob } from './blob-store.js';
 
 const CONTENT_TYPE = 'application/gzip';
 
@@ -48,11 +48,15 @@ export class GcsBlobStore implements BlobStore {
    * 404 from the download itself. Asking `file.exists()` first would cost a request and still
    * race a delete between the two; here the answer and the bytes come from the same response.
    */
-  async get(key: string): Promise<Readable | undefined> {
+  async get(key: string): Promise<StoredBlob | undefined> {
     const stream = this.bucket.file(key).createReadStream();
+    let bytes: number | undefined;
+    // The download's own headers give its length: no second request, no race with a delete.
+    stream.once('response', (response: { headers?: Record<string, string | string[] | undefined> }) => (bytes = lengthOf(response.headers ?? {})));
     try {
       await firstReadable(stream);
-      return stream;
+      if (bytes === undefined) throw new Error(`Cloud Storage sent ${key} without its length`);
+      return { stream, bytes };
     } catch (error) {
       stream.destroy();
       if (statusOf(error) === 404) return undefined;
@@ -90,6 +94,18 @@ function firstReadable(stream: Readable): Promise<void> {
     stream.on('readable', onReadable);
     stream.once('error', reject);
   });
+}
+
+/**
+ * The stored object's size. Objects are stored without a content encoding, so they are served as
+ * stored, never transcoded (cloud.google.com/storage/docs/transcoding): the stored length is the
+ * length of the bytes that come.
+ */
+function lengthOf(headers: Record<string, string | string[] | undefined>): number | undefined {
+  const encoding = headers['x-goog-stored-content-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') return undefined;
+  const n = Number(headers['x-goog-stored-content-length'] ?? headers['content-length']);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /** The HTTP status of a client error (ApiError and gaxios errors both carry it as `code`). */

@@ -6,6 +6,9 @@ import { z } from 'zod';
  * start-up cost stays out of every sandbox (runner-paths.ts holds the values it needs).
  */
 
+/** The runner's container in the sandbox job (infra/sandbox-job.ts); each execution's overrides name it. */
+export const SANDBOX_CONTAINER_NAME = 'runner';
+
 export const RunnerTurn = z.object({
   turnId: z.string(),
   conversationId: z.string(),

@@ -13,6 +13,8 @@ export interface Quota {
   turnsPerMinute: number;
   /** Sandboxes running at once across all users (protects the Cloud Run quota). */
   runningSandboxes: number;
+  /** Sandboxes started in any 60 s across all users (Cloud Run's per-minute runJob quota). */
+  sandboxStartsPerMinute: number;
   /** Tokens one user may spend in a UTC day (input + cache writes + output); null: no limit. */
   dailyTokens: number | null;
   /** Model cost one user may spend in a UTC day, in USD; null: no limit. */
@@ -24,11 +26,12 @@ export const NO_LIMITS: Quota = {
   runningTurnsPerUser: Number.POSITIVE_INFINITY,
   turnsPerMinute: Number.POSITIVE_INFINITY,
   runningSandboxes: Number.POSITIVE_INFINITY,
+  sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
   dailyTokens: null,
   dailyCostUsd: null,
 };
 
-export const LimitName = z.enum(['running_turns', 'turns_per_minute', 'running_sandboxes', 'daily_tokens', 'daily_cost']);
+export const LimitName = z.enum(['running_turns', 'turns_per_minute', 'running_sandboxes', 'sandbox_starts_per_minute', 'daily_tokens', 'daily_cost']);
 export type LimitName = z.infer<typeof LimitName>;
 
 export interface LimitHit {
@@ -96,32 +99,52 @@ export function budgetHit(ledger: UserLedger, quota: Quota, now: Date): LimitHit
   return undefined;
 }
 
+/** ISO times of everyone's sandbox starts within the last minute, oldest first: one record for the whole service. */
+export const RecentStarts = z.array(z.string());
+
+/** The starts of a minute window as they stand at `now`: older ones are dropped. */
+const withinMinute = (starts: readonly string[], now: Date): string[] => starts.filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
+
+/** Whole seconds, at least one, until the oldest of a full minute window leaves it. */
+const untilOldestLeaves = (starts: readonly string[], now: Date): number =>
+  Math.max(1, Math.ceil((Date.parse(starts[0] ?? now.toISOString()) + MINUTE_MS - now.getTime()) / 1000));
+
 /**
- * Whether a user may start a turn now, given their ledger and what is running; when they may,
- * the ledger with the start counted.
+ * Whether a user may start a turn now, given their ledger, what is running and everyone's
+ * sandbox starts of the last minute; when they may, the ledger and the starts with it counted.
  */
 export function admit(
   ledger: UserLedger | undefined,
   running: { user: number; everyone: number },
   quota: Quota,
   now: Date,
-): { admitted: true; ledger: UserLedger } | { admitted: false; hit: LimitHit } {
+  serviceStarts: readonly string[] = [],
+): { admitted: true; ledger: UserLedger; serviceStarts: string[] } | { admitted: false; hit: LimitHit } {
   const today = ledgerAt(ledger, now);
   if (running.user >= quota.runningTurnsPerUser) {
     return refuse('running_turns', quota.runningTurnsPerUser, RUNNING_RETRY_SECONDS, `${quota.runningTurnsPerUser} turn(s) already running; wait for one to finish`);
   }
   if (today.recentStarts.length >= quota.turnsPerMinute) {
-    const oldest = Date.parse(today.recentStarts[0] ?? now.toISOString());
-    const wait = Math.max(1, Math.ceil((oldest + MINUTE_MS - now.getTime()) / 1000));
-    return refuse('turns_per_minute', quota.turnsPerMinute, wait, `more than ${quota.turnsPerMinute} turn(s) started in the last minute`);
+    return refuse('turns_per_minute', quota.turnsPerMinute, untilOldestLeaves(today.recentStarts, now), `more than ${quota.turnsPerMinute} turn(s) started in the last minute`);
   }
   const overBudget = budgetHit(today, quota, now);
   if (overBudget !== undefined) return { admitted: false, hit: overBudget };
   if (running.everyone >= quota.runningSandboxes) {
     return refuse('running_sandboxes', quota.runningSandboxes, RUNNING_RETRY_SECONDS, `the service is at its limit of ${quota.runningSandboxes} running sandboxes`);
   }
+  const everyones = withinMinute(serviceStarts, now);
+  if (everyones.length >= quota.sandboxStartsPerMinute) {
+    return refuse(
+      'sandbox_starts_per_minute',
+      quota.sandboxStartsPerMinute,
+      untilOldestLeaves(everyones, now),
+      `the service started its limit of ${quota.sandboxStartsPerMinute} sandboxes in the last minute`,
+    );
+  }
   const starts = [...today.recentStarts, now.toISOString()].slice(-quota.turnsPerMinute);
-  return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts } };
+  // Kept only when counted: with no limit the record would grow with every start.
+  const nextServiceStarts = Number.isFinite(quota.sandboxStartsPerMinute) ? [...everyones, now.toISOString()] : [];
+  return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts }, serviceStarts: nextServiceStarts };
 }
 
 /** The ledger with a model call's metered usage added (on the day it was metered). */

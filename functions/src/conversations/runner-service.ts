@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { BlobTooLargeError } from '../blobs/blob-store.js';
+import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import { isFinal, type Usage } from '../contract/turn.js';
 import type { Turn } from '../store/conversation-store.js';
@@ -71,7 +71,7 @@ export class RunnerService {
     };
   }
 
-  async openState(turn: Turn): Promise<Readable | undefined> {
+  async openState(turn: Turn): Promise<StoredBlob | undefined> {
     const conversation = await this.deps.store.getConversation(turn.conversationId);
     return conversation?.stateKey ? this.deps.blobs.get(conversation.stateKey) : undefined;
   }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { emptyUsage, isFinal } from '../contract/turn.js';
-import type { Conversation, ListCursor, Turn, TurnEvent } from '../store/conversation-store.js';
+import type { Conversation, ListCursor, StartTurnResult, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
 import { nextUtcDay } from './quota.js';
@@ -52,7 +52,11 @@ export class ConversationService {
       stoppedBy: null,
     };
     // A new conversation is created with its first turn, or not at all.
-    const started = await store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
+    const start = () => store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
+    let started = await start();
+    // What holds the slot may be a turn that is over but not yet settled (its sandbox died while
+    // no instance had CPU to notice): settle those, and judge the start again.
+    if (!started.started && !('existingTurnId' in started) && (await this.settleOverTurns(userId, started)) > 0) started = await start();
     if (!started.started) {
       if ('existingTurnId' in started) return this.lifecycle.requireTurn(started.existingTurnId);
       if ('limitHit' in started) {
@@ -73,7 +77,8 @@ export class ConversationService {
 
   async getConversation(userId: string, conversationId: string): Promise<{ conversation: Conversation; turns: Turn[] }> {
     const conversation = await this.ownConversation(userId, conversationId);
-    return { conversation, turns: await this.deps.store.listTurns(conversationId) };
+    const turns = await this.deps.store.listTurns(conversationId);
+    return { conversation, turns: await Promise.all(turns.map((turn) => this.lifecycle.reconcile(turn))) };
   }
 
   /** Deletes a conversation with its state; a running turn is cancelled first. */
@@ -88,7 +93,7 @@ export class ConversationService {
     await this.ownConversation(userId, conversationId);
     const turn = await this.deps.store.getTurn(turnId);
     if (turn === undefined || turn.conversationId !== conversationId) throw new ServiceError('not_found', `turn ${turnId} not found`);
-    return turn;
+    return this.lifecycle.reconcile(turn);
   }
 
   /** Stops a running turn's sandbox; the turn ends `cancelled` and the conversation keeps its previous state. */
@@ -112,11 +117,21 @@ export class ConversationService {
     await this.getTurn(userId, conversationId, turnId);
     const lastSeen = afterSeq > 0 ? (await this.deps.store.listEvents(turnId, afterSeq - 1))[0] : undefined;
     if (lastSeen?.seq === afterSeq && lastSeen.type === 'result') return { stop: () => {}, resultAlreadySeen: true };
-    return { stop: this.deps.store.watchEvents(turnId, afterSeq, send), resultAlreadySeen: false };
+    const stopWatching = this.deps.store.watchEvents(turnId, afterSeq, send);
+    // While the stream is open this instance has CPU; the one following the sandbox may not.
+    const stopReconciling = this.lifecycle.reconcileWhile(turnId);
+    return {
+      stop: () => {
+        stopReconciling();
+        stopWatching();
+      },
+      resultAlreadySeen: false,
+    };
   }
 
   /** What the user has spent today and has running, with the limits that apply to them. */
   async usage(userId: string): Promise<UsageView> {
+    await this.settleOverTurns(userId);
     const now = new Date();
     const { ledger, runningTurns } = await this.deps.store.getUsage(userId, now);
     const { quota } = this.deps;
@@ -139,6 +154,19 @@ export class ConversationService {
   /** The turn's final view once it is final; undefined if `hungUp` fires first (the client left). */
   waitForFinal(turn: Turn, hungUp?: AbortSignal): Promise<TurnView | undefined> {
     return this.lifecycle.waitForFinal(turn, hungUp);
+  }
+
+  /**
+   * Reconciles the unfinished turns that count against a start (the user's own; everyone's
+   * when the service-wide cap refused it): how many of them became final.
+   */
+  private async settleOverTurns(userId: string, refusal?: StartTurnResult): Promise<number> {
+    const everyone = refusal !== undefined && 'limitHit' in refusal && refusal.limitHit.limit === 'running_sandboxes';
+    if (refusal !== undefined && 'limitHit' in refusal && !everyone && refusal.limitHit.limit !== 'running_turns') return 0;
+    if (everyone) return (await this.lifecycle.sweep()).settled;
+    const unfinished = await this.deps.store.listUnfinishedTurns(userId);
+    const reconciled = await Promise.all(unfinished.map((turn) => this.lifecycle.reconcile(turn)));
+    return reconciled.filter((turn) => isFinal(turn.status)).length;
   }
 
   private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {

@@ -49,6 +49,22 @@ const SANDBOX_GONE_WAIT_MS = 20_000;
  * only if that did not happen within this time.
  */
 const CANCELLED_ELSEWHERE_GRACE_MS = 10_000;
+/**
+ * How long a turn may stay queued without a sandbox: runJob with its retries takes seconds. A
+ * younger one may be being launched right now by another instance, and is left alone.
+ */
+const LAUNCH_WINDOW_MS = 2 * 60_000;
+/** How often this instance asks the platform about one turn's sandbox when reconciling it. */
+const PROBE_INTERVAL_MS = 10_000;
+/** How often a request waiting on a turn reconciles it: the instance that follows it may have no CPU. */
+const RECONCILE_WHILE_WAITING_MS = 15_000;
+/**
+ * How long after its sandbox ended a turn is left to the instance handling its result: that one
+ * stops the sandbox, waits for it to be gone, then commits (runner-service, end()).
+ */
+const RESULT_IN_FLIGHT_GRACE_MS = 30_000;
+/** Turns reconciled at once by a sweep: each may cost one call to the platform. */
+const SWEEP_CONCURRENCY = 4;
 
 /**
  * What happens to a turn between its admission and its final state, whoever asks: start its
@@ -63,6 +79,8 @@ export class TurnLifecycle {
   private readonly ending = new Set<string>();
   /** Aborts the waits of background work when the lifecycle closes. */
   private readonly closing = new AbortController();
+  /** When this instance last asked the platform about a turn's sandbox, by turn. */
+  private readonly probedAt = new Map<string, number>();
   private closed = false;
 
   constructor(readonly deps: LifecycleDeps) {}
@@ -111,22 +129,26 @@ export class TurnLifecycle {
     return new Promise<TurnView | undefined>((resolve) => {
       const lateBy = Date.parse(current.deadlineAt) + DEADLINE_GRACE_MS - Date.now();
       const timer = setTimeout(() => this.inBackground(`settling lost turn ${turnId}`, () => this.settleLost(turnId)), Math.max(0, lateBy));
+      // While a request waits, this instance has CPU: the one following the sandbox may not.
+      const stopReconciling = this.reconcileWhile(turnId);
       let stop: (() => void) | undefined;
       let done = false;
       const onResult = (result: TurnEvent) => {
         done = true;
         clearTimeout(timer);
+        stopReconciling();
         stop?.();
         resolve(TurnView.parse(result.data));
       };
       stop = this.deps.store.watchResult(turnId, onResult);
       if (done) stop();
-      // A waiter that has gone away holds nothing: not its listener, not its timer (its sandbox's
+      // A waiter that has gone away holds nothing: not its listener, not its timers (its sandbox's
       // end still settles the turn).
       hungUp?.addEventListener('abort', () => {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        stopReconciling();
         stop?.();
         resolve(undefined);
       });
@@ -162,23 +184,80 @@ export class TurnLifecycle {
   }
 
   /**
-   * Turns left unfinished when this process started: those whose sandbox still runs elsewhere (a
-   * Cloud Run execution) are followed again; the rest can never report and end now, with the reason.
+   * Turns left unfinished when this process started. A local sandbox died with the process that
+   * started it: those turns end now, with the reason. Sandboxes that outlive a process (Cloud Run
+   * executions) are other instances' to follow: a new instance, one of many starting on demand,
+   * touches none of them (reads and the sweeper settle the ones that are over).
    */
-  async recoverUnfinished(): Promise<{ followed: number; settled: number }> {
-    let followed = 0;
+  async recoverUnfinished(): Promise<{ settled: number }> {
+    if (this.deps.launcher.sandboxesOutliveProcess) return { settled: 0 };
     let settled = 0;
     for (const turn of await this.deps.store.listUnfinishedTurns()) {
-      const handle = this.reattach(turn);
-      if (handle !== undefined) {
-        this.follow(turn.id, handle);
-        followed += 1;
-      } else {
-        await this.finish(turn.id, 'failed', { reason: 'the service restarted while this turn was running; its sandbox was stopped' });
-        settled += 1;
-      }
+      await this.finish(turn.id, 'failed', { reason: 'the service restarted while this turn was running; its sandbox was stopped' });
+      settled += 1;
     }
-    return { followed, settled };
+    return { settled };
+  }
+
+  /**
+   * Settles a turn that is over but not yet final: past its deadline, never launched, or whose
+   * sandbox has ended (asked of the platform at most every few seconds per turn). Needs no work
+   * after a response: whoever reads a turn (or the sweeper) calls this. Returns the turn as it
+   * then stands.
+   */
+  async reconcile(turn: Turn): Promise<Turn> {
+    if (isFinal(turn.status) || this.ending.has(turn.id) || this.closed) return turn;
+    const now = Date.now();
+    if (now > Date.parse(turn.deadlineAt) + DEADLINE_GRACE_MS) {
+      await this.settleLost(turn.id);
+      return this.requireTurn(turn.id);
+    }
+    if (turn.sandboxRef === null) {
+      if (turn.status !== 'queued' || now - Date.parse(turn.createdAt) < LAUNCH_WINDOW_MS) return turn;
+      return this.finish(turn.id, 'failed', { reason: 'the sandbox was never started: the instance starting it stopped' });
+    }
+    // Asked even when this instance follows the sandbox: its watch backs off to long intervals
+    // and stands still whenever the instance has no request.
+    if (now - (this.probedAt.get(turn.id) ?? 0) < PROBE_INTERVAL_MS) return turn;
+    this.probedAt.set(turn.id, now);
+    this.forgetOldProbes(now);
+    const end = await this.deps.launcher.status(turn.sandboxRef);
+    // A cancelled sandbox is settled by whoever cancelled it, with their reason; the deadline
+    // settles it should they not.
+    if (end === undefined || end.kind === 'cancelled') return turn;
+    if (now - (end.at ?? 0) < RESULT_IN_FLIGHT_GRACE_MS) return turn;
+    await this.settleAfterSandbox(turn.id, end);
+    return this.requireTurn(turn.id);
+  }
+
+  /** Reconciles every unfinished turn (what Cloud Scheduler calls for): how many became final. */
+  async sweep(): Promise<{ checked: number; settled: number }> {
+    const unfinished = await this.deps.store.listUnfinishedTurns();
+    let settled = 0;
+    const queue = [...unfinished];
+    const worker = async () => {
+      for (let turn = queue.shift(); turn !== undefined; turn = queue.shift()) {
+        try {
+          if (isFinal((await this.reconcile(turn)).status)) settled += 1;
+        } catch (error) {
+          this.deps.log(`sweep: reconciling turn ${turn.id} failed: ${(error as Error).message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: SWEEP_CONCURRENCY }, worker));
+    return { checked: unfinished.length, settled };
+  }
+
+  /** Reconciles the turn every little while until the returned function is called. */
+  reconcileWhile(turnId: string): () => void {
+    const timer = setInterval(() => {
+      this.inBackground(`reconciling turn ${turnId}`, async () => {
+        const turn = await this.deps.store.getTurn(turnId);
+        if (turn !== undefined) await this.reconcile(turn);
+      });
+    }, RECONCILE_WHILE_WAITING_MS);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
@@ -227,6 +306,11 @@ export class TurnLifecycle {
     }
     const gone = await Promise.race([sandbox.ended.then(() => true), sleep(SANDBOX_GONE_WAIT_MS, false, { ref: false })]);
     if (!gone) this.deps.log(`turn ${turn.id}: the sandbox was not seen gone within ${SANDBOX_GONE_WAIT_MS} ms of its stop`);
+  }
+
+  private forgetOldProbes(now: number): void {
+    if (this.probedAt.size < 10_000) return;
+    for (const [turnId, at] of this.probedAt) if (now - at >= PROBE_INTERVAL_MS) this.probedAt.delete(turnId);
   }
 
   private reattach(turn: Pick<Turn, 'sandboxRef'>): SandboxHandle | undefined {

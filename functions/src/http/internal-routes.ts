@@ -23,7 +23,8 @@ export function internalRoutes(service: RunnerService): Router {
       return;
     }
     res.type('application/gzip');
-    state.pipe(res);
+    res.setHeader('content-length', String(state.bytes));
+    state.stream.pipe(res);
   });
 
   router.put('/internal/turns/:turnId/state', async (req, res) => {

@@ -43,10 +43,6 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     });
   }
 
-  router.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-
   router.post('/api/conversation', async (req, res) => {
     const userId = await userOf(req);
     const request = parse(PostConversationRequest, await jsonBody(req));

@@ -5,10 +5,14 @@ export interface SandboxSpec {
   timeoutSeconds: number;
 }
 
-export type SandboxEnd =
+export type SandboxEnd = (
   | { kind: 'exited'; exitCode: number | null; signal: string | null; outOfMemory: boolean; detail?: string }
   | { kind: 'timed_out' }
-  | { kind: 'cancelled' };
+  | { kind: 'cancelled' }
+) & {
+  /** When it ended, as its platform reports it (ms since the epoch), if it does. */
+  at?: number;
+};
 
 export interface SandboxHandle {
   /** What names this sandbox to its launcher (a Cloud Run execution, a local directory). */
@@ -21,9 +25,20 @@ export interface SandboxHandle {
 /** Starts one isolated, resource-limited sandbox per turn. */
 export interface SandboxLauncher {
   readonly name: string;
+  /**
+   * Whether a sandbox runs on when the process that started it stops (a Cloud Run execution
+   * does; a local sandbox dies with its parent). A turn left unfinished by a stopped process is
+   * then another instance's to watch, not a dead one.
+   */
+  readonly sandboxesOutliveProcess: boolean;
   launch(spec: SandboxSpec): Promise<SandboxHandle>;
   /** A handle on a sandbox started before (by an earlier process), or undefined if it cannot have survived. */
   reattach(ref: string): SandboxHandle | undefined;
+  /**
+   * How the sandbox ended, asked once, without waiting: undefined while it runs, or when this
+   * launcher cannot tell. Instances that get no CPU between requests settle turns with this.
+   */
+  status(ref: string): Promise<SandboxEnd | undefined>;
   close(): Promise<void>;
 }
 

@@ -148,7 +148,7 @@ export interface ConversationStore {
   watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void;
   /** Calls back with each event after `afterSeq` in order, those stored first, then as they are appended. */
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
-  /** Turns not yet in a final state (for settling what a previous process left behind). */
-  listUnfinishedTurns(): Promise<Turn[]>;
+  /** Turns not yet in a final state, everyone's or one user's (for settling those that are over). */
+  listUnfinishedTurns(userId?: string): Promise<Turn[]>;
   close(): Promise<void>;
 }

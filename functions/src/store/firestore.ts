@@ -12,7 +12,7 @@ import firestorePackage, {
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -117,6 +117,8 @@ export class FirestoreConversationStore implements ConversationStore {
   private readonly turns: CollectionReference;
   private readonly idempotency: CollectionReference;
   private readonly users: CollectionReference;
+  /** Everyone's sandbox starts of the last minute: the service-wide start limit. */
+  private readonly serviceStartsRef: DocumentReference;
 
   /** `prefix` starts every collection name (tests use a fresh one per store); close() terminates `db`. */
   constructor(
@@ -128,6 +130,7 @@ export class FirestoreConversationStore implements ConversationStore {
     this.turns = db.collection(`${prefix}turns`);
     this.idempotency = db.collection(`${prefix}idempotency`);
     this.users = db.collection(`${prefix}users`);
+    this.serviceStartsRef = db.collection(`${prefix}service`).doc('sandboxStarts');
   }
 
   async createConversation(conversation: Conversation): Promise<void> {
@@ -182,7 +185,15 @@ export class FirestoreConversationStore implements ConversationStore {
       const userRef = this.users.doc(turn.userId);
       const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
       // A new conversation is created below (and the create fails should it exist): nothing to read.
-      const [user, claim, conversation] = await this.readAll(tx, [userRef, claimRef, newConversation === undefined ? conversationRef : undefined]);
+      // The service-wide record of starts is read (and so written) only when it limits anything:
+      // every start then commits through that one document, one at a time.
+      const limitsStarts = Number.isFinite(quota.sandboxStartsPerMinute);
+      const [user, claim, conversation, starts] = await this.readAll(tx, [
+        userRef,
+        claimRef,
+        newConversation === undefined ? conversationRef : undefined,
+        limitsStarts ? this.serviceStartsRef : undefined,
+      ]);
       if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
       if (user === undefined) throw new Error('the user document could not be read');
       if (newConversation === undefined) {
@@ -197,8 +208,10 @@ export class FirestoreConversationStore implements ConversationStore {
         user: (await tx.get(this.unfinished(this.turns.where('userId', '==', turn.userId)))).data().count,
         everyone: (await tx.get(this.unfinished(this.turns))).data().count,
       };
-      const admission = admit(ledgerOf(user), running, quota, new Date(turn.createdAt));
+      const serviceStarts = starts?.exists ? RecentStarts.parse(starts.get('starts')) : [];
+      const admission = admit(ledgerOf(user), running, quota, new Date(turn.createdAt), serviceStarts);
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
+      if (limitsStarts) tx.set(this.serviceStartsRef, { starts: admission.serviceStarts });
 
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
@@ -355,8 +368,9 @@ export class FirestoreConversationStore implements ConversationStore {
       );
   }
 
-  async listUnfinishedTurns(): Promise<Turn[]> {
-    return (await this.turns.where('status', 'in', UNFINISHED).get()).docs.map(toTurn);
+  async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
+    const turns = userId === undefined ? this.turns : this.turns.where('userId', '==', userId);
+    return (await turns.where('status', 'in', UNFINISHED).get()).docs.map(toTurn);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { DatabaseSync } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
 import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger, type Quota } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -17,6 +17,9 @@ import type {
   UserUsage,
 } from './conversation-store.js';
 import { openSqliteFile, str, strOrNull, type Row } from './sqlite-file.js';
+
+/** The service_records row of everyone's sandbox starts in the last minute. */
+const SERVICE_STARTS = 'sandbox_starts';
 
 /** The final states as an SQL list, from the one definition of them. */
 const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
@@ -66,6 +69,10 @@ CREATE INDEX IF NOT EXISTS turns_unfinished_by_user ON turns (user_id) WHERE sta
 CREATE TABLE IF NOT EXISTS user_ledgers (
   user_id TEXT PRIMARY KEY,
   ledger TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_records (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL
 );
 `;
 
@@ -209,9 +216,12 @@ export class SqliteConversationStore implements ConversationStore {
         .get(t.conversationId);
       if (active) return { started: false, activeTurnId: str(active.id) };
       const running = { user: this.unfinishedTurns(t.userId), everyone: this.unfinishedTurns() };
-      const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt));
+      const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt), this.serviceStarts());
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
       this.saveLedger(t.userId, admission.ledger);
+      this.db
+        .prepare('INSERT INTO service_records (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value')
+        .run(SERVICE_STARTS, JSON.stringify(admission.serviceStarts));
       if (newConversation !== undefined) this.insertConversation(newConversation);
       this.db
         .prepare(
@@ -277,6 +287,11 @@ export class SqliteConversationStore implements ConversationStore {
 
   async getUsage(userId: string, now: Date): Promise<UserUsage> {
     return { ledger: ledgerAt(this.ledgerOf(userId), now), runningTurns: this.unfinishedTurns(userId) };
+  }
+
+  private serviceStarts(): string[] {
+    const row = this.db.prepare('SELECT value FROM service_records WHERE name = ?').get(SERVICE_STARTS);
+    return row ? RecentStarts.parse(JSON.parse(str(row.value))) : [];
   }
 
   private ledgerOf(userId: string): UserLedger | undefined {
@@ -371,8 +386,9 @@ export class SqliteConversationStore implements ConversationStore {
     return () => this.changes.off(key, deliver);
   }
 
-  async listUnfinishedTurns(): Promise<Turn[]> {
-    return this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all().map(toTurn);
+  async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
+    if (userId === undefined) return this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all().map(toTurn);
+    return this.db.prepare(`SELECT * FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).all(userId).map(toTurn);
   }
 
   async close(): Promise<void> {

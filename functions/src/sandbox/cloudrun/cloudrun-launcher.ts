@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionsClient, JobsClient } from '@google-cloud/run';
+import { SANDBOX_CONTAINER_NAME } from '../../contract/runner.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher, type SandboxSpec } from '../launcher.js';
 
 /** The parts of the Cloud Run v2 clients this launcher calls; tests and the sim pass the real clients. */
@@ -28,6 +29,7 @@ const CANCEL_POLL_MS = 500;
 /** gRPC codes gax reports for HTTP 429, 400 (failed precondition) and 503 on the REST transport. */
 const RESOURCE_EXHAUSTED = 8;
 const FAILED_PRECONDITION = 9;
+const NOT_FOUND = 5;
 const UNAVAILABLE = 14;
 
 /**
@@ -37,6 +39,7 @@ const UNAVAILABLE = 14;
  */
 export class CloudRunLauncher implements SandboxLauncher {
   readonly name = 'cloudrun';
+  readonly sandboxesOutliveProcess = true;
   private readonly watching = new Set<{ stop(): void }>();
 
   constructor(private readonly options: CloudRunLauncherOptions) {}
@@ -69,8 +72,7 @@ export class CloudRunLauncher implements SandboxLauncher {
           });
           if (stopped) break;
           try {
-            const [execution] = await o.executions.getExecution({ name: executionName });
-            const end = endOf(execution);
+            const end = await this.status(executionName);
             if (end !== undefined) return end;
           } catch (error) {
             o.log(`execution ${executionName}: status unavailable: ${(error as Error).message}`);
@@ -100,6 +102,20 @@ export class CloudRunLauncher implements SandboxLauncher {
     };
   }
 
+  /**
+   * One getExecution. An execution that is not found has been deleted (Cloud Run keeps a job's
+   * last 1,000 executions: cloud.google.com/run/quotas): it can report nothing any more.
+   */
+  async status(executionName: string): Promise<SandboxEnd | undefined> {
+    try {
+      const [execution] = await this.options.executions.getExecution({ name: executionName });
+      return endOf(execution);
+    } catch (error) {
+      if ((error as { code?: number }).code !== NOT_FOUND) throw error;
+      return { kind: 'exited', exitCode: null, signal: null, outOfMemory: false, detail: 'its execution no longer exists' };
+    }
+  }
+
   async close(): Promise<void> {
     // Executions run on in the cloud and report to the API; this instance only stops watching.
     for (const watcher of [...this.watching]) watcher.stop();
@@ -115,6 +131,8 @@ export class CloudRunLauncher implements SandboxLauncher {
           overrides: {
             containerOverrides: [
               {
+                // Named, so that the overrides can only ever reach the runner's container.
+                name: SANDBOX_CONTAINER_NAME,
                 env: [
                   { name: 'TURN_ID', value: spec.turnId },
                   { name: 'API_URL', value: o.apiUrl },
@@ -154,10 +172,23 @@ interface ExecutionStatus {
 /** How a finished execution ended, in the launcher's terms; undefined while it runs. */
 export function endOf(execution: ExecutionStatus): SandboxEnd | undefined {
   if (execution.completionTime === undefined || execution.completionTime === null) return undefined;
+  const at = timeOf(execution.completionTime);
+  const when = at === undefined ? {} : { at };
   const completed = execution.conditions?.find((c) => c.type === 'Completed');
   const detail = completed?.message ?? undefined;
-  if ((execution.cancelledCount ?? 0) > 0) return { kind: 'cancelled' };
-  if ((execution.succeededCount ?? 0) > 0) return { kind: 'exited', exitCode: 0, signal: null, outOfMemory: false };
-  if (detail !== undefined && /timed? ?out|deadline/i.test(detail)) return { kind: 'timed_out' };
-  return { kind: 'exited', exitCode: null, signal: null, outOfMemory: /memory/i.test(detail ?? ''), detail: detail ?? 'the execution failed' };
+  if ((execution.cancelledCount ?? 0) > 0) return { kind: 'cancelled', ...when };
+  if ((execution.succeededCount ?? 0) > 0) return { kind: 'exited', exitCode: 0, signal: null, outOfMemory: false, ...when };
+  if (detail !== undefined && /timed? ?out|deadline/i.test(detail)) return { kind: 'timed_out', ...when };
+  return { kind: 'exited', exitCode: null, signal: null, outOfMemory: /memory/i.test(detail ?? ''), detail: detail ?? 'the execution failed', ...when };
+}
+
+/** A protobuf Timestamp as the client library gives it ({seconds, nanos}), or an RFC 3339 string. */
+function timeOf(value: unknown): number | undefined {
+  if (typeof value === 'string') return Number.isNaN(Date.parse(value)) ? undefined : Date.parse(value);
+  if (typeof value === 'object' && value !== null && 'seconds' in value) {
+    const { seconds, nanos } = value as { seconds?: unknown; nanos?: unknown };
+    const ms = Number(seconds) * 1000 + Math.floor(Number(nanos ?? 0) / 1e6);
+    return Number.isFinite(ms) ? ms : undefined;
+  }
+  return undefined;
 }

@@ -44,6 +44,7 @@ const OUTPUT_FLUSH_MS = 2000;
 /** Runs each turn in a fresh bubblewrap sandbox inside its own cgroup; all of it is gone at the end. */
 export class LocalSandboxLauncher implements SandboxLauncher {
   readonly name = 'local';
+  readonly sandboxesOutliveProcess = false;
   private readonly running = new Set<SandboxHandle>();
   private readonly uids: SandboxUids;
 
@@ -168,6 +169,11 @@ export class LocalSandboxLauncher implements SandboxLauncher {
 
   /** Local sandboxes die with the process that started them (--die-with-parent). */
   reattach(): undefined {
+    return undefined;
+  }
+
+  /** The process that started a local sandbox follows it to its end: nothing to ask. */
+  async status(): Promise<undefined> {
     return undefined;
   }
 

@@ -21,6 +21,7 @@ const LIMITS: Record<string, string> = {
   daily_tokens: "Today's token budget is used up",
   daily_cost: "Today's cost budget is used up",
   running_sandboxes: 'The service is running as many turns as it can',
+  sandbox_starts_per_minute: 'The service is starting as many turns as it can this minute',
 };
 
 function summaryOf(error: ApiError): string {

@@ -1,0 +1,19 @@
+import { Router } from 'express';
+import type { GoogleIdTokenVerifier } from '../auth/google-id-token.js';
+import type { TurnLifecycle } from '../conversations/turn-lifecycle.js';
+import { sendError } from './errors.js';
+
+/**
+ * The sweeper: Cloud Scheduler calls it every minute with its service account's ID token. It
+ * settles turns that are over but unsettled: an instance that gets no CPU between requests
+ * (request-based billing: cloud.google.com/run/docs/tips/general) cannot notice a sandbox dying.
+ */
+export function opsRoutes(lifecycle: TurnLifecycle, caller: GoogleIdTokenVerifier): Router {
+  const router = Router();
+  router.post('/ops/sweep', async (req, res) => {
+    const refusal = await caller.refusal(req.headers.authorization);
+    if (refusal !== undefined) return sendError(res, 'unauthenticated', `the sweeper takes only its scheduler's ID token: ${refusal}`);
+    res.json(await lifecycle.sweep());
+  });
+  return router;
+}

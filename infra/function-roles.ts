@@ -1,0 +1,123 @@
+import * as pulumi from '@pulumi/pulumi';
+import type { Names, Settings } from './config.js';
+
+/**
+ * The two functions deployed from the one source: what each serves (CLAUDERUN_SERVE), who may
+ * reach it, what it is sized for, and its plain environment. Pure: the tests read these tables
+ * directly and through the program.
+ *
+ * - public (`clauderun-api`): /api/*, the web page, /healthz and the sweeper's route. Ingress from
+ *   anywhere; its requests mostly wait (a held POST, SSE), so one instance serves many.
+ * - runner (`clauderun-runner`): /internal/turns/* and the model proxy /internal/model/*. Ingress
+ *   "internal" only: requests from the internal Application Load Balancer in front of it (and from
+ *   VPC networks of this project) get in, the internet does not
+ *   (cloud.google.com/run/docs/securing/ingress, "Internal"). "Internal and Cloud Load Balancing"
+ *   would also let in any external Application Load Balancer someone adds to the project; the
+ *   internal one counts as internal already
+ *   (cloud.google.com/load-balancing/docs/l7-internal/setting-up-l7-internal-serverless).
+ *   Sandboxes hold no Google identity, so anyone who gets in may invoke it; the turn token
+ *   authenticates every route.
+ */
+
+export type Serve = 'public' | 'runner';
+export type Ingress = 'ALLOW_ALL' | 'ALLOW_INTERNAL_ONLY';
+
+export interface FunctionRole {
+  serve: Serve;
+  ingress: Ingress;
+  /** Cloud Functions' `availableMemory`. */
+  memory: string;
+  cpu: string;
+  /** Requests one instance takes at once. */
+  concurrency: number;
+  maxInstances: number;
+  timeoutSeconds: number;
+  /** Whether the function gets the model key (only the runner's model proxy calls the model). */
+  modelKey: boolean;
+}
+
+/** A turn's synchronous POST is held until the turn ends, and a model stream lasts at most a turn. */
+export const requestTimeoutSeconds = (s: Settings) => Math.min(3600, s.turnTimeoutSeconds + 60);
+
+/**
+ * The runner's concurrency follows from its memory: the model proxy holds a request body (up to
+ * the Messages API's 32 MiB, MAX_MODEL_REQUEST_BYTES in functions/src/http/model-proxy.ts) in
+ * memory while a worker thread parses a copy of it, so a request in flight may take twice that.
+ * What is left after the runtime's own share, divided by that, is how many fit.
+ */
+export const RUNNER_MEMORY_MIB = 2048;
+const RUNTIME_BASELINE_MIB = 256;
+const MODEL_REQUEST_MIB = 32;
+export const RUNNER_CONCURRENCY = Math.floor((RUNNER_MEMORY_MIB - RUNTIME_BASELINE_MIB) / (2 * MODEL_REQUEST_MIB));
+
+export function functionRoles(s: Settings): Record<Serve, FunctionRole> {
+  const timeoutSeconds = requestTimeoutSeconds(s);
+  return {
+    public: {
+      serve: 'public',
+      ingress: 'ALLOW_ALL',
+      memory: '512Mi',
+      cpu: '1',
+      // Most requests wait (on a turn, on SSE): one instance serves many.
+      concurrency: 80,
+      maxInstances: s.apiMaxInstances,
+      timeoutSeconds,
+      modelKey: false,
+    },
+    runner: {
+      serve: 'runner',
+      ingress: 'ALLOW_INTERNAL_ONLY',
+      memory: `${RUNNER_MEMORY_MIB}Mi`,
+      cpu: '1',
+      concurrency: RUNNER_CONCURRENCY,
+      maxInstances: s.runnerMaxInstances,
+      timeoutSeconds,
+      modelKey: true,
+    },
+  };
+}
+
+export interface EnvironmentRefs {
+  jobName: pulumi.Input<string>;
+  stateBucket: pulumi.Input<string>;
+  /** The runner endpoint's URL: what the launcher hands every execution as API_URL. */
+  runnerUrl: pulumi.Input<string>;
+  /** The sweeper account's email: the only identity the sweeper route accepts. */
+  sweeperEmail: pulumi.Input<string>;
+}
+
+/** A function's plain environment (see functions/src/config.ts). No secret belongs here. */
+export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: EnvironmentRefs): Record<string, pulumi.Input<string>> {
+  const shared: Record<string, pulumi.Input<string>> = {
+    CLAUDERUN_SERVE: serve,
+    CLAUDERUN_STORE: 'firestore',
+    GOOGLE_CLOUD_PROJECT: s.project,
+    CLAUDERUN_BLOBS: 'gcs',
+    CLAUDERUN_GCS_BUCKET: refs.stateBucket,
+    CLAUDERUN_SANDBOX: 'cloudrun',
+    CLAUDERUN_CLOUDRUN_JOB: pulumi.interpolate`projects/${s.project}/locations/${s.region}/jobs/${refs.jobName}`,
+    // Both functions may start or stop executions, so both know where sandboxes reach the API.
+    CLAUDERUN_API_URL: refs.runnerUrl,
+    CLAUDERUN_AUTH: s.authMode,
+    CLAUDERUN_TURN_TIMEOUT_SECONDS: String(s.turnTimeoutSeconds),
+    CLAUDERUN_SANDBOX_MEMORY_MB: String(s.sandboxMemoryMb),
+    CLAUDERUN_SANDBOX_CPUS: String(s.sandboxCpus),
+    // One global limit and one global rate, held in the store: both functions must agree on them.
+    CLAUDERUN_MAX_RUNNING_SANDBOXES: String(s.maxRunningSandboxes),
+    CLAUDERUN_RUNJOBS_PER_MINUTE: String(s.runJobsPerMinute),
+    // The only writable place in a function's filesystem; nothing durable is kept there.
+    CLAUDERUN_DATA_DIR: '/tmp/clauderun',
+    // Cloud Functions adds LOG_EXECUTION_ID=true to every function it deploys through its v2 API
+    // (cloud.google.com/functions/docs/release-notes, June 18 2024: execution IDs in logs; the
+    // runtime pages say it is set automatically for functions created with the Cloud Functions
+    // API), and a value the program does not declare shows as a change on every `pulumi up`.
+    LOG_EXECUTION_ID: 'true',
+  };
+  if (serve === 'runner') return shared;
+  return {
+    ...shared,
+    CLAUDERUN_SWEEPER_ACCOUNT: refs.sweeperEmail,
+    // The audience Cloud Scheduler puts in the OIDC token (scheduler.ts): the public URL.
+    CLAUDERUN_SWEEPER_AUDIENCE: n.apiUrl,
+  };
+}

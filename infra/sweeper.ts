@@ -1,0 +1,47 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+import type { Names, Settings } from './config.js';
+
+/**
+ * The sweeper's clock: a Cloud Scheduler job that calls `POST <public URL>/ops/sweep` every
+ * minute, so that turns whose sandbox died without a word are settled even when nobody reads
+ * them (a function gets no CPU between requests, so it cannot keep a timer of its own).
+ *
+ * The call carries an OIDC token of the sweeper account, with the public URL as its audience
+ * (cloud.google.com/scheduler/docs/http-target-auth): the route accepts that account and that
+ * audience only (CLAUDERUN_SWEEPER_ACCOUNT, CLAUDERUN_SWEEPER_AUDIENCE). The account needs no
+ * role: the public function admits every caller and checks the token itself.
+ */
+
+export const SWEEP_PATH = '/ops/sweep';
+/** Every minute (unix-cron), in UTC so that no daylight-saving change skips or doubles a run. */
+export const SWEEP_SCHEDULE = '* * * * *';
+
+export function sweeperSchedule(
+  s: Settings,
+  n: Names,
+  deps: { sweeper: gcp.serviceaccount.Account; publicFunction: gcp.cloudfunctionsv2.Function; apis: pulumi.Resource[] },
+): gcp.cloudscheduler.Job {
+  return new gcp.cloudscheduler.Job(
+    'sweeper-schedule',
+    {
+      project: s.project,
+      region: s.region,
+      name: n.sweeperJob,
+      description: 'clauderun: settle turns whose sandbox ended without a word',
+      schedule: SWEEP_SCHEDULE,
+      timeZone: 'Etc/UTC',
+      // A sweep that takes longer than this is cut off; the next minute's sweep carries on.
+      attemptDeadline: '60s',
+      // No retries: the next run is at most a minute away, and a retry would overlap it.
+      retryConfig: { retryCount: 0 },
+      httpTarget: {
+        uri: `${n.apiUrl}${SWEEP_PATH}`,
+        httpMethod: 'POST',
+        oidcToken: { serviceAccountEmail: deps.sweeper.email, audience: n.apiUrl },
+      },
+    },
+    // The target must exist before the first call: else the first minutes log 404s.
+    { dependsOn: [...deps.apis, deps.publicFunction] },
+  );
+}
