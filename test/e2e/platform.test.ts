@@ -160,6 +160,8 @@ describe('the fake Cloud Run Admin API, as Google documents Cloud Run Jobs', () 
   // Executions that end at once with exit code 0: what is tested here is the API, not a sandbox.
   const quickLauncher: SandboxLauncher = {
     name: 'quick',
+    sandboxesOutliveProcess: true,
+    status: async () => undefined,
     launch: async (spec) => ({ ref: spec.turnId, ended: sleep(50).then(() => ({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false })), cancel: async () => {} }),
     reattach: () => undefined,
     close: async () => {},
