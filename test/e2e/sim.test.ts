@@ -3,6 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Turn } from '../../functions/src/store/conversation-store.js';
+import { openFirestore } from '../../functions/src/store/firestore-client.js';
+import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { PUBLIC_FUNCTION, RUNNER_FUNCTION, startSimulation, type Simulation, type SimulationOptions } from '../sim/simulation.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
@@ -13,6 +16,9 @@ import { readEvents } from '../support/sse.js';
 const unavailable = firestoreEmulatorUnavailable();
 if (unavailable !== undefined) console.warn(`Firestore emulator not found: the production-path tests are SKIPPED (${unavailable})`);
 const describeWithEmulator = unavailable === undefined ? describe : describe.skip;
+
+/** How often Cloud Scheduler calls the sweeper where a test needs it (its cron runs at most once a minute). */
+const SWEEP_SECONDS = 2;
 
 /** Executions start quickly here: the realistic few seconds are `npm run sim`'s default. */
 const QUICK_CLOUD_RUN = { startDelayMs: 200 };
@@ -45,7 +51,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
         log: (m) => logs.push(m),
         env: { ...TEST_QUOTA_ENV, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, ...options.env },
         cloudRun: { ...QUICK_CLOUD_RUN, ...options.cloudRun },
-        sweepEverySeconds: 0,
+        sweepEverySeconds: options.sweepEverySeconds ?? 0,
       });
     });
     afterAll(async () => sim?.close());
@@ -150,9 +156,43 @@ describeWithEmulator('the production path on the simulated platform (Functions F
     // Only the runner's function holds a working model key, so a turn can succeed only if its
     // runner and model calls were served there.
     const { sim, logs } = useSimulation(
-      { layout: 'split', sandboxUrl: 'root', functionEnv: { [PUBLIC_FUNCTION]: { ANTHROPIC_API_KEY: 'sk-ant-wrong-key' } } },
+      {
+        layout: 'split',
+        sandboxUrl: 'root',
+        functionEnv: { [PUBLIC_FUNCTION]: { ANTHROPIC_API_KEY: 'sk-ant-wrong-key' } },
+        sweepEverySeconds: SWEEP_SECONDS,
+      },
       'split',
     );
+
+    it('settles a turn whose sandbox was killed, with no client waiting and every instance frozen: the scheduled sweeper does it', async () => {
+      const s = sim();
+      const client = { url: s.rootUrl };
+      const started = await prompt(client, 'lost-user', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
+      expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
+      const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env.TURN_ID === started.body.turnId);
+      const deadline = Date.now() + 30_000;
+      while (execution()?.handle === undefined && Date.now() < deadline) await sleep(100);
+      // Mid-turn: the agent's tool runs.
+      await sleep(3000);
+      const name = execution()?.name ?? '';
+      await s.fakes.cloudRun.killExecution(name);
+      const killedAt = Date.now();
+      // Nobody asks for the turn, so only the scheduler's calls give an instance CPU; the turn is
+      // watched in Firestore itself, which gives none.
+      const env = s.fakes.apiEnv(0);
+      const store = new FirestoreConversationStore(await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }));
+      let turn: Turn | undefined;
+      try {
+        const settleBy = killedAt + 20_000;
+        while (Date.now() < settleBy && (turn = await store.getTurn(started.body.turnId as string))?.finishedAt === null) await sleep(250);
+      } finally {
+        await store.close();
+      }
+      expect(turn, logs()).toMatchObject({ status: 'failed', reason: expect.stringContaining('Container terminated on signal 9.') });
+      if (process.env.CLAUDERUN_TEST_LOGS) console.error(`lost turn settled ${Date.parse(turn?.finishedAt ?? '') - killedAt} ms after its sandbox was killed`);
+      expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+    });
 
     it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
       const s = sim();
