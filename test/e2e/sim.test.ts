@@ -74,6 +74,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
         CLAUDERUN_SIM_START_DELAY_MS: '200',
         // The run.app-style URL: the prefixed one works once the runner keeps API_URL's path (below).
         CLAUDERUN_SIM_SANDBOX_URL: 'root',
+        // One function: with the runner's routes on a function of their own, turns end cancelled
+        // until the result post no longer loses its CPU (the split describe below).
+        CLAUDERUN_SIM_LAYOUT: 'one',
       },
       'sim',
     );
@@ -94,7 +97,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(third.status).toBe(429);
       expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
       // Served by a Functions Framework instance of its own, not by the sim's process.
-      expect(sim.output()).toMatch(/clauderun: instance #1 started \(pid \d+\)/);
+      expect(sim.output()).toMatch(/clauderun-api: instance #1 started \(pid \d+\)/);
     } finally {
       exitCode = await sim.stop();
     }
@@ -102,9 +105,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
   });
 
   describe('one function, sandboxes given its cloudfunctions.net-style URL (the deployment as it is)', () => {
-    const { sim, logs } = useSimulation({ env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
+    const { sim, logs } = useSimulation({ layout: 'one', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
 
-    it('serves the API under /clauderun on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
+    it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
       const s = sim();
       expect(s.sandboxApiUrl).toBe(s.url);
       expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
@@ -143,8 +146,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       const status = await s.scheduler.runNow();
       expect(status, logs()).toBeGreaterThanOrEqual(200);
       expect(status).toBeLessThan(300);
-      const audience = `${s.url}/ops/sweep`;
-      const stranger = await fetch(audience, {
+      // The scheduler's audience is the public URL (infra/sweeper.ts).
+      const audience = s.url;
+      const stranger = await fetch(`${s.url}/ops/sweep`, {
         method: 'POST',
         headers: { authorization: `Bearer ${await s.tokens.idToken(audience, 'someone-else@elsewhere.iam.gserviceaccount.com')}` },
       });
@@ -194,6 +198,11 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
     });
 
+    // FAILS today, a finding of the simulation: the runner function, handling the result post,
+    // stops the sandbox before it commits the turn (turn-lifecycle end()); stopping the sandbox
+    // drops that very request, so the instance is frozen mid-handler and never commits, and the
+    // public function's watch then settles the turn `cancelled`. With one function the client's own
+    // waiting request keeps the instance running, which hides it.
     it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
       const s = sim();
       expect(s.sandboxApiUrl).toBe(s.platform.rootUrl(RUNNER_FUNCTION));

@@ -10,8 +10,8 @@ import { startSimulation, type Layout, type SandboxUrl } from './simulation.js';
  * the Cloud Run launcher against the official Firestore emulator (or FIRESTORE_EMULATOR_HOST), a
  * fake Cloud Storage and a fake Cloud Run Admin API that runs each execution in the local sandbox.
  *
- * PORT (8080) is the cloudfunctions.net-style origin: the API is http://127.0.0.1:PORT/clauderun,
- * as https://REGION-PROJECT.cloudfunctions.net/clauderun. ANTHROPIC_* and CLAUDERUN_* settings go
+ * PORT (8080) is the cloudfunctions.net-style origin: the API is http://127.0.0.1:PORT/clauderun-api,
+ * as https://REGION-PROJECT.cloudfunctions.net/clauderun-api. ANTHROPIC_* and CLAUDERUN_* settings go
  * to the function as its environment; CLAUDERUN_SIM_* settings are the platform's (README).
  */
 const log = (message: string) => console.error(`clauderun-sim: ${message}`);
@@ -43,7 +43,7 @@ const sim = await startSimulation({
   log,
   env: functionEnv,
   port: whole('PORT', 8080),
-  layout: oneOf<Layout>('CLAUDERUN_SIM_LAYOUT', ['one', 'split'], 'one'),
+  layout: oneOf<Layout>('CLAUDERUN_SIM_LAYOUT', ['split', 'one'], 'split'),
   sandboxUrl: oneOf<SandboxUrl>('CLAUDERUN_SIM_SANDBOX_URL', ['prefixed', 'root'], 'prefixed'),
   cloudRun: {
     startDelayMs: whole('CLAUDERUN_SIM_START_DELAY_MS', 3000),

@@ -12,7 +12,11 @@ import { startGoogleIdTokens, startScheduler, type FakeScheduler, type GoogleIdT
  * sweeper. What `npm run sim` runs, and what the tests of the cloud path run against.
  */
 
-/** How the API is deployed: one function serving every route (today's deployment), or the public routes and the runner's routes as two functions of the same source. */
+/**
+ * How the API is deployed: `split` as infra/ deploys it, the public routes and the runner's routes
+ * as two functions of the same source (CLAUDERUN_SERVE=public and runner); or `one` function
+ * serving every route.
+ */
 export type Layout = 'one' | 'split';
 /** Which of a function's two URLs the sandboxes are given. */
 export type SandboxUrl = 'prefixed' | 'root';
@@ -24,8 +28,12 @@ export interface SimulationOptions {
   log: (message: string) => void;
   /** Settings every function gets besides the platform's: the model key, limits, CLAUDERUN_*. */
   env?: Env;
+  /** Default `split`, as deployed. */
   layout?: Layout;
-  /** Default 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME, the deployment's CLAUDERUN_API_URL). */
+  /**
+   * Default 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME), the hardest case for the
+   * runner; the deployment gives an internal load balancer's root URL, which 'root' stands for.
+   */
   sandboxUrl?: SandboxUrl;
   cloudRun?: CloudRunBehaviour;
   instances?: InstanceBehaviour;
@@ -56,14 +64,15 @@ export interface Simulation {
   close(): Promise<void>;
 }
 
-export const PUBLIC_FUNCTION = 'clauderun';
+/** The deployment's names (infra/config.ts names()): a function's name is its URL's path. */
+export const PUBLIC_FUNCTION = 'clauderun-api';
 export const RUNNER_FUNCTION = 'clauderun-runner';
 /** infra/api-function.ts: a turn's synchronous POST outlasts the turn by a minute. */
 const REQUEST_TIMEOUT_OVER_TURN_SECONDS = 60;
 const DEFAULT_TURN_TIMEOUT_SECONDS = 600;
 
 export async function startSimulation(options: SimulationOptions): Promise<Simulation> {
-  const layout = options.layout ?? 'one';
+  const layout = options.layout ?? 'split';
   const names = layout === 'split' ? [PUBLIC_FUNCTION, RUNNER_FUNCTION] : [PUBLIC_FUNCTION];
   const closers: Array<() => Promise<void> | void> = [];
   const closeAll = async () => {
@@ -79,7 +88,9 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
 
     const runnerName = layout === 'split' ? RUNNER_FUNCTION : PUBLIC_FUNCTION;
     const sandboxApiUrl = (options.sandboxUrl ?? 'prefixed') === 'prefixed' ? platform.prefixedUrl(runnerName) : platform.rootUrl(runnerName);
-    const sweepUrl = `${platform.prefixedUrl(PUBLIC_FUNCTION)}/ops/sweep`;
+    // As infra/sweeper.ts: the job POSTs to the public URL's /ops/sweep, its token's audience the public URL.
+    const sweepAudience = platform.prefixedUrl(PUBLIC_FUNCTION);
+    const sweepUrl = `${sweepAudience}/ops/sweep`;
     const { PORT: _port, ...cloudEnv } = fakes.apiEnv(0, sandboxApiUrl);
     // The scheduler job's own service account (Pulumi creates it), not the API's.
     const sweeper = `clauderun-sweeper@${cloudEnv.GOOGLE_CLOUD_PROJECT ?? 'sim'}.iam.gserviceaccount.com`;
@@ -87,8 +98,6 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
       ...defined(cloudEnv),
       // Secret Manager gives every instance the same secret; a generated one would differ per instance.
       CLAUDERUN_TOKEN_SECRET: randomBytes(32).toString('hex'),
-      CLAUDERUN_SWEEPER_AUDIENCE: sweepUrl,
-      CLAUDERUN_SWEEPER_ACCOUNT: sweeper,
       CLAUDERUN_GOOGLE_JWKS_URL: tokens.jwksUrl,
       ...defined(options.env ?? {}),
     };
@@ -97,10 +106,12 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     if ((env.CLAUDERUN_AUTH ?? 'header').split(',').some((m) => m.trim() === 'header')) env.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD = 'true';
     const turnTimeout = Number(env.CLAUDERUN_TURN_TIMEOUT_SECONDS ?? DEFAULT_TURN_TIMEOUT_SECONDS);
     // infra/api-function.ts: 80 requests per instance, 10 instances by default.
+    // Only the function serving the public routes takes the sweeper's calls (infra/function-roles.ts).
+    const sweeperEnv = { CLAUDERUN_SWEEPER_ACCOUNT: sweeper, CLAUDERUN_SWEEPER_AUDIENCE: sweepAudience };
     const deployed = (name: string, serve: string): FunctionSettings => ({
       name,
       source: CLAUDERUN_SOURCE,
-      env: { ...env, CLAUDERUN_SERVE: serve, ...defined(options.functionEnv?.[name] ?? {}) },
+      env: { ...env, ...(serve === 'runner' ? {} : sweeperEnv), CLAUDERUN_SERVE: serve, ...defined(options.functionEnv?.[name] ?? {}) },
       maxInstances: 10,
       concurrency: 80,
       timeoutSeconds: Math.min(3600, turnTimeout + REQUEST_TIMEOUT_OVER_TURN_SECONDS),
@@ -109,7 +120,7 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const publicPool = platform.deploy(deployed(PUBLIC_FUNCTION, layout === 'split' ? 'public' : 'all'));
     const runnerPool = layout === 'split' ? platform.deploy(deployed(RUNNER_FUNCTION, 'runner')) : publicPool;
 
-    const scheduler = startScheduler(tokens, { url: sweepUrl, audience: sweepUrl, account: sweeper, everySeconds: options.sweepEverySeconds ?? 60 }, options.log);
+    const scheduler = startScheduler(tokens, { url: sweepUrl, audience: sweepAudience, account: sweeper, everySeconds: options.sweepEverySeconds ?? 60 }, options.log);
     closers.push(() => scheduler.close());
     return {
       url: platform.prefixedUrl(PUBLIC_FUNCTION),

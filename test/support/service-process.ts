@@ -35,7 +35,7 @@ export const ENTRY_POINTS = {
 } as const;
 
 /** Where each serves the API on its port: the sim as a cloudfunctions.net URL does, under the function's name. */
-const BASE_PATHS: Record<keyof typeof ENTRY_POINTS, string> = { start: '', sim: '/clauderun', function: '' };
+const BASE_PATHS: Record<keyof typeof ENTRY_POINTS, string> = { start: '', sim: '/clauderun-api', function: '' };
 
 /** The sim starts the Firestore emulator, then its first request cold-starts an instance. */
 const START_TIMEOUT_MS = 60_000;

@@ -102,6 +102,9 @@ export class FunctionInstance {
       K_CONFIGURATION: settings.name,
       FUNCTION_TARGET: settings.source.target,
       FUNCTION_SIGNATURE_TYPE: 'http',
+      // Set on every function deployed through the Cloud Functions v2 API (infra/function-roles.ts
+      // says where Google documents it): the framework then logs each request's execution id.
+      LOG_EXECUTION_ID: 'true',
       CLAUDERUN_DATA_DIR: settings.dataDir,
     };
     const node = [
