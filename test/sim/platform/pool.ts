@@ -114,7 +114,7 @@ export class InstancePool {
       clearTimeout(waiter.timer);
       waiter.reject(new NoInstanceError('the platform is stopping'));
     }
-    await Promise.all([...this.slots].map((slot) => this.retire(slot)));
+    await Promise.all([...this.slots].map((slot) => this.retire(slot, 'the platform is stopping')));
   }
 
   private freeSlot(): Slot | undefined {
@@ -157,7 +157,7 @@ export class InstancePool {
     // https://cloud.google.com/run/docs/tips/general). Here: none at all.
     slot.instance.freeze();
     slot.idleTimer = setTimeout(() => {
-      if (slot.inFlight === 0) void this.retire(slot);
+      if (slot.inFlight === 0) void this.retire(slot, 'idle');
     }, this.idleStopMs);
   }
 
@@ -219,10 +219,10 @@ export class InstancePool {
     if (i >= 0) this.waiters.splice(i, 1);
   }
 
-  private async retire(slot: Slot): Promise<void> {
+  private async retire(slot: Slot, why: string): Promise<void> {
     if (!this.slots.delete(slot)) return;
     clearTimeout(slot.idleTimer);
-    this.log(`${this.settings.name}: instance #${slot.instance.id} stopping (idle), ${this.slots.size} left`);
+    this.log(`${this.settings.name}: instance #${slot.instance.id} stopping (${why}), ${this.slots.size} left`);
     await slot.instance.stop();
   }
 }
