@@ -91,8 +91,10 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, route:
   try {
     lease = await target.pool.acquire();
   } catch (error) {
-    // "no available instance": every instance at its concurrency and no room for another
-    // (https://cloud.google.com/run/docs/troubleshooting#429); a container that cannot start: 503.
+    // Every instance at its concurrency and no room for another: requests wait, then fail with
+    // 429 (https://cloud.google.com/run/docs/configuring/max-instances), logged as "The request
+    // was aborted because there was no available instance" (https://cloud.google.com/run/docs/known-issues).
+    // A container that cannot start: 503.
     if (error instanceof NoInstanceError) return answer(res, 429, error.message);
     log(`front: ${(error as Error).message}`);
     return answer(res, 503, 'Service Unavailable');
