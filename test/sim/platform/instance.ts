@@ -86,7 +86,10 @@ export class FunctionInstance {
     return this.output.trim().slice(-4000);
   }
 
-  /** Starts the process and resolves once its port accepts connections (a TCP startup probe). */
+  /**
+   * Starts the process and resolves once its port accepts connections: Cloud Run's default
+   * startup probe is a TCP one on the container's port (https://cloud.google.com/run/docs/configuring/healthchecks).
+   */
   static async start(id: number, settings: InstanceSettings): Promise<FunctionInstance> {
     const port = await freePort();
     await mkdir(settings.dataDir, { recursive: true, mode: 0o700 });

@@ -39,6 +39,8 @@ export interface Lease {
   release(): void;
 }
 
+const HISTORY_KEPT = 100;
+
 export class NoInstanceError extends Error {
   override name = 'NoInstanceError';
 }
@@ -68,7 +70,7 @@ export class InstancePool {
   private readonly waiters: Waiter[] = [];
   private started = 0;
   private closed = false;
-  /** Every instance this pool ever started, in order: what tests and the bench observe. */
+  /** The instances this pool started, oldest first (the last HISTORY_KEPT): what tests and the bench observe. */
   readonly history: FunctionInstance[] = [];
 
   constructor(
@@ -179,6 +181,7 @@ export class InstancePool {
       (instance) => {
         this.starting--;
         this.history.push(instance);
+        if (this.history.length > HISTORY_KEPT) this.history.shift();
         const slot: Slot = { instance, inFlight: 0 };
         if (this.closed) {
           void instance.stop();
