@@ -52,7 +52,7 @@ export class FunctionInstance {
     readonly id: number,
     readonly port: number,
     private readonly child: ChildProcess,
-    private readonly log: (message: string) => void,
+    log: (message: string) => void,
   ) {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
