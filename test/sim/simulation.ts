@@ -33,6 +33,9 @@ export interface SimulationOptions {
   /**
    * Default 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME), the hardest case for the
    * runner; the deployment gives an internal load balancer's root URL, which 'root' stands for.
+   * A sandbox reaches the port of that URL and nothing else: with 'prefixed' that is the shared
+   * origin, every function on it (as an egress rule allowing cloudfunctions.net would allow);
+   * with 'root' the runner function alone (as the load balancer's address).
    */
   sandboxUrl?: SandboxUrl;
   cloudRun?: CloudRunBehaviour;
