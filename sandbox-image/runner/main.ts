@@ -1,6 +1,6 @@
 import { runAgent } from './agent.js';
 import { Readable } from 'node:stream';
-import { RunnerApi } from './api-client.js';
+import { ApiError, RunnerApi } from './api-client.js';
 import { ProgressReporter, progressEvents } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
@@ -15,7 +15,7 @@ async function main(): Promise<number> {
     console.error('runner: TURN_ID, API_URL and TURN_TOKEN must be set');
     return 2;
   }
-  const api = new RunnerApi(API_URL.replace(/\/+$/, ''), TURN_ID, TURN_TOKEN);
+  const api = new RunnerApi(API_URL, TURN_ID, TURN_TOKEN);
   const turn = await api.getTurn();
   const home = process.env.HOME ?? '/home/agent';
   const workspace = process.cwd();
@@ -23,8 +23,8 @@ async function main(): Promise<number> {
   let result: RunnerResult;
   try {
     if (turn.hasState) {
-      const archive = await api.getState();
-      if (archive !== undefined) await restoreState(archive, turn.maxRestoreBytes);
+      const archive = await api.getState(turn.maxStateBytes);
+      if (archive !== undefined) await restoreState(Readable.from([archive]), turn.maxRestoreBytes);
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
     const outcome = await runAgent({
@@ -43,7 +43,7 @@ async function main(): Promise<number> {
       if (!archive.ok) {
         result = { outcome: 'failed', reason: archive.reason, text: outcome.text };
       } else {
-        await api.putState(Readable.from([archive.data]), archive.data.length);
+        await api.putState(archive.data);
         result = { outcome: 'succeeded', text: outcome.text, sessionId: outcome.sessionId, stateSaved: true, numTurns: outcome.numTurns };
       }
     } else {
@@ -54,7 +54,16 @@ async function main(): Promise<number> {
     const reason = error instanceof StateTooLargeError ? error.message : `runner error: ${(error as Error).message}`;
     result = { outcome: 'failed', reason: reason.slice(0, 2000) };
   }
-  await api.postResult(result);
+  try {
+    await api.postResult(result);
+  } catch (error) {
+    // Cancelled or timed out while the agent worked: the API keeps the turn as it ended.
+    if (error instanceof ApiError && error.status === 409) {
+      console.error(`runner: the result was not taken: ${error.message}`);
+      return 0;
+    }
+    throw error;
+  }
   return 0;
 }
 

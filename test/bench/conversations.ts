@@ -11,7 +11,7 @@ import { ConversationList } from '../../functions/src/contract/api.js';
 import { emptyUsage } from '../../functions/src/contract/turn.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { call, type ApiAnswer } from '../support/service.js';
+import { call, linkPath, type ApiAnswer } from '../support/service.js';
 import { line, ms } from './report.js';
 import { openFileLimit, startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import { summarize, type Summary } from './stats.js';
@@ -215,7 +215,8 @@ export async function eventStreamsMemory(fake: FakeAnthropic, count: number): Pr
       line('FAILED', `the long turn was not accepted: HTTP ${started.status} ${JSON.stringify(started.body).slice(0, 300)}`);
       return false;
     }
-    const links = accepted.data.links;
+    const { turn, events, cancel } = accepted.data.links;
+    const links = { turn: linkPath(turn), events: linkPath(events), cancel: linkPath(cancel) };
     const status = await waitUntilRunning(service, links.turn);
     if (status !== 'running') {
       line('FAILED', `the long turn is ${status}, not running`);
@@ -318,6 +319,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         idempotencyKey: null,
         sandboxRef: null,
         stoppedBy: null,
+        resultDigest: null,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Browser, Request as BrowserRequest } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runKeysCommand } from '../../functions/src/keys-cli.js';
@@ -22,6 +23,7 @@ import {
   type Tab,
 } from './browser.js';
 import { startFakeIdentityToolkit, type FakeIdentityToolkit } from './fake-identity-toolkit.js';
+import { startPathFront, type PathFront } from '../support/path-front.js';
 
 const unavailable = chromiumUnavailable();
 const describeInBrowser = (title: string, body: () => void) =>
@@ -67,7 +69,8 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     }
     expect(page.headers.get('x-content-type-options')).toBe('nosniff');
     expect(page.headers.get('cache-control')).toBe('no-cache');
-    expect(await page.text()).toContain('<script type="module" src="/app.js">');
+    // Relative, so that the page works under a path too (see "under a path prefix" below).
+    expect(await page.text()).toContain("add('script', { type: 'module', src: 'app.js' });");
     const script = await fetch(`${running.service.url}/app.js`);
     expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
     expect((await fetch(`${running.service.url}/styles.css`)).headers.get('content-type')).toMatch(/^text\/css/);
@@ -331,6 +334,86 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     await page.getByLabel('Message').fill('bash: date');
     const file = await screenshot(page, 'web-page-chat.png');
     expect(file).toMatch(/test-results\/web-page-chat\.png$/);
+  });
+});
+
+describeInBrowser('the web page under a path prefix (a function at https://REGION-PROJECT.cloudfunctions.net/NAME), in Chromium', () => {
+  const running = useServiceWithFake();
+  const open = useBrowser();
+  let front: PathFront;
+  beforeAll(async () => {
+    front = await startPathFront(running.service.url, '/clauderun');
+  });
+  afterAll(async () => front?.close());
+
+  /** Opens the page at `url`, noting every URL it asks for. */
+  async function openRecorded(url: string) {
+    const tab = await open(url);
+    const asked: string[] = [];
+    tab.page.on('request', (request: BrowserRequest) => asked.push(request.url()));
+    // What was asked before the recording began: the document and what it loaded.
+    const loaded = await tab.page.evaluate<string[]>('performance.getEntriesByType("resource").map((e) => e.name)');
+    return { tab, asked: () => [...loaded, ...asked] };
+  }
+
+  for (const [where, suffix, pickUp] of [['without a trailing slash', '', false], ['with a trailing slash', '/', true]] as const) {
+    const how = pickUp ? 'a running turn picked up after a reload' : "the 202's links";
+    it(`works at /clauderun ${where}: every request stays under the prefix, ${how} included`, async () => {
+      const user = unique('prefixed');
+      const { tab, asked } = await openRecorded(`${front.url}${suffix}`);
+      const { page } = tab;
+      await signInWithUserId(page, user);
+      await send(page, 'bash: echo under-a-prefix');
+      await waitForTurnEnd(page, 'Done');
+      await expectText(lastTurn(page).locator('.answer'), 'tool output: under-a-prefix');
+      // The page moved itself to /clauderun/ and names the conversation there.
+      const address = new URL(page.url());
+      expect(address.pathname).toBe('/clauderun/');
+      expect(address.hash).toMatch(/^#\/c\/[\w-]+$/);
+
+      // A running turn is followed and cancelled through the 202's links, or through the links
+      // the page makes itself for a turn it finds running.
+      await send(page, `bash: ${WAIT_A_MINUTE}`);
+      await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+      if (pickUp) {
+        await page.reload();
+        await eventually(() => turns(page).count()).toBe(2);
+        await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+      }
+      await page.getByRole('button', { name: 'Cancel turn' }).click();
+      await waitForTurnEnd(page, 'Cancelled');
+
+      // Opened again at its address, the conversation is there.
+      await page.reload();
+      await eventually(() => turns(page).count()).toBe(2);
+      const urls = asked().filter((u) => !u.startsWith('data:'));
+      expect(urls.filter((u) => !u.startsWith(`${front.url}/`))).toEqual([]);
+      for (const call of ['/clauderun/app.js', '/clauderun/styles.css', '/clauderun/api/conversation', '/clauderun/api/conversations/']) {
+        expect(urls.some((u) => new URL(u).pathname.startsWith(call)), `${call} in ${urls.join(' ')}`).toBe(true);
+      }
+      expect(urls.some((u) => /\/clauderun\/api\/conversations\/[\w-]+\/turns\/[\w-]+\/events/.test(u))).toBe(true);
+      expect(urls.some((u) => /\/clauderun\/api\/conversations\/[\w-]+\/turns\/[\w-]+\/cancel/.test(u))).toBe(true);
+      expect(front.outside).toEqual([]);
+    });
+  }
+
+  it('is styled by the stylesheet its inline script adds', async () => {
+    const { page } = (await openRecorded(front.url)).tab;
+    await expectText(page.locator('#sign-in-title'), 'Sign in');
+    // A browser's own body margin is 8px; styles.css sets 0.
+    expect(await page.evaluate<number>('document.styleSheets.length')).toBeGreaterThan(0);
+    expect(await page.evaluate<string>('getComputedStyle(document.body).margin')).not.toBe('8px');
+  });
+
+  it('runs its one inline script by hash: the policy names it, and no other inline script', async () => {
+    const answer = await fetch(`${front.url}/`);
+    const csp = answer.headers.get('content-security-policy') ?? '';
+    const html = await answer.text();
+    const inline = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => m[1] ?? '');
+    expect(inline).toHaveLength(1);
+    const hash = createHash('sha256').update(inline[0] ?? '').digest('base64');
+    expect(csp).toContain(`script-src 'self' 'sha256-${hash}';`);
+    expect(csp).not.toMatch(/unsafe-inline/);
   });
 });
 

@@ -95,6 +95,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   idempotencyKey: null,
   sandboxRef: null,
   stoppedBy: null,
+  resultDigest: null,
   ...overrides,
 });
 
@@ -325,6 +326,14 @@ function storeContract(adapter: Adapter): void {
         const stopped = await store.updateTurn('t1', ['queued'], { status: 'failed', reason: 'stopped: budget', stoppedBy: 'daily_cost' });
         expect(stopped?.stoppedBy).toBe('daily_cost');
         expect(await store.getTurn('t1')).toMatchObject({ status: 'failed', stoppedBy: 'daily_cost' });
+      });
+
+      it('records the digest of the runner\'s result that ended a turn, with its final state', async () => {
+        await store.startTurn(turn('t1'));
+        expect((await store.getTurn('t1'))?.resultDigest).toBeNull();
+        const ended = await store.updateTurn('t1', ['queued'], { status: 'succeeded', text: 'done', resultDigest: 'sha256-of-the-result' });
+        expect(ended?.resultDigest).toBe('sha256-of-the-result');
+        expect(await store.getTurn('t1')).toMatchObject({ status: 'succeeded', resultDigest: 'sha256-of-the-result' });
       });
 
       it('a final turn never changes', async () => {

@@ -6,7 +6,7 @@ import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthrop
 import type { FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startSandboxedCloudRun } from '../sim/cloud-fakes.js';
 import { CLAUDERUN_SOURCE, startPlatform, type Platform } from '../sim/platform/index.js';
-import { call, prompt, TEST_QUOTA_ENV } from '../support/service.js';
+import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
 const JOB = 'projects/clauderun-test/locations/europe-west1/jobs/sandbox';
@@ -105,9 +105,9 @@ describe('turns as Cloud Run Job executions', () => {
   it('cancels a running execution within 2 s', async () => {
     const started = await prompt(service, 'cloud-erin', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
     const links = started.body.links as { events: string; cancel: string };
-    await readEvents(`${service.url}${links.events}`, { 'x-user-id': 'cloud-erin' }, (e) => e.event === 'tool_use');
+    await readEvents(`${service.url}${linkPath(links.events)}`, { 'x-user-id': 'cloud-erin' }, (e) => e.event === 'tool_use');
     const before = Date.now();
-    const cancelled = await call(service, 'POST', links.cancel, { userId: 'cloud-erin' });
+    const cancelled = await call(service, 'POST', linkPath(links.cancel), { userId: 'cloud-erin' });
     expect(cancelled.body).toMatchObject({ status: 'cancelled' });
     expect(Date.now() - before).toBeLessThan(2000);
     expect(cloudRun.calls.cancelExecution).toBeGreaterThanOrEqual(1);

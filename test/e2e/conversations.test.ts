@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { call, prompt, useServiceWithFake, type RunningService } from '../support/service.js';
+import { call, linkPath, prompt, useServiceWithFake, type RunningService } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
 const WAIT_A_MINUTE = 'node -e "setTimeout(() => {}, 60000)"';
@@ -86,8 +86,9 @@ describe('conversations as a product', () => {
 
   it('runs a turn asynchronously and streams its progress, replayable and resumable', async () => {
     const started = await startAsync(running.service, 'watcher', { message: 'bash: echo progress-marker' });
-    expect(started.links.events).toBe(`/api/conversations/${started.conversationId}/turns/${started.turnId}/events`);
-    const url = `${running.service.url}${started.links.events}`;
+    // Relative to the request's URL (RFC 3986), so that it holds under a path prefix too.
+    expect(started.links.events).toBe(`conversations/${started.conversationId}/turns/${started.turnId}/events`);
+    const url = `${running.service.url}${linkPath(started.links.events)}`;
     const live = await readEvents(url, { 'x-user-id': 'watcher' });
     expect(live.status).toBe(200);
     expect(live.contentType).toContain('text/event-stream');
@@ -116,18 +117,18 @@ describe('conversations as a product', () => {
     expect(first.status).toBe(200);
     const conversationId = String(first.body.conversationId);
     const slow = await startAsync(running.service, 'canceller', { message: `bash: rm /workspace/kept.txt; ${WAIT_A_MINUTE}`, conversationId });
-    await readEvents(`${running.service.url}${slow.links.events}`, { 'x-user-id': 'canceller' }, (e) => e.event === 'tool_use');
+    await readEvents(`${running.service.url}${linkPath(slow.links.events)}`, { 'x-user-id': 'canceller' }, (e) => e.event === 'tool_use');
 
     const second = await prompt(running.service, 'canceller', { message: 'me too', conversationId });
     expect(second.status).toBe(409);
     expect(second.body).toMatchObject({ error: { code: 'conflict', details: { activeTurnId: slow.turnId } } });
 
     const before = Date.now();
-    const cancelled = await call(running.service, 'POST', slow.links.cancel, { userId: 'canceller' });
+    const cancelled = await call(running.service, 'POST', linkPath(slow.links.cancel), { userId: 'canceller' });
     expect(cancelled.status).toBe(200);
     expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: expect.stringContaining('cancelled') });
     expect(Date.now() - before).toBeLessThan(2000);
-    expect((await call(running.service, 'POST', slow.links.cancel, { userId: 'canceller' })).status).toBe(409);
+    expect((await call(running.service, 'POST', linkPath(slow.links.cancel), { userId: 'canceller' })).status).toBe(409);
 
     const after = await prompt(running.service, 'canceller', { message: 'bash: cat /workspace/kept.txt', conversationId });
     expect(after.status).toBe(200);
@@ -164,11 +165,11 @@ describe('conversations as a product', () => {
 
   it('ends a turn whose runner is killed without a word as failed, with the reason', async () => {
     const started = await startAsync(running.service, 'victim', { message: `bash: ${WAIT_A_MINUTE}` });
-    await readEvents(`${running.service.url}${started.links.events}`, { 'x-user-id': 'victim' }, (e) => e.event === 'tool_use');
+    await readEvents(`${running.service.url}${linkPath(started.links.events)}`, { 'x-user-id': 'victim' }, (e) => e.event === 'tool_use');
     const runner = sandboxPids(started.turnId).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('runner.mjs'));
     expect(runner).toBeDefined();
     process.kill(runner!, 'SIGKILL');
-    const turn = await waitForStatus(running.service, 'victim', started.links.turn, ['failed', 'succeeded', 'cancelled', 'timed_out']);
+    const turn = await waitForStatus(running.service, 'victim', linkPath(started.links.turn), ['failed', 'succeeded', 'cancelled', 'timed_out']);
     expect(turn).toMatchObject({ status: 'failed', reason: expect.stringMatching(/without reporting a result/) });
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
-import { call, startService, useServiceWithFake, type RunningService } from '../support/service.js';
+import { call, linkPath, startService, useServiceWithFake, type RunningService } from '../support/service.js';
 
 /** Starts a turn in a new conversation without waiting for it; the answer keeps its headers. */
 async function startTurn(service: RunningService, userId: string, message = 'hello') {
@@ -94,7 +94,7 @@ describe('the daily budget is metered at the model proxy and stops a turn that g
   it('cuts the turn off after the call that used the budget up, before the tool runs', async () => {
     const started = await startTurn(running.service, 'dora', 'bash: echo tool-ran > /workspace/ran.txt');
     expect(started.status).toBe(202);
-    const turnPath = (started.body.links as { turn: string }).turn;
+    const turnPath = linkPath((started.body.links as { turn: string }).turn);
     await expect
       .poll(async () => (await call(running.service, 'GET', turnPath, { userId: 'dora' })).body.status, { timeout: 60_000, interval: 250 })
       .toBe('failed');

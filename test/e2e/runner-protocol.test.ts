@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gzipSync } from 'node:zlib';
 import { ManualLauncher } from '../support/manual-launcher.js';
+import { readEvents } from '../support/sse.js';
 import { call, prompt, startService, type RunningService } from '../support/service.js';
 
 /** The turn protocol's edge cases, with the test in the runner's place. */
@@ -27,22 +29,68 @@ describe('the runner protocol', () => {
   }
   const turnOf = async (t: { link: string; userId: string }) => (await call(service, 'GET', t.link, { userId: t.userId })).body;
 
-  it('takes the first result; a duplicate is refused and changes nothing', async () => {
+  const resultEvents = async (t: { link: string; userId: string }) =>
+    (await readEvents(`${service.url}${t.link}/events`, { 'x-user-id': t.userId })).events.filter((e) => e.event === 'result');
+
+  it('takes the first result; the same result again gets the turn as it ended, another is refused with 409 and changes nothing', async () => {
     const t = await startTurn('dup');
     const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
-    expect((await call(runnerSide(), 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
-    const again = await call(runnerSide(), 'POST', path, { body: result('second'), ...asRunner(t.sandbox.spec.token) });
-    expect(again.status).toBe(401);
+    const first = await call(runnerSide(), 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) });
+    expect(first).toEqual({ status: 200, body: { status: 'succeeded' } });
+    // A runner whose answer was lost on the way posts the same result again.
+    const replayed = await call(runnerSide(), 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) });
+    expect(replayed).toEqual({ status: 200, body: { status: 'succeeded' } });
+    const other = await call(runnerSide(), 'POST', path, { body: result('second'), ...asRunner(t.sandbox.spec.token) });
+    expect(other.status).toBe(409);
+    expect(other.body).toMatchObject({ error: { code: 'conflict', details: { status: 'succeeded' } } });
+    const failedInstead = await call(runnerSide(), 'POST', path, { body: { outcome: 'failed', reason: 'first' }, ...asRunner(t.sandbox.spec.token) });
+    expect(failedInstead.status).toBe(409);
     expect(await turnOf(t)).toMatchObject({ status: 'succeeded', text: 'first' });
+    expect(await resultEvents(t)).toHaveLength(1);
   });
 
-  it('refuses a result that arrives after the turn timed out', async () => {
+  it('answers two posts of one result at the same moment alike, and ends the turn once', async () => {
+    const t = await startTurn('racing');
+    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    const failed = { outcome: 'failed', reason: 'the agent gave up', text: 'partial' };
+    const answers = await Promise.all([1, 2, 3].map(() => call(runnerSide(), 'POST', path, { body: failed, ...asRunner(t.sandbox.spec.token) })));
+    expect(answers).toEqual(Array(3).fill({ status: 200, body: { status: 'failed' } }));
+    expect(await turnOf(t)).toMatchObject({ status: 'failed', reason: 'the agent gave up', text: 'partial' });
+    expect(await resultEvents(t)).toHaveLength(1);
+  });
+
+  it('answers the same claim of a state that never arrived again as it ended the turn: failed', async () => {
+    const t = await startTurn('liar-again');
+    const claim = { ...result('saved?'), stateSaved: true };
+    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    for (let i = 0; i < 2; i++) {
+      expect(await call(runnerSide(), 'POST', path, { body: claim, ...asRunner(t.sandbox.spec.token) })).toEqual({ status: 200, body: { status: 'failed' } });
+    }
+  });
+
+  it('refuses with 409 a result that arrives after the turn timed out, and the turn stays as it ended', async () => {
     const t = await startTurn('late');
     t.sandbox.end({ kind: 'timed_out' });
     await expect.poll(async () => (await turnOf(t)).status).toBe('timed_out');
     const late = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('too late'), ...asRunner(t.sandbox.spec.token) });
-    expect(late.status).toBe(401);
+    expect(late.status).toBe(409);
+    expect(late.body).toMatchObject({ error: { code: 'conflict', details: { status: 'timed_out' } } });
     expect(await turnOf(t)).toMatchObject({ status: 'timed_out', text: null });
+    expect(await resultEvents(t)).toHaveLength(1);
+  });
+
+  it('takes the same state upload twice: a replay replaces the archive with itself', async () => {
+    const t = await startTurn('uploader');
+    const path = `/internal/turns/${t.sandbox.spec.turnId}/state`;
+    const archive = gzipSync(Buffer.from('not really a tar, but the API stores what it gets'));
+    for (let i = 0; i < 2; i++) {
+      const put = await fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: archive, headers: { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` } });
+      expect(put.status).toBe(204);
+    }
+    const got = await fetch(`${service.internalUrl}${path}`, { headers: { authorization: `Bearer ${t.sandbox.spec.token}` } });
+    // The state a turn reads is its conversation's previous one (none yet), not the one it uploads.
+    expect(got.status).toBe(204);
+    expect((await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { ...result('saved'), stateSaved: true }, ...asRunner(t.sandbox.spec.token) })).body).toEqual({ status: 'succeeded' });
   });
 
   it('refuses a result posted with another turn\'s token, and neither turn changes', async () => {

@@ -9,7 +9,7 @@ import { FirestoreConversationStore } from '../../functions/src/store/firestore.
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { PUBLIC_FUNCTION, RUNNER_FUNCTION, startSimulation, type Simulation, type SimulationOptions } from '../sim/simulation.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
-import { call, prompt, TEST_QUOTA_ENV } from '../support/service.js';
+import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { startServiceProcess } from '../support/service-process.js';
 import { readEvents } from '../support/sse.js';
 
@@ -210,7 +210,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       const started = await prompt(client, 'two-user', { message: 'bash: echo across-functions' }, { prefer: 'respond-async' });
       expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
       const links = started.body.links as { events: string; turn: string };
-      const streamed = await readEvents(`${s.rootUrl}${links.events}`, { 'x-user-id': 'two-user' });
+      const streamed = await readEvents(`${s.rootUrl}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
       expect(streamed.events.map((e) => e.event)).toEqual(expect.arrayContaining(['tool_use', 'tool_result', 'result']));
       expect(streamed.events.at(-1)?.data, logs()).toMatchObject({ data: { status: 'succeeded' } });
 

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFirestoreEmulator, firestoreEmulatorUnavailable, type FirestoreEmulator } from '../support/firestore-emulator.js';
 import type { SandboxLauncher } from '../../functions/src/sandbox/launcher.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
-import { call, prompt, startService, type RunningService } from '../support/service.js';
+import { call, linkPath, prompt, startService, type RunningService } from '../support/service.js';
 
 /** What the raw socket answers to bytes that are barely HTTP: status line, content type, body. */
 async function rawRequest(port: number, bytes: string): Promise<{ status: string; contentType: string | undefined; body: string }> {
@@ -138,7 +138,7 @@ describe('a hostile client holding event streams open', () => {
 
   it('gets at most its cap of streams at once; a closed one frees its place; other users are not affected', async () => {
     const started = await prompt(service, 'hoarder', { message: 'hi' }, { prefer: 'respond-async' });
-    const events = `${service.url}${(started.body.links as { events: string }).events}`;
+    const events = `${service.url}${linkPath((started.body.links as { events: string }).events)}`;
     const open = async (userId: string) => {
       const controller = new AbortController();
       const response = await fetch(events, { headers: { 'x-user-id': userId }, signal: controller.signal });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { outputOf, runScript } from '../support/in-sandbox.js';
-import { prompt, useServiceWithFake } from '../support/service.js';
+import { linkPath, prompt, useServiceWithFake } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
 /**
@@ -35,7 +35,7 @@ print("PROBE", "ok" if libc.inotify_init1(0) >= 0 else os.strerror(ctypes.get_er
 
   it('leaves another sandbox its inotify instances while one has used up its own', async () => {
     const started = await prompt(running.service, 'hog', { message: `bash: ${hog}` }, { prefer: 'respond-async' });
-    const events = `${running.service.url}${(started.body.links as { events: string }).events}`;
+    const events = `${running.service.url}${linkPath((started.body.links as { events: string }).events)}`;
     const seen = await readEvents(events, { 'x-user-id': 'hog' }, (event) => event.event === 'text' && JSON.stringify(event.data).includes('EXHAUSTED'));
     expect(seen.events.some((event) => JSON.stringify(event.data).includes('EXHAUSTED'))).toBe(true);
     // The hog holds every instance its uid may have; the neighbour's sandbox still gets one.

@@ -127,6 +127,14 @@ export function useServiceWithFake(env: Env = {}): ServiceWithFake {
   };
 }
 
+/**
+ * A link of the API (relative to the request it answers, RFC 3986) as the path `call` takes:
+ * resolved against POST /api/conversation, where `prompt` sends.
+ */
+export function linkPath(link: string, from = '/api/conversation'): string {
+  return new URL(link, `http://service.invalid${from}`).pathname;
+}
+
 /** Any API call as a client would make it; the body is JSON when there is one. */
 export async function call(
   service: Pick<RunningService, 'url'>,

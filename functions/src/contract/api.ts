@@ -44,6 +44,20 @@ export const TurnView = z.object({
 });
 export type TurnView = z.infer<typeof TurnView>;
 
+/**
+ * Where a started turn can be followed. Each is a relative reference (RFC 3986 section 4.2) to
+ * be resolved against the URL of the request it answers (section 5), as `Location` is (RFC 9110
+ * section 10.2.2): the API may be served under a path it never sees (a function at
+ * https://REGION-PROJECT.cloudfunctions.net/NAME gets /NAME stripped), so it cannot write an
+ * absolute one. From .../api/conversation, `turn` is `conversations/<id>/turns/<turnId>`.
+ */
+export const TurnLinks = z.object({ turn: z.string(), events: z.string(), cancel: z.string(), conversation: z.string() });
+export type TurnLinks = z.infer<typeof TurnLinks>;
+
+/** The 202 answer of POST /api/conversation with `Prefer: respond-async`; `Location` is `links.turn`. */
+export const StartedTurnView = z.object({ conversationId: z.string(), turnId: z.string(), status: TurnStatus, links: TurnLinks });
+export type StartedTurnView = z.infer<typeof StartedTurnView>;
+
 export const ConversationList = z.object({ conversations: z.array(ConversationSummary), nextCursor: z.string().nullable() });
 export type ConversationList = z.infer<typeof ConversationList>;
 

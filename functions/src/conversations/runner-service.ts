@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
@@ -12,6 +13,23 @@ import type { TurnClaims } from './turn-token.js';
 function keptText(text: string): string {
   if (text.length <= MAX_RESULT_TEXT_CHARS) return text;
   return `${text.slice(0, MAX_RESULT_TEXT_CHARS)}\n\n[clauderun: the answer was ${text.length} characters; only the first ${MAX_RESULT_TEXT_CHARS} are kept]`;
+}
+
+/**
+ * What identifies a runner's result: its validated fields, in the schema's order. The runner
+ * posts the same result again when it cannot know whether the first post arrived.
+ */
+function digestOf(result: RunnerResult): string {
+  return createHash('sha256').update(JSON.stringify(result)).digest('base64url');
+}
+
+/**
+ * A turn that is final, as the answer to a result: the turn itself when that result is what ended
+ * it (a replay), a conflict otherwise (another result, or the turn ended without it).
+ */
+function asEndedBy(turn: Turn, digest: string): Turn {
+  if (turn.resultDigest === digest) return turn;
+  throw new ServiceError('conflict', `the turn is already ${turn.status}; this result was not taken`, { status: turn.status });
 }
 
 /** The token's turn, unless it is gone or final: then its token is void. */
@@ -94,16 +112,30 @@ export class RunnerService {
     }
   }
 
+  /**
+   * Ends the turn with the runner's result, once: the same result posted again (its first answer
+   * was lost on the way) gets the turn as it ended; any other result once the turn is final is
+   * refused and changes nothing.
+   */
   async finishFromRunner(claims: TurnClaims, reported: RunnerResult): Promise<Turn> {
-    const turn = unfinished(await this.deps.store.getTurn(claims.turnId));
+    const digest = digestOf(reported);
+    const turn = await this.deps.store.getTurn(claims.turnId);
+    if (turn === undefined) throw new ServiceError('unauthenticated', 'invalid or expired turn token');
+    if (isFinal(turn.status)) return asEndedBy(turn, digest);
+    // Two posts of one result may both get here: the turn becomes final once (compare-and-set),
+    // with this digest, and both are answered with it.
+    return asEndedBy(await this.endWithResult(turn, reported, digest), digest);
+  }
+
+  private async endWithResult(turn: Turn, reported: RunnerResult, digest: string): Promise<Turn> {
     const result = reported.text === undefined ? reported : { ...reported, text: keptText(reported.text) };
     // Its sandbox is stopped and gone before the turn is final (lifecycle.end): a result is the
     // runner's last word, and nothing of the sandbox may outlive its turn.
     if (result.outcome === 'failed') {
-      return this.lifecycle.end(turn, 'failed', { reason: result.reason, text: result.text ?? null });
+      return this.lifecycle.end(turn, 'failed', { reason: result.reason, text: result.text ?? null, resultDigest: digest });
     }
     if (result.stateSaved && turn.uploadedStateKey === null) {
-      return this.lifecycle.end(turn, 'failed', { reason: 'the runner reported a saved state that never arrived' });
+      return this.lifecycle.end(turn, 'failed', { reason: 'the runner reported a saved state that never arrived', resultDigest: digest });
     }
     // One turn runs at a time in a conversation, so its state cannot change under us here.
     const previous = (await this.deps.store.getConversation(turn.conversationId))?.stateKey ?? null;
@@ -111,7 +143,7 @@ export class RunnerService {
     const finished = await this.lifecycle.end(
       turn,
       'succeeded',
-      { text: result.text, reason: null },
+      { text: result.text, reason: null, resultDigest: digest },
       saved === null ? undefined : { sessionId: result.sessionId, stateKey: saved },
     );
     if (finished.status === 'succeeded' && saved !== null && previous !== null && previous !== saved) {

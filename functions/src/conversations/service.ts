@@ -50,6 +50,7 @@ export class ConversationService {
       idempotencyKey: idempotencyKey ?? null,
       sandboxRef: null,
       stoppedBy: null,
+      resultDigest: null,
     };
     // A new conversation is created with its first turn, or not at all.
     const start = () => store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });

@@ -1,7 +1,16 @@
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
-import { ListConversationsQuery, PostConversationRequest, ResourceId, type ConversationList, type ConversationView, type TurnView } from '../contract/api.js';
+import {
+  ListConversationsQuery,
+  PostConversationRequest,
+  ResourceId,
+  type ConversationList,
+  type ConversationView,
+  type StartedTurnView,
+  type TurnLinks,
+  type TurnView,
+} from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../conversations/quota.js';
 import type { ConversationService } from '../conversations/service.js';
@@ -9,6 +18,7 @@ import { conversationSummary, turnView } from '../conversations/views.js';
 import type { Turn } from '../store/conversation-store.js';
 import { jsonBody } from './body.js';
 import { KeyedSlots } from './keyed-slots.js';
+import { relativeLink } from './relative-link.js';
 import { sendError } from './errors.js';
 import { streamTurnEvents } from './turn-events-stream.js';
 
@@ -55,8 +65,9 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     if (!respondAsync) holdOpen(userId, res);
     const turn = await service.submit(userId, request, idempotencyKey);
     if (respondAsync) {
-      const links = turnLinks(turn);
-      res.status(202).location(links.turn).json({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links });
+      const links = turnLinks(turn, req.originalUrl.split('?')[0] ?? req.path);
+      const body: StartedTurnView = { conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links };
+      res.status(202).location(links.turn).json(body);
       return;
     }
     const hungUp = new AbortController();
@@ -112,9 +123,15 @@ function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   throw new ServiceError('invalid_request', issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '), { issues });
 }
 
-function turnLinks(turn: Turn) {
-  const self = `/api/conversations/${turn.conversationId}/turns/${turn.id}`;
-  return { turn: self, events: `${self}/events`, cancel: `${self}/cancel`, conversation: `/api/conversations/${turn.conversationId}` };
+/**
+ * A started turn's links, relative to the request's path (see relativeLink): they stay right when
+ * the API is served under a path it never sees. Ids are ResourceIds: nothing in them needs escaping.
+ */
+function turnLinks(turn: Turn, requestPath: string): TurnLinks {
+  const conversation = `/api/conversations/${turn.conversationId}`;
+  const self = `${conversation}/turns/${turn.id}`;
+  const link = (target: string) => relativeLink(requestPath, target);
+  return { turn: link(self), events: link(`${self}/events`), cancel: link(`${self}/cancel`), conversation: link(conversation) };
 }
 
 /** A finished turn: 200 when it succeeded, otherwise the error its final state stands for. */

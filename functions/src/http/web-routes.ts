@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Router, type Response } from 'express';
@@ -27,7 +28,6 @@ export interface WebRoutesOptions {
 export function webRoutes(config: Config, options: WebRoutesOptions = {}): Router {
   const dir = options.dir ?? path.join(projectRoot(), WEB_BUILD_DIR);
   const clientConfig = clientConfigOf(config);
-  const policy = contentSecurityPolicy(clientConfig);
   const router = Router();
 
   router.get('/api/client-config', (_req, res) => {
@@ -41,7 +41,7 @@ export function webRoutes(config: Config, options: WebRoutesOptions = {}): Route
       if (body === undefined) {
         return sendError(res, 'unavailable', `the web page is not built: ${path.join(WEB_BUILD_DIR, file)} is missing (run npm run build)`);
       }
-      pageHeaders(res, policy);
+      pageHeaders(res, contentSecurityPolicy(clientConfig, type.startsWith('text/html') ? inlineScriptHashes(body.toString('utf8')) : []));
       res.type(type).send(body);
     });
   }
@@ -57,15 +57,23 @@ function clientConfigOf(config: Config): ClientConfig {
 }
 
 /**
- * Only our own files may run or style the page, and it may talk only to the API (plus the sign-in
- * endpoint when Firebase sign-in is on): injected markup, were any to slip through, could neither
- * run script nor send data elsewhere.
+ * The CSP sources (sha256-...) of the page's own inline scripts, as written in its file: those run,
+ * and no other inline script does (CSP Level 3, "hash-source").
  */
-function contentSecurityPolicy(clientConfig: ClientConfig): string {
+export function inlineScriptHashes(html: string): string[] {
+  return [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => `'sha256-${createHash('sha256').update(m[1] ?? '').digest('base64')}'`);
+}
+
+/**
+ * Only our own files (and the page's own inline scripts, by hash) may run or style the page, and
+ * it may talk only to the API (plus the sign-in endpoint when Firebase sign-in is on): injected
+ * markup, were any to slip through, could neither run script nor send data elsewhere.
+ */
+function contentSecurityPolicy(clientConfig: ClientConfig, scriptHashes: string[]): string {
   const connect = ["'self'", ...(clientConfig.firebase === null ? [] : [new URL(clientConfig.firebase.authUrl).origin])];
   return [
     "default-src 'self'",
-    "script-src 'self'",
+    `script-src ${["'self'", ...scriptHashes].join(' ')}`,
     "style-src 'self'",
     `connect-src ${connect.join(' ')}`,
     "img-src 'self' data:",

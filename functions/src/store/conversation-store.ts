@@ -38,6 +38,11 @@ export interface Turn {
   sandboxRef: string | null;
   /** The fair-use limit that stopped the turn (a daily budget), if one did. */
   stoppedBy: LimitName | null;
+  /**
+   * A digest of the runner's result that ended the turn, if one did: the same result posted again
+   * is answered with the turn as it ended, another one refused.
+   */
+  resultDigest: string | null;
 }
 
 /** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
@@ -70,7 +75,7 @@ export interface ListCursor {
 }
 
 export type TurnPatch = Partial<
-  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy'>
+  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'resultDigest'>
 >;
 
 /** A conversation's new agent session and state archive, taken on together with a turn's success. */

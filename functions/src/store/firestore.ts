@@ -80,6 +80,7 @@ const TurnRecord = z.object({
   // Turns written before the field existed have none.
   sandboxRef: z.string().nullable().default(null),
   stoppedBy: LimitName.nullable().default(null),
+  resultDigest: z.string().nullable().default(null),
 }) satisfies z.ZodType<Turn>;
 
 /** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS turns (
   uploaded_state_key TEXT,
   idempotency_key TEXT,
   sandbox_ref TEXT,
-  stopped_by TEXT
+  stopped_by TEXT,
+  result_digest TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS turn_events (
@@ -78,7 +79,7 @@ CREATE TABLE IF NOT EXISTS service_records (
 
 
 /** Columns added to `turns` after its first release, with their types. */
-const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT' } as const;
+const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT', result_digest: 'TEXT' } as const;
 
 
 function toConversation(row: Row): Conversation {
@@ -112,6 +113,7 @@ function toTurn(row: Row): Turn {
     idempotencyKey: strOrNull(row.idempotency_key),
     sandboxRef: strOrNull(row.sandbox_ref),
     stoppedBy: LimitName.nullable().parse(row.stopped_by ?? null),
+    resultDigest: strOrNull(row.result_digest ?? null),
   };
 }
 
@@ -134,6 +136,7 @@ const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
   uploadedStateKey: 'uploaded_state_key',
   sandboxRef: 'sandbox_ref',
   stoppedBy: 'stopped_by',
+  resultDigest: 'result_digest',
 };
 
 /** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
@@ -226,11 +229,11 @@ export class SqliteConversationStore implements ConversationStore {
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by, result_digest)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy);
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy, t.resultDigest);
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });

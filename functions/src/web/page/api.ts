@@ -1,4 +1,4 @@
-import type { ClientConfig, ConversationList, ConversationView, ErrorBody, TurnView, UsageView } from '../../contract/api.js';
+import type { ClientConfig, ConversationList, ConversationView, ErrorBody, StartedTurnView, TurnLinks, TurnView, UsageView } from '../../contract/api.js';
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
 export type Identity =
@@ -6,12 +6,26 @@ export type Identity =
   | { mode: 'apikey'; key: string }
   | { mode: 'firebase'; idToken: string; expiresAt: number; email: string };
 
-/** The answer of POST /api/conversation with `Prefer: respond-async` (built in http/public-routes.ts). */
-export interface StartedTurn {
-  conversationId: string;
-  turnId: string;
-  status: TurnView['status'];
-  links: { turn: string; events: string; cancel: string; conversation: string };
+/** The answer of POST /api/conversation with `Prefer: respond-async`, its links resolved into absolute URLs. */
+export type StartedTurn = StartedTurnView;
+
+/**
+ * The page's own calls are relative to the page, which may sit under a path (see index.html):
+ * `api/...`, never `/api/...`.
+ */
+export const apiUrl = (path: string): string => new URL(path, document.baseURI).href;
+
+/** A turn's links as the API gives them (http/public-routes.ts), for turns found already running. */
+export function turnLinks(conversationId: string, turnId: string): TurnLinks {
+  const conversation = apiUrl(`api/conversations/${encodeURIComponent(conversationId)}`);
+  const turn = `${conversation}/turns/${encodeURIComponent(turnId)}`;
+  return { turn, events: `${turn}/events`, cancel: `${turn}/cancel`, conversation };
+}
+
+/** The API's links are references relative to the URL of the request they answer (RFC 3986 section 5). */
+function resolvedLinks(links: TurnLinks, requestUrl: string): TurnLinks {
+  const at = (link: string) => new URL(link, requestUrl).href;
+  return { turn: at(links.turn), events: at(links.events), cancel: at(links.cancel), conversation: at(links.conversation) };
 }
 
 /** A failed call: the API's error code and message, or `network` when no answer came. */
@@ -73,25 +87,27 @@ export class ApiClient {
   }
 
   async clientConfig(): Promise<ClientConfig> {
-    return this.json<ClientConfig>('GET', '/api/client-config');
+    return this.json<ClientConfig>('GET', 'api/client-config');
   }
 
   async listConversations(cursor?: string): Promise<ConversationList> {
     const query = new URLSearchParams({ limit: '20', ...(cursor === undefined ? {} : { cursor }) });
-    return this.json<ConversationList>('GET', `/api/conversations?${query.toString()}`);
+    return this.json<ConversationList>('GET', `api/conversations?${query.toString()}`);
   }
 
   async conversation(conversationId: string): Promise<ConversationView> {
-    return this.json<ConversationView>('GET', `/api/conversations/${encodeURIComponent(conversationId)}`);
+    return this.json<ConversationView>('GET', `api/conversations/${encodeURIComponent(conversationId)}`);
   }
 
   /** Starts a turn and answers at once; its progress comes from the events link. */
   async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
-    return this.json<StartedTurn>('POST', '/api/conversation', { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
+    const url = apiUrl('api/conversation');
+    const started = await this.json<StartedTurnView>('POST', url, { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
+    return { ...started, links: resolvedLinks(started.links, url) };
   }
 
   async usage(): Promise<UsageView> {
-    return this.json<UsageView>('GET', '/api/usage');
+    return this.json<UsageView>('GET', 'api/usage');
   }
 
   async cancel(cancelLink: string): Promise<TurnView> {
@@ -99,7 +115,7 @@ export class ApiClient {
   }
 
   private async json<T>(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await request(url, {
+    const response = await request(apiUrl(url), {
       method,
       headers: { ...this.headers(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),

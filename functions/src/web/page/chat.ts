@@ -1,5 +1,5 @@
 import type { TurnEventView } from '../../contract/api.js';
-import { ApiError, type ApiClient, type StartedTurn } from './api.js';
+import { ApiError, turnLinks, type ApiClient, type StartedTurn } from './api.js';
 import { conversationHref, type ConversationList } from './conversation-list.js';
 import { byId } from './dom.js';
 import type { Notice } from './notice.js';
@@ -9,12 +9,6 @@ import { TurnCard } from './turn-card.js';
 interface Running {
   cancelLink: string;
   stop: AbortController;
-}
-
-/** The same links the API gives a started turn (http/public-routes.ts), for turns found already running. */
-function turnLinks(conversationId: string, turnId: string): StartedTurn['links'] {
-  const turn = `/api/conversations/${encodeURIComponent(conversationId)}/turns/${encodeURIComponent(turnId)}`;
-  return { turn, events: `${turn}/events`, cancel: `${turn}/cancel`, conversation: `/api/conversations/${encodeURIComponent(conversationId)}` };
 }
 
 function eventView(event: ServerEvent): TurnEventView | undefined {
