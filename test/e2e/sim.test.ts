@@ -72,8 +72,6 @@ describeWithEmulator('the production path on the simulated platform (Functions F
         ANTHROPIC_BASE_URL: fake.url,
         CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
         CLAUDERUN_SIM_START_DELAY_MS: '200',
-        // The run.app-style URL: the prefixed one works once the runner keeps API_URL's path (below).
-        CLAUDERUN_SIM_SANDBOX_URL: 'root',
         // One function: with the runner's routes on a function of their own, turns end cancelled
         // until the result post no longer loses its CPU (the split describe below).
         CLAUDERUN_SIM_LAYOUT: 'one',
@@ -104,7 +102,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
     expect(exitCode, sim.output()).toBe(0);
   });
 
-  describe('one function, sandboxes given its cloudfunctions.net-style URL (the deployment as it is)', () => {
+  describe('one function, sandboxes given its cloudfunctions.net-style URL', () => {
     const { sim, logs } = useSimulation({ layout: 'one', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
 
     it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
@@ -119,16 +117,15 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(await processState(instance?.pid ?? 0)).toBe('T');
     });
 
-    // EXPECTED TO FAIL until main's fix lands (the runner keeps API_URL's path): the runner calls
-    // /internal/... at the origin, which is no function.
+    // The runner's calls keep API_URL's path: /internal/... at the origin is no function.
     it("runs a turn whose sandbox calls the API at the function's prefixed URL", async () => {
       const answer = await prompt({ url: sim().url }, 'prefixed-user', { message: 'hello under the prefix' });
       expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
       expect(answer.body).toMatchObject({ status: 'succeeded', text: 'echo: hello under the prefix' });
     });
 
-    // EXPECTED TO FAIL until main's fix lands: the Functions Framework's own server answers
-    // unparseable JSON with an HTML page before the function runs.
+    // The Functions Framework's own server parses the body before the function runs; its own
+    // answer to unparseable JSON was an HTML page.
     it('answers broken JSON with a JSON 400 on the deployed entry point', async () => {
       const response = await fetch(`${sim().url}/api/conversation`, {
         method: 'POST',
@@ -140,7 +137,6 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(await response.json()).toMatchObject({ error: { code: expect.any(String) } });
     });
 
-    // EXPECTED TO FAIL until main's sweeper route lands (POST /ops/sweep, Cloud Scheduler's OIDC token).
     it("accepts Cloud Scheduler's call of the sweeper, and refuses another account's token", async () => {
       const s = sim();
       const status = await s.scheduler.runNow();
