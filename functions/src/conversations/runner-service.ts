@@ -129,8 +129,8 @@ export class RunnerService {
 
   private async endWithResult(turn: Turn, reported: RunnerResult, digest: string): Promise<Turn> {
     const result = reported.text === undefined ? reported : { ...reported, text: keptText(reported.text) };
-    // Its sandbox is stopped and gone before the turn is final (lifecycle.end): a result is the
-    // runner's last word, and nothing of the sandbox may outlive its turn.
+    // A result is the runner's last word: its sandbox is stopped as the turn ends (lifecycle.end),
+    // and nothing of it may outlive its turn.
     if (result.outcome === 'failed') {
       return this.lifecycle.end(turn, 'failed', { reason: result.reason, text: result.text ?? null, resultDigest: digest });
     }

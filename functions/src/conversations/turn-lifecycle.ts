@@ -169,13 +169,24 @@ export class TurnLifecycle {
   }
 
   /**
-   * Ends a turn whose sandbox may still run: the sandbox is stopped and gone first, so that
-   * nothing of it outlives the turn (a sandbox that posts its result early and carries on would
-   * otherwise run on uncounted by the running limits). Then the turn becomes final.
+   * Ends a turn whose sandbox may still run. Locally the sandbox is stopped and gone first, so
+   * that nothing of it outlives the turn (a sandbox that posts its result early and carries on
+   * would otherwise run on uncounted by the running limits); then the turn becomes final. In the
+   * cloud the order is the other way round (see below), and the execution is cancelled at once.
    */
   async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     this.ending.add(turn.id);
     try {
+      if (this.deps.launcher.sandboxesOutliveProcess) {
+        // In the cloud the request that ends a turn may be carried by its sandbox (the result, a
+        // model call over budget): stopping the sandbox drops that request, and with it the
+        // instance's CPU (request-based billing: cloud.google.com/run/docs/tips/general), so
+        // the turn is made final first and its execution cancelled right after. Cloud Run stops
+        // it within seconds; until then it runs uncounted, its token already void.
+        const finished = await this.finish(turn.id, status, patch, commit);
+        await this.removeSandbox(turn);
+        return finished;
+      }
       await this.removeSandbox(turn);
       return await this.finish(turn.id, status, patch, commit);
     } finally {
