@@ -72,11 +72,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
         ANTHROPIC_BASE_URL: fake.url,
         CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
         CLAUDERUN_SIM_START_DELAY_MS: '200',
-        // Sandboxes get the default, the prefixed cloudfunctions.net-style URL: the runner's calls
-        // keep its path (/internal/... at the origin is no function).
-        // One function: with the runner's routes on a function of their own, turns end cancelled
-        // until the result post no longer loses its CPU (the split describe below).
-        CLAUDERUN_SIM_LAYOUT: 'one',
+        // The defaults otherwise: two functions as deployed, and sandboxes given the runner
+        // function's prefixed cloudfunctions.net-style URL, whose path the runner's calls keep
+        // (/internal/... at the origin is no function).
       },
       'sim',
     );
@@ -96,8 +94,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       const third = await prompt(sim, 'sim-user', { message: 'one too many' });
       expect(third.status).toBe(429);
       expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
-      // Served by a Functions Framework instance of its own, not by the sim's process.
+      // Served by Functions Framework instances of their own, not by the sim's process.
       expect(sim.output()).toMatch(/clauderun-api: instance #1 started \(pid \d+\)/);
+      expect(sim.output()).toMatch(/clauderun-runner: instance #1 started \(pid \d+\)/);
     } finally {
       exitCode = await sim.stop();
     }
@@ -189,11 +188,9 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
     });
 
-    // FAILS today, a finding of the simulation: the runner function, handling the result post,
-    // stops the sandbox before it commits the turn (turn-lifecycle end()); stopping the sandbox
-    // drops that very request, so the instance is frozen mid-handler and never commits, and the
-    // public function's watch then settles the turn `cancelled`. With one function the client's own
-    // waiting request keeps the instance running, which hides it.
+    // The runner function, handling the result post, must commit the turn before it stops the
+    // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
+    // one function the client's own waiting request keeps the instance running, which hides it.
     it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
       const s = sim();
       expect(s.sandboxApiUrl).toBe(s.platform.rootUrl(RUNNER_FUNCTION));
