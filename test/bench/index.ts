@@ -8,6 +8,7 @@ import { prompt, startService, type RunningService } from '../support/service.js
 import { bareRun, cliVersion } from './bare-cli.js';
 import { cloudRunCalls } from './cloud-calls.js';
 import { eventStreamsMemory, listLatency } from './conversations.js';
+import { platformColdStart } from './platform.js';
 import { line, ms } from './report.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -128,7 +129,7 @@ async function concurrent(service: RunningService, users: number): Promise<boole
 }
 
 /** `npm run bench -- cloud list` runs only the sections named; no names runs them all. */
-const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud'] as const;
+const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function chosenSections(args: string[]): Set<Section> {
@@ -169,8 +170,9 @@ async function main(): Promise<number> {
     const streamsCorrect = sections.has('streams') ? await eventStreamsMemory(fake, streams) : true;
     const listCorrect = sections.has('list') ? await listLatency(fake, stored) : true;
     const cloudCorrect = sections.has('cloud') ? await cloudRunCalls(fake) : true;
+    const platformCorrect = sections.has('platform') ? await platformColdStart(fake, runs) : true;
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    return correct && streamsCorrect && listCorrect && cloudCorrect ? 0 : 1;
+    return correct && streamsCorrect && listCorrect && cloudCorrect && platformCorrect ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
     await fake?.close();

@@ -5,37 +5,55 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import type { FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startSandboxedCloudRun } from '../sim/cloud-fakes.js';
-import { call, freePort, linkPath, prompt, startService, type RunningService } from '../support/service.js';
+import { CLAUDERUN_SOURCE, startPlatform, type Platform } from '../sim/platform/index.js';
+import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
 
 const JOB = 'projects/clauderun-test/locations/europe-west1/jobs/sandbox';
 const TIMEOUT_SECONDS = 6;
 
-/** The production launcher, on the official @google-cloud/run clients, against the fake Admin API. */
+/**
+ * The production launcher, on the official @google-cloud/run clients, against the fake Admin API,
+ * in the API as the platform runs it: a Functions Framework instance of its own behind the
+ * simulated front end (test/sim/platform), frozen whenever no request is in flight. One instance:
+ * its store is SQLite in the instance's own directory.
+ */
 describe('turns as Cloud Run Job executions', () => {
   let fake: FakeAnthropic;
   let cloudRun: FakeCloudRun;
-  let service: RunningService;
+  let platform: Platform;
+  let service: { url: string };
   let sandboxDir: string;
 
   beforeAll(async () => {
     fake = await startFakeAnthropic();
     sandboxDir = await mkdtemp(path.join(tmpdir(), 'clauderun-fake-run-'));
-    cloudRun = await startSandboxedCloudRun({ dataDir: sandboxDir, log: () => {} });
-    const port = await freePort();
-    service = await startService({
-      PORT: String(port),
-      ANTHROPIC_API_KEY: fake.apiKey,
-      ANTHROPIC_BASE_URL: fake.url,
-      CLAUDERUN_SANDBOX: 'cloudrun',
-      CLAUDERUN_CLOUDRUN_JOB: JOB,
-      CLAUDERUN_CLOUDRUN_ENDPOINT: `http://${cloudRun.host}:${cloudRun.port}`,
-      CLAUDERUN_API_URL: `http://127.0.0.1:${port}`,
-      CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS),
+    cloudRun = await startSandboxedCloudRun({ dataDir: sandboxDir, log: () => {}, cloudRun: { startDelayMs: 200 } });
+    platform = await startPlatform({ names: ['clauderun'], dataDir: path.join(sandboxDir, 'platform'), log: () => {} });
+    // The run.app-style URL: the runner keeps no path of API_URL yet (see sim.test.ts).
+    service = { url: platform.rootUrl('clauderun') };
+    platform.deploy({
+      name: 'clauderun',
+      source: CLAUDERUN_SOURCE,
+      maxInstances: 1,
+      concurrency: 80,
+      timeoutSeconds: TIMEOUT_SECONDS + 60,
+      env: {
+        ...TEST_QUOTA_ENV,
+        ANTHROPIC_API_KEY: fake.apiKey,
+        ANTHROPIC_BASE_URL: fake.url,
+        CLAUDERUN_SANDBOX: 'cloudrun',
+        CLAUDERUN_CLOUDRUN_JOB: JOB,
+        CLAUDERUN_CLOUDRUN_ENDPOINT: `http://${cloudRun.host}:${cloudRun.port}`,
+        CLAUDERUN_API_URL: service.url,
+        CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS),
+        // K_SERVICE is set on the platform: header auth, the tests' way of naming users, must be allowed.
+        CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true',
+      },
     });
   });
   afterAll(async () => {
-    await service?.stop({ removeData: true });
+    await platform?.close();
     await cloudRun?.close();
     await fake?.close();
     await rm(sandboxDir, { recursive: true, force: true });

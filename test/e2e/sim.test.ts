@@ -1,12 +1,15 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Turn } from '../../functions/src/store/conversation-store.js';
+import { openFirestore } from '../../functions/src/store/firestore-client.js';
+import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
-import { startCloudFakes, type CloudFakes } from '../sim/cloud-fakes.js';
+import { PUBLIC_FUNCTION, RUNNER_FUNCTION, startSimulation, type Simulation, type SimulationOptions } from '../sim/simulation.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
-import { call, freePort, linkPath, prompt, startService, type RunningService } from '../support/service.js';
+import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { startServiceProcess } from '../support/service-process.js';
 import { readEvents } from '../support/sse.js';
 
@@ -14,7 +17,18 @@ const unavailable = firestoreEmulatorUnavailable();
 if (unavailable !== undefined) console.warn(`Firestore emulator not found: the production-path tests are SKIPPED (${unavailable})`);
 const describeWithEmulator = unavailable === undefined ? describe : describe.skip;
 
-describeWithEmulator('the production path on one machine (Firestore emulator, fake Cloud Run and Cloud Storage)', () => {
+/** How often Cloud Scheduler calls the sweeper where a test needs it (its cron runs at most once a minute). */
+const SWEEP_SECONDS = 2;
+
+/** Executions start quickly here: the realistic few seconds are `npm run sim`'s default. */
+const QUICK_CLOUD_RUN = { startDelayMs: 200 };
+
+async function processState(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+}
+
+describeWithEmulator('the production path on the simulated platform (Functions Framework instances, Firestore emulator, fake Cloud Run and Cloud Storage)', () => {
   let fake: FakeAnthropic;
   let dataDir: string;
   beforeAll(async () => {
@@ -26,13 +40,41 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('`npm run sim` serves the seed\'s calls as `npm start` does, and stops cleanly', async () => {
+  /** A simulation in this process, stopped after the describe's tests; its log is kept for failure messages. */
+  function useSimulation(options: Omit<SimulationOptions, 'dataDir' | 'log'>, dir: string): { sim: () => Simulation; logs: () => string } {
+    let sim: Simulation | undefined;
+    const logs: string[] = [];
+    beforeAll(async () => {
+      sim = await startSimulation({
+        ...options,
+        dataDir: path.join(dataDir, dir),
+        log: (m) => logs.push(m),
+        env: { ...TEST_QUOTA_ENV, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, ...options.env },
+        cloudRun: { ...QUICK_CLOUD_RUN, ...options.cloudRun },
+        sweepEverySeconds: options.sweepEverySeconds ?? 0,
+      });
+    });
+    afterAll(async () => sim?.close());
+    return {
+      sim: () => {
+        if (sim === undefined) throw new Error('the simulation did not start');
+        return sim;
+      },
+      logs: () => logs.slice(-60).join('\n'),
+    };
+  }
+
+  it("`npm run sim` serves the seed's calls as `npm start` does, and stops cleanly", async () => {
     const sim = await startServiceProcess(
       {
         CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'),
         ANTHROPIC_API_KEY: fake.apiKey,
         ANTHROPIC_BASE_URL: fake.url,
         CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
+        CLAUDERUN_SIM_START_DELAY_MS: '200',
+        // The defaults otherwise: two functions as deployed, and sandboxes given the runner
+        // function's prefixed cloudfunctions.net-style URL, whose path the runner's calls keep
+        // (/internal/... at the origin is no function).
       },
       'sim',
     );
@@ -45,7 +87,6 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
       expect(second.body.text).toContain('from the cloud path');
       const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
       expect(list.body.conversations).toHaveLength(1);
-      expect((await prompt(sim, 'sim-user', '{broken')).status).toBe(400);
       // Limits and usage live in Firestore on this path.
       const usage = await call(sim, 'GET', '/api/usage', { userId: 'sim-user' });
       expect(usage.body).toMatchObject({ turns: 2, runningTurns: 0, limits: { turnsPerMinute: 2 } });
@@ -53,47 +94,119 @@ describeWithEmulator('the production path on one machine (Firestore emulator, fa
       const third = await prompt(sim, 'sim-user', { message: 'one too many' });
       expect(third.status).toBe(429);
       expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
+      // Served by Functions Framework instances of their own, not by the sim's process.
+      expect(sim.output()).toMatch(/clauderun-api: instance #1 started \(pid \d+\)/);
+      expect(sim.output()).toMatch(/clauderun-runner: instance #1 started \(pid \d+\)/);
     } finally {
       exitCode = await sim.stop();
     }
     expect(exitCode, sim.output()).toBe(0);
   });
 
-  describe('two API instances sharing one Firestore', () => {
-    let fakes: CloudFakes;
-    let front: RunningService;
-    let back: RunningService;
-    beforeAll(async () => {
-      fakes = await startCloudFakes({ dataDir: path.join(dataDir, 'two'), log: () => {} });
-      const secret = randomBytes(32).toString('hex');
-      const backPort = await freePort();
-      const frontPort = await freePort();
-      // Sandboxes call back the other instance; only that one holds a working model key, so a
-      // turn can succeed only if its runner and model calls were served there.
-      back = await startService({ ...fakes.apiEnv(backPort), CLAUDERUN_TOKEN_SECRET: secret, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url }, path.join(dataDir, 'back'));
-      front = await startService(
-        { ...fakes.apiEnv(frontPort, back.url), CLAUDERUN_TOKEN_SECRET: secret, ANTHROPIC_API_KEY: 'sk-ant-wrong-key', ANTHROPIC_BASE_URL: fake.url },
-        path.join(dataDir, 'front'),
-      );
-    });
-    afterAll(async () => {
-      await front?.stop();
-      await back?.stop();
-      await fakes?.close();
+  describe('one function, sandboxes given its cloudfunctions.net-style URL', () => {
+    const { sim, logs } = useSimulation({ layout: 'one', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
+
+    it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
+      const s = sim();
+      expect(s.sandboxApiUrl).toBe(s.url);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${s.rootUrl}/healthz`)).status).toBe(200);
+      expect((await fetch(`${new URL(s.url).origin}/healthz`)).status).toBe(404);
+      const [instance] = s.publicPool.instances;
+      expect(instance, logs()).toBeDefined();
+      await sleep(100);
+      expect(await processState(instance?.pid ?? 0)).toBe('T');
     });
 
-    it('a turn started through one is answered through the other, and watched live through the first', async () => {
-      const started = await prompt(front, 'two-user', { message: 'bash: echo across-instances' }, { prefer: 'respond-async' });
-      expect(started.status).toBe(202);
+    // The Functions Framework's own server parses the body before the function runs; its own
+    // answer to unparseable JSON was an HTML page.
+    it('answers broken JSON with a JSON 400 on the deployed entry point', async () => {
+      const response = await fetch(`${sim().url}/api/conversation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-user-id': 'broken-user' },
+        body: '{broken',
+      });
+      expect(response.status).toBe(400);
+      expect(response.headers.get('content-type')).toContain('application/json');
+      expect(await response.json()).toMatchObject({ error: { code: expect.any(String) } });
+    });
+
+    it("accepts Cloud Scheduler's call of the sweeper, and refuses another account's token", async () => {
+      const s = sim();
+      const status = await s.scheduler.runNow();
+      expect(status, logs()).toBeGreaterThanOrEqual(200);
+      expect(status).toBeLessThan(300);
+      // The scheduler's audience is the public URL (infra/sweeper.ts).
+      const audience = s.url;
+      const stranger = await fetch(`${s.url}/ops/sweep`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await s.tokens.idToken(audience, 'someone-else@elsewhere.iam.gserviceaccount.com')}` },
+      });
+      expect([401, 403]).toContain(stranger.status);
+    });
+  });
+
+  describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {
+    // Only the runner's function holds a working model key, so a turn can succeed only if its
+    // runner and model calls were served there.
+    const { sim, logs } = useSimulation(
+      {
+        layout: 'split',
+        sandboxUrl: 'root',
+        functionEnv: { [PUBLIC_FUNCTION]: { ANTHROPIC_API_KEY: 'sk-ant-wrong-key' } },
+        sweepEverySeconds: SWEEP_SECONDS,
+      },
+      'split',
+    );
+
+    it('settles a turn whose sandbox was killed, with no client waiting and every instance frozen: the scheduled sweeper does it', async () => {
+      const s = sim();
+      const client = { url: s.rootUrl };
+      const started = await prompt(client, 'lost-user', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
+      expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
+      const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env.TURN_ID === started.body.turnId);
+      const deadline = Date.now() + 30_000;
+      while (execution()?.handle === undefined && Date.now() < deadline) await sleep(100);
+      // Mid-turn: the agent's tool runs.
+      await sleep(3000);
+      const name = execution()?.name ?? '';
+      await s.fakes.cloudRun.killExecution(name);
+      const killedAt = Date.now();
+      // Nobody asks for the turn, so only the scheduler's calls give an instance CPU; the turn is
+      // watched in Firestore itself, which gives none.
+      const env = s.fakes.apiEnv(0);
+      const store = new FirestoreConversationStore(await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }));
+      let turn: Turn | undefined;
+      try {
+        const settleBy = killedAt + 20_000;
+        while (Date.now() < settleBy && (turn = await store.getTurn(started.body.turnId as string))?.finishedAt === null) await sleep(250);
+      } finally {
+        await store.close();
+      }
+      expect(turn, logs()).toMatchObject({ status: 'failed', reason: expect.stringContaining('Container terminated on signal 9.') });
+      if (process.env.CLAUDERUN_TEST_LOGS) console.error(`lost turn settled ${Date.parse(turn?.finishedAt ?? '') - killedAt} ms after its sandbox was killed`);
+      expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+    });
+
+    // The runner function, handling the result post, must commit the turn before it stops the
+    // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
+    // one function the client's own waiting request keeps the instance running, which hides it.
+    it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
+      const s = sim();
+      expect(s.sandboxApiUrl).toBe(s.platform.rootUrl(RUNNER_FUNCTION));
+      const client = { url: s.rootUrl };
+      const started = await prompt(client, 'two-user', { message: 'bash: echo across-functions' }, { prefer: 'respond-async' });
+      expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
       const links = started.body.links as { events: string; turn: string };
-      const streamed = await readEvents(`${front.url}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
+      const streamed = await readEvents(`${s.rootUrl}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
       expect(streamed.events.map((e) => e.event)).toEqual(expect.arrayContaining(['tool_use', 'tool_result', 'result']));
-      expect(streamed.events.at(-1)?.data).toMatchObject({ data: { status: 'succeeded' } });
+      expect(streamed.events.at(-1)?.data, logs()).toMatchObject({ data: { status: 'succeeded' } });
 
-      const held = await prompt(front, 'two-user', { message: 'held across instances', conversationId: started.body.conversationId });
-      expect(held.status, JSON.stringify(held.body)).toBe(200);
-      expect(held.body).toMatchObject({ status: 'succeeded', text: 'echo: held across instances' });
+      const held = await prompt(client, 'two-user', { message: 'held across functions', conversationId: started.body.conversationId });
+      expect(held.status, `${JSON.stringify(held.body)}\n${logs()}`).toBe(200);
+      expect(held.body).toMatchObject({ status: 'succeeded', text: 'echo: held across functions' });
       expect(fake.calls.some((c) => c.apiKey === 'sk-ant-wrong-key')).toBe(false);
+      expect(s.runnerPool.history.length).toBeGreaterThanOrEqual(1);
     });
   });
 });

@@ -4,7 +4,7 @@ import type { Env } from '../../functions/src/config.js';
 import { loadConfig } from '../../functions/src/config.js';
 import { forwardToPort } from '../../functions/src/sandbox/local/api-bridge.js';
 import { createLocalLauncher, diskLimitsOf } from '../../functions/src/sandbox/local/index.js';
-import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
+import { startFakeCloudRun, type FakeCloudRun, type FakeCloudRunOptions } from '../fixtures/fake-cloud-run.js';
 import { startFakeGcs, type FakeGcs } from '../fixtures/fake-gcs.js';
 import { startFirestoreEmulator, type FirestoreEmulator } from '../support/firestore-emulator.js';
 
@@ -22,7 +22,10 @@ export interface CloudFakes {
   close(): Promise<void>;
 }
 
-export async function startCloudFakes(options: { dataDir: string; log: (message: string) => void }): Promise<CloudFakes> {
+/** The Admin API's platform behaviours (start delay, runJob quota, retention): see FakeCloudRunOptions. */
+export type CloudRunBehaviour = Pick<FakeCloudRunOptions, 'startDelayMs' | 'runsPerMinute' | 'retainedExecutions'>;
+
+export async function startCloudFakes(options: { dataDir: string; log: (message: string) => void; cloudRun?: CloudRunBehaviour }): Promise<CloudFakes> {
   const firestore = await startFirestoreEmulator();
   if (firestore === undefined) {
     throw new Error('no Firestore emulator: set FIRESTORE_EMULATOR_HOST or install the gcloud Firestore emulator and java');
@@ -56,14 +59,22 @@ export async function startCloudFakes(options: { dataDir: string; log: (message:
   };
 }
 
-/** A fake Cloud Run Admin API whose executions run in the local sandbox, with the default limits. */
-export function startSandboxedCloudRun(options: { dataDir: string; log: (message: string) => void }): Promise<FakeCloudRun> {
+/**
+ * A fake Cloud Run Admin API whose executions run in the local sandbox, with the default limits.
+ * A sandbox reaches the loopback port of its API_URL, and sees that URL's path as the deployed
+ * job would (a function's URL is https://REGION-PROJECT.cloudfunctions.net/NAME).
+ */
+export function startSandboxedCloudRun(options: { dataDir: string; log: (message: string) => void; cloudRun?: CloudRunBehaviour }): Promise<FakeCloudRun> {
   const limits = loadConfig({}).limits;
+  let launchers = 0;
   return startFakeCloudRun({
-    sandboxFor: (apiPort) =>
+    ...options.cloudRun,
+    sandboxFor: (apiUrl) =>
       createLocalLauncher({
-        dataDir: path.join(options.dataDir, 'executions'),
-        connectApi: forwardToPort(apiPort),
+        // A directory per launcher: each clears its own at start.
+        dataDir: path.join(options.dataDir, `executions-${++launchers}`),
+        connectApi: forwardToPort(Number(apiUrl.port)),
+        apiPath: apiUrl.pathname.replace(/\/+$/, ''),
         limits: { memoryBytes: limits.memoryMb * 1024 * 1024, cpus: limits.cpus, pids: limits.pids },
         disk: diskLimitsOf(limits),
         systemPath: '/usr/local/bin:/usr/bin:/bin',

@@ -34,7 +34,11 @@ export const ENTRY_POINTS = {
   function: ['node_modules/@google-cloud/functions-framework/build/src/main.js', '--target=clauderun', '--source=.'],
 } as const;
 
-const START_TIMEOUT_MS = 30_000;
+/** Where each serves the API on its port: the sim as a cloudfunctions.net URL does, under the function's name. */
+const BASE_PATHS: Record<keyof typeof ENTRY_POINTS, string> = { start: '', sim: '/clauderun-api', function: '' };
+
+/** The sim starts the Firestore emulator, then its first request cold-starts an instance. */
+const START_TIMEOUT_MS = 60_000;
 
 export async function startServiceProcess(
   env: Record<string, string>,
@@ -73,7 +77,7 @@ export async function startServiceProcess(
     child.kill('SIGKILL');
     await exited;
   };
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${port}${BASE_PATHS[entry]}`;
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (gone() || child.pid === undefined) throw new Error(`the service exited at start: ${output.trim()}`);

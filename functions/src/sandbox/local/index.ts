@@ -16,6 +16,8 @@ export interface LocalSandboxSettings {
   dataDir: string;
   /** Where a sandbox's connections to the API go (the runner's listener), the only place it can reach. */
   connectApi: ApiConnector;
+  /** The path of the API's URL inside the sandbox (see LocalLauncherOptions.apiPath). */
+  apiPath?: string;
   limits: CgroupLimits;
   disk: DiskLimits;
   systemPath: string;
@@ -33,6 +35,7 @@ export async function createLocalLauncher(settings: LocalSandboxSettings): Promi
     socketsDir: runningAsRoot ? `/run/clauderun-${dataDirTag(sandboxesDir)}` : path.join(settings.dataDir, 'sockets'),
     seccomp: seccompProgram(path.join(projectRoot(), 'scripts', 'seccomp-filter.py'), settings.dataDir),
     connectApi: settings.connectApi,
+    ...(settings.apiPath !== undefined ? { apiPath: settings.apiPath } : {}),
     limits: settings.limits,
     disk: settings.disk,
     runtime: await runtimeFiles(runningAsRoot),

@@ -19,6 +19,8 @@ export interface LocalLauncherOptions {
   sandboxesDir: string;
   /** Where a sandbox's connections to the API go: the runner's listener, nothing public. */
   connectApi: ApiConnector;
+  /** The path of the API's URL as the sandbox sees it ('' locally; a stand-in may serve the API under a prefix). */
+  apiPath?: string;
   limits: CgroupLimits;
   disk: DiskLimits;
   /**
@@ -121,7 +123,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       inputs,
       seccomp: o.seccomp,
       staged: this.staged,
-      env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}` },
+      env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}${o.apiPath ?? ''}` },
     });
     const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
     let child: ReturnType<typeof spawn>;
