@@ -188,6 +188,18 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
     });
 
+    it('brings back a state over the 10 MB a streamed response may carry: the state goes with its length', async () => {
+      const client = { url: sim().rootUrl };
+      // Random bytes do not compress: the state archive is about 12 MB.
+      const written = await prompt(client, 'big-state', { message: 'bash: head -c 12000000 /dev/urandom > /workspace/big && sha256sum /workspace/big' });
+      expect(written.status, `${JSON.stringify(written.body)}\n${logs()}`).toBe(200);
+      const sum = /[0-9a-f]{64}/.exec(String(written.body.text))?.[0];
+      expect(sum, String(written.body.text)).toBeDefined();
+      const read = await prompt(client, 'big-state', { message: 'bash: sha256sum /workspace/big', conversationId: written.body.conversationId });
+      expect(read.status, `${JSON.stringify(read.body)}\n${logs()}`).toBe(200);
+      expect(String(read.body.text)).toContain(sum);
+    });
+
     // The runner function, handling the result post, must commit the turn before it stops the
     // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
     // one function the client's own waiting request keeps the instance running, which hides it.
