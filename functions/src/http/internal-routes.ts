@@ -1,3 +1,4 @@
+import { pipeline } from 'node:stream/promises';
 import { Router, type Request } from 'express';
 import { AgentEvents, RunnerResult } from '../contract/runner.js';
 import { ServiceError } from '../conversations/errors.js';
@@ -24,7 +25,8 @@ export function internalRoutes(service: RunnerService): Router {
     }
     res.type('application/gzip');
     res.setHeader('content-length', String(state.bytes));
-    state.stream.pipe(res);
+    // A store failing mid-stream ends the response short of its length: the runner sees it broken.
+    await pipeline(state.stream, res).catch(() => res.destroy());
   });
 
   router.put('/internal/turns/:turnId/state', async (req, res) => {

@@ -1,38 +1,55 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { bodyWithin } from './body.js';
 import { errorHandler, sendError } from './errors.js';
 
 /**
  * Cloud Functions runs `functions-framework --target=clauderun`: the framework's own Express app
- * parses the body before our function runs, and answers a malformed body (bad JSON, an unknown
- * charset or encoding) through Express's default final handler, with an HTML page
- * (functions-framework-nodejs#686). Express copies `express.application` (the documented
- * prototype of apps) into each app it creates, and the framework creates its app only after it
- * has loaded our module: replacing the default final handler there gives every app made from then
- * on, the framework's included, our JSON errors. Our own apps never reach it (they end with a JSON
- * 404 and a JSON error handler).
+ * parses the body before our function runs, inflating gzip and accepting a gigabyte, before any
+ * authentication, and answers a malformed body (bad JSON, an unknown charset or encoding) through
+ * Express's default final handler, with an HTML page (functions-framework-nodejs#686). Express
+ * copies `express.application` (the documented prototype of apps) into each app it creates, and
+ * the framework creates its app only after it has loaded our module: replacing `handle` there
+ * gives the framework's app, first to see each request, our body limit (bodyWithin: no encoded
+ * bodies, nothing over `maxBodyBytes`, read before the framework's parsers, which then leave it
+ * alone) and every app our JSON errors. Our own apps never reach the final handler (they end
+ * with a JSON 404 and a JSON error handler). One service per process: the deployed entry point.
  */
-export function answerFrameworkErrorsAsJson(log: (message: string) => void): void {
+export function guardFrameworkApps(log: (message: string) => void, maxBodyBytes: number): void {
   requireOneExpress();
   // Express's types do not declare `handle`, the method every request goes through.
   const application = express.application as unknown as { handle: Handle; [PATCHED]?: true };
-  if (application[PATCHED]) return;
+  if (application[PATCHED]) throw new Error('the Functions Framework apps are guarded already: one service per process');
   const handle = application.handle;
   const jsonErrors = errorHandler(log);
-  application.handle = function handleWithJsonEnd(this: unknown, req: Request, res: Response, callback?: NextFunction) {
+  const readBody = bodyWithin(maxBodyBytes);
+  const bodiesRead = new WeakSet<Request>();
+  application.handle = function guardedHandle(this: ExpressApp, req: Request, res: Response, callback?: NextFunction) {
     const done =
       callback ??
       ((error?: unknown) => {
         if (error !== undefined && error !== null) return jsonErrors(error, req, res, () => {});
         sendError(res, 'not_found', `no route for ${req.method} ${req.path}`);
       });
-    return handle.call(this, req, res, done);
+    // The outermost app (the framework's) reads the body; the apps it calls find it read.
+    if (bodiesRead.has(req)) return handle.call(this, req, res, done);
+    bodiesRead.add(req);
+    // What Express's own handle does first, so that a refusal can be answered as JSON.
+    Object.setPrototypeOf(req, this.request);
+    Object.setPrototypeOf(res, this.response);
+    Object.assign(req, { res });
+    Object.assign(res, { req });
+    readBody(req, res, (error?: unknown) => (error === undefined ? handle.call(this, req, res, done) : done(error)));
   };
   application[PATCHED] = true;
 }
 
 type Handle = (req: Request, res: Response, callback?: NextFunction) => void;
+interface ExpressApp {
+  request: object;
+  response: object;
+}
 const PATCHED = Symbol.for('clauderun.jsonFinalHandler');
 
 /**

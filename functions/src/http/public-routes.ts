@@ -65,7 +65,8 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     if (!respondAsync) holdOpen(userId, res);
     const turn = await service.submit(userId, request, idempotencyKey);
     if (respondAsync) {
-      const links = turnLinks(turn, req.originalUrl.split('?')[0] ?? req.path);
+      // The path as the client sent it (absolute-form targets too: RFC 9112 section 3.2.2).
+      const links = turnLinks(turn, new URL(req.originalUrl, 'http://request.invalid').pathname);
       const body: StartedTurnView = { conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links };
       res.status(202).location(links.turn).json(body);
       return;
