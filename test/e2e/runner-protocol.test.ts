@@ -93,6 +93,40 @@ describe('the runner protocol', () => {
     expect((await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { ...result('saved'), stateSaved: true }, ...asRunner(t.sandbox.spec.token) })).body).toEqual({ status: 'succeeded' });
   });
 
+  it('keeps the committed state when a late copy of its upload arrives after the turn ended', async () => {
+    const t = await startTurn('late-copy');
+    const path = `/internal/turns/${t.sandbox.spec.turnId}/state`;
+    const archive = gzipSync(Buffer.from('the state the turn committed'));
+    const headers = { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` };
+    // A copy of the upload that is still on its way (a retry whose first try got through after all).
+    let sendRest: () => void = () => {};
+    const rest = new Promise<void>((resolve) => (sendRest = resolve));
+    const slowBody = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(archive.subarray(0, 10));
+        await rest;
+        controller.enqueue(archive.subarray(10));
+        controller.close();
+      },
+    });
+    const late = fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: slowBody, headers, duplex: 'half' } as RequestInit);
+    expect((await fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: archive, headers })).status).toBe(204);
+    const ended = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { ...result('saved'), stateSaved: true }, ...asRunner(t.sandbox.spec.token) });
+    expect(ended.body).toEqual({ status: 'succeeded' });
+    sendRest();
+    expect((await late).status).toBe(401);
+    // The next turn of the conversation gets the committed state back.
+    const conversationId = t.link.split('/')[3];
+    const next = await prompt(service, 'late-copy', { message: 'again', conversationId }, { prefer: 'respond-async' });
+    expect(next.status).toBe(202);
+    const sandbox = launcher.last();
+    await call(runnerSide(), 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
+    const state = await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/state`, { headers: { authorization: `Bearer ${sandbox.spec.token}` } });
+    expect(state.status).toBe(200);
+    expect(Buffer.from(await state.arrayBuffer()).equals(archive)).toBe(true);
+    sandbox.end({ kind: 'cancelled' });
+  });
+
   it('refuses a result posted with another turn\'s token, and neither turn changes', async () => {
     const a = await startTurn('owner-a');
     const b = await startTurn('owner-b');

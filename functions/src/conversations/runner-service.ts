@@ -107,7 +107,10 @@ export class RunnerService {
     }
     const updated = await this.deps.store.updateTurn(claims.turnId, ['running'], { uploadedStateKey: key });
     if (updated === undefined) {
-      await this.deps.blobs.delete(key);
+      // A late copy of an upload (a retry whose first try the API had taken after all) finds the
+      // turn ended: if it succeeded, this key is the conversation's state now, and is kept.
+      const committed = (await this.deps.store.getConversation(claims.conversationId))?.stateKey;
+      if (committed !== key) await this.deps.blobs.delete(key);
       throw new ServiceError('unauthenticated', 'the turn is no longer running');
     }
   }
