@@ -186,15 +186,7 @@ export class FirestoreConversationStore implements ConversationStore {
       const userRef = this.users.doc(turn.userId);
       const claimRef = turn.idempotencyKey === null ? undefined : this.idempotencyRef(turn.userId, turn.idempotencyKey);
       // A new conversation is created below (and the create fails should it exist): nothing to read.
-      // The service-wide record of starts is read (and so written) only when it limits anything:
-      // every start then commits through that one document, one at a time.
-      const limitsStarts = Number.isFinite(quota.sandboxStartsPerMinute);
-      const [user, claim, conversation, starts] = await this.readAll(tx, [
-        userRef,
-        claimRef,
-        newConversation === undefined ? conversationRef : undefined,
-        limitsStarts ? this.serviceStartsRef : undefined,
-      ]);
+      const [user, claim, conversation] = await this.readAll(tx, [userRef, claimRef, newConversation === undefined ? conversationRef : undefined]);
       if (claim?.exists) return { started: false, existingTurnId: z.string().parse(claim.get('turnId')) };
       if (user === undefined) throw new Error('the user document could not be read');
       if (newConversation === undefined) {
@@ -205,12 +197,19 @@ export class FirestoreConversationStore implements ConversationStore {
       // Every start of a user writes their document, so their starts commit one at a time and
       // this count is exact. The count of everyone's is not guarded that way: racing starts of
       // different users may pass the global cap together, by at most their number.
-      const running = {
-        user: (await tx.get(this.unfinished(this.turns.where('userId', '==', turn.userId)))).data().count,
-        everyone: (await tx.get(this.unfinished(this.turns))).data().count,
-      };
+      const now = new Date(turn.createdAt);
+      const runningForUser = (await tx.get(this.unfinished(this.turns.where('userId', '==', turn.userId)))).data().count;
+      // The user's own limits first: a refused prompt touches nothing that every start shares
+      // (a prompt loop would otherwise contend with everyone's starts for the same documents).
+      const own = admit(ledgerOf(user), { user: runningForUser, everyone: 0 }, { ...quota, runningSandboxes: Infinity, sandboxStartsPerMinute: Infinity }, now);
+      if (!own.admitted) return { started: false, limitHit: own.hit };
+      // The service-wide record of starts is read (and so written) only when it limits anything:
+      // every start then commits through that one document, one at a time.
+      const limitsStarts = Number.isFinite(quota.sandboxStartsPerMinute);
+      const starts = limitsStarts ? await tx.get(this.serviceStartsRef) : undefined;
+      const running = { user: runningForUser, everyone: (await tx.get(this.unfinished(this.turns))).data().count };
       const serviceStarts = starts?.exists ? RecentStarts.parse(starts.get('starts')) : [];
-      const admission = admit(ledgerOf(user), running, quota, new Date(turn.createdAt), serviceStarts);
+      const admission = admit(ledgerOf(user), running, quota, now, serviceStarts);
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
       if (limitsStarts) tx.set(this.serviceStartsRef, { starts: admission.serviceStarts });
 
