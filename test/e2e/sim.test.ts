@@ -73,8 +73,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
         CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
         CLAUDERUN_SIM_START_DELAY_MS: '200',
         // The defaults otherwise: two functions as deployed, and sandboxes given the runner
-        // function's prefixed cloudfunctions.net-style URL, whose path the runner's calls keep
-        // (/internal/... at the origin is no function).
+        // function's own root URL, as the deployment's load balancer gives it.
       },
       'sim',
     );
@@ -104,7 +103,7 @@ describeWithEmulator('the production path on the simulated platform (Functions F
   });
 
   describe('one function, sandboxes given its cloudfunctions.net-style URL', () => {
-    const { sim, logs } = useSimulation({ layout: 'one', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
+    const { sim, logs } = useSimulation({ layout: 'one', sandboxUrl: 'prefixed', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
 
     it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
       const s = sim();

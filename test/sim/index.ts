@@ -44,7 +44,7 @@ const sim = await startSimulation({
   env: functionEnv,
   port: whole('PORT', 8080),
   layout: oneOf<Layout>('CLAUDERUN_SIM_LAYOUT', ['split', 'one'], 'split'),
-  sandboxUrl: oneOf<SandboxUrl>('CLAUDERUN_SIM_SANDBOX_URL', ['prefixed', 'root'], 'prefixed'),
+  sandboxUrl: oneOf<SandboxUrl>('CLAUDERUN_SIM_SANDBOX_URL', ['prefixed', 'root'], 'root'),
   cloudRun: {
     startDelayMs: whole('CLAUDERUN_SIM_START_DELAY_MS', 3000),
     runsPerMinute: whole('CLAUDERUN_SIM_RUNS_PER_MINUTE', 60),

@@ -31,11 +31,10 @@ export interface SimulationOptions {
   /** Default `split`, as deployed. */
   layout?: Layout;
   /**
-   * Default 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME), the hardest case for the
-   * runner; the deployment gives an internal load balancer's root URL, which 'root' stands for.
-   * A sandbox reaches the port of that URL and nothing else: with 'prefixed' that is the shared
-   * origin, every function on it (as an egress rule allowing cloudfunctions.net would allow);
-   * with 'root' the runner function alone (as the load balancer's address).
+   * Default 'root': the deployment gives sandboxes an internal load balancer's root URL, which
+   * reaches the runner function alone. 'prefixed' (https://REGION-PROJECT.cloudfunctions.net/NAME)
+   * is the hardest case for the runner's URLs, but a sandbox given it reaches the shared origin,
+   * every function on it (as an egress rule allowing cloudfunctions.net would), the public one too.
    */
   sandboxUrl?: SandboxUrl;
   cloudRun?: CloudRunBehaviour;
@@ -90,7 +89,7 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     closers.push(() => platform.close());
 
     const runnerName = layout === 'split' ? RUNNER_FUNCTION : PUBLIC_FUNCTION;
-    const sandboxApiUrl = (options.sandboxUrl ?? 'prefixed') === 'prefixed' ? platform.prefixedUrl(runnerName) : platform.rootUrl(runnerName);
+    const sandboxApiUrl = (options.sandboxUrl ?? 'root') === 'prefixed' ? platform.prefixedUrl(runnerName) : platform.rootUrl(runnerName);
     // As infra/sweeper.ts: the job POSTs to the public URL's /ops/sweep, its token's audience the public URL.
     const sweepAudience = platform.prefixedUrl(PUBLIC_FUNCTION);
     const sweepUrl = `${sweepAudience}/ops/sweep`;
