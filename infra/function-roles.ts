@@ -112,6 +112,8 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     // runtime pages say it is set automatically for functions created with the Cloud Functions
     // API), and a value the program does not declare shows as a change on every `pulumi up`.
     LOG_EXECUTION_ID: 'true',
+    // The Functions Framework answers a crash or SIGTERM itself, naming the error outside production.
+    NODE_ENV: 'production',
   };
   if (serve === 'runner') return shared;
   return {

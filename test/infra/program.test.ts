@@ -443,6 +443,7 @@ describe('the two functions', () => {
     CLAUDERUN_RUNJOBS_PER_MINUTE: '50',
     CLAUDERUN_DATA_DIR: '/tmp/clauderun',
     LOG_EXECUTION_ID: 'true',
+    NODE_ENV: 'production',
   });
 
   test("the public one serves the public routes, with the sweeper's identity and audience", () => {
