@@ -6,6 +6,7 @@ import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { startCloudFakes } from '../sim/cloud-fakes.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
 import { freePort, prompt, startService } from '../support/service.js';
+import type { CloudFakes } from '../sim/cloud-fakes.js';
 import { FirestoreOpsCounter } from './firestore-ops.js';
 import { line, ms } from './report.js';
 
@@ -58,6 +59,7 @@ export async function cloudRunCalls(fake: FakeAnthropic): Promise<boolean> {
       if (delta('runJob') !== 1) correct = false;
     }
     line('target', 'at most 1 runJob plus the polls of a 10 s turn (polls back off 1, 2, 4, 8 s ...); at most 8 Firestore operations');
+    if (!(await startsAtTheQuota(fakes, fake, dataDir))) correct = false;
   } finally {
     firestoreOps.stop();
     await service.stop();
@@ -65,4 +67,47 @@ export async function cloudRunCalls(fake: FakeAnthropic): Promise<boolean> {
     await rm(dataDir, { recursive: true, force: true });
   }
   return correct;
+}
+
+/** How many prompts at once, and the service's sandbox starts per minute, for the quota figure. */
+const BURST = 30;
+const STARTS_PER_MINUTE = 10;
+
+/**
+ * runJob calls when prompts come faster than the service's start limit (CLAUDERUN_RUNJOBS_PER_MINUTE):
+ * BURST users prompt at once; only the limit's worth reach Cloud Run, the rest are told when to retry.
+ */
+async function startsAtTheQuota(fakes: CloudFakes, fake: FakeAnthropic, dataDir: string): Promise<boolean> {
+  const port = await freePort();
+  const env = fakes.apiEnv(port);
+  // A store of its own: the window counts every start of the service, the turns above included.
+  const service = await startService(
+    {
+      ...env,
+      GOOGLE_CLOUD_PROJECT: `${env.GOOGLE_CLOUD_PROJECT ?? 'sim'}-quota`,
+      ANTHROPIC_API_KEY: fake.apiKey,
+      ANTHROPIC_BASE_URL: fake.url,
+      CLAUDERUN_RUNJOBS_PER_MINUTE: String(STARTS_PER_MINUTE),
+    },
+    path.join(dataDir, 'quota'),
+  );
+  try {
+    const before = fakes.cloudRun.calls.runJob ?? 0;
+    const answers = await Promise.all(
+      Array.from({ length: BURST }, (_, i) => prompt(service, `burst-${i}`, { message: 'hello' }, { prefer: 'respond-async' })),
+    );
+    const started = answers.filter((a) => a.status === 202).length;
+    const refused = answers.filter((a) => a.status === 429 && (a.body.error as { details?: { limit?: string } }).details?.limit === 'sandbox_starts_per_minute');
+    const waits = refused.map((a) => Number((a.body.error as { details: { retryAfterSeconds: number } }).details.retryAfterSeconds));
+    const runJobs = (fakes.cloudRun.calls.runJob ?? 0) - before;
+    line(
+      `burst of ${BURST}`,
+      `${BURST} users at once, limit ${STARTS_PER_MINUTE}/min: ${started} started (runJob ${runJobs}), ${refused.length} refused 429 sandbox_starts_per_minute (Retry-After ${Math.min(...waits)}-${Math.max(...waits)} s)`,
+    );
+    // Let the started turns end before the service stops.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    return started === STARTS_PER_MINUTE && runJobs === STARTS_PER_MINUTE && refused.length === BURST - STARTS_PER_MINUTE;
+  } finally {
+    await service.stop();
+  }
 }
