@@ -1,7 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { startKeyIssuer } from '../../fixtures/key-issuer.js';
 
 /**
  * Google's ID tokens on loopback: a signing key of the simulation's own, its public half served
@@ -20,16 +17,7 @@ export interface GoogleIdTokens {
 const TOKEN_LIFETIME_SECONDS = 3600;
 
 export async function startGoogleIdTokens(): Promise<GoogleIdTokens> {
-  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
-  const kid = randomBytes(20).toString('hex');
-  const jwk: JWK = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
-  const body = JSON.stringify({ keys: [jwk] });
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/oauth2/v3/certs') return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'application/json; charset=UTF-8', 'cache-control': 'public, max-age=3600' }).end(body);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
+  const keys = await startKeyIssuer();
   // A service account's numeric id stands in `sub` and `azp`, as in Google's tokens.
   const accountIds = new Map<string, string>();
   const idOf = (email: string) => {
@@ -38,25 +26,14 @@ export async function startGoogleIdTokens(): Promise<GoogleIdTokens> {
     return id;
   };
   return {
-    jwksUrl: `http://127.0.0.1:${port}/oauth2/v3/certs`,
-    idToken: (audience, email) => sign(privateKey, kid, audience, email, idOf(email)),
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+    jwksUrl: keys.jwksUrl,
+    idToken: (audience, email) => {
+      const now = Math.floor(Date.now() / 1000);
+      const id = idOf(email);
+      return keys.sign({ iss: 'https://accounts.google.com', aud: audience, sub: id, azp: id, email, email_verified: true, iat: now, exp: now + TOKEN_LIFETIME_SECONDS });
     },
+    close: () => keys.close(),
   };
-}
-
-function sign(key: CryptoKey, kid: string, audience: string, email: string, accountId: string): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ email, email_verified: true, azp: accountId })
-    .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
-    .setIssuer('https://accounts.google.com')
-    .setAudience(audience)
-    .setSubject(accountId)
-    .setIssuedAt(now)
-    .setExpirationTime(now + TOKEN_LIFETIME_SECONDS)
-    .sign(key);
 }
 
 export interface SchedulerJob {
