@@ -320,6 +320,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         sandboxRef: null,
         stoppedBy: null,
         resultDigest: null,
+        holdsSandbox: false,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });

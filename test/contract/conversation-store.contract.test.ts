@@ -96,6 +96,7 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
   sandboxRef: null,
   stoppedBy: null,
   resultDigest: null,
+  holdsSandbox: false,
   ...overrides,
 });
 
@@ -414,6 +415,23 @@ function storeContract(adapter: Adapter): void {
         });
         expect(await store.startTurn(turn('t3', { conversationId: 'u1-c3', createdAt: at(61) }), limit)).toEqual({ started: true });
         expect(await store.startTurn(turn('t4', { conversationId: 'u1-c4', createdAt: at(62) }), limit)).toMatchObject({ limitHit: { limit: 'turns_per_minute' } });
+      });
+
+      it('a final turn whose sandbox may not be gone still holds its running slot, until that is seen', async () => {
+        for (const user of ['u1', 'u2']) await conversations(2, user);
+        const limit = limits({ runningTurnsPerUser: 1, runningSandboxes: 1 });
+        expect(await store.startTurn(turn('a', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
+        await store.updateTurn('a', ['queued'], { status: 'succeeded', holdsSandbox: true });
+        expect(await store.startTurn(turn('b', { conversationId: 'u1-c1' }), limit)).toMatchObject({ limitHit: { limit: 'running_turns' } });
+        expect(await store.startTurn(turn('c', { userId: 'u2', conversationId: 'u2-c0' }), limit)).toMatchObject({ limitHit: { limit: 'running_sandboxes' } });
+        expect((await store.getUsage('u1', new Date(at(1)))).runningTurns).toBe(1);
+        expect(ids(await store.listTurnsHoldingSandboxes())).toEqual(['a']);
+        expect(ids(await store.listTurnsHoldingSandboxes('u2'))).toEqual([]);
+        expect(await store.listUnfinishedTurns()).toEqual([]);
+        const released = await store.updateTurn('a', ['succeeded'], { holdsSandbox: false });
+        expect(released).toMatchObject({ status: 'succeeded', holdsSandbox: false });
+        expect(await store.listTurnsHoldingSandboxes()).toEqual([]);
+        expect(await store.startTurn(turn('b', { conversationId: 'u1-c1' }), limit)).toEqual({ started: true });
       });
 
       it('caps the sandboxes running across all users', async () => {

@@ -55,6 +55,36 @@ describe('turns whose sandbox ended unseen', () => {
   });
 });
 
+describe('a turn made final before its execution is gone (the cloud\'s order)', () => {
+  // Executions outlive the process and take their time to stop once cancelled.
+  const launcher = new ManualLauncher(true, true);
+  let service: RunningService;
+  beforeAll(async () => {
+    service = await startService({ CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: '1' }, undefined, { launcher });
+  });
+  afterAll(() => service?.stop({ removeData: true }));
+
+  it('holds the user\'s running slot until its sandbox is gone, though its answer is out', async () => {
+    const turn = await startAsync(service, 'early', 'posting early');
+    const sandbox = launcher.last();
+    const asRunner = { authorization: `Bearer ${sandbox.spec.token}`, 'content-type': 'application/json' };
+    await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}`, { headers: asRunner });
+    const result = { outcome: 'succeeded', text: 'posted early', sessionId: '00000000-0000-4000-8000-000000000003', stateSaved: false };
+    const posted = fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/result`, { method: 'POST', headers: asRunner, body: JSON.stringify(result) });
+    await expect.poll(async () => (await call(service, 'GET', turnPath(turn), { userId: 'early' })).body.status).toBe('succeeded');
+    // The answer is out, the sandbox still stopping: it still counts.
+    expect((await call(service, 'GET', '/api/usage', { userId: 'early' })).body).toMatchObject({ runningTurns: 1 });
+    const refused = await prompt(service, 'early', { message: 'too soon' }, { prefer: 'respond-async' });
+    expect(refused.status).toBe(429);
+    expect(refused.body).toMatchObject({ error: { details: { limit: 'running_turns' } } });
+    sandbox.end({ kind: 'cancelled' });
+    expect((await posted).status).toBe(200);
+    expect((await call(service, 'GET', '/api/usage', { userId: 'early' })).body).toMatchObject({ runningTurns: 0 });
+    expect((await prompt(service, 'early', { message: 'now' }, { prefer: 'respond-async' })).status).toBe(202);
+    launcher.last().end({ kind: 'cancelled' });
+  });
+});
+
 /** A launcher whose launches wait until the test lets them go: a runJob under way on some instance. */
 class HeldLauncher extends ManualLauncher {
   private release: () => void = () => {};

@@ -218,6 +218,11 @@ describeWithEmulator('the production path on the simulated platform (Functions F
       expect(held.body).toMatchObject({ status: 'succeeded', text: 'echo: held across functions' });
       expect(fake.calls.some((c) => c.apiKey === 'sk-ant-wrong-key')).toBe(false);
       expect(s.runnerPool.history.length).toBeGreaterThanOrEqual(1);
+      // Each turn held its running slot until its execution was seen gone; the runner function
+      // lost its CPU with the result's request, so reading the usage is what lets them go.
+      await expect
+        .poll(async () => (await call(client, 'GET', '/api/usage', { userId: 'two-user' })).body.runningTurns, { timeout: 30_000, interval: 2000 })
+        .toBe(0);
     });
   });
 });

@@ -49,10 +49,13 @@ describe('the sandbox\'s disk, with the default budgets', () => {
   });
 
   it('lets a tool fill /tmp and then allocate memory: /tmp is full, memory is left, the agent reports it', async () => {
+    // The CLI keeps a command's output under /tmp too: what is printed while /tmp is full goes to
+    // the workspace, and is shown once /tmp is emptied again.
     const answer = await runCommand(
       running.service,
-      'dd if=/dev/zero of=/tmp/fill bs=1M count=2000 2>&1; ' +
-        'node -e "const b = Buffer.alloc(600e6, 1); console.log(\'ALLOCATED\', b.length)"; echo "EXIT=$?"',
+      'dd if=/dev/zero of=/tmp/fill bs=1M count=2000 > /workspace/dd.log 2>&1; ' +
+        'node -e "const b = Buffer.alloc(600e6, 1); console.log(\'ALLOCATED\', b.length)" > /workspace/node.log 2>&1; echo "EXIT=$?" >> /workspace/node.log; ' +
+        'rm -f /tmp/fill; cat /workspace/dd.log /workspace/node.log',
     );
     const turn = turnOf(answer);
     if (turn.status !== 'succeeded') expect(turn.reason).toMatch(/out of memory/);

@@ -20,7 +20,14 @@ export class ManualLauncher implements SandboxLauncher {
   readonly sandboxes: ManualSandbox[] = [];
   private readonly ends = new Map<string, SandboxEnd>();
 
-  constructor(readonly sandboxesOutliveProcess = false) {}
+  /**
+   * `stopsWhenTold`: a stop (cancel) only asks; the sandbox is gone when the test ends it, as a
+   * Cloud Run execution takes its time to stop.
+   */
+  constructor(
+    readonly sandboxesOutliveProcess = false,
+    private readonly stopsWhenTold = false,
+  ) {}
 
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
     const ref = `manual:${spec.turnId}`;
@@ -31,7 +38,7 @@ export class ManualLauncher implements SandboxLauncher {
       resolve(how);
     };
     this.sandboxes.push({ spec, end, vanish: (how) => this.ends.set(ref, how) });
-    return { ref, ended, cancel: async () => end({ kind: 'cancelled' }) };
+    return { ref, ended, cancel: async () => (this.stopsWhenTold ? undefined : end({ kind: 'cancelled' })) };
   }
 
   reattach(): undefined {

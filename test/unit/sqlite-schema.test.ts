@@ -17,7 +17,7 @@ describe('the SQLite store on a database from an earlier release', () => {
     await first.startTurn({
       id: 't1', conversationId: 'c1', userId: 'u1', prompt: 'hi', status: 'queued', reason: null, text: null, usage: emptyUsage(),
       costUsd: 0, createdAt: new Date().toISOString(), startedAt: null, finishedAt: null, deadlineAt: 'z', uploadedStateKey: null,
-      idempotencyKey: null, sandboxRef: null, stoppedBy: null, resultDigest: null,
+      idempotencyKey: null, sandboxRef: null, stoppedBy: null, resultDigest: null, holdsSandbox: false,
     });
     await first.close();
     // What a database written before `stopped_by` existed looks like.

@@ -3,7 +3,7 @@ import type { PostConversationRequest, TurnView, UsageView } from '../contract/a
 import { emptyUsage, isFinal } from '../contract/turn.js';
 import type { Conversation, ListCursor, StartTurnResult, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import type { TurnLifecycle } from './turn-lifecycle.js';
+import { holdsSlot, type TurnLifecycle } from './turn-lifecycle.js';
 import { nextUtcDay } from './quota.js';
 import { titleOf } from './views.js';
 
@@ -51,6 +51,7 @@ export class ConversationService {
       sandboxRef: null,
       stoppedBy: null,
       resultDigest: null,
+      holdsSandbox: false,
     };
     // A new conversation is created with its first turn, or not at all.
     const start = () => store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
@@ -165,9 +166,10 @@ export class ConversationService {
     const everyone = refusal !== undefined && 'limitHit' in refusal && refusal.limitHit.limit === 'running_sandboxes';
     if (refusal !== undefined && 'limitHit' in refusal && !everyone && refusal.limitHit.limit !== 'running_turns') return 0;
     if (everyone) return (await this.lifecycle.sweep()).settled;
-    const unfinished = await this.deps.store.listUnfinishedTurns(userId);
-    const reconciled = await Promise.all(unfinished.map((turn) => this.lifecycle.reconcile(turn)));
-    return reconciled.filter((turn) => isFinal(turn.status)).length;
+    const { store } = this.deps;
+    const holding = [...(await store.listUnfinishedTurns(userId)), ...(await store.listTurnsHoldingSandboxes(userId))];
+    const reconciled = await Promise.all(holding.map((turn) => this.lifecycle.reconcile(turn)));
+    return reconciled.filter((turn) => !holdsSlot(turn)).length;
   }
 
   private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {

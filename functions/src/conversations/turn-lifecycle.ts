@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
 import type { EventBudget } from './event-budget.js';
-import { isFinal, type TurnStatus } from '../contract/turn.js';
+import { FINAL_STATUSES, isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import { TurnView } from '../contract/api.js';
 import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
@@ -32,6 +32,9 @@ export interface LifecycleDeps {
   agent: AgentSettings;
   log: (message: string) => void;
 }
+
+/** Whether a turn counts against the running limits: unfinished, or final with a sandbox not seen gone. */
+export const holdsSlot = (turn: Turn): boolean => !isFinal(turn.status) || turn.holdsSandbox;
 
 /** The event a watcher sees when a turn moves to a working state. */
 export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', data: { status: turn.status } }];
@@ -181,10 +184,12 @@ export class TurnLifecycle {
         // In the cloud the request that ends a turn may be carried by its sandbox (the result, a
         // model call over budget): stopping the sandbox drops that request, and with it the
         // instance's CPU (request-based billing: cloud.google.com/run/docs/tips/general), so
-        // the turn is made final first and its execution cancelled right after. Cloud Run stops
-        // it within seconds; until then it runs uncounted, its token already void.
-        const finished = await this.finish(turn.id, status, patch, commit);
-        await this.removeSandbox(turn);
+        // the turn is made final first and its execution cancelled right after. Until the
+        // execution is seen gone the final turn holds its running slot (holdsSandbox): here if
+        // this request lives on, else when someone reconciles it.
+        const holds = turn.sandboxRef !== null || this.sandboxes.has(turn.id);
+        const finished = await this.finish(turn.id, status, holds ? { ...patch, holdsSandbox: true } : patch, commit);
+        if ((await this.removeSandbox(turn)) && holds) return (await this.releaseSlot(turn.id)) ?? finished;
         return finished;
       }
       await this.removeSandbox(turn);
@@ -217,7 +222,8 @@ export class TurnLifecycle {
    * then stands.
    */
   async reconcile(turn: Turn): Promise<Turn> {
-    if (isFinal(turn.status) || this.ending.has(turn.id) || this.closed) return turn;
+    if (this.ending.has(turn.id) || this.closed) return turn;
+    if (isFinal(turn.status)) return turn.holdsSandbox ? this.releaseIfGone(turn) : turn;
     const now = Date.now();
     if (now > Date.parse(turn.deadlineAt) + DEADLINE_GRACE_MS) {
       await this.settleLost(turn.id);
@@ -241,22 +247,37 @@ export class TurnLifecycle {
     return this.requireTurn(turn.id);
   }
 
-  /** Reconciles every unfinished turn (what Cloud Scheduler calls for): how many became final. */
+  /**
+   * Reconciles every turn that holds a running slot (what Cloud Scheduler calls for): how many
+   * were checked, and how many of them let go of their slot (became final, or their sandbox gone).
+   */
   async sweep(): Promise<{ checked: number; settled: number }> {
-    const unfinished = await this.deps.store.listUnfinishedTurns();
+    const { store } = this.deps;
+    const holding = [...(await store.listUnfinishedTurns()), ...(await store.listTurnsHoldingSandboxes())];
     let settled = 0;
-    const queue = [...unfinished];
+    const queue = [...holding];
     const worker = async () => {
       for (let turn = queue.shift(); turn !== undefined; turn = queue.shift()) {
         try {
-          if (isFinal((await this.reconcile(turn)).status)) settled += 1;
+          if (!holdsSlot(await this.reconcile(turn))) settled += 1;
         } catch (error) {
           this.deps.log(`sweep: reconciling turn ${turn.id} failed: ${(error as Error).message}`);
         }
       }
     };
     await Promise.all(Array.from({ length: SWEEP_CONCURRENCY }, worker));
-    return { checked: unfinished.length, settled };
+    return { checked: holding.length, settled };
+  }
+
+  /** A final turn still holding its slot lets go of it once its sandbox is seen ended. */
+  private async releaseIfGone(turn: Turn): Promise<Turn> {
+    if (turn.sandboxRef === null) return (await this.releaseSlot(turn.id)) ?? turn;
+    const now = Date.now();
+    if (now - (this.probedAt.get(turn.id) ?? 0) < PROBE_INTERVAL_MS) return turn;
+    this.probedAt.set(turn.id, now);
+    this.forgetOldProbes(now);
+    if ((await this.deps.launcher.status(turn.sandboxRef, Date.parse(turn.createdAt))) === undefined) return turn;
+    return (await this.releaseSlot(turn.id)) ?? turn;
   }
 
   /** Reconciles the turn every little while until the returned function is called. */
@@ -306,9 +327,9 @@ export class TurnLifecycle {
   }
 
   /** Stops the turn's sandbox, wherever it runs, and waits (bounded) until it is gone. */
-  private async removeSandbox(turn: Pick<Turn, 'id' | 'sandboxRef'>): Promise<void> {
+  private async removeSandbox(turn: Pick<Turn, 'id' | 'sandboxRef'>): Promise<boolean> {
     const sandbox = this.sandboxes.get(turn.id) ?? this.reattach(turn);
-    if (sandbox === undefined) return;
+    if (sandbox === undefined) return true;
     try {
       await sandbox.cancel();
     } catch (error) {
@@ -317,6 +338,12 @@ export class TurnLifecycle {
     }
     const gone = await Promise.race([sandbox.ended.then(() => true), sleep(SANDBOX_GONE_WAIT_MS, false, { ref: false })]);
     if (!gone) this.deps.log(`turn ${turn.id}: the sandbox was not seen gone within ${SANDBOX_GONE_WAIT_MS} ms of its stop`);
+    return gone;
+  }
+
+  /** A final turn's sandbox is gone: the turn frees the running slot it held. */
+  private releaseSlot(turnId: string): Promise<Turn | undefined> {
+    return this.deps.store.updateTurn(turnId, FINAL_STATUSES, { holdsSandbox: false });
   }
 
   private forgetOldProbes(now: number): void {

@@ -43,6 +43,11 @@ export interface Turn {
    * is answered with the turn as it ended, another one refused.
    */
   resultDigest: string | null;
+  /**
+   * A final turn whose sandbox may not be gone yet (in the cloud a turn is made final before its
+   * execution is stopped): it still counts against the running limits until that is seen.
+   */
+  holdsSandbox: boolean;
 }
 
 /** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
@@ -75,7 +80,7 @@ export interface ListCursor {
 }
 
 export type TurnPatch = Partial<
-  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'resultDigest'>
+  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'holdsSandbox' | 'resultDigest'>
 >;
 
 /** A conversation's new agent session and state archive, taken on together with a turn's success. */
@@ -155,5 +160,7 @@ export interface ConversationStore {
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
   /** Turns not yet in a final state, everyone's or one user's (for settling those that are over). */
   listUnfinishedTurns(userId?: string): Promise<Turn[]>;
+  /** Final turns whose sandbox may not be gone yet (holdsSandbox), everyone's or one user's. */
+  listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]>;
   close(): Promise<void>;
 }

@@ -81,6 +81,7 @@ const TurnRecord = z.object({
   sandboxRef: z.string().nullable().default(null),
   stoppedBy: LimitName.nullable().default(null),
   resultDigest: z.string().nullable().default(null),
+  holdsSandbox: z.boolean().default(false),
 }) satisfies z.ZodType<Turn>;
 
 /** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
@@ -198,7 +199,7 @@ export class FirestoreConversationStore implements ConversationStore {
       // this count is exact. The count of everyone's is not guarded that way: racing starts of
       // different users may pass the global cap together, by at most their number.
       const now = new Date(turn.createdAt);
-      const runningForUser = (await tx.get(this.unfinished(this.turns.where('userId', '==', turn.userId)))).data().count;
+      const runningForUser = await this.holdingSlots(this.turns.where('userId', '==', turn.userId), tx);
       // The user's own limits first: a refused prompt touches nothing that every start shares
       // (a prompt loop would otherwise contend with everyone's starts for the same documents).
       const own = admit(ledgerOf(user), { user: runningForUser, everyone: 0 }, { ...quota, runningSandboxes: Infinity, sandboxStartsPerMinute: Infinity }, now);
@@ -207,7 +208,7 @@ export class FirestoreConversationStore implements ConversationStore {
       // every start then commits through that one document, one at a time.
       const limitsStarts = Number.isFinite(quota.sandboxStartsPerMinute);
       const starts = limitsStarts ? await tx.get(this.serviceStartsRef) : undefined;
-      const running = { user: runningForUser, everyone: (await tx.get(this.unfinished(this.turns))).data().count };
+      const running = { user: runningForUser, everyone: await this.holdingSlots(this.turns, tx) };
       const serviceStarts = starts?.exists ? RecentStarts.parse(starts.get('starts')) : [];
       const admission = admit(ledgerOf(user), running, quota, now, serviceStarts);
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
@@ -300,8 +301,8 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   async getUsage(userId: string, now: Date): Promise<UserUsage> {
-    const [user, running] = await Promise.all([this.users.doc(userId).get(), this.unfinished(this.turns.where('userId', '==', userId)).get()]);
-    return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: running.data().count };
+    const [user, running] = await Promise.all([this.users.doc(userId).get(), this.holdingSlots(this.turns.where('userId', '==', userId))]);
+    return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: running };
   }
 
   async appendEvents(turnId: string, events: NewTurnEvent[], budget?: EventBudget): Promise<TurnEvent[] | undefined> {
@@ -373,6 +374,11 @@ export class FirestoreConversationStore implements ConversationStore {
     return (await turns.where('status', 'in', UNFINISHED).get()).docs.map(toTurn);
   }
 
+  async listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]> {
+    const turns = userId === undefined ? this.turns : this.turns.where('userId', '==', userId);
+    return (await turns.where('holdsSandbox', '==', true).get()).docs.map(toTurn);
+  }
+
   async close(): Promise<void> {
     await this.db.terminate();
   }
@@ -391,6 +397,16 @@ export class FirestoreConversationStore implements ConversationStore {
   /** How many of the query's turns are unfinished: one read per thousand, nothing to keep up to date. */
   private unfinished(turns: Query) {
     return turns.where('status', 'in', UNFINISHED).count();
+  }
+
+  /**
+   * How many of the query's turns hold a running slot: the unfinished, and the final ones whose
+   * sandbox may not be gone (two counts of equality filters, which single-field indexes serve).
+   */
+  private async holdingSlots(turns: Query, tx?: Transaction): Promise<number> {
+    const queries = [this.unfinished(turns), turns.where('holdsSandbox', '==', true).count()];
+    const counts = await Promise.all(queries.map((q) => (tx === undefined ? q.get() : tx.get(q))));
+    return counts.reduce((sum, snap) => sum + snap.data().count, 0);
   }
 
   private events(turnId: string): CollectionReference {

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS turns (
   idempotency_key TEXT,
   sandbox_ref TEXT,
   stopped_by TEXT,
-  result_digest TEXT
+  result_digest TEXT,
+  holds_sandbox INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS turn_events (
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS service_records (
 
 
 /** Columns added to `turns` after its first release, with their types. */
-const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT', result_digest: 'TEXT' } as const;
+const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT', result_digest: 'TEXT', holds_sandbox: 'INTEGER NOT NULL DEFAULT 0' } as const;
 
 
 function toConversation(row: Row): Conversation {
@@ -114,6 +115,7 @@ function toTurn(row: Row): Turn {
     sandboxRef: strOrNull(row.sandbox_ref),
     stoppedBy: LimitName.nullable().parse(row.stopped_by ?? null),
     resultDigest: strOrNull(row.result_digest ?? null),
+    holdsSandbox: Number(row.holds_sandbox ?? 0) === 1,
   };
 }
 
@@ -137,6 +139,7 @@ const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
   sandboxRef: 'sandbox_ref',
   stoppedBy: 'stopped_by',
   resultDigest: 'result_digest',
+  holdsSandbox: 'holds_sandbox',
 };
 
 /** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
@@ -229,11 +232,11 @@ export class SqliteConversationStore implements ConversationStore {
       this.db
         .prepare(
           `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by, result_digest)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by, result_digest, holds_sandbox)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy, t.resultDigest);
+          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy, t.resultDigest, t.holdsSandbox ? 1 : 0);
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
@@ -246,7 +249,8 @@ export class SqliteConversationStore implements ConversationStore {
 
   async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
     const { commit, events } = extras;
-    const entries = Object.entries(patch) as [keyof TurnPatch, string | null][];
+    // SQLite has no booleans: holdsSandbox is 0 or 1.
+    const entries = Object.entries(patch).map(([key, value]) => [key, typeof value === 'boolean' ? (value ? 1 : 0) : value]) as [keyof TurnPatch, string | number | null][];
     if (from.length === 0) return undefined;
     const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
@@ -308,12 +312,13 @@ export class SqliteConversationStore implements ConversationStore {
       .run(userId, JSON.stringify(ledger));
   }
 
-  /** Unfinished turns: the user's, or without a user everyone's (the sandboxes that run). */
+  /** Turns that hold a running slot (unfinished, or final with a sandbox not yet gone): the user's, or everyone's. */
   private unfinishedTurns(userId?: string): number {
+    const running = `(status NOT IN ${FINAL_SQL} OR holds_sandbox = 1)`;
     const row =
       userId === undefined
-        ? this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE status NOT IN ${FINAL_SQL}`).get()
-        : this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).get(userId);
+        ? this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE ${running}`).get()
+        : this.db.prepare(`SELECT COUNT(*) AS n FROM turns WHERE user_id = ? AND ${running}`).get(userId);
     return Number(row?.n ?? 0);
   }
 
@@ -392,6 +397,11 @@ export class SqliteConversationStore implements ConversationStore {
   async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
     if (userId === undefined) return this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all().map(toTurn);
     return this.db.prepare(`SELECT * FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).all(userId).map(toTurn);
+  }
+
+  async listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]> {
+    if (userId === undefined) return this.db.prepare('SELECT * FROM turns WHERE holds_sandbox = 1').all().map(toTurn);
+    return this.db.prepare('SELECT * FROM turns WHERE user_id = ? AND holds_sandbox = 1').all(userId).map(toTurn);
   }
 
   async close(): Promise<void> {
