@@ -197,7 +197,33 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** The settings this service reads: a CLAUDERUN_ variable outside them is a typo, never a default. */
+const KNOWN_SETTINGS = new Set(Object.keys(EnvSchema.shape));
+
+/** The known setting nearest to `name` (by edit distance), if one is near enough to be meant. */
+function nearestSetting(name: string): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const row = [i];
+      for (let j = 1; j <= b.length; j++) row[j] = Math.min((previous[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = row;
+    }
+    return previous[b.length] ?? Number.POSITIVE_INFINITY;
+  };
+  const [best] = [...KNOWN_SETTINGS].map((known) => ({ known, d: distance(name, known) })).sort((x, y) => x.d - y.d);
+  return best !== undefined && best.d <= 3 ? best.known : undefined;
+}
+
 export function loadConfig(env: Env): Config {
+  const unknown = Object.keys(env).filter((name) => name.startsWith('CLAUDERUN_') && !KNOWN_SETTINGS.has(name));
+  if (unknown.length > 0) {
+    const named = unknown.map((name) => {
+      const meant = nearestSetting(name);
+      return meant === undefined ? name : `${name} (did you mean ${meant}?)`;
+    });
+    throw new ConfigError(`unknown setting${unknown.length > 1 ? 's' : ''}: ${named.join(', ')}; README's Configuration lists them`);
+  }
   const parsed = EnvSchema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);

@@ -22,6 +22,12 @@ describe('config', () => {
     expect(loadConfig({ ...cloud, CLAUDERUN_SERVE: 'runner', CLAUDERUN_RUNJOBS_PER_MINUTE: '120' })).toMatchObject({ serve: 'runner', quota: { sandboxStartsPerMinute: 120 } });
   });
 
+  it('refuses a CLAUDERUN_ setting it does not know, naming the one meant: a typo never falls back to a default', () => {
+    expect(() => loadConfig({ CLAUDERUN_MAX_TURN_PER_MINUTE: '5' })).toThrow(/unknown setting: CLAUDERUN_MAX_TURN_PER_MINUTE \(did you mean CLAUDERUN_MAX_TURNS_PER_MINUTE\?\)/);
+    expect(() => loadConfig({ CLAUDERUN_FLAVOUR: 'mint' })).toThrow(/unknown setting: CLAUDERUN_FLAVOUR;/);
+    expect(loadConfig({ HOME: '/root', NODE_ENV: 'production' }).port).toBe(8080);
+  });
+
   it('uses the real model API when a key is set', () => {
     const config = loadConfig({ ANTHROPIC_API_KEY: 'sk-ant-x', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9999/' });
     expect(config.model).toEqual({ upstream: 'anthropic', apiKey: 'sk-ant-x', baseUrl: 'http://127.0.0.1:9999' });
