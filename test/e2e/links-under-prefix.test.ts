@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { startPathFront, type PathFront } from '../support/path-front.js';
@@ -47,4 +48,24 @@ describe('links under a path prefix', () => {
       expect(front.outside).toEqual([]);
     });
   }
+
+  it('are relative to the path of an absolute-form request target too, whatever host it names', async () => {
+    // RFC 9112 section 3.2.2: a client may send the whole URL as the target; only its path counts.
+    const answer = await new Promise<{ status: number; location: string | undefined; links: Record<string, string> }>((resolve, reject) => {
+      const request = http.request(
+        { host: '127.0.0.1', port: service.port, method: 'POST', path: 'http://evil.example/api/conversation', headers: { 'x-user-id': 'absolute', 'content-type': 'application/json', prefer: 'respond-async' } },
+        (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, location: response.headers.location, links: (JSON.parse(text) as { links: Record<string, string> }).links }));
+        },
+      );
+      request.on('error', reject);
+      request.end(JSON.stringify({ message: 'hello' }));
+    });
+    expect(answer.status).toBe(202);
+    expect(answer.location).toMatch(/^conversations\/[^/]+\/turns\/[^/]+$/);
+    expect(answer.links.conversation).toMatch(/^conversations\/[^/]+$/);
+    launcher.last().end({ kind: 'cancelled' });
+  });
 });

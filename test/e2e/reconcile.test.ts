@@ -165,6 +165,8 @@ describe('the sweeper', () => {
     ['another issuer', () => keys.sign({ ...schedulerClaims, iss: 'https://securetoken.google.com/x' }), /"iss" claim/],
     ['an expired token', () => keys.sign({ ...schedulerClaims, iat: 1_000_000, exp: 1_000_600 }), /expired/],
     ['a token signed with another key', () => keys.sign(schedulerClaims, { withKey: keys.strangerKey }), /not valid/],
+    ['a token issued in the future', () => keys.sign({ ...schedulerClaims, iat: Math.floor(Date.now() / 1000) + 3600, exp: Math.floor(Date.now() / 1000) + 7200 }), /iat/],
+    ['a token that lives ten years', () => keys.sign({ ...schedulerClaims, exp: Math.floor(Date.now() / 1000) + 10 * 365 * 24 * 3600 }), /exp/],
   ])('refuses %s with a JSON 401', async (_what, token, message) => {
     const answer = await sweep(await token());
     expect(answer.status).toBe(401);

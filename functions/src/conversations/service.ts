@@ -3,7 +3,7 @@ import type { PostConversationRequest, TurnView, UsageView } from '../contract/a
 import { emptyUsage, isFinal } from '../contract/turn.js';
 import type { Conversation, ListCursor, StartTurnResult, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import { holdsSlot, type TurnLifecycle } from './turn-lifecycle.js';
+import type { TurnLifecycle } from './turn-lifecycle.js';
 import { nextUtcDay } from './quota.js';
 import { titleOf } from './views.js';
 
@@ -159,17 +159,13 @@ export class ConversationService {
   }
 
   /**
-   * Reconciles the unfinished turns that count against a start (the user's own; everyone's
-   * when the service-wide cap refused it): how many of them became final.
+   * Reconciles the turns that count against a start (the user's own; everyone's when the
+   * service-wide cap refused it): how many of them let go of their slot.
    */
   private async settleOverTurns(userId: string, refusal?: StartTurnResult): Promise<number> {
     const everyone = refusal !== undefined && 'limitHit' in refusal && refusal.limitHit.limit === 'running_sandboxes';
     if (refusal !== undefined && 'limitHit' in refusal && !everyone && refusal.limitHit.limit !== 'running_turns') return 0;
-    if (everyone) return (await this.lifecycle.sweep()).settled;
-    const { store } = this.deps;
-    const holding = [...(await store.listUnfinishedTurns(userId)), ...(await store.listTurnsHoldingSandboxes(userId))];
-    const reconciled = await Promise.all(holding.map((turn) => this.lifecycle.reconcile(turn)));
-    return reconciled.filter((turn) => !holdsSlot(turn)).length;
+    return (await this.lifecycle.sweep(everyone ? undefined : userId)).settled;
   }
 
   private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {

@@ -235,10 +235,7 @@ export class TurnLifecycle {
     }
     // Asked even when this instance follows the sandbox: its watch backs off to long intervals
     // and stands still whenever the instance has no request.
-    if (now - (this.probedAt.get(turn.id) ?? 0) < PROBE_INTERVAL_MS) return turn;
-    this.probedAt.set(turn.id, now);
-    this.forgetOldProbes(now);
-    const end = await this.deps.launcher.status(turn.sandboxRef, Date.parse(turn.createdAt));
+    const end = await this.probe(turn.id, turn.sandboxRef, turn.createdAt);
     // A cancelled sandbox is settled by whoever cancelled it, with their reason; the deadline
     // settles it should they not.
     if (end === undefined || end.kind === 'cancelled') return turn;
@@ -248,12 +245,13 @@ export class TurnLifecycle {
   }
 
   /**
-   * Reconciles every turn that holds a running slot (what Cloud Scheduler calls for): how many
-   * were checked, and how many of them let go of their slot (became final, or their sandbox gone).
+   * Reconciles every turn that holds a running slot, everyone's (what Cloud Scheduler calls for)
+   * or one user's: how many were checked, and how many let go of their slot (became final, or
+   * their sandbox gone).
    */
-  async sweep(): Promise<{ checked: number; settled: number }> {
+  async sweep(userId?: string): Promise<{ checked: number; settled: number }> {
     const { store } = this.deps;
-    const holding = [...(await store.listUnfinishedTurns()), ...(await store.listTurnsHoldingSandboxes())];
+    const holding = [...(await store.listUnfinishedTurns(userId)), ...(await store.listTurnsHoldingSandboxes(userId))];
     let settled = 0;
     const queue = [...holding];
     const worker = async () => {
@@ -272,12 +270,22 @@ export class TurnLifecycle {
   /** A final turn still holding its slot lets go of it once its sandbox is seen ended. */
   private async releaseIfGone(turn: Turn): Promise<Turn> {
     if (turn.sandboxRef === null) return (await this.releaseSlot(turn.id)) ?? turn;
-    const now = Date.now();
-    if (now - (this.probedAt.get(turn.id) ?? 0) < PROBE_INTERVAL_MS) return turn;
-    this.probedAt.set(turn.id, now);
-    this.forgetOldProbes(now);
-    if ((await this.deps.launcher.status(turn.sandboxRef, Date.parse(turn.createdAt))) === undefined) return turn;
+    if ((await this.probe(turn.id, turn.sandboxRef, turn.createdAt)) === undefined) return turn;
     return (await this.releaseSlot(turn.id)) ?? turn;
+  }
+
+  /**
+   * How the turn's sandbox ended, as its platform says: asked at most every PROBE_INTERVAL_MS
+   * per turn on this instance (undefined when not asked now, or while it runs).
+   */
+  private async probe(turnId: string, sandboxRef: string, createdAt: string): Promise<SandboxEnd | undefined> {
+    const now = Date.now();
+    if (now - (this.probedAt.get(turnId) ?? 0) < PROBE_INTERVAL_MS) return undefined;
+    this.probedAt.set(turnId, now);
+    if (this.probedAt.size >= 10_000) {
+      for (const [id, at] of this.probedAt) if (now - at >= PROBE_INTERVAL_MS) this.probedAt.delete(id);
+    }
+    return this.deps.launcher.status(sandboxRef, Date.parse(createdAt));
   }
 
   /** Reconciles the turn every little while until the returned function is called. */
@@ -344,11 +352,6 @@ export class TurnLifecycle {
   /** A final turn's sandbox is gone: the turn frees the running slot it held. */
   private releaseSlot(turnId: string): Promise<Turn | undefined> {
     return this.deps.store.updateTurn(turnId, FINAL_STATUSES, { holdsSandbox: false });
-  }
-
-  private forgetOldProbes(now: number): void {
-    if (this.probedAt.size < 10_000) return;
-    for (const [turnId, at] of this.probedAt) if (now - at >= PROBE_INTERVAL_MS) this.probedAt.delete(turnId);
   }
 
   private reattach(turn: Pick<Turn, 'sandboxRef'>): SandboxHandle | undefined {
