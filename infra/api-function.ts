@@ -1,5 +1,5 @@
 import * as gcp from '@pulumi/gcp';
-import * as pulumi from '@pulumi/pulumi';
+import type * as pulumi from '@pulumi/pulumi';
 import type { Names, Settings } from './config.js';
 import { functionEnvironment, functionRoles, type EnvironmentRefs, type Serve } from './function-roles.js';
 import { API_ENTRY_POINT, type FunctionSource } from './function-source.js';
@@ -108,7 +108,13 @@ export function apiFunctions(
   // reachable only from inside (its ingress), by sandboxes that have no Google identity to show,
   // and every route of it takes a turn token.
   const invoker = (logical: string, fn: gcp.cloudfunctionsv2.Function) =>
-    new gcp.cloudrunv2.ServiceIamMember(logical, { project: s.project, location: s.region, name: fn.name, role: 'roles/run.invoker', member: 'allUsers' });
+    new gcp.cloudrunv2.ServiceIamMember(logical, {
+      project: s.project,
+      location: s.region,
+      name: fn.name,
+      role: 'roles/run.invoker',
+      member: 'allUsers',
+    });
 
   return {
     sourceBucket,

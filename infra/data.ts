@@ -1,5 +1,5 @@
 import * as gcp from '@pulumi/gcp';
-import * as pulumi from '@pulumi/pulumi';
+import type * as pulumi from '@pulumi/pulumi';
 import { deletionPolicy, type Names, type Settings } from './config.js';
 import { indexKey, type FirestoreIndex } from './firestore-indexes.js';
 
@@ -40,7 +40,9 @@ export function data(s: Settings, n: Names, indexes: FirestoreIndex[], apis: pul
           database: database.name,
           collection: index.collectionGroup,
           queryScope: index.queryScope,
-          fields: index.fields.map((f) => ('order' in f ? { fieldPath: f.fieldPath, order: f.order } : { fieldPath: f.fieldPath, arrayConfig: f.arrayConfig })),
+          fields: index.fields.map((f) =>
+            'order' in f ? { fieldPath: f.fieldPath, order: f.order } : { fieldPath: f.fieldPath, arrayConfig: f.arrayConfig },
+          ),
         },
         // An index is built inside its database: it cannot be created before it.
         { dependsOn: [database] },

@@ -41,7 +41,10 @@ export function egressPolicy(
     { project: s.project, name: `${n.network}-egress`, description: 'clauderun sandboxes: deny all egress but the runner endpoint' },
     opts,
   );
-  const rule = (logical: string, args: Omit<gcp.compute.NetworkFirewallPolicyRuleArgs, 'project' | 'firewallPolicy' | 'direction' | 'enableLogging'>) =>
+  const rule = (
+    logical: string,
+    args: Omit<gcp.compute.NetworkFirewallPolicyRuleArgs, 'project' | 'firewallPolicy' | 'direction' | 'enableLogging'>,
+  ) =>
     new gcp.compute.NetworkFirewallPolicyRule(
       logical,
       { ...args, project: s.project, firewallPolicy: policy.name, direction: 'EGRESS', enableLogging: false },

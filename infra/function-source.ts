@@ -72,7 +72,8 @@ export function functionSource(rootDir: string, rootPackage: RootPackage): Funct
   for (const file of files) {
     const content = file === 'package.json' ? Buffer.from(packageJson) : readFileSync(path.join(rootDir, file));
     hash.update(`${file}\0${content.length}\0`).update(content);
-    assets[file] = file === 'package.json' ? new pulumi.asset.StringAsset(packageJson) : new pulumi.asset.FileAsset(fromCwd(path.join(rootDir, file)));
+    assets[file] =
+      file === 'package.json' ? new pulumi.asset.StringAsset(packageJson) : new pulumi.asset.FileAsset(fromCwd(path.join(rootDir, file)));
   }
   return { archive: new pulumi.asset.AssetArchive(assets), files, hash: hash.digest('hex'), packageJson };
 }

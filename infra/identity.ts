@@ -103,7 +103,11 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
         { project: s.project, location: s.region, name: targets.job.name, role: launcherRole.name, member: who },
         opts,
       ),
-      new gcp.storage.BucketIAMMember(`${prefix}-state-objects`, { bucket: targets.stateBucket.name, role: 'roles/storage.objectUser', member: who }, opts),
+      new gcp.storage.BucketIAMMember(
+        `${prefix}-state-objects`,
+        { bucket: targets.stateBucket.name, role: 'roles/storage.objectUser', member: who },
+        opts,
+      ),
       readSecret(`${prefix}-reads-token-secret`, targets.secrets.tokenSecret),
       ...(readsModelKey ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
       // Running a job as its service account may take actAs on that account as well as the run

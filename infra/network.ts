@@ -1,5 +1,5 @@
 import * as gcp from '@pulumi/gcp';
-import * as pulumi from '@pulumi/pulumi';
+import type * as pulumi from '@pulumi/pulumi';
 import { FRONTEND_SUBNET_RANGE, PROXY_ONLY_SUBNET_RANGE, sandboxSubnetRange } from './address-plan.js';
 import type { Names, Settings } from './config.js';
 

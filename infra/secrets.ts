@@ -1,5 +1,5 @@
 import * as gcp from '@pulumi/gcp';
-import * as pulumi from '@pulumi/pulumi';
+import type * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import { deletionPolicy, type Names, type Settings } from './config.js';
 

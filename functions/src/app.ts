@@ -158,7 +158,10 @@ async function authenticators(config: Config, log: (message: string) => void): P
 
 async function conversationStore(config: Config): Promise<ConversationStore> {
   if (config.store.kind === 'sqlite') return new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
-  const [{ openFirestore }, { FirestoreConversationStore }] = await Promise.all([import('./store/firestore-client.js'), import('./store/firestore.js')]);
+  const [{ openFirestore }, { FirestoreConversationStore }] = await Promise.all([
+    import('./store/firestore-client.js'),
+    import('./store/firestore.js'),
+  ]);
   return new FirestoreConversationStore(await openFirestore(config.store));
 }
 

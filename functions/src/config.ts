@@ -15,7 +15,10 @@ export type AuthMode = (typeof AUTH_MODES)[number];
 const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
 
 const positiveInt = (name: string) =>
-  z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).positive(`${name} must be positive`);
+  z.coerce
+    .number({ error: `${name} must be a number` })
+    .int(`${name} must be a whole number`)
+    .positive(`${name} must be positive`);
 
 /** A daily budget: a positive number, or `none` for no limit. */
 const budget = (name: string, fallback: number | null) =>
@@ -67,17 +70,34 @@ const EnvSchema = z.object({
   CLAUDERUN_AUTH: z
     .string()
     .default('header')
-    .transform((v) => [...new Set(v.split(',').map((mode) => mode.trim()).filter((mode) => mode !== ''))])
-    .pipe(z.array(z.enum(AUTH_MODES, { error: 'CLAUDERUN_AUTH must list modes out of: header, apikey, firebase' })).min(1, 'CLAUDERUN_AUTH must name at least one mode')),
+    .transform((v) => [
+      ...new Set(
+        v
+          .split(',')
+          .map((mode) => mode.trim())
+          .filter((mode) => mode !== ''),
+      ),
+    ])
+    .pipe(
+      z
+        .array(z.enum(AUTH_MODES, { error: 'CLAUDERUN_AUTH must list modes out of: header, apikey, firebase' }))
+        .min(1, 'CLAUDERUN_AUTH must name at least one mode'),
+    ),
   /** The Firebase / Identity Platform project whose ID tokens are accepted (defaults to GOOGLE_CLOUD_PROJECT). */
   FIREBASE_PROJECT_ID: optionalString,
   /** Where the token-signing keys are published; tests point it at a local key set. */
-  CLAUDERUN_FIREBASE_JWKS_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_FIREBASE_JWKS_URL must be a URL' }),
+  CLAUDERUN_FIREBASE_JWKS_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), {
+    error: 'CLAUDERUN_FIREBASE_JWKS_URL must be a URL',
+  }),
   /** The Firebase project's Web API key: lets the web page sign people in with email and password (firebase mode). */
   FIREBASE_WEB_API_KEY: optionalString,
   /** The Identity Toolkit API the web page signs in at; the Firebase Auth emulator or a test fake can stand in. */
-  CLAUDERUN_FIREBASE_AUTH_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_FIREBASE_AUTH_URL must be a URL' }),
-  CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS').max(24 * 3600).default(600),
+  CLAUDERUN_FIREBASE_AUTH_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), {
+    error: 'CLAUDERUN_FIREBASE_AUTH_URL must be a URL',
+  }),
+  CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS')
+    .max(24 * 3600)
+    .default(600),
   CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
   CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
   CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
@@ -108,7 +128,18 @@ const EnvSchema = z.object({
   /** The agent's small, fast model (side calls, Haiku-class subagents). */
   CLAUDERUN_SMALL_FAST_MODEL: z.string().trim().min(1).default('claude-haiku-5-5'),
   /** Models the model proxy lets a sandbox ask for, comma-separated; by default the two above. */
-  CLAUDERUN_MODELS: optionalString.transform((v) => (v === undefined ? undefined : [...new Set(v.split(',').map((m) => m.trim()).filter((m) => m !== ''))])),
+  CLAUDERUN_MODELS: optionalString.transform((v) =>
+    v === undefined
+      ? undefined
+      : [
+          ...new Set(
+            v
+              .split(',')
+              .map((m) => m.trim())
+              .filter((m) => m !== ''),
+          ),
+        ],
+  ),
   /** The largest max_tokens of one model call (it also bounds how far one call can overshoot a budget). */
   CLAUDERUN_MAX_OUTPUT_TOKENS: positiveInt('CLAUDERUN_MAX_OUTPUT_TOKENS').max(1_000_000).default(32_000),
   /** Model calls one turn may have in flight at once (the agent and its parallel subagents). */
@@ -122,7 +153,9 @@ const EnvSchema = z.object({
    */
   CLAUDERUN_SERVE: z.enum(['public', 'runner', 'all'], { error: 'CLAUDERUN_SERVE must be one of: public, runner, all' }).optional(),
   /** The service account whose Google-signed ID tokens may call the sweeper (Cloud Scheduler's); unset: no sweeper route. */
-  CLAUDERUN_SWEEPER_ACCOUNT: optionalString.refine((v) => v === undefined || /^[^@\s]+@[^@\s]+$/.test(v), { error: 'CLAUDERUN_SWEEPER_ACCOUNT must be an email' }),
+  CLAUDERUN_SWEEPER_ACCOUNT: optionalString.refine((v) => v === undefined || /^[^@\s]+@[^@\s]+$/.test(v), {
+    error: 'CLAUDERUN_SWEEPER_ACCOUNT must be an email',
+  }),
   /** The audience those tokens must carry: the URL the scheduler calls. */
   CLAUDERUN_SWEEPER_AUDIENCE: optionalString,
   /** Where Google publishes the keys of its ID tokens; tests point it at a local key set. */
@@ -136,7 +169,9 @@ const EnvSchema = z.object({
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
-  CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: z.enum(['true', 'false'], { error: 'CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD must be true or false' }).default('false'),
+  CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: z
+    .enum(['true', 'false'], { error: 'CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD must be true or false' })
+    .default('false'),
   /** Set by Cloud Run / Cloud Functions; header auth refuses to run there. */
   K_SERVICE: optionalString,
 });
@@ -206,7 +241,8 @@ function nearestSetting(name: string): string | undefined {
     let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
     for (let i = 1; i <= a.length; i++) {
       const row = [i];
-      for (let j = 1; j <= b.length; j++) row[j] = Math.min((previous[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      for (let j = 1; j <= b.length; j++)
+        row[j] = Math.min((previous[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
       previous = row;
     }
     return previous[b.length] ?? Number.POSITIVE_INFINITY;
@@ -242,19 +278,25 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'cloudrun' && e.CLAUDERUN_API_URL === undefined) {
     throw new ConfigError('CLAUDERUN_API_URL: required when CLAUDERUN_SANDBOX=cloudrun (the URL sandboxes reach the API at)');
   }
-  const missingModels = [e.CLAUDERUN_MODEL, e.CLAUDERUN_SMALL_FAST_MODEL].filter((m) => e.CLAUDERUN_MODELS !== undefined && !e.CLAUDERUN_MODELS.includes(m));
+  const missingModels = [e.CLAUDERUN_MODEL, e.CLAUDERUN_SMALL_FAST_MODEL].filter(
+    (m) => e.CLAUDERUN_MODELS !== undefined && !e.CLAUDERUN_MODELS.includes(m),
+  );
   if (missingModels.length > 0) {
-    throw new ConfigError(`CLAUDERUN_MODELS: must include the agent's models (CLAUDERUN_MODEL, CLAUDERUN_SMALL_FAST_MODEL): ${missingModels.join(', ')} missing`);
+    throw new ConfigError(
+      `CLAUDERUN_MODELS: must include the agent's models (CLAUDERUN_MODEL, CLAUDERUN_SMALL_FAST_MODEL): ${missingModels.join(', ')} missing`,
+    );
   }
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
   if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
   }
   if ((e.CLAUDERUN_SWEEPER_ACCOUNT === undefined) !== (e.CLAUDERUN_SWEEPER_AUDIENCE === undefined)) {
-    throw new ConfigError('CLAUDERUN_SWEEPER_ACCOUNT and CLAUDERUN_SWEEPER_AUDIENCE: set both (the sweeper\'s caller and its token\'s audience) or neither');
+    throw new ConfigError(
+      "CLAUDERUN_SWEEPER_ACCOUNT and CLAUDERUN_SWEEPER_AUDIENCE: set both (the sweeper's caller and its token's audience) or neither",
+    );
   }
   if (e.CLAUDERUN_SANDBOX === 'local' && e.CLAUDERUN_SERVE !== undefined && e.CLAUDERUN_SERVE !== 'public') {
-    throw new ConfigError('CLAUDERUN_SERVE: local sandboxes reach the runner\'s routes through their bridge; the port serves only `public`');
+    throw new ConfigError("CLAUDERUN_SERVE: local sandboxes reach the runner's routes through their bridge; the port serves only `public`");
   }
   if (e.CLAUDERUN_AUTH.includes('header') && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
@@ -283,7 +325,11 @@ export function loadConfig(env: Env): Config {
         : { kind: 'sqlite' },
     blobs:
       e.CLAUDERUN_BLOBS === 'gcs'
-        ? { kind: 'gcs', bucket: e.CLAUDERUN_GCS_BUCKET ?? '', endpoint: e.CLAUDERUN_GCS_ENDPOINT === undefined ? undefined : new URL(e.CLAUDERUN_GCS_ENDPOINT) }
+        ? {
+            kind: 'gcs',
+            bucket: e.CLAUDERUN_GCS_BUCKET ?? '',
+            endpoint: e.CLAUDERUN_GCS_ENDPOINT === undefined ? undefined : new URL(e.CLAUDERUN_GCS_ENDPOINT),
+          }
         : { kind: 'fs' },
     sandbox:
       e.CLAUDERUN_SANDBOX === 'cloudrun'

@@ -83,8 +83,16 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
       if (result === undefined) {
         // Inside the sandbox only the kernel's OOM killer (or the agent's own tools) sends SIGKILL.
         const how =
-          signal === 'SIGKILL' ? 'was killed by SIGKILL (out of memory, most likely)' : signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
-        resolve({ ok: false, reason: `the agent ${how} without a result${stderr.trim() ? `: ${stderr.trim()}` : ''}`, ...(sessionId ? { sessionId } : {}) });
+          signal === 'SIGKILL'
+            ? 'was killed by SIGKILL (out of memory, most likely)'
+            : signal !== null
+              ? `was killed by ${signal}`
+              : `exited with code ${code}`;
+        resolve({
+          ok: false,
+          reason: `the agent ${how} without a result${stderr.trim() ? `: ${stderr.trim()}` : ''}`,
+          ...(sessionId ? { sessionId } : {}),
+        });
         return;
       }
       const text = typeof result.result === 'string' ? result.result : '';

@@ -48,7 +48,17 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const IDLE_TIMEOUT_MS = 120_000;
 
 /** Errors of a connection that failed or broke ("socket hang up" is ECONNRESET). */
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'ENOENT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNABORTED']);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOENT',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ECONNABORTED',
+]);
 /** "Not now" from the API or a front end before it. */
 const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
 /**
@@ -127,7 +137,13 @@ export class RunnerApi {
    * `maxBytes`, what the API stores) so that a download broken off halfway is simply done again.
    */
   async getState(maxBytes: number): Promise<Buffer | undefined> {
-    const answer = await this.call({ method: 'GET', path: runnerPaths.state(this.turnId), policy: LATER_CALL, verdict: idempotentVerdict, maxAnswerBytes: maxBytes });
+    const answer = await this.call({
+      method: 'GET',
+      path: runnerPaths.state(this.turnId),
+      policy: LATER_CALL,
+      verdict: idempotentVerdict,
+      maxAnswerBytes: maxBytes,
+    });
     return answer.status === 204 ? undefined : answer.body;
   }
 
@@ -173,7 +189,9 @@ export class RunnerApi {
       let sent = false;
       const fail = (error: Error) => {
         const code = (error as NodeJS.ErrnoException).code;
-        reject(error instanceof ApiError || error instanceof NetworkError ? error : new NetworkError(code, sent, `${method} ${path}: ${error.message}`));
+        reject(
+          error instanceof ApiError || error instanceof NetworkError ? error : new NetworkError(code, sent, `${method} ${path}: ${error.message}`),
+        );
       };
       const request = client.request(url, { method, headers }, (response) => {
         const status = response.statusCode ?? 0;
@@ -196,11 +214,16 @@ export class RunnerApi {
       request.once('error', fail);
       request.once('socket', (socket) => {
         if (!socket.connecting) return;
-        const timer = setTimeout(() => request.destroy(Object.assign(new Error(`not connected within ${CONNECT_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
+        const timer = setTimeout(
+          () => request.destroy(Object.assign(new Error(`not connected within ${CONNECT_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+          CONNECT_TIMEOUT_MS,
+        );
         socket.once('connect', () => clearTimeout(timer));
         request.once('close', () => clearTimeout(timer));
       });
-      request.setTimeout(IDLE_TIMEOUT_MS, () => request.destroy(Object.assign(new Error(`no answer within ${IDLE_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })));
+      request.setTimeout(IDLE_TIMEOUT_MS, () =>
+        request.destroy(Object.assign(new Error(`no answer within ${IDLE_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+      );
       request.end(body?.data);
     });
   }

@@ -28,7 +28,12 @@ const realClock: Clock = { now: Date.now, random: Math.random, sleep: (ms) => sl
  * spent; then the last error is thrown. Backoff has "equal jitter" (half fixed, half random), so
  * that sandboxes failing together do not all come back at the same moment.
  */
-export async function withRetries<T>(attempt: () => Promise<T>, classify: (error: unknown) => Verdict, policy: RetryPolicy, clock: Clock = realClock): Promise<T> {
+export async function withRetries<T>(
+  attempt: () => Promise<T>,
+  classify: (error: unknown) => Verdict,
+  policy: RetryPolicy,
+  clock: Clock = realClock,
+): Promise<T> {
   const start = clock.now();
   for (let backoffs = 0; ; ) {
     try {

@@ -34,7 +34,9 @@ export async function restoreState(archive: Readable, maxBytes: number): Promise
   // tar stops reading at the archive's end marker, before the padding after it: a write error
   // then means nothing once tar has succeeded.
   const tooLarge = () =>
-    new StateTooLargeError(`the conversation's saved state expands to more than ${maxBytes} bytes, over the sandbox's disk budget; it was not restored`);
+    new StateTooLargeError(
+      `the conversation's saved state expands to more than ${maxBytes} bytes, over the sandbox's disk budget; it was not restored`,
+    );
   const fed = pipeline(archive, createGunzip(), byteLimit(maxBytes, tooLarge).stream, tar.stdin).then(
     () => undefined,
     (error: unknown) => error as Error,

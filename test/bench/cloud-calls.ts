@@ -28,7 +28,10 @@ export async function cloudRunCalls(fake: FakeAnthropic): Promise<boolean> {
   const port = await freePort();
   const firestoreOps = new FirestoreOpsCounter();
   firestoreOps.start();
-  const service = await startService({ ...fakes.apiEnv(port), ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url }, path.join(dataDir, 'api'));
+  const service = await startService(
+    { ...fakes.apiEnv(port), ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url },
+    path.join(dataDir, 'api'),
+  );
   let correct = true;
   try {
     for (const [label, message] of [
@@ -48,7 +51,10 @@ export async function cloudRunCalls(fake: FakeAnthropic): Promise<boolean> {
       // The execution ends a moment after the answer; its last poll belongs to this turn.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const delta = (name: string) => (fakes.cloudRun.calls[name] ?? 0) - (before[name] ?? 0);
-      line(label, `${ms(took).trim()}: runJob ${delta('runJob')}, getExecution ${delta('getExecution')}, cancelExecution ${delta('cancelExecution')}`);
+      line(
+        label,
+        `${ms(took).trim()}: runJob ${delta('runJob')}, getExecution ${delta('getExecution')}, cancelExecution ${delta('cancelExecution')}`,
+      );
       const ops = firestoreOps.snapshot();
       const { lookups, queries, listeners, commits } = ops.byKind;
       line(
@@ -97,7 +103,9 @@ async function startsAtTheQuota(fakes: CloudFakes, fake: FakeAnthropic, dataDir:
       Array.from({ length: BURST }, (_, i) => prompt(service, `burst-${i}`, { message: 'hello' }, { prefer: 'respond-async' })),
     );
     const started = answers.filter((a) => a.status === 202).length;
-    const refused = answers.filter((a) => a.status === 429 && (a.body.error as { details?: { limit?: string } }).details?.limit === 'sandbox_starts_per_minute');
+    const refused = answers.filter(
+      (a) => a.status === 429 && (a.body.error as { details?: { limit?: string } }).details?.limit === 'sandbox_starts_per_minute',
+    );
     const waits = refused.map((a) => Number((a.body.error as { details: { retryAfterSeconds: number } }).details.retryAfterSeconds));
     const runJobs = (fakes.cloudRun.calls.runJob ?? 0) - before;
     line(

@@ -97,7 +97,11 @@ class EventStream {
           const fields = buffer.slice(0, boundary).split('\n');
           buffer = buffer.slice(boundary + 2);
           if (!fields.some((f) => f.startsWith('data:'))) continue;
-          const type = fields.find((f) => f.startsWith('event:'))?.slice('event:'.length).trim() ?? 'message';
+          const type =
+            fields
+              .find((f) => f.startsWith('event:'))
+              ?.slice('event:'.length)
+              .trim() ?? 'message';
           this.events.push(type);
           if (this.events.length === 1) {
             if (type === 'status') this.markOpened(true);
@@ -244,9 +248,11 @@ export async function eventStreamsMemory(fake: FakeAnthropic, count: number): Pr
     const cancelled = await call(service, 'POST', links.cancel, { userId: WATCHER });
     const ended = await withTimeout(Promise.all(streams.map((s) => s.done)), CLOSE_TIMEOUT_MS);
     const closedByResult = streams.filter((s) => s.closedByResult).length;
-    const turnState = cancelled.status === 200 ? `turn ${TurnStatusOnly.safeParse(cancelled.body).data?.status ?? '?'}` : `cancel answered HTTP ${cancelled.status}`;
+    const turnState =
+      cancelled.status === 200 ? `turn ${TurnStatusOnly.safeParse(cancelled.body).data?.status ?? '?'}` : `cancel answered HTTP ${cancelled.status}`;
     line('after cancel', `streams closed by the result: ${closedByResult}/${count} (${turnState})`);
-    if (ended === 'timeout') line('FAILED', `streams still open ${CLOSE_TIMEOUT_MS / 1000} s after the cancel: ${streams.filter((s) => !s.closed).length}`);
+    if (ended === 'timeout')
+      line('FAILED', `streams still open ${CLOSE_TIMEOUT_MS / 1000} s after the cancel: ${streams.filter((s) => !s.closed).length}`);
 
     const reasons = streams.map((s) => {
       if (s.failure !== undefined || s.closedByResult) return s.failure;
@@ -299,7 +305,15 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
       // One second apart: distinct updatedAt values give one right order to check pages against.
       const at = new Date(base + i * 1000).toISOString();
       const conversationId = randomUUID();
-      await store.createConversation({ id: conversationId, userId, title: `bench conversation ${i}`, createdAt: at, updatedAt: at, sessionId: null, stateKey: null });
+      await store.createConversation({
+        id: conversationId,
+        userId,
+        title: `bench conversation ${i}`,
+        createdAt: at,
+        updatedAt: at,
+        sessionId: null,
+        stateKey: null,
+      });
       const turnId = randomUUID();
       const started = await store.startTurn({
         id: turnId,
@@ -323,7 +337,12 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         holdsSandbox: false,
       });
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
-      const done = await store.updateTurn(turnId, ['queued'], { status: 'succeeded', text: `echo: bench conversation ${i}`, startedAt: at, finishedAt: at });
+      const done = await store.updateTurn(turnId, ['queued'], {
+        status: 'succeeded',
+        text: `echo: bench conversation ${i}`,
+        startedAt: at,
+        finishedAt: at,
+      });
       if (done === undefined) throw new Error(`fill: turn ${i} could not be finished`);
       if (userId === LISTER) listerIds.push(conversationId);
     }
@@ -376,7 +395,10 @@ export async function listLatency(fake: FakeAnthropic, perUser: number): Promise
     if (existsSync(path.join(scratch, 'clauderun.db-wal'))) throw new Error('fill: the database still has a write-ahead log after closing');
     await copyFile(path.join(scratch, 'clauderun.db'), path.join(dataDir, 'clauderun.db'));
     const fillMs = performance.now() - fillStarted;
-    line('fill', `${thousands(2 * perUser)} conversations (${thousands(perUser)} of ${LISTER}'s), 1 finished turn each, in ${(fillMs / 1000).toFixed(1)} s`);
+    line(
+      'fill',
+      `${thousands(2 * perUser)} conversations (${thousands(perUser)} of ${LISTER}'s), 1 finished turn each, in ${(fillMs / 1000).toFixed(1)} s`,
+    );
     line('', `(built in ${SCRATCH_ROOT}, then copied into the service's data dir)`);
 
     // A process of its own, so that the client's work here is not timed as the service's.
@@ -435,7 +457,10 @@ export async function listLatency(fake: FakeAnthropic, perUser: number): Promise
       row(`pages 2-${pages}`, deep);
       worstP99 = Math.max(worstP99, deep.p99);
     }
-    line('requests', `${FIRST_PAGE_REQUESTS} first pages, ${WALKS} walks of ${pages} pages by cursor (${deepMs.length} cursor pages), ${PAGE_SIZE} a page`);
+    line(
+      'requests',
+      `${FIRST_PAGE_REQUESTS} first pages, ${WALKS} walks of ${pages} pages by cursor (${deepMs.length} cursor pages), ${PAGE_SIZE} a page`,
+    );
     line('answers', wrong === 0 ? `all right: ${PAGE_SIZE} items a page, newest first, no repeats, only ${LISTER}'s` : `${wrong} wrong`);
     for (const problem of problems) line('FAILED page', problem);
     line('target', `p99 under ${LIST_P99_TARGET_MS} ms: ${worstP99 < LIST_P99_TARGET_MS ? 'MET' : 'NOT MET'}`);

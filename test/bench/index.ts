@@ -76,7 +76,10 @@ async function sequential(service: RunningService, fake: FakeAnthropic, runs: nu
   // The sandbox's 1 vCPU is a product limit, not service overhead: compare like with like, and
   // show the cost of the limit itself beside it.
   line('overhead', `${percentOver(l).toFixed(1)}% over the bare CLI with the same limits (ratio ${(s.median / l.median).toFixed(2)}x)`);
-  line('', `${percentOver(b).toFixed(1)}% over the bare CLI with no limits (the 1-CPU limit alone: ${(((l.median - b.median) / b.median) * 100).toFixed(1)}%)`);
+  line(
+    '',
+    `${percentOver(b).toFixed(1)}% over the bare CLI with no limits (the 1-CPU limit alone: ${(((l.median - b.median) / b.median) * 100).toFixed(1)}%)`,
+  );
   const met = percentOver(l) < OVERHEAD_TARGET_PERCENT;
   line('target', `service overhead under ${OVERHEAD_TARGET_PERCENT}% of a bare CLI run: ${met ? 'MET' : 'NOT MET'}`);
 }

@@ -20,7 +20,15 @@ export async function launchChromium(): Promise<Browser> {
     executablePath: CHROMIUM,
     headless: true,
     // No sandbox (the tests run as root), and nothing that would reach out to the network.
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 }
 
@@ -54,7 +62,11 @@ const RECORD_PROGRESS = `
 `;
 
 /** A fresh browser profile (its own sessionStorage) on the page. */
-export async function openPage(browser: Browser, url: string, options: { viewport?: { width: number; height: number }; mobile?: boolean } = {}): Promise<Tab> {
+export async function openPage(
+  browser: Browser,
+  url: string,
+  options: { viewport?: { width: number; height: number }; mobile?: boolean } = {},
+): Promise<Tab> {
   const context = await browser.newContext({
     viewport: options.viewport ?? { width: 1280, height: 800 },
     ...(options.mobile ? { isMobile: true, hasTouch: true, deviceScaleFactor: 2 } : {}),
@@ -88,7 +100,11 @@ export async function expectText(locator: Locator, text: string | RegExp, timeou
     else await eventually(read, timeout).toMatch(text);
   } catch (error) {
     // What the page showed instead is most of the diagnosis.
-    const shown = await locator.page().locator('body').innerText({ timeout: 1000 }).catch(() => '(unreadable)');
+    const shown = await locator
+      .page()
+      .locator('body')
+      .innerText({ timeout: 1000 })
+      .catch(() => '(unreadable)');
     throw new Error(`${(error as Error).message}\n--- the page shows:\n${shown}`, { cause: error });
   }
 }

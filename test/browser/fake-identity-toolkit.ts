@@ -44,7 +44,11 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   }
 }
 
-export async function startFakeIdentityToolkit(project: string, users: Record<string, FakeUser>, apiKey = 'fake-web-api-key'): Promise<FakeIdentityToolkit> {
+export async function startFakeIdentityToolkit(
+  project: string,
+  users: Record<string, FakeUser>,
+  apiKey = 'fake-web-api-key',
+): Promise<FakeIdentityToolkit> {
   const { privateKey, publicKey } = await generateKeyPair('RS256');
   const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }] });
   let signIns = 0;
@@ -64,7 +68,8 @@ export async function startFakeIdentityToolkit(project: string, users: Record<st
 
   const reply = (res: ServerResponse, status: number, body: unknown) =>
     res.writeHead(status, { 'content-type': 'application/json', ...CORS }).end(JSON.stringify(body));
-  const refuse = (res: ServerResponse, message: string) => reply(res, 400, { error: { code: 400, message, errors: [{ message, domain: 'global', reason: 'invalid' }] } });
+  const refuse = (res: ServerResponse, message: string) =>
+    reply(res, 400, { error: { code: 400, message, errors: [{ message, domain: 'global', reason: 'invalid' }] } });
 
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');

@@ -134,7 +134,8 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
   it('renders the answer as Markdown, and HTML in it as text that creates no element', async () => {
     const { page } = await open(running.service.url);
     await signInWithUserId(page, unique('markdown'));
-    const hostile = '**bold** and `code` <img src=x onerror="window.injected=1"> <script>window.injected=2</script> [docs](https://example.com/docs) [bad](javascript:window.injected=3)';
+    const hostile =
+      '**bold** and `code` <img src=x onerror="window.injected=1"> <script>window.injected=2</script> [docs](https://example.com/docs) [bad](javascript:window.injected=3)';
     await send(page, hostile);
     await waitForTurnEnd(page, 'Done');
     const answer = lastTurn(page).locator('.answer');
@@ -171,7 +172,9 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     await expectText(page.locator('#progress'), 'Cancelled');
     expect(await page.getByRole('button', { name: 'Send' }).isEnabled()).toBe(true);
     const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
-    const stored = await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: await page.locator('#account-name').innerText() });
+    const stored = await call(running.service, 'GET', `/api/conversations/${conversationId}`, {
+      userId: await page.locator('#account-name').innerText(),
+    });
     expect((stored.body.turns as Array<{ status: string }>)[0]?.status).toBe('cancelled');
   });
 
@@ -201,7 +204,11 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
         status: 429,
         headers: { 'retry-after': '42', 'content-type': 'application/json' },
         body: JSON.stringify({
-          error: { code: 'rate_limited', message: 'limit turns_per_minute reached: 10 turns a minute', details: { limit: 'turns_per_minute', max: 10, retryAfterSeconds: 42 } },
+          error: {
+            code: 'rate_limited',
+            message: 'limit turns_per_minute reached: 10 turns a minute',
+            details: { limit: 'turns_per_minute', max: 10, retryAfterSeconds: 42 },
+          },
         }),
       }),
     );
@@ -232,7 +239,10 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       // The first connection delivers three events, then breaks off in the middle of the fourth.
       const whole = await (await route.fetch()).text();
       const blocks = whole.split('\n\n');
-      const cut = `${blocks.slice(0, 4).join('\n\n').replace(/^retry: \d+/, 'retry: 100')}\n\n${blocks[4]?.slice(0, 20) ?? ''}`;
+      const cut = `${blocks
+        .slice(0, 4)
+        .join('\n\n')
+        .replace(/^retry: \d+/, 'retry: 100')}\n\n${blocks[4]?.slice(0, 20) ?? ''}`;
       await route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: cut });
     });
     await send(page, 'bash: echo resumed-marker');
@@ -243,7 +253,7 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect(await lastTurn(page).locator('.step-result').count()).toBe(1);
   });
 
-  it('keeps users apart: after sign-out, a second user sees none of the first user\'s conversations', async () => {
+  it("keeps users apart: after sign-out, a second user sees none of the first user's conversations", async () => {
     const alice = unique('alice');
     const bob = unique('bob');
     const { page } = await open(running.service.url);
@@ -305,7 +315,11 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect(await turns(page).count()).toBe(0);
     await send(page, `bash: echo ${'x'.repeat(300)}`, 'tap');
     await waitForTurnEnd(page, 'Done');
-    await send(page, 'Here is **Markdown**:\n\n```\nconst wide = "a line of code far wider than any phone screen could ever show at once";\n```\n\n- one\n- two', 'tap');
+    await send(
+      page,
+      'Here is **Markdown**:\n\n```\nconst wide = "a line of code far wider than any phone screen could ever show at once";\n```\n\n- one\n- two',
+      'tap',
+    );
     await waitForTurnEnd(page, 'Done');
     await expectText(lastTurn(page).locator('.answer li').first(), 'one');
     expect(await fitsWidth(page)).toBe(true);
@@ -356,7 +370,10 @@ describeInBrowser('the web page under a path prefix (a function at https://REGIO
     return { tab, asked: () => [...loaded, ...asked] };
   }
 
-  for (const [where, suffix, pickUp] of [['without a trailing slash', '', false], ['with a trailing slash', '/', true]] as const) {
+  for (const [where, suffix, pickUp] of [
+    ['without a trailing slash', '', false],
+    ['with a trailing slash', '/', true],
+  ] as const) {
     const how = pickUp ? 'a running turn picked up after a reload' : "the 202's links";
     it(`works at /clauderun ${where}: every request stays under the prefix, ${how} included`, async () => {
       const user = unique('prefixed');
@@ -389,7 +406,10 @@ describeInBrowser('the web page under a path prefix (a function at https://REGIO
       const urls = asked().filter((u) => !u.startsWith('data:'));
       expect(urls.filter((u) => !u.startsWith(`${front.url}/`))).toEqual([]);
       for (const call of ['/clauderun/app.js', '/clauderun/styles.css', '/clauderun/api/conversation', '/clauderun/api/conversations/']) {
-        expect(urls.some((u) => new URL(u).pathname.startsWith(call)), `${call} in ${urls.join(' ')}`).toBe(true);
+        expect(
+          urls.some((u) => new URL(u).pathname.startsWith(call)),
+          `${call} in ${urls.join(' ')}`,
+        ).toBe(true);
       }
       expect(urls.some((u) => /\/clauderun\/api\/conversations\/[\w-]+\/turns\/[\w-]+\/events/.test(u))).toBe(true);
       expect(urls.some((u) => /\/clauderun\/api\/conversations\/[\w-]+\/turns\/[\w-]+\/cancel/.test(u))).toBe(true);
@@ -411,7 +431,9 @@ describeInBrowser('the web page under a path prefix (a function at https://REGIO
     const html = await answer.text();
     const inline = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => m[1] ?? '');
     expect(inline).toHaveLength(1);
-    const hash = createHash('sha256').update(inline[0] ?? '').digest('base64');
+    const hash = createHash('sha256')
+      .update(inline[0] ?? '')
+      .digest('base64');
     expect(csp).toContain(`script-src 'self' 'sha256-${hash}';`);
     expect(csp).not.toMatch(/unsafe-inline/);
   });

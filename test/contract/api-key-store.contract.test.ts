@@ -56,9 +56,8 @@ function issue(userId: string, createdAt: string, label?: string): { key: string
 }
 
 function storeContract(adapter: Adapter): void {
-  const title = adapter.unavailable === undefined
-    ? `the ${adapter.name} API key store`
-    : `the ${adapter.name} API key store (SKIPPED: ${adapter.unavailable})`;
+  const title =
+    adapter.unavailable === undefined ? `the ${adapter.name} API key store` : `the ${adapter.name} API key store (SKIPPED: ${adapter.unavailable})`;
   (adapter.unavailable === undefined ? describe : describe.skip)(title, () => {
     let store: ApiKeyStore;
 

@@ -37,7 +37,10 @@ const adapters: Array<{ name: string; open(): Promise<Subject> }> = [
       const root = await mkdtemp(path.join(tmpdir(), 'clauderun-blobs-'));
       return {
         store: new FsBlobStore(root),
-        names: async () => (await readdir(root, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(root, path.join(e.parentPath, e.name))),
+        names: async () =>
+          (await readdir(root, { recursive: true, withFileTypes: true }))
+            .filter((e) => e.isFile())
+            .map((e) => path.relative(root, path.join(e.parentPath, e.name))),
         heldInProcess: () => 0,
         close: () => rm(root, { recursive: true, force: true }),
       };

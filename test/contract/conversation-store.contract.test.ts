@@ -103,9 +103,10 @@ const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
 const ids = (records: Array<{ id: string }>): string[] => records.map((record) => record.id);
 
 function storeContract(adapter: Adapter): void {
-  const title = adapter.unavailable === undefined
-    ? `the ${adapter.name} conversation store`
-    : `the ${adapter.name} conversation store (SKIPPED: ${adapter.unavailable})`;
+  const title =
+    adapter.unavailable === undefined
+      ? `the ${adapter.name} conversation store`
+      : `the ${adapter.name} conversation store (SKIPPED: ${adapter.unavailable})`;
   (adapter.unavailable === undefined ? describe : describe.skip)(title, () => {
     let store: ConversationStore;
     const opened: ConversationStore[] = [];
@@ -131,7 +132,7 @@ function storeContract(adapter: Adapter): void {
         expect(await store.getConversation('nope')).toBeUndefined();
       });
 
-      it('lists only the user\'s conversations, the most recently active first', async () => {
+      it("lists only the user's conversations, the most recently active first", async () => {
         await store.createConversation(conversation('c2', { updatedAt: at(20) }));
         await store.createConversation(conversation('c3', { updatedAt: at(10) }));
         await store.createConversation(conversation('other', { userId: 'u2', updatedAt: at(30) }));
@@ -164,7 +165,7 @@ function storeContract(adapter: Adapter): void {
         expect(ids(await store.listConversations('u1', 10))).toEqual(['c1', 'c2']);
       });
 
-      it('commits state together with a turn\'s update, and only when the update applies', async () => {
+      it("commits state together with a turn's update, and only when the update applies", async () => {
         await store.startTurn(turn('t1', { status: 'running' }));
         expect(await store.updateTurn('t1', ['queued'], { status: 'succeeded' }, { commit: { sessionId: 's0', stateKey: 'k0' } })).toBeUndefined();
         expect(await store.getConversation('c1')).toMatchObject({ sessionId: null, stateKey: null });
@@ -178,11 +179,19 @@ function storeContract(adapter: Adapter): void {
       it('deletes a conversation with its turns and events, returning every state key it referenced', async () => {
         await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
         await store.appendEvents('t1', [{ type: 'text', data: { text: 'a' } }]);
-        await store.updateTurn('t1', ['queued'], { status: 'succeeded', uploadedStateKey: 'k-conversation' }, { commit: { sessionId: 's1', stateKey: 'k-conversation' } });
+        await store.updateTurn(
+          't1',
+          ['queued'],
+          { status: 'succeeded', uploadedStateKey: 'k-conversation' },
+          { commit: { sessionId: 's1', stateKey: 'k-conversation' } },
+        );
         await store.startTurn(turn('t2', { createdAt: at(2) }));
         await store.updateTurn('t2', ['queued'], { status: 'failed', uploadedStateKey: 'k-t2' });
         await store.startTurn(turn('t3', { createdAt: at(3) }));
-        await store.appendEvents('t3', [{ type: 'text', data: { text: 'b' } }, { type: 'text', data: { text: 'c' } }]);
+        await store.appendEvents('t3', [
+          { type: 'text', data: { text: 'b' } },
+          { type: 'text', data: { text: 'c' } },
+        ]);
         await store.createConversation(conversation('kept'));
         await store.startTurn(turn('kept-turn', { conversationId: 'kept' }));
         await store.appendEvents('kept-turn', [{ type: 'text', data: {} }]);
@@ -202,7 +211,7 @@ function storeContract(adapter: Adapter): void {
         expect(await store.deleteConversation('c1')).toEqual([]);
       });
 
-      it('frees a deleted conversation\'s idempotency keys', async () => {
+      it("frees a deleted conversation's idempotency keys", async () => {
         await store.startTurn(turn('t1', { idempotencyKey: 'key-1' }));
         await store.deleteConversation('c1');
         await store.createConversation(conversation('c2'));
@@ -257,7 +266,10 @@ function storeContract(adapter: Adapter): void {
         expect(ids(await store.listTurns('new'))).toEqual(['t1']);
         expect(await store.startTurn(turn('t2', { conversationId: 'new', createdAt: at(6) }))).toEqual({ started: false, activeTurnId: 't1' });
         const other = conversation('refused');
-        const refused = await store.startTurn(turn('t3', { conversationId: 'refused' }), { newConversation: other, quota: { ...NO_LIMITS, runningTurnsPerUser: 1 } });
+        const refused = await store.startTurn(turn('t3', { conversationId: 'refused' }), {
+          newConversation: other,
+          quota: { ...NO_LIMITS, runningTurnsPerUser: 1 },
+        });
         expect(refused).toMatchObject({ started: false, limitHit: { limit: 'running_turns' } });
         expect(await store.getConversation('refused')).toBeUndefined();
       });
@@ -272,7 +284,10 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('t2', { idempotencyKey: 'key-1' }))).toEqual({ started: false, existingTurnId: 't1' });
         await store.updateTurn('t1', ['queued'], { status: 'succeeded' });
         await store.createConversation(conversation('c2'));
-        expect(await store.startTurn(turn('t3', { conversationId: 'c2', idempotencyKey: 'key-1' }))).toEqual({ started: false, existingTurnId: 't1' });
+        expect(await store.startTurn(turn('t3', { conversationId: 'c2', idempotencyKey: 'key-1' }))).toEqual({
+          started: false,
+          existingTurnId: 't1',
+        });
         expect(await store.findTurnByIdempotencyKey('u1', 'key-1')).toMatchObject({ id: 't1', status: 'succeeded' });
         expect(await store.getTurn('t3')).toBeUndefined();
       });
@@ -280,16 +295,16 @@ function storeContract(adapter: Adapter): void {
       it('idempotency keys belong to a user: another user may use the same key', async () => {
         await store.createConversation(conversation('c2', { userId: 'u2' }));
         await store.startTurn(turn('t1', { idempotencyKey: 'key/with:odd chars' }));
-        expect(await store.startTurn(turn('t2', { conversationId: 'c2', userId: 'u2', idempotencyKey: 'key/with:odd chars' }))).toEqual({ started: true });
+        expect(await store.startTurn(turn('t2', { conversationId: 'c2', userId: 'u2', idempotencyKey: 'key/with:odd chars' }))).toEqual({
+          started: true,
+        });
         expect(await store.findTurnByIdempotencyKey('u1', 'key/with:odd chars')).toMatchObject({ id: 't1' });
         expect(await store.findTurnByIdempotencyKey('u2', 'key/with:odd chars')).toMatchObject({ id: 't2' });
         expect(await store.findTurnByIdempotencyKey('u1', 'other')).toBeUndefined();
       });
 
       it('of 10 concurrent starts in one conversation exactly one starts; the others name it', async () => {
-        const results = await Promise.all(
-          Array.from({ length: 10 }, (_, i) => store.startTurn(turn(`t${i}`, { createdAt: at(1 + i) }))),
-        );
+        const results = await Promise.all(Array.from({ length: 10 }, (_, i) => store.startTurn(turn(`t${i}`, { createdAt: at(1 + i) }))));
         const winners = results.flatMap((result, i) => (result.started ? [`t${i}`] : []));
         expect(winners).toHaveLength(1);
         for (const result of results.filter((r) => !r.started)) expect(result).toEqual({ started: false, activeTurnId: winners[0] });
@@ -329,7 +344,7 @@ function storeContract(adapter: Adapter): void {
         expect(await store.getTurn('t1')).toMatchObject({ status: 'failed', stoppedBy: 'daily_cost' });
       });
 
-      it('records the digest of the runner\'s result that ended a turn, with its final state', async () => {
+      it("records the digest of the runner's result that ended a turn, with its final state", async () => {
         await store.startTurn(turn('t1'));
         expect((await store.getTurn('t1'))?.resultDigest).toBeNull();
         const ended = await store.updateTurn('t1', ['queued'], { status: 'succeeded', text: 'done', resultDigest: 'sha256-of-the-result' });
@@ -414,7 +429,9 @@ function storeContract(adapter: Adapter): void {
           limitHit: { limit: 'turns_per_minute', max: 3, retryAfterSeconds: 30 },
         });
         expect(await store.startTurn(turn('t3', { conversationId: 'u1-c3', createdAt: at(61) }), limit)).toEqual({ started: true });
-        expect(await store.startTurn(turn('t4', { conversationId: 'u1-c4', createdAt: at(62) }), limit)).toMatchObject({ limitHit: { limit: 'turns_per_minute' } });
+        expect(await store.startTurn(turn('t4', { conversationId: 'u1-c4', createdAt: at(62) }), limit)).toMatchObject({
+          limitHit: { limit: 'turns_per_minute' },
+        });
       });
 
       it('a final turn whose sandbox may not be gone still holds its running slot, until that is seen', async () => {
@@ -423,7 +440,9 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('a', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
         await store.updateTurn('a', ['queued'], { status: 'succeeded', holdsSandbox: true });
         expect(await store.startTurn(turn('b', { conversationId: 'u1-c1' }), limit)).toMatchObject({ limitHit: { limit: 'running_turns' } });
-        expect(await store.startTurn(turn('c', { userId: 'u2', conversationId: 'u2-c0' }), limit)).toMatchObject({ limitHit: { limit: 'running_sandboxes' } });
+        expect(await store.startTurn(turn('c', { userId: 'u2', conversationId: 'u2-c0' }), limit)).toMatchObject({
+          limitHit: { limit: 'running_sandboxes' },
+        });
         expect((await store.getUsage('u1', new Date(at(1)))).runningTurns).toBe(1);
         expect(ids(await store.listTurnsHoldingSandboxes())).toEqual(['a']);
         expect(ids(await store.listTurnsHoldingSandboxes('u2'))).toEqual([]);
@@ -466,12 +485,14 @@ function storeContract(adapter: Adapter): void {
         const users = Array.from({ length: 10 }, (_, i) => `s${i}`);
         for (const user of users) await conversations(1, user);
         const results = await Promise.all(
-          users.map((user) => store.startTurn(turn(`t-${user}`, { userId: user, conversationId: `${user}-c0` }), limits({ sandboxStartsPerMinute: 3 }))),
+          users.map((user) =>
+            store.startTurn(turn(`t-${user}`, { userId: user, conversationId: `${user}-c0` }), limits({ sandboxStartsPerMinute: 3 })),
+          ),
         );
         expect(results.filter((r) => r.started)).toHaveLength(3);
       });
 
-      it('keeps the user\'s day: turns, tokens and cost, every concurrent addition counted, separate per user', async () => {
+      it("keeps the user's day: turns, tokens and cost, every concurrent addition counted, separate per user", async () => {
         const now = new Date();
         await conversations(1);
         await conversations(1, 'u2');
@@ -519,7 +540,7 @@ function storeContract(adapter: Adapter): void {
         expect(await store.getTurn('t1')).toBeUndefined();
       });
 
-      it('a deleted conversation\'s unfinished turn frees its slot', async () => {
+      it("a deleted conversation's unfinished turn frees its slot", async () => {
         await conversations(2);
         const limit = limits({ runningTurnsPerUser: 1, runningSandboxes: 1 });
         expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
@@ -529,8 +550,12 @@ function storeContract(adapter: Adapter): void {
     });
 
     describe('listing turns', () => {
-      it('lists a conversation\'s turns in creation order', async () => {
-        for (const [id, second] of [['tb', 1], ['ta', 2], ['tc', 3]] as const) {
+      it("lists a conversation's turns in creation order", async () => {
+        for (const [id, second] of [
+          ['tb', 1],
+          ['ta', 2],
+          ['tc', 3],
+        ] as const) {
           await store.startTurn(turn(id, { createdAt: at(second) }));
           await store.updateTurn(id, ['queued'], { status: 'succeeded' });
         }
@@ -549,7 +574,7 @@ function storeContract(adapter: Adapter): void {
         expect(ids(await store.listUnfinishedTurns()).sort()).toEqual(['t-queued', 't-running', 't-starting']);
       });
 
-      it('lists one user\'s unfinished turns', async () => {
+      it("lists one user's unfinished turns", async () => {
         for (const user of ['u1', 'u2']) {
           await store.createConversation(conversation(`c-${user}`, { userId: user }));
           await store.startTurn(turn(`t-${user}`, { userId: user, conversationId: `c-${user}` }));
@@ -569,27 +594,41 @@ function storeContract(adapter: Adapter): void {
             seen.push(value);
             for (const w of waiters.filter((w) => w.test(seen))) w.resolve();
           },
-          until: (test: (all: T[]) => boolean) =>
-            test(seen) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ test, resolve })),
+          until: (test: (all: T[]) => boolean) => (test(seen) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ test, resolve }))),
         };
       }
 
-      it('delivers a turn\'s result once, when it is written, and nothing else of the turn', async () => {
+      it("delivers a turn's result once, when it is written, and nothing else of the turn", async () => {
         await store.startTurn(turn('t1', { status: 'running' }));
         const results = collector<TurnEvent>();
         const stop = store.watchResult('t1', results.push);
-        await store.appendEvents('t1', [{ type: 'text', data: { text: 'working' } }, { type: 'status', data: { status: 'running' } }]);
+        await store.appendEvents('t1', [
+          { type: 'text', data: { text: 'working' } },
+          { type: 'status', data: { status: 'running' } },
+        ]);
         await store.addUsage(turn('t1'), { ...emptyUsage(), inputTokens: 1 }, 0);
-        await store.updateTurn('t1', ['running'], { status: 'succeeded', text: 'done' }, { events: (t) => [{ type: 'result', data: { status: t.status, text: t.text } }] });
+        await store.updateTurn(
+          't1',
+          ['running'],
+          { status: 'succeeded', text: 'done' },
+          { events: (t) => [{ type: 'result', data: { status: t.status, text: t.text } }] },
+        );
         await results.until((all) => all.length > 0);
         await new Promise((resolve) => setTimeout(resolve, 300));
-        expect(results.seen).toEqual([expect.objectContaining({ turnId: 't1', seq: 3, type: 'result', data: { status: 'succeeded', text: 'done' } })]);
+        expect(results.seen).toEqual([
+          expect.objectContaining({ turnId: 't1', seq: 3, type: 'result', data: { status: 'succeeded', text: 'done' } }),
+        ]);
         stop();
       });
 
       it('delivers a result written before the watch began at once', async () => {
         await store.startTurn(turn('t1', { status: 'running' }));
-        await store.updateTurn('t1', ['running'], { status: 'failed', reason: 'x' }, { events: () => [{ type: 'result', data: { status: 'failed' } }] });
+        await store.updateTurn(
+          't1',
+          ['running'],
+          { status: 'failed', reason: 'x' },
+          { events: () => [{ type: 'result', data: { status: 'failed' } }] },
+        );
         const results = collector<TurnEvent>();
         const stop = store.watchResult('t1', results.push);
         await results.until((all) => all.length > 0);
@@ -608,14 +647,27 @@ function storeContract(adapter: Adapter): void {
 
       it('replays events after a number, then delivers appends in order, each once', async () => {
         await store.startTurn(turn('t1'));
-        await store.appendEvents('t1', [{ type: 'a', data: {} }, { type: 'b', data: {} }, { type: 'c', data: {} }]);
+        await store.appendEvents('t1', [
+          { type: 'a', data: {} },
+          { type: 'b', data: {} },
+          { type: 'c', data: {} },
+        ]);
         const events = collector<TurnEvent>();
         const stop = store.watchEvents('t1', 1, events.push);
         await store.appendEvents('t1', [{ type: 'd', data: {} }]);
-        await store.appendEvents('t1', [{ type: 'e', data: {} }, { type: 'f', data: {} }]);
+        await store.appendEvents('t1', [
+          { type: 'e', data: {} },
+          { type: 'f', data: {} },
+        ]);
         await events.until((all) => all.length >= 5);
         stop();
-        expect(events.seen.map((e) => [e.seq, e.type])).toEqual([[2, 'b'], [3, 'c'], [4, 'd'], [5, 'e'], [6, 'f']]);
+        expect(events.seen.map((e) => [e.seq, e.type])).toEqual([
+          [2, 'b'],
+          [3, 'c'],
+          [4, 'd'],
+          [5, 'e'],
+          [6, 'f'],
+        ]);
       });
     });
 
@@ -634,7 +686,10 @@ function storeContract(adapter: Adapter): void {
           { type: 'status', data: { status: 'running' } },
           { type: 'tool_use', data: { name: 'Bash', summary: 'ls', nested: { list: [1, [2, 3]], flag: true, none: null } } },
         ]);
-        expect(first.map((event) => [event.turnId, event.seq, event.type])).toEqual([['t1', 1, 'status'], ['t1', 2, 'tool_use']]);
+        expect(first.map((event) => [event.turnId, event.seq, event.type])).toEqual([
+          ['t1', 1, 'status'],
+          ['t1', 2, 'tool_use'],
+        ]);
         const second = await append('t1', [{ type: 'text', data: { text: 'hi' } }]);
         expect(second.map((event) => event.seq)).toEqual([3]);
 
@@ -653,7 +708,11 @@ function storeContract(adapter: Adapter): void {
         const text = (n: number) => ({ type: 'text', data: { text: `step ${n}` } });
         expect((await store.appendEvents('t1', [text(1), text(2)], budget))?.map((e) => e.type)).toEqual(['text', 'text']);
         const cut = await store.appendEvents('t1', [text(3), text(4), text(5)], budget);
-        expect(cut?.map((e) => [e.seq, e.type])).toEqual([[3, 'text'], [4, 'text'], [5, 'events_dropped']]);
+        expect(cut?.map((e) => [e.seq, e.type])).toEqual([
+          [3, 'text'],
+          [4, 'text'],
+          [5, 'events_dropped'],
+        ]);
         expect(cut?.[2]?.data).toMatchObject({ maxEvents: 4, maxBytes: 1000 });
         expect(await store.appendEvents('t1', [text(6)], budget)).toEqual([]);
         expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual(['text', 'text', 'text', 'text', 'events_dropped']);
@@ -663,7 +722,7 @@ function storeContract(adapter: Adapter): void {
         expect((await store.listEvents('t1', 0)).at(-1)?.type).toBe('result');
       });
 
-      it('counts the bytes of a turn\'s events against its budget', async () => {
+      it("counts the bytes of a turn's events against its budget", async () => {
         await store.startTurn(turn('t1'));
         const budget = { maxEvents: 100, maxBytes: 250 };
         const big = { type: 'text', data: { text: 'x'.repeat(100) } };
@@ -671,22 +730,32 @@ function storeContract(adapter: Adapter): void {
         expect(kept?.map((e) => e.type)).toEqual(['text', 'text', 'events_dropped']);
       });
 
-      it('numbers each turn\'s events on their own', async () => {
-
+      it("numbers each turn's events on their own", async () => {
         await store.createConversation(conversation('c2'));
         await store.startTurn(turn('t1'));
         await store.startTurn(turn('t2', { conversationId: 'c2' }));
-        await store.appendEvents('t1', [{ type: 'text', data: {} }, { type: 'text', data: {} }]);
+        await store.appendEvents('t1', [
+          { type: 'text', data: {} },
+          { type: 'text', data: {} },
+        ]);
         expect((await append('t2', [{ type: 'text', data: {} }]))[0]?.seq).toBe(1);
       });
 
       it('concurrent appends never share a number', async () => {
         await store.startTurn(turn('t1'));
         const batches = await Promise.all(
-          Array.from({ length: 5 }, (_, i) => append('t1', [{ type: 'text', data: { i, part: 0 } }, { type: 'text', data: { i, part: 1 } }])),
+          Array.from({ length: 5 }, (_, i) =>
+            append('t1', [
+              { type: 'text', data: { i, part: 0 } },
+              { type: 'text', data: { i, part: 1 } },
+            ]),
+          ),
         );
         for (const batch of batches) expect(batch[1]!.seq).toBe(batch[0]!.seq + 1);
-        const seqs = batches.flat().map((event) => event.seq).sort((a, b) => a - b);
+        const seqs = batches
+          .flat()
+          .map((event) => event.seq)
+          .sort((a, b) => a - b);
         expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         expect((await store.listEvents('t1', 0)).map((event) => event.seq)).toEqual(seqs);
       });
@@ -696,14 +765,24 @@ function storeContract(adapter: Adapter): void {
         expect(await store.listEvents('nope', 0)).toEqual([]);
       });
 
-      it('refuses events for a final turn; a turn\'s update carries its own events, numbered after the others', async () => {
+      it("refuses events for a final turn; a turn's update carries its own events, numbered after the others", async () => {
         await store.startTurn(turn('t1'));
         await append('t1', [{ type: 'text', data: { text: 'working' } }]);
-        const started = await store.updateTurn('t1', ['queued'], { status: 'starting' }, { events: (t) => [{ type: 'status', data: { status: t.status } }] });
+        const started = await store.updateTurn(
+          't1',
+          ['queued'],
+          { status: 'starting' },
+          { events: (t) => [{ type: 'status', data: { status: t.status } }] },
+        );
         expect(started?.status).toBe('starting');
         // An update that does not apply records nothing.
         await store.updateTurn('t1', ['queued'], { status: 'running' }, { events: () => [{ type: 'never', data: {} }] });
-        await store.updateTurn('t1', ['starting'], { status: 'succeeded', text: 'done' }, { events: (t) => [{ type: 'result', data: { text: t.text } }] });
+        await store.updateTurn(
+          't1',
+          ['starting'],
+          { status: 'succeeded', text: 'done' },
+          { events: (t) => [{ type: 'result', data: { text: t.text } }] },
+        );
         expect(await store.appendEvents('t1', [{ type: 'text', data: { text: 'too late' } }])).toBeUndefined();
         const events = await store.listEvents('t1', 0);
         expect(events.map((e) => [e.seq, e.type, e.data])).toEqual([

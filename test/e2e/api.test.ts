@@ -47,15 +47,13 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
     expectError(await prompt(running.service, undefined, { message: 'hi' }), 401, 'unauthenticated', /X-User-Id/);
   });
 
-  it('answers 404 for an unknown conversation and for another user\'s, alike', async () => {
+  it("answers 404 for an unknown conversation and for another user's, alike", async () => {
     expectError(await prompt(running.service, 'alice', { message: 'hi', conversationId: 'no-such-conversation' }), 404, 'not_found');
     const owned = await prompt(running.service, 'alice', { message: 'mine' });
     expect(owned.status).toBe(200);
     const stolen = await prompt(running.service, 'mallory', { message: 'let me in', conversationId: owned.body.conversationId });
     expectError(stolen, 404, 'not_found');
-    expect((stolen.body.error as { message: string }).message).toBe(
-      `conversation ${String(owned.body.conversationId)} not found`,
-    );
+    expect((stolen.body.error as { message: string }).message).toBe(`conversation ${String(owned.body.conversationId)} not found`);
   });
 
   it('answers unknown routes with a JSON 404', async () => {
@@ -63,7 +61,7 @@ describe('the HTTP API refuses bad input with a clear JSON error', () => {
     expectError({ status: response.status, body: (await response.json()) as Record<string, unknown> }, 404, 'not_found');
   });
 
-  it('serves none of the runner\'s routes on the public port', async () => {
+  it("serves none of the runner's routes on the public port", async () => {
     for (const path of ['/internal/turns/anything', '/internal/model/v1/messages']) {
       const response = await fetch(`${running.service.url}${path}`, { method: 'POST', headers: { authorization: 'Bearer crt1.forged.token' } });
       expectError({ status: response.status, body: (await response.json()) as Record<string, unknown> }, 404, 'not_found');

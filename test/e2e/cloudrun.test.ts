@@ -95,7 +95,7 @@ describe('turns as Cloud Run Job executions', () => {
     expect(body.error.message).toMatch(/Cloud Run refused to start a sandbox 5 times/);
   });
 
-  it('fails a turn whose execution failed without a result, with the execution\'s own reason', async () => {
+  it("fails a turn whose execution failed without a result, with the execution's own reason", async () => {
     cloudRun.failNextExecution('Image pull failed: manifest unknown');
     const answer = await prompt(service, 'cloud-dave', { message: 'doomed' });
     expect(answer.status).toBe(502);

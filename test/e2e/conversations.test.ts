@@ -38,7 +38,7 @@ function sandboxPids(turnId: string): number[] {
 describe('conversations as a product', () => {
   const running = useServiceWithFake({ CLAUDERUN_MAX_STATE_BYTES: '300000' });
 
-  it('lists only the caller\'s conversations, newest first, a page at a time', async () => {
+  it("lists only the caller's conversations, newest first, a page at a time", async () => {
     const user = `lister-${Date.now()}`;
     const ids: string[] = [];
     for (const message of ['first', 'second', 'third']) {
@@ -62,7 +62,11 @@ describe('conversations as a product', () => {
     const { conversationId, turnId } = opened.body as { conversationId: string; turnId: string };
     const conversation = await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: 'viewer' });
     expect(conversation.status).toBe(200);
-    expect(conversation.body).toMatchObject({ conversationId, title: 'look at me', turns: [{ turnId, prompt: 'look at me', status: 'succeeded', text: 'echo: look at me' }] });
+    expect(conversation.body).toMatchObject({
+      conversationId,
+      title: 'look at me',
+      turns: [{ turnId, prompt: 'look at me', status: 'succeeded', text: 'echo: look at me' }],
+    });
     const turn = await call(running.service, 'GET', `/api/conversations/${conversationId}/turns/${turnId}`, { userId: 'viewer' });
     expect(turn.body).toMatchObject({ turnId, status: 'succeeded' });
     for (const link of [`/api/conversations/${conversationId}`, `/api/conversations/${conversationId}/turns/${turnId}`]) {
@@ -156,7 +160,9 @@ describe('conversations as a product', () => {
     const conversationId = String(first.body.conversationId);
     const big = await prompt(running.service, 'hoarder', { message: 'bash: head -c 2000000 /dev/urandom > /workspace/big.bin', conversationId });
     expect(big.status).toBe(502);
-    expect(big.body).toMatchObject({ error: { code: 'sandbox_failed', message: expect.stringMatching(/over the limit of 300000.*previous state is kept/) } });
+    expect(big.body).toMatchObject({
+      error: { code: 'sandbox_failed', message: expect.stringMatching(/over the limit of 300000.*previous state is kept/) },
+    });
     const after = await prompt(running.service, 'hoarder', { message: 'bash: cat /workspace/small.txt; ls /workspace', conversationId });
     expect(after.status).toBe(200);
     expect(after.body.text).toContain('small-content');

@@ -11,7 +11,7 @@ import { startServiceProcess, type ServiceProcess } from '../support/service-pro
  * The function as Cloud Functions runs it: `functions-framework --target=clauderun`, whose own
  * server parses bodies before our code runs (functions-framework-nodejs#686).
  */
-describe('the HTTP function on the Functions Framework\'s own server', () => {
+describe("the HTTP function on the Functions Framework's own server", () => {
   let fake: FakeAnthropic;
   let dataDir: string;
   let fn: ServiceProcess;
@@ -38,23 +38,38 @@ describe('the HTTP function on the Functions Framework\'s own server', () => {
   it.each([
     ['malformed JSON', { 'content-type': 'application/json' }, '{broken', 400, /not valid JSON/],
     ['an unknown charset', { 'content-type': 'application/json; charset=klingon' }, '{}', 400, /message must be a string/],
-    ['an unknown content encoding', { 'content-type': 'application/json', 'content-encoding': 'zstd-9000' }, '{}', 400, /Content-Encoding zstd-9000 is not accepted/],
-  ])('answers a body with %s, which the framework would refuse with a page of its own, with a JSON error', async (_what, headers, body, status, message) => {
-    const response = await send(headers, body);
-    expect(response.status).toBe(status);
-    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
-    const error = ((await response.json()) as { error: { code: string; message: string } }).error;
-    expect(error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(message) });
-    expect(JSON.stringify(error)).not.toMatch(/node_modules|at JSON\.parse/);
-  });
+    [
+      'an unknown content encoding',
+      { 'content-type': 'application/json', 'content-encoding': 'zstd-9000' },
+      '{}',
+      400,
+      /Content-Encoding zstd-9000 is not accepted/,
+    ],
+  ])(
+    'answers a body with %s, which the framework would refuse with a page of its own, with a JSON error',
+    async (_what, headers, body, status, message) => {
+      const response = await send(headers, body);
+      expect(response.status).toBe(status);
+      expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+      const error = ((await response.json()) as { error: { code: string; message: string } }).error;
+      expect(error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(message) });
+      expect(JSON.stringify(error)).not.toMatch(/node_modules|at JSON\.parse/);
+    },
+  );
 
   it('refuses a compressed body before the framework would inflate it, on any path: a 200 KB gzip of 200 MB of zeros costs nothing', async () => {
     const before = await fn.rss();
     const bomb = gzipSync(Buffer.alloc(200 * 1024 * 1024), { level: 9 });
     for (const route of ['/api/conversation', '/healthz', '/no-such-route']) {
-      const response = await fetch(`${fn.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb });
+      const response = await fetch(`${fn.url}${route}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        body: bomb,
+      });
       expect(response.status).toBe(400);
-      expect(await response.json()).toMatchObject({ error: { code: 'invalid_request', message: expect.stringMatching(/Content-Encoding gzip is not accepted/) } });
+      expect(await response.json()).toMatchObject({
+        error: { code: 'invalid_request', message: expect.stringMatching(/Content-Encoding gzip is not accepted/) },
+      });
     }
     expect(await fn.rss()).toBeLessThan(before + 64 * 1024 * 1024);
   });
@@ -62,7 +77,11 @@ describe('the HTTP function on the Functions Framework\'s own server', () => {
   it('refuses a body over what its routes take, on any path, before reading it whole: JSON 413', async () => {
     const big = JSON.stringify({ message: 'x'.repeat(2 * 1024 * 1024) });
     for (const route of ['/api/conversation', '/no-such-route']) {
-      const response = await fetch(`${fn.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-user-id': 'fn-user' }, body: big });
+      const response = await fetch(`${fn.url}${route}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-user-id': 'fn-user' },
+        body: big,
+      });
       expect(response.status).toBe(413);
       expect(await response.json()).toMatchObject({ error: { code: 'too_large', message: expect.stringMatching(/request body over the limit/) } });
     }

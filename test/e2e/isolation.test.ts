@@ -38,7 +38,7 @@ describe('the sandbox', () => {
     expect(isSandboxUid(Number(uid))).toBe(true);
   });
 
-  it('cannot read the host: not the service data, not the project, not root\'s home', async () => {
+  it("cannot read the host: not the service data, not the project, not root's home", async () => {
     const secret = `host-secret-${randomUUID()}`;
     const secretFile = path.join(running.service.dataDir, 'host-secret.txt');
     writeFileSync(secretFile, secret, { mode: 0o644 });
@@ -69,7 +69,10 @@ describe('the sandbox', () => {
   });
 
   it('stops a 1.6 GB allocation at the memory limit, and the agent lives to report it', async () => {
-    const output = await inSandbox(running.service, 'node -e "const b = Buffer.alloc(1.6e9, 1); console.log(\'ALLOCATED\', b.length)"; echo "EXIT=$?"');
+    const output = await inSandbox(
+      running.service,
+      'node -e "const b = Buffer.alloc(1.6e9, 1); console.log(\'ALLOCATED\', b.length)"; echo "EXIT=$?"',
+    );
     expect(output).not.toContain('ALLOCATED 1600000000');
     expect(output).toContain('EXIT=137');
     const health = await fetch(`${running.service.url}/healthz`);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { call, linkPath, startService, useServiceWithFake, type RunningService } from '../support/service.js';
 

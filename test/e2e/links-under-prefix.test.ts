@@ -53,11 +53,23 @@ describe('links under a path prefix', () => {
     // RFC 9112 section 3.2.2: a client may send the whole URL as the target; only its path counts.
     const answer = await new Promise<{ status: number; location: string | undefined; links: Record<string, string> }>((resolve, reject) => {
       const request = http.request(
-        { host: '127.0.0.1', port: service.port, method: 'POST', path: 'http://evil.example/api/conversation', headers: { 'x-user-id': 'absolute', 'content-type': 'application/json', prefer: 'respond-async' } },
+        {
+          host: '127.0.0.1',
+          port: service.port,
+          method: 'POST',
+          path: 'http://evil.example/api/conversation',
+          headers: { 'x-user-id': 'absolute', 'content-type': 'application/json', prefer: 'respond-async' },
+        },
         (response) => {
           let text = '';
           response.on('data', (chunk: Buffer) => (text += chunk.toString()));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, location: response.headers.location, links: (JSON.parse(text) as { links: Record<string, string> }).links }));
+          response.on('end', () =>
+            resolve({
+              status: response.statusCode ?? 0,
+              location: response.headers.location,
+              links: (JSON.parse(text) as { links: Record<string, string> }).links,
+            }),
+          );
         },
       );
       request.on('error', reject);

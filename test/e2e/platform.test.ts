@@ -27,7 +27,11 @@ async function processState(pid: number): Promise<string> {
   return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
 }
 
-const alive = (pid: number) => readFile(`/proc/${pid}/stat`).then(() => true, () => false);
+const alive = (pid: number) =>
+  readFile(`/proc/${pid}/stat`).then(
+    () => true,
+    () => false,
+  );
 
 async function json(url: string, init?: RequestInit): Promise<{ status: number; type: string; body: Record<string, unknown> | string }> {
   const response = await fetch(url, init);
@@ -55,7 +59,10 @@ describe('the simulated platform', () => {
 
   it('serves a function under its name on the cloudfunctions.net-style origin, the name stripped, and at the root of its run.app-style origin', async () => {
     const prefixed = platform.prefixedUrl('probe');
-    expect(await json(`${prefixed}/whoami?x=1`)).toMatchObject({ status: 200, body: { path: '/whoami?x=1', env: { K_SERVICE: 'probe', FUNCTION_TARGET: 'probe' } } });
+    expect(await json(`${prefixed}/whoami?x=1`)).toMatchObject({
+      status: 200,
+      body: { path: '/whoami?x=1', env: { K_SERVICE: 'probe', FUNCTION_TARGET: 'probe' } },
+    });
     // `/NAME` alone is the function's root; the probe's own JSON 404 shows the function answered.
     expect(await json(prefixed)).toMatchObject({ status: 404, body: { error: 'no such probe' } });
     expect(await json(`${platform.rootUrl('probe')}/whoami`)).toMatchObject({ status: 200, body: { path: '/whoami' } });
@@ -117,7 +124,10 @@ describe('the simulated platform', () => {
   });
 
   it('fails a request with 429 once it waited the pending time with every instance busy', async () => {
-    const [held, refused] = await Promise.all([json(`${platform.rootUrl('narrow')}/wait?n=1500`), (await sleep(200), json(`${platform.rootUrl('narrow')}/whoami`))]);
+    const [held, refused] = await Promise.all([
+      json(`${platform.rootUrl('narrow')}/wait?n=1500`),
+      sleep(200).then(() => json(`${platform.rootUrl('narrow')}/whoami`)),
+    ]);
     expect(held.status).toBe(200);
     expect(refused.status).toBe(429);
     expect(refused.body).toContain('no available instance');
@@ -132,12 +142,17 @@ describe('the simulated platform', () => {
 
   it('refuses requests over 32 MB, with or without a Content-Length', async () => {
     const url = `${platform.rootUrl('probe')}/count`;
-    const post = (body: RequestInit['body'], extra: RequestInit = {}) => json(url, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, ...extra });
+    const post = (body: RequestInit['body'], extra: RequestInit = {}) =>
+      json(url, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, ...extra });
     expect(await post(Buffer.alloc(31 * MB))).toMatchObject({ status: 200, body: { received: 31 * MB } });
     expect((await post(Buffer.alloc(33 * MB))).status).toBe(413);
-    const streamed = Readable.toWeb(Readable.from((function* () {
-      for (let i = 0; i < 33; i++) yield Buffer.alloc(MB);
-    })())) as ReadableStream;
+    const streamed = Readable.toWeb(
+      Readable.from(
+        (function* () {
+          for (let i = 0; i < 33; i++) yield Buffer.alloc(MB);
+        })(),
+      ),
+    ) as ReadableStream;
     expect((await post(streamed, { duplex: 'half' } as RequestInit)).status).toBe(413);
   });
 
@@ -162,7 +177,11 @@ describe('the fake Cloud Run Admin API, as Google documents Cloud Run Jobs', () 
     name: 'quick',
     sandboxesOutliveProcess: true,
     status: async () => undefined,
-    launch: async (spec) => ({ ref: spec.turnId, ended: sleep(50).then(() => ({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false })), cancel: async () => {} }),
+    launch: async (spec) => ({
+      ref: spec.turnId,
+      ended: sleep(50).then(() => ({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false })),
+      cancel: async () => {},
+    }),
     reattach: () => undefined,
     close: async () => {},
   };
@@ -176,7 +195,18 @@ describe('the fake Cloud Run Admin API, as Google documents Cloud Run Jobs', () 
     const response = await fetch(`${base()}/${JOB}:run`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ overrides: { containerOverrides: [{ env: [{ name: 'TURN_ID', value: 't' }, { name: 'API_URL', value: 'http://127.0.0.1:1' }] }] } }),
+      body: JSON.stringify({
+        overrides: {
+          containerOverrides: [
+            {
+              env: [
+                { name: 'TURN_ID', value: 't' },
+                { name: 'API_URL', value: 'http://127.0.0.1:1' },
+              ],
+            },
+          ],
+        },
+      }),
     });
     return { status: response.status, body: (await response.json()) as { metadata?: { name: string }; error?: { status: string } } };
   };
@@ -225,7 +255,10 @@ describe('the fake Cloud Scheduler', () => {
       expect(scheduler.attempts.every((s) => s === 204)).toBe(true);
       expect(seen[0]).toMatchObject({ method: 'POST', url: '/ops/sweep' });
       const token = seen[0]?.authorization.replace(/^Bearer /, '') ?? '';
-      const { payload, protectedHeader } = await jwtVerify(token, createRemoteJWKSet(new URL(tokens.jwksUrl)), { issuer: 'https://accounts.google.com', audience: url });
+      const { payload, protectedHeader } = await jwtVerify(token, createRemoteJWKSet(new URL(tokens.jwksUrl)), {
+        issuer: 'https://accounts.google.com',
+        audience: url,
+      });
       expect(protectedHeader.alg).toBe('RS256');
       expect(payload).toMatchObject({ email: 'sweeper@p.iam.gserviceaccount.com', email_verified: true });
       expect((payload.exp ?? 0) - (payload.iat ?? 0)).toBe(3600);

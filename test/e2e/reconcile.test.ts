@@ -28,16 +28,19 @@ describe('turns whose sandbox ended unseen', () => {
   });
   afterAll(() => service?.stop({ removeData: true }));
 
-  it('are settled with the sandbox\'s own reason when the turn is read', async () => {
+  it("are settled with the sandbox's own reason when the turn is read", async () => {
     const turn = await startAsync(service, 'reader', 'vanishing');
     launcher.last().vanish(KILLED);
     const read = await call(service, 'GET', turnPath(turn), { userId: 'reader' });
-    expect(read.body).toMatchObject({ status: 'failed', reason: expect.stringContaining('exited with code 137 without reporting a result (the container was killed)') });
+    expect(read.body).toMatchObject({
+      status: 'failed',
+      reason: expect.stringContaining('exited with code 137 without reporting a result (the container was killed)'),
+    });
     const conversation = await call(service, 'GET', `/api/conversations/${turn.conversationId}`, { userId: 'reader' });
     expect((conversation.body.turns as Array<{ status: string }>).map((t) => t.status)).toEqual(['failed']);
   });
 
-  it('no longer hold the user\'s running limit: the next prompt is admitted', async () => {
+  it("no longer hold the user's running limit: the next prompt is admitted", async () => {
     const first = await startAsync(service, 'admitted', 'first');
     launcher.last().vanish(KILLED);
     const second = await prompt(service, 'admitted', { message: 'second' }, { prefer: 'respond-async' });
@@ -55,7 +58,7 @@ describe('turns whose sandbox ended unseen', () => {
   });
 });
 
-describe('a turn made final before its execution is gone (the cloud\'s order)', () => {
+describe("a turn made final before its execution is gone (the cloud's order)", () => {
   // Executions outlive the process and take their time to stop once cancelled.
   const launcher = new ManualLauncher(true, true);
   let service: RunningService;
@@ -64,13 +67,17 @@ describe('a turn made final before its execution is gone (the cloud\'s order)', 
   });
   afterAll(() => service?.stop({ removeData: true }));
 
-  it('holds the user\'s running slot until its sandbox is gone, though its answer is out', async () => {
+  it("holds the user's running slot until its sandbox is gone, though its answer is out", async () => {
     const turn = await startAsync(service, 'early', 'posting early');
     const sandbox = launcher.last();
     const asRunner = { authorization: `Bearer ${sandbox.spec.token}`, 'content-type': 'application/json' };
     await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}`, { headers: asRunner });
     const result = { outcome: 'succeeded', text: 'posted early', sessionId: '00000000-0000-4000-8000-000000000003', stateSaved: false };
-    const posted = fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/result`, { method: 'POST', headers: asRunner, body: JSON.stringify(result) });
+    const posted = fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/result`, {
+      method: 'POST',
+      headers: asRunner,
+      body: JSON.stringify(result),
+    });
     await expect.poll(async () => (await call(service, 'GET', turnPath(turn), { userId: 'early' })).body.status).toBe('succeeded');
     // The answer is out, the sandbox still stopping: it still counts.
     expect((await call(service, 'GET', '/api/usage', { userId: 'early' })).body).toMatchObject({ runningTurns: 1 });
@@ -105,7 +112,9 @@ describe('an instance starting while another launches a sandbox', () => {
     const launching = new HeldLauncher(true);
     const first = await startService({}, undefined, { launcher: launching });
     const submitted = prompt(first, 'scaled', { message: 'launching elsewhere' }, { prefer: 'respond-async' });
-    await expect.poll(async () => ((await call(first, 'GET', '/api/conversations', { userId: 'scaled' })).body.conversations as unknown[]).length).toBe(1);
+    await expect
+      .poll(async () => ((await call(first, 'GET', '/api/conversations', { userId: 'scaled' })).body.conversations as unknown[]).length)
+      .toBe(1);
     // A second instance on the same store starts (a scale-out) while the launch is under way.
     const second = await startService({}, first.dataDir, { launcher: new ManualLauncher(true) });
     try {
@@ -148,7 +157,7 @@ describe('the sweeper', () => {
   const sweep = (token?: string) =>
     fetch(`${service.url}/ops/sweep`, { method: 'POST', headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
 
-  it('settles a turn no one reads, called with the scheduler\'s ID token', async () => {
+  it("settles a turn no one reads, called with the scheduler's ID token", async () => {
     const turn = await startAsync(service, 'unwatched', 'no one is looking');
     launcher.last().vanish(KILLED);
     const answer = await sweep(await keys.sign(schedulerClaims));
@@ -160,12 +169,16 @@ describe('the sweeper', () => {
   it.each([
     ['no token', () => Promise.resolve(undefined), /missing bearer token/],
     ['a token for another audience', () => keys.sign({ ...schedulerClaims, aud: 'https://elsewhere.example/' }), /"aud" claim/],
-    ['another account\'s token', () => keys.sign({ ...schedulerClaims, email: 'someone@example.com' }), /not the sweeper account/],
+    ["another account's token", () => keys.sign({ ...schedulerClaims, email: 'someone@example.com' }), /not the sweeper account/],
     ['an unverified email', () => keys.sign({ ...schedulerClaims, email_verified: false }), /not the sweeper account/],
     ['another issuer', () => keys.sign({ ...schedulerClaims, iss: 'https://securetoken.google.com/x' }), /"iss" claim/],
     ['an expired token', () => keys.sign({ ...schedulerClaims, iat: 1_000_000, exp: 1_000_600 }), /expired/],
     ['a token signed with another key', () => keys.sign(schedulerClaims, { withKey: keys.strangerKey }), /not valid/],
-    ['a token issued in the future', () => keys.sign({ ...schedulerClaims, iat: Math.floor(Date.now() / 1000) + 3600, exp: Math.floor(Date.now() / 1000) + 7200 }), /iat/],
+    [
+      'a token issued in the future',
+      () => keys.sign({ ...schedulerClaims, iat: Math.floor(Date.now() / 1000) + 3600, exp: Math.floor(Date.now() / 1000) + 7200 }),
+      /iat/,
+    ],
     ['a token that lives ten years', () => keys.sign({ ...schedulerClaims, exp: Math.floor(Date.now() / 1000) + 10 * 365 * 24 * 3600 }), /exp/],
   ])('refuses %s with a JSON 401', async (_what, token, message) => {
     const answer = await sweep(await token());

@@ -56,12 +56,13 @@ describe('the runner behind a front end, under a path, on a failing network', ()
     return { userId, spec, conversationId: String(started.body.conversationId), turn: linkPath(links.turn), events: linkPath(links.events) };
   }
   type Started = Awaited<ReturnType<typeof startTurn>>;
-  const runner = (t: Started, place?: string) => runRunnerOnHost({ apiUrl: front.url, turnId: t.spec.turnId, token: t.spec.token, timeoutMs: 30_000 }, place);
+  const runner = (t: Started, place?: string) =>
+    runRunnerOnHost({ apiUrl: front.url, turnId: t.spec.turnId, token: t.spec.token, timeoutMs: 30_000 }, place);
   const turnOf = async (t: Started) => (await call(service, 'GET', t.turn, { userId: t.userId })).body;
   const replay = async (t: Started) => (await readEvents(`${service.url}${t.events}`, { 'x-user-id': t.userId })).events;
   const callsOf = (t: Started) => front.handled.filter((r) => r.path.startsWith(`/internal/turns/${t.spec.turnId}`));
 
-  it('calls the API under API_URL\'s path, model calls included, and nothing outside it', async () => {
+  it("calls the API under API_URL's path, model calls included, and nothing outside it", async () => {
     front.fault = () => 'pass';
     const t = await startTurn('prefixed', 'hello');
     const exit = await runner(t);
@@ -120,7 +121,11 @@ describe('the runner behind a front end, under a path, on a failing network', ()
     await rm(place, { recursive: true, force: true });
     expect(nextExit, nextExit.stderr).toMatchObject({ code: 0 });
     expect(await turnOf(next)).toMatchObject({ status: 'succeeded', text: 'echo: hello again' });
-    expect(callsOf(next).filter((r) => r.path.endsWith('/state') && r.method === 'GET').map((r) => r.status)).toEqual([200, 200]);
+    expect(
+      callsOf(next)
+        .filter((r) => r.path.endsWith('/state') && r.method === 'GET')
+        .map((r) => r.status),
+    ).toEqual([200, 200]);
   });
 
   it('stops trying a result the API refuses: a turn cancelled while its agent worked stays cancelled', async () => {

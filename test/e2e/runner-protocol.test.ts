@@ -64,7 +64,10 @@ describe('the runner protocol', () => {
     const claim = { ...result('saved?'), stateSaved: true };
     const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
     for (let i = 0; i < 2; i++) {
-      expect(await call(runnerSide(), 'POST', path, { body: claim, ...asRunner(t.sandbox.spec.token) })).toEqual({ status: 200, body: { status: 'failed' } });
+      expect(await call(runnerSide(), 'POST', path, { body: claim, ...asRunner(t.sandbox.spec.token) })).toEqual({
+        status: 200,
+        body: { status: 'failed' },
+      });
     }
   });
 
@@ -72,7 +75,10 @@ describe('the runner protocol', () => {
     const t = await startTurn('late');
     t.sandbox.end({ kind: 'timed_out' });
     await expect.poll(async () => (await turnOf(t)).status).toBe('timed_out');
-    const late = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('too late'), ...asRunner(t.sandbox.spec.token) });
+    const late = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+      body: result('too late'),
+      ...asRunner(t.sandbox.spec.token),
+    });
     expect(late.status).toBe(409);
     expect(late.body).toMatchObject({ error: { code: 'conflict', details: { status: 'timed_out' } } });
     expect(await turnOf(t)).toMatchObject({ status: 'timed_out', text: null });
@@ -84,13 +90,24 @@ describe('the runner protocol', () => {
     const path = `/internal/turns/${t.sandbox.spec.turnId}/state`;
     const archive = gzipSync(Buffer.from('not really a tar, but the API stores what it gets'));
     for (let i = 0; i < 2; i++) {
-      const put = await fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: archive, headers: { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` } });
+      const put = await fetch(`${service.internalUrl}${path}`, {
+        method: 'PUT',
+        body: archive,
+        headers: { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` },
+      });
       expect(put.status).toBe(204);
     }
     const got = await fetch(`${service.internalUrl}${path}`, { headers: { authorization: `Bearer ${t.sandbox.spec.token}` } });
     // The state a turn reads is its conversation's previous one (none yet), not the one it uploads.
     expect(got.status).toBe(204);
-    expect((await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { ...result('saved'), stateSaved: true }, ...asRunner(t.sandbox.spec.token) })).body).toEqual({ status: 'succeeded' });
+    expect(
+      (
+        await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+          body: { ...result('saved'), stateSaved: true },
+          ...asRunner(t.sandbox.spec.token),
+        })
+      ).body,
+    ).toEqual({ status: 'succeeded' });
   });
 
   it('keeps the committed state when a late copy of its upload arrives after the turn ended', async () => {
@@ -111,7 +128,10 @@ describe('the runner protocol', () => {
     });
     const late = fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: slowBody, headers, duplex: 'half' } as RequestInit);
     expect((await fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: archive, headers })).status).toBe(204);
-    const ended = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { ...result('saved'), stateSaved: true }, ...asRunner(t.sandbox.spec.token) });
+    const ended = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+      body: { ...result('saved'), stateSaved: true },
+      ...asRunner(t.sandbox.spec.token),
+    });
     expect(ended.body).toEqual({ status: 'succeeded' });
     sendRest();
     expect((await late).status).toBe(401);
@@ -121,16 +141,21 @@ describe('the runner protocol', () => {
     expect(next.status).toBe(202);
     const sandbox = launcher.last();
     await call(runnerSide(), 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
-    const state = await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/state`, { headers: { authorization: `Bearer ${sandbox.spec.token}` } });
+    const state = await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/state`, {
+      headers: { authorization: `Bearer ${sandbox.spec.token}` },
+    });
     expect(state.status).toBe(200);
     expect(Buffer.from(await state.arrayBuffer()).equals(archive)).toBe(true);
     sandbox.end({ kind: 'cancelled' });
   });
 
-  it('refuses a result posted with another turn\'s token, and neither turn changes', async () => {
+  it("refuses a result posted with another turn's token, and neither turn changes", async () => {
     const a = await startTurn('owner-a');
     const b = await startTurn('owner-b');
-    const forged = await call(runnerSide(), 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, { body: result('forged'), ...asRunner(b.sandbox.spec.token) });
+    const forged = await call(runnerSide(), 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, {
+      body: result('forged'),
+      ...asRunner(b.sandbox.spec.token),
+    });
     expect(forged.status).toBe(401);
     expect(await turnOf(a)).toMatchObject({ status: 'running' });
     expect(await turnOf(b)).toMatchObject({ status: 'running' });
@@ -164,13 +189,19 @@ describe('the runner protocol', () => {
   it('fails a result that claims a saved state the API never received', async () => {
     const t = await startTurn('liar');
     const claim = { ...result('saved?'), stateSaved: true };
-    expect((await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) })).status).toBe(200);
+    expect(
+      (await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) }))
+        .status,
+    ).toBe(200);
     expect(await turnOf(t)).toMatchObject({ status: 'failed', reason: expect.stringMatching(/never arrived/) });
   });
 
   it('refuses a malformed result with 400 and leaves the turn running', async () => {
     const t = await startTurn('garbled');
-    const bad = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: { outcome: 'maybe' }, ...asRunner(t.sandbox.spec.token) });
+    const bad = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+      body: { outcome: 'maybe' },
+      ...asRunner(t.sandbox.spec.token),
+    });
     expect(bad.status).toBe(400);
     expect(await turnOf(t)).toMatchObject({ status: 'running' });
     t.sandbox.end({ kind: 'exited', exitCode: 0, signal: null, outOfMemory: false });
@@ -178,7 +209,10 @@ describe('the runner protocol', () => {
 
   it('keeps at most 100,000 characters of an answer, saying it was cut', async () => {
     const t = await startTurn('verbose');
-    const posted = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('z'.repeat(300_000)), ...asRunner(t.sandbox.spec.token) });
+    const posted = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+      body: result('z'.repeat(300_000)),
+      ...asRunner(t.sandbox.spec.token),
+    });
     expect(posted.status).toBe(200);
     const text = String((await turnOf(t)).text);
     expect(text.startsWith('z'.repeat(100_000))).toBe(true);
@@ -186,7 +220,7 @@ describe('the runner protocol', () => {
     expect(text.length).toBeLessThan(100_200);
   });
 
-  it('refuses a session id that is not the agent\'s UUID: the next turn would hand it to claude --resume', async () => {
+  it("refuses a session id that is not the agent's UUID: the next turn would hand it to claude --resume", async () => {
     const t = await startTurn('resumer');
     const forged = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
       body: { ...result('done'), sessionId: '../../../tmp/evil' },

@@ -28,201 +28,209 @@ async function processState(pid: number): Promise<string> {
   return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
 }
 
-describeWithEmulator('the production path on the simulated platform (Functions Framework instances, Firestore emulator, fake Cloud Run and Cloud Storage)', () => {
-  let fake: FakeAnthropic;
-  let dataDir: string;
-  beforeAll(async () => {
-    fake = await startFakeAnthropic();
-    dataDir = await mkdtemp(path.join(tmpdir(), 'clauderun-sim-test-'));
-  });
-  afterAll(async () => {
-    await fake?.close();
-    await rm(dataDir, { recursive: true, force: true });
-  });
-
-  /** A simulation in this process, stopped after the describe's tests; its log is kept for failure messages. */
-  function useSimulation(options: Omit<SimulationOptions, 'dataDir' | 'log'>, dir: string): { sim: () => Simulation; logs: () => string } {
-    let sim: Simulation | undefined;
-    const logs: string[] = [];
+describeWithEmulator(
+  'the production path on the simulated platform (Functions Framework instances, Firestore emulator, fake Cloud Run and Cloud Storage)',
+  () => {
+    let fake: FakeAnthropic;
+    let dataDir: string;
     beforeAll(async () => {
-      sim = await startSimulation({
-        ...options,
-        dataDir: path.join(dataDir, dir),
-        log: (m) => logs.push(m),
-        env: { ...TEST_QUOTA_ENV, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, ...options.env },
-        cloudRun: { ...QUICK_CLOUD_RUN, ...options.cloudRun },
-        sweepEverySeconds: options.sweepEverySeconds ?? 0,
-      });
+      fake = await startFakeAnthropic();
+      dataDir = await mkdtemp(path.join(tmpdir(), 'clauderun-sim-test-'));
     });
-    afterAll(async () => sim?.close());
-    return {
-      sim: () => {
-        if (sim === undefined) throw new Error('the simulation did not start');
-        return sim;
-      },
-      logs: () => logs.slice(-60).join('\n'),
-    };
-  }
+    afterAll(async () => {
+      await fake?.close();
+      await rm(dataDir, { recursive: true, force: true });
+    });
 
-  it("`npm run sim` serves the seed's calls as `npm start` does, and stops cleanly", async () => {
-    const sim = await startServiceProcess(
-      {
-        CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'),
-        ANTHROPIC_API_KEY: fake.apiKey,
-        ANTHROPIC_BASE_URL: fake.url,
-        CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
-        CLAUDERUN_SIM_START_DELAY_MS: '200',
-        // The defaults otherwise: two functions as deployed, and sandboxes given the runner
-        // function's own root URL, as the deployment's load balancer gives it.
-      },
-      'sim',
-    );
-    let exitCode: number | null;
-    try {
-      const first = await prompt(sim, 'sim-user', { message: 'write: /workspace/sim.txt from the cloud path' });
-      expect(first.status, `${JSON.stringify(first.body)}\n${sim.output()}`).toBe(200);
-      const second = await prompt(sim, 'sim-user', { message: 'bash: cat /workspace/sim.txt', conversationId: first.body.conversationId });
-      expect(second.status, `${JSON.stringify(second.body)}\n${sim.output()}`).toBe(200);
-      expect(second.body.text).toContain('from the cloud path');
-      const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
-      expect(list.body.conversations).toHaveLength(1);
-      // Limits and usage live in Firestore on this path.
-      const usage = await call(sim, 'GET', '/api/usage', { userId: 'sim-user' });
-      expect(usage.body).toMatchObject({ turns: 2, runningTurns: 0, limits: { turnsPerMinute: 2 } });
-      expect(usage.body.tokens as number).toBeGreaterThan(0);
-      const third = await prompt(sim, 'sim-user', { message: 'one too many' });
-      expect(third.status).toBe(429);
-      expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
-      // Served by Functions Framework instances of their own, not by the sim's process.
-      expect(sim.output()).toMatch(/clauderun-api: instance #1 started \(pid \d+\)/);
-      expect(sim.output()).toMatch(/clauderun-runner: instance #1 started \(pid \d+\)/);
-    } finally {
-      exitCode = await sim.stop();
+    /** A simulation in this process, stopped after the describe's tests; its log is kept for failure messages. */
+    function useSimulation(options: Omit<SimulationOptions, 'dataDir' | 'log'>, dir: string): { sim: () => Simulation; logs: () => string } {
+      let sim: Simulation | undefined;
+      const logs: string[] = [];
+      beforeAll(async () => {
+        sim = await startSimulation({
+          ...options,
+          dataDir: path.join(dataDir, dir),
+          log: (m) => logs.push(m),
+          env: { ...TEST_QUOTA_ENV, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, ...options.env },
+          cloudRun: { ...QUICK_CLOUD_RUN, ...options.cloudRun },
+          sweepEverySeconds: options.sweepEverySeconds ?? 0,
+        });
+      });
+      afterAll(async () => sim?.close());
+      return {
+        sim: () => {
+          if (sim === undefined) throw new Error('the simulation did not start');
+          return sim;
+        },
+        logs: () => logs.slice(-60).join('\n'),
+      };
     }
-    expect(exitCode, sim.output()).toBe(0);
-  });
 
-  describe('one function, sandboxes given its cloudfunctions.net-style URL', () => {
-    const { sim, logs } = useSimulation({ layout: 'one', sandboxUrl: 'prefixed', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
-
-    it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
-      const s = sim();
-      expect(s.sandboxApiUrl).toBe(s.url);
-      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
-      expect((await fetch(`${s.rootUrl}/healthz`)).status).toBe(200);
-      expect((await fetch(`${new URL(s.url).origin}/healthz`)).status).toBe(404);
-      const [instance] = s.publicPool.instances;
-      expect(instance, logs()).toBeDefined();
-      await sleep(100);
-      expect(await processState(instance?.pid ?? 0)).toBe('T');
-    });
-
-    // The Functions Framework's own server parses the body before the function runs; its own
-    // answer to unparseable JSON was an HTML page.
-    it('answers broken JSON with a JSON 400 on the deployed entry point', async () => {
-      const response = await fetch(`${sim().url}/api/conversation`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-user-id': 'broken-user' },
-        body: '{broken',
-      });
-      expect(response.status).toBe(400);
-      expect(response.headers.get('content-type')).toContain('application/json');
-      expect(await response.json()).toMatchObject({ error: { code: expect.any(String) } });
-    });
-
-    it("accepts Cloud Scheduler's call of the sweeper, and refuses another account's token", async () => {
-      const s = sim();
-      const status = await s.scheduler.runNow();
-      expect(status, logs()).toBeGreaterThanOrEqual(200);
-      expect(status).toBeLessThan(300);
-      // The scheduler's audience is the public URL (infra/sweeper.ts).
-      const audience = s.url;
-      const stranger = await fetch(`${s.url}/ops/sweep`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${await s.tokens.idToken(audience, 'someone-else@elsewhere.iam.gserviceaccount.com')}` },
-      });
-      expect([401, 403]).toContain(stranger.status);
-    });
-  });
-
-  describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {
-    // Only the runner's function holds a working model key, so a turn can succeed only if its
-    // runner and model calls were served there.
-    const { sim, logs } = useSimulation(
-      {
-        layout: 'split',
-        sandboxUrl: 'root',
-        functionEnv: { [PUBLIC_FUNCTION]: { ANTHROPIC_API_KEY: 'sk-ant-wrong-key' } },
-        sweepEverySeconds: SWEEP_SECONDS,
-      },
-      'split',
-    );
-
-    it('settles a turn whose sandbox was killed, with no client waiting and every instance frozen: the scheduled sweeper does it', async () => {
-      const s = sim();
-      const client = { url: s.rootUrl };
-      const started = await prompt(client, 'lost-user', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
-      expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
-      const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env.TURN_ID === started.body.turnId);
-      const deadline = Date.now() + 30_000;
-      while (execution()?.handle === undefined && Date.now() < deadline) await sleep(100);
-      // Mid-turn: the agent's tool runs.
-      await sleep(3000);
-      const name = execution()?.name ?? '';
-      await s.fakes.cloudRun.killExecution(name);
-      const killedAt = Date.now();
-      // Nobody asks for the turn, so only the scheduler's calls give an instance CPU; the turn is
-      // watched in Firestore itself, which gives none.
-      const env = s.fakes.apiEnv(0);
-      const store = new FirestoreConversationStore(await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }));
-      let turn: Turn | undefined;
+    it("`npm run sim` serves the seed's calls as `npm start` does, and stops cleanly", async () => {
+      const sim = await startServiceProcess(
+        {
+          CLAUDERUN_DATA_DIR: path.join(dataDir, 'sim'),
+          ANTHROPIC_API_KEY: fake.apiKey,
+          ANTHROPIC_BASE_URL: fake.url,
+          CLAUDERUN_MAX_TURNS_PER_MINUTE: '2',
+          CLAUDERUN_SIM_START_DELAY_MS: '200',
+          // The defaults otherwise: two functions as deployed, and sandboxes given the runner
+          // function's own root URL, as the deployment's load balancer gives it.
+        },
+        'sim',
+      );
+      let exitCode: number | null;
       try {
-        const settleBy = killedAt + 20_000;
-        while (Date.now() < settleBy && (turn = await store.getTurn(started.body.turnId as string))?.finishedAt === null) await sleep(250);
+        const first = await prompt(sim, 'sim-user', { message: 'write: /workspace/sim.txt from the cloud path' });
+        expect(first.status, `${JSON.stringify(first.body)}\n${sim.output()}`).toBe(200);
+        const second = await prompt(sim, 'sim-user', { message: 'bash: cat /workspace/sim.txt', conversationId: first.body.conversationId });
+        expect(second.status, `${JSON.stringify(second.body)}\n${sim.output()}`).toBe(200);
+        expect(second.body.text).toContain('from the cloud path');
+        const list = await call(sim, 'GET', '/api/conversations', { userId: 'sim-user' });
+        expect(list.body.conversations).toHaveLength(1);
+        // Limits and usage live in Firestore on this path.
+        const usage = await call(sim, 'GET', '/api/usage', { userId: 'sim-user' });
+        expect(usage.body).toMatchObject({ turns: 2, runningTurns: 0, limits: { turnsPerMinute: 2 } });
+        expect(usage.body.tokens as number).toBeGreaterThan(0);
+        const third = await prompt(sim, 'sim-user', { message: 'one too many' });
+        expect(third.status).toBe(429);
+        expect((third.body.error as { details: unknown }).details).toMatchObject({ limit: 'turns_per_minute', max: 2 });
+        // Served by Functions Framework instances of their own, not by the sim's process.
+        expect(sim.output()).toMatch(/clauderun-api: instance #1 started \(pid \d+\)/);
+        expect(sim.output()).toMatch(/clauderun-runner: instance #1 started \(pid \d+\)/);
       } finally {
-        await store.close();
+        exitCode = await sim.stop();
       }
-      expect(turn, logs()).toMatchObject({ status: 'failed', reason: expect.stringContaining('Container terminated on signal 9.') });
-      if (process.env.CLAUDERUN_TEST_LOGS) console.error(`lost turn settled ${Date.parse(turn?.finishedAt ?? '') - killedAt} ms after its sandbox was killed`);
-      expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+      expect(exitCode, sim.output()).toBe(0);
     });
 
-    it('brings back a state over the 10 MB a streamed response may carry: the state goes with its length', async () => {
-      const client = { url: sim().rootUrl };
-      // Random bytes do not compress: the state archive is about 12 MB.
-      const written = await prompt(client, 'big-state', { message: 'bash: head -c 12000000 /dev/urandom > /workspace/big && sha256sum /workspace/big' });
-      expect(written.status, `${JSON.stringify(written.body)}\n${logs()}`).toBe(200);
-      const sum = /[0-9a-f]{64}/.exec(String(written.body.text))?.[0];
-      expect(sum, String(written.body.text)).toBeDefined();
-      const read = await prompt(client, 'big-state', { message: 'bash: sha256sum /workspace/big', conversationId: written.body.conversationId });
-      expect(read.status, `${JSON.stringify(read.body)}\n${logs()}`).toBe(200);
-      expect(String(read.body.text)).toContain(sum);
+    describe('one function, sandboxes given its cloudfunctions.net-style URL', () => {
+      const { sim, logs } = useSimulation({ layout: 'one', sandboxUrl: 'prefixed', env: { CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' } }, 'prefixed');
+
+      it('serves the API under /clauderun-api on the shared origin and at the root of its own, and freezes the instance between requests', async () => {
+        const s = sim();
+        expect(s.sandboxApiUrl).toBe(s.url);
+        expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+        expect((await fetch(`${s.rootUrl}/healthz`)).status).toBe(200);
+        expect((await fetch(`${new URL(s.url).origin}/healthz`)).status).toBe(404);
+        const [instance] = s.publicPool.instances;
+        expect(instance, logs()).toBeDefined();
+        await sleep(100);
+        expect(await processState(instance?.pid ?? 0)).toBe('T');
+      });
+
+      // The Functions Framework's own server parses the body before the function runs; its own
+      // answer to unparseable JSON was an HTML page.
+      it('answers broken JSON with a JSON 400 on the deployed entry point', async () => {
+        const response = await fetch(`${sim().url}/api/conversation`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-user-id': 'broken-user' },
+          body: '{broken',
+        });
+        expect(response.status).toBe(400);
+        expect(response.headers.get('content-type')).toContain('application/json');
+        expect(await response.json()).toMatchObject({ error: { code: expect.any(String) } });
+      });
+
+      it("accepts Cloud Scheduler's call of the sweeper, and refuses another account's token", async () => {
+        const s = sim();
+        const status = await s.scheduler.runNow();
+        expect(status, logs()).toBeGreaterThanOrEqual(200);
+        expect(status).toBeLessThan(300);
+        // The scheduler's audience is the public URL (infra/sweeper.ts).
+        const audience = s.url;
+        const stranger = await fetch(`${s.url}/ops/sweep`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${await s.tokens.idToken(audience, 'someone-else@elsewhere.iam.gserviceaccount.com')}` },
+        });
+        expect([401, 403]).toContain(stranger.status);
+      });
     });
 
-    // The runner function, handling the result post, must commit the turn before it stops the
-    // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
-    // one function the client's own waiting request keeps the instance running, which hides it.
-    it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
-      const s = sim();
-      expect(s.sandboxApiUrl).toBe(s.platform.rootUrl(RUNNER_FUNCTION));
-      const client = { url: s.rootUrl };
-      const started = await prompt(client, 'two-user', { message: 'bash: echo across-functions' }, { prefer: 'respond-async' });
-      expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
-      const links = started.body.links as { events: string; turn: string };
-      const streamed = await readEvents(`${s.rootUrl}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
-      expect(streamed.events.map((e) => e.event)).toEqual(expect.arrayContaining(['tool_use', 'tool_result', 'result']));
-      expect(streamed.events.at(-1)?.data, logs()).toMatchObject({ data: { status: 'succeeded' } });
+    describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {
+      // Only the runner's function holds a working model key, so a turn can succeed only if its
+      // runner and model calls were served there.
+      const { sim, logs } = useSimulation(
+        {
+          layout: 'split',
+          sandboxUrl: 'root',
+          functionEnv: { [PUBLIC_FUNCTION]: { ANTHROPIC_API_KEY: 'sk-ant-wrong-key' } },
+          sweepEverySeconds: SWEEP_SECONDS,
+        },
+        'split',
+      );
 
-      const held = await prompt(client, 'two-user', { message: 'held across functions', conversationId: started.body.conversationId });
-      expect(held.status, `${JSON.stringify(held.body)}\n${logs()}`).toBe(200);
-      expect(held.body).toMatchObject({ status: 'succeeded', text: 'echo: held across functions' });
-      expect(fake.calls.some((c) => c.apiKey === 'sk-ant-wrong-key')).toBe(false);
-      expect(s.runnerPool.history.length).toBeGreaterThanOrEqual(1);
-      // Each turn held its running slot until its execution was seen gone; the runner function
-      // lost its CPU with the result's request, so reading the usage is what lets them go.
-      await expect
-        .poll(async () => (await call(client, 'GET', '/api/usage', { userId: 'two-user' })).body.runningTurns, { timeout: 30_000, interval: 2000 })
-        .toBe(0);
+      it('settles a turn whose sandbox was killed, with no client waiting and every instance frozen: the scheduled sweeper does it', async () => {
+        const s = sim();
+        const client = { url: s.rootUrl };
+        const started = await prompt(client, 'lost-user', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
+        expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
+        const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env.TURN_ID === started.body.turnId);
+        const deadline = Date.now() + 30_000;
+        while (execution()?.handle === undefined && Date.now() < deadline) await sleep(100);
+        // Mid-turn: the agent's tool runs.
+        await sleep(3000);
+        const name = execution()?.name ?? '';
+        await s.fakes.cloudRun.killExecution(name);
+        const killedAt = Date.now();
+        // Nobody asks for the turn, so only the scheduler's calls give an instance CPU; the turn is
+        // watched in Firestore itself, which gives none.
+        const env = s.fakes.apiEnv(0);
+        const store = new FirestoreConversationStore(
+          await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }),
+        );
+        let turn: Turn | undefined;
+        try {
+          const settleBy = killedAt + 20_000;
+          while (Date.now() < settleBy && (turn = await store.getTurn(started.body.turnId as string))?.finishedAt === null) await sleep(250);
+        } finally {
+          await store.close();
+        }
+        expect(turn, logs()).toMatchObject({ status: 'failed', reason: expect.stringContaining('Container terminated on signal 9.') });
+        if (process.env.CLAUDERUN_TEST_LOGS)
+          console.error(`lost turn settled ${Date.parse(turn?.finishedAt ?? '') - killedAt} ms after its sandbox was killed`);
+        expect(s.scheduler.attempts.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+      });
+
+      it('brings back a state over the 10 MB a streamed response may carry: the state goes with its length', async () => {
+        const client = { url: sim().rootUrl };
+        // Random bytes do not compress: the state archive is about 12 MB.
+        const written = await prompt(client, 'big-state', {
+          message: 'bash: head -c 12000000 /dev/urandom > /workspace/big && sha256sum /workspace/big',
+        });
+        expect(written.status, `${JSON.stringify(written.body)}\n${logs()}`).toBe(200);
+        const sum = /[0-9a-f]{64}/.exec(String(written.body.text))?.[0];
+        expect(sum, String(written.body.text)).toBeDefined();
+        const read = await prompt(client, 'big-state', { message: 'bash: sha256sum /workspace/big', conversationId: written.body.conversationId });
+        expect(read.status, `${JSON.stringify(read.body)}\n${logs()}`).toBe(200);
+        expect(String(read.body.text)).toContain(sum);
+      });
+
+      // The runner function, handling the result post, must commit the turn before it stops the
+      // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
+      // one function the client's own waiting request keeps the instance running, which hides it.
+      it('a turn started through the public function is run through the runner function, and watched live through the first', async () => {
+        const s = sim();
+        expect(s.sandboxApiUrl).toBe(s.platform.rootUrl(RUNNER_FUNCTION));
+        const client = { url: s.rootUrl };
+        const started = await prompt(client, 'two-user', { message: 'bash: echo across-functions' }, { prefer: 'respond-async' });
+        expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
+        const links = started.body.links as { events: string; turn: string };
+        const streamed = await readEvents(`${s.rootUrl}${linkPath(links.events)}`, { 'x-user-id': 'two-user' });
+        expect(streamed.events.map((e) => e.event)).toEqual(expect.arrayContaining(['tool_use', 'tool_result', 'result']));
+        expect(streamed.events.at(-1)?.data, logs()).toMatchObject({ data: { status: 'succeeded' } });
+
+        const held = await prompt(client, 'two-user', { message: 'held across functions', conversationId: started.body.conversationId });
+        expect(held.status, `${JSON.stringify(held.body)}\n${logs()}`).toBe(200);
+        expect(held.body).toMatchObject({ status: 'succeeded', text: 'echo: held across functions' });
+        expect(fake.calls.some((c) => c.apiKey === 'sk-ant-wrong-key')).toBe(false);
+        expect(s.runnerPool.history.length).toBeGreaterThanOrEqual(1);
+        // Each turn held its running slot until its execution was seen gone; the runner function
+        // lost its CPU with the result's request, so reading the usage is what lets them go.
+        await expect
+          .poll(async () => (await call(client, 'GET', '/api/usage', { userId: 'two-user' })).body.runningTurns, { timeout: 30_000, interval: 2000 })
+          .toBe(0);
+      });
     });
-  });
-});
+  },
+);

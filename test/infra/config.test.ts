@@ -39,7 +39,11 @@ describe('stack settings', () => {
     ['a timeout that is not a number', { 'clauderun:turnTimeoutSeconds': 'ten' }, /turnTimeoutSeconds must be a number/],
     ['protect that is not a boolean', { 'clauderun:protect': 'yes' }, /protect must be true or false/],
     ['a region that is not one', { 'gcp:region': 'Europe' }, /gcp:region must be a region/],
-    ['more running sandboxes than Cloud Run runs executions in a region', { 'clauderun:maxRunningSandboxes': '1001' }, /maxRunningSandboxes must be at most 1000/],
+    [
+      'more running sandboxes than Cloud Run runs executions in a region',
+      { 'clauderun:maxRunningSandboxes': '1001' },
+      /maxRunningSandboxes must be at most 1000/,
+    ],
     ['no runJob calls at all', { 'clauderun:runJobsPerMinute': '0' }, /runJobsPerMinute must be at least 1/],
   ])('refuses %s', (_, raw, message) => {
     expect(() => parseSettings({ ...base, ...raw })).toThrow(message);
@@ -62,7 +66,7 @@ describe('stack settings', () => {
     expect(example).toMatch(/clauderun:anthropicApiKey:\n\s+secure: /);
   });
 
-  test('Pulumi.yaml runs index.ts through tsx: the repository is an ES module, which Pulumi\'s ts-node cannot load', () => {
+  test("Pulumi.yaml runs index.ts through tsx: the repository is an ES module, which Pulumi's ts-node cannot load", () => {
     const project = readFileSync('infra/Pulumi.yaml', 'utf8');
     expect(project).toMatch(/^name: clauderun$/m);
     expect(project).toMatch(/^main: index\.ts$/m);

@@ -24,8 +24,16 @@ describe('firestore.indexes.json', () => {
   });
 
   test.each<[string, unknown, RegExp]>([
-    ['a single-field index (Firestore makes those itself)', { indexes: [{ ...valid.indexes[0], fields: [valid.indexes[0]!.fields[0]] }] }, /at least two fields/],
-    ['a field without an order', { indexes: [{ ...valid.indexes[0], fields: [{ fieldPath: 'a' }, { fieldPath: 'b', order: 'ASCENDING' }] }] }, /indexes\.0\.fields\.0/],
+    [
+      'a single-field index (Firestore makes those itself)',
+      { indexes: [{ ...valid.indexes[0], fields: [valid.indexes[0]!.fields[0]] }] },
+      /at least two fields/,
+    ],
+    [
+      'a field without an order',
+      { indexes: [{ ...valid.indexes[0], fields: [{ fieldPath: 'a' }, { fieldPath: 'b', order: 'ASCENDING' }] }] },
+      /indexes\.0\.fields\.0/,
+    ],
     ['the same index twice', { indexes: [valid.indexes[0], valid.indexes[0]] }, /declared twice/],
     ['no indexes list', { fieldOverrides: [] }, /indexes/],
   ])('refuses %s, naming the place', (_, file, message) => {

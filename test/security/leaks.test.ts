@@ -13,12 +13,15 @@ const TOKEN = /TOKEN=(crt1\.[^\s]+)/;
 describe('what the sandbox can see of the host', () => {
   const running = useServiceWithFake({});
 
-  it('has an /etc of its own: no host user, not the host\'s hostname or machine-id', async () => {
+  it("has an /etc of its own: no host user, not the host's hostname or machine-id", async () => {
     const hostUsers = readFileSync('/etc/passwd', 'utf8')
       .split('\n')
       .map((line) => line.split(':')[0] ?? '')
       .filter((name) => name !== '' && !['root', 'nobody'].includes(name));
-    const output = await commandOutput(running.service, 'echo "user=$(id -un)"; echo "PASSWD["; cat /etc/passwd; echo "]"; cat /etc/hostname; cat /etc/machine-id; ls /etc');
+    const output = await commandOutput(
+      running.service,
+      'echo "user=$(id -un)"; echo "PASSWD["; cat /etc/passwd; echo "]"; cat /etc/hostname; cat /etc/machine-id; ls /etc',
+    );
     expect(output).toContain('user=agent');
     const passwd = /PASSWD\[\n([\s\S]*?)\n\]/.exec(output)?.[1] ?? '';
     expect(passwd).toMatch(/^agent:x:(\d+):\1:agent:\/home\/agent:/m);
@@ -42,14 +45,16 @@ describe('what the sandbox can see of the host', () => {
     for (const secret of [token ?? 'no token', running.service.dataDir, projectRoot()]) expect(seen).not.toContain(secret);
   });
 
-  it('shows no turn token in the host\'s process list while a turn runs', async () => {
+  it("shows no turn token in the host's process list while a turn runs", async () => {
     const started = await startInSandbox(running.service, 'echo "TOKEN=$ANTHROPIC_API_KEY"; perl -e "sleep 3"');
     const samples: string[] = [];
     while (!FINAL_STATES.includes(await turnStatus(running.service, started))) {
       samples.push(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }));
       await sleep(100);
     }
-    const turn = await call(running.service, 'GET', `/api/conversations/${started.conversationId}/turns/${started.turnId}`, { userId: started.userId });
+    const turn = await call(running.service, 'GET', `/api/conversations/${started.conversationId}/turns/${started.turnId}`, {
+      userId: started.userId,
+    });
     const token = TOKEN.exec(String(turn.body.text))?.[1];
     expect(token).toBeDefined();
     expect(samples.length).toBeGreaterThan(5);

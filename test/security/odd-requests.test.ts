@@ -50,8 +50,16 @@ describe('a hostile client, and the data dir', () => {
     ['bytes that are not HTTP', 'garbage\r\n\r\n', '400'],
     ['a path that is not valid percent-encoding', 'GET /api/conversations/%ZZ HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\n\r\n', '400'],
     ['CONNECT', 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n', '400'],
-    ['a gzip body that is not gzip', 'POST /api/conversation HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello', '400'],
-    ['a body declared larger than any route takes', 'POST /api/conversation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{', '413'],
+    [
+      'a gzip body that is not gzip',
+      'POST /api/conversation HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello',
+      '400',
+    ],
+    [
+      'a body declared larger than any route takes',
+      'POST /api/conversation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{',
+      '413',
+    ],
   ])('answers %s with a JSON error', async (_what, bytes, status) => {
     const answer = await rawRequest(service.port, bytes);
     expect(answer.status).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
@@ -63,11 +71,14 @@ describe('a hostile client, and the data dir', () => {
   it('stops reading an unauthenticated body past the limit, whatever its framing says', async () => {
     const before = process.memoryUsage().rss;
     const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const request = http.request({ host: '127.0.0.1', port: service.port, method: 'POST', path: '/api/conversation', headers: { 'content-type': 'application/json' } }, (response) => {
-        let body = '';
-        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-      });
+      const request = http.request(
+        { host: '127.0.0.1', port: service.port, method: 'POST', path: '/api/conversation', headers: { 'content-type': 'application/json' } },
+        (response) => {
+          let body = '';
+          response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        },
+      );
       request.on('error', reject);
       // Chunked, with no length to refuse it by: 100 MB of a message.
       const piece = Buffer.alloc(1024 * 1024, 'a');
@@ -90,12 +101,13 @@ describe('a hostile client, and the data dir', () => {
 
   it('keeps the data dir owner-only, however it was made', () => {
     expect(mode(dataDir)).toBe(0o700);
-    for (const file of ['clauderun.db', 'clauderun.db-wal', 'clauderun.db-shm', 'token-secret']) expect(mode(path.join(dataDir, file)), file).toBe(0o600);
+    for (const file of ['clauderun.db', 'clauderun.db-wal', 'clauderun.db-shm', 'token-secret'])
+      expect(mode(path.join(dataDir, file)), file).toBe(0o600);
   });
 });
 
 /** Ids a client makes up reach the store only if they are of the API's own shape. */
-describe.skipIf(firestoreEmulatorUnavailable() !== undefined)('a hostile client\'s ids, on Firestore', () => {
+describe.skipIf(firestoreEmulatorUnavailable() !== undefined)("a hostile client's ids, on Firestore", () => {
   let emulator: FirestoreEmulator | undefined;
   let service: RunningService;
   beforeAll(async () => {
@@ -152,11 +164,13 @@ describe('a hostile client holding event streams open', () => {
     // Someone else's stream of the same turn is their 404, not a 429: the cap is per user.
     expect((await open('bystander')).response.status).toBe(404);
     held[0]?.close();
-    await expect.poll(async () => {
-      const again = await open('hoarder');
-      again.close();
-      return again.response.status;
-    }).toBe(200);
+    await expect
+      .poll(async () => {
+        const again = await open('hoarder');
+        again.close();
+        return again.response.status;
+      })
+      .toBe(200);
     for (const stream of held) stream.close();
   });
 });

@@ -6,10 +6,10 @@ import { call, prompt, useServiceWithFake } from '../support/service.js';
  * In header mode the public API trusts X-User-Id. A sandbox's bridge must lead to the runner's
  * routes alone, so that a tool cannot claim to be anyone and read or delete their data.
  */
-describe('a tool in the sandbox, after other users\' data', () => {
+describe("a tool in the sandbox, after other users' data", () => {
   const running = useServiceWithFake({ CLAUDERUN_AUTH: 'header' });
 
-  it('cannot list, read or delete another user\'s conversations through the bridge', async () => {
+  it("cannot list, read or delete another user's conversations through the bridge", async () => {
     const victim = await prompt(running.service, 'victim', { message: 'my secret plans' });
     expect(victim.status).toBe(200);
     const conversationId = String(victim.body.conversationId);

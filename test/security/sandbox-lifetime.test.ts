@@ -45,7 +45,7 @@ describe('a tool in the sandbox, outliving its turn', () => {
 describe('a tool in the sandbox, hoarding connections to the API', () => {
   const running = useServiceWithFake();
 
-  it('holds at most 64 connections at once; other users\' turns still run', async () => {
+  it("holds at most 64 connections at once; other users' turns still run", async () => {
     const script = `
 const net = require('node:net');
 (async () => {

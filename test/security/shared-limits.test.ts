@@ -36,7 +36,11 @@ print("PROBE", "ok" if libc.inotify_init1(0) >= 0 else os.strerror(ctypes.get_er
   it('leaves another sandbox its inotify instances while one has used up its own', async () => {
     const started = await prompt(running.service, 'hog', { message: `bash: ${hog}` }, { prefer: 'respond-async' });
     const events = `${running.service.url}${linkPath((started.body.links as { events: string }).events)}`;
-    const seen = await readEvents(events, { 'x-user-id': 'hog' }, (event) => event.event === 'text' && JSON.stringify(event.data).includes('EXHAUSTED'));
+    const seen = await readEvents(
+      events,
+      { 'x-user-id': 'hog' },
+      (event) => event.event === 'text' && JSON.stringify(event.data).includes('EXHAUSTED'),
+    );
     expect(seen.events.some((event) => JSON.stringify(event.data).includes('EXHAUSTED'))).toBe(true);
     // The hog holds every instance its uid may have; the neighbour's sandbox still gets one.
     const probed = outputOf(await runScript(running.service, probe, { userId: 'neighbour', language: 'sh' }));

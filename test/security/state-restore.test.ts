@@ -48,10 +48,10 @@ async function conversationStateKey(service: RunningService, conversationId: str
   }
 }
 
-describe('restoring a conversation\'s state', () => {
+describe("restoring a conversation's state", () => {
   const running = useServiceWithFake({ CLAUDERUN_TURN_TIMEOUT_SECONDS: '120' });
 
-  it('refuses an archive that expands past the disk budget, quickly, and keeps the conversation\'s state', async () => {
+  it("refuses an archive that expands past the disk budget, quickly, and keeps the conversation's state", async () => {
     const first = await prompt(running.service, 'bomb', { message: 'bash: echo made > /workspace/note' });
     expect(first.status, JSON.stringify(first.body)).toBe(200);
     const conversationId = String(first.body.conversationId);

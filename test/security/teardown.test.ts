@@ -63,8 +63,12 @@ describe('host-side teardown', () => {
     await service!.stop();
     service = undefined;
     // What an older version, a crash or a hostile sandbox may have left in the data dir.
-    execFileSync('perl', ['-e', 'mkdir "left" or die; chdir "left" or die; for (1..3000) { mkdir "d" or die; chdir "d" or die }'], { cwd: sandboxes });
-    execFileSync('sh', ['-c', 'mkfifo left/fifo && mkdir -p left/locked/inner && chmod 000 left/locked && ln -s / left/rootlink'], { cwd: sandboxes });
+    execFileSync('perl', ['-e', 'mkdir "left" or die; chdir "left" or die; for (1..3000) { mkdir "d" or die; chdir "d" or die }'], {
+      cwd: sandboxes,
+    });
+    execFileSync('sh', ['-c', 'mkfifo left/fifo && mkdir -p left/locked/inner && chmod 000 left/locked && ln -s / left/rootlink'], {
+      cwd: sandboxes,
+    });
     service = await startService(env(), dataDir);
     expect(readdirSync(sandboxes)).toEqual([]);
     const afterRestart = await prompt(service, 'tree', { message: 'hello again', conversationId: first.conversationId });
@@ -72,7 +76,7 @@ describe('host-side teardown', () => {
     expect(afterRestart.body.text).toBe('echo: hello again');
   });
 
-  it('keeps the bridge out of the sandbox\'s reach: its directory and socket cannot be changed', async () => {
+  it("keeps the bridge out of the sandbox's reach: its directory and socket cannot be changed", async () => {
     const output = await commandOutput(
       service!,
       'touch /run/clauderun/planted; echo "touch=$?"; rm -f /run/clauderun/api.sock; echo "rm=$?"; chmod 777 /run/clauderun; echo "chmod=$?"; echo "ls=[$(ls /run/clauderun | tr \'\\n\' ,)]"',

@@ -25,7 +25,11 @@ export interface CloudFakes {
 /** The Admin API's platform behaviours (start delay, runJob quota, retention): see FakeCloudRunOptions. */
 export type CloudRunBehaviour = Pick<FakeCloudRunOptions, 'startDelayMs' | 'runsPerMinute' | 'retainedExecutions'>;
 
-export async function startCloudFakes(options: { dataDir: string; log: (message: string) => void; cloudRun?: CloudRunBehaviour }): Promise<CloudFakes> {
+export async function startCloudFakes(options: {
+  dataDir: string;
+  log: (message: string) => void;
+  cloudRun?: CloudRunBehaviour;
+}): Promise<CloudFakes> {
   const firestore = await startFirestoreEmulator();
   if (firestore === undefined) {
     throw new Error('no Firestore emulator: set FIRESTORE_EMULATOR_HOST or install the gcloud Firestore emulator and java');
@@ -64,7 +68,11 @@ export async function startCloudFakes(options: { dataDir: string; log: (message:
  * A sandbox reaches the loopback port of its API_URL, and sees that URL's path as the deployed
  * job would (a function's URL is https://REGION-PROJECT.cloudfunctions.net/NAME).
  */
-export function startSandboxedCloudRun(options: { dataDir: string; log: (message: string) => void; cloudRun?: CloudRunBehaviour }): Promise<FakeCloudRun> {
+export function startSandboxedCloudRun(options: {
+  dataDir: string;
+  log: (message: string) => void;
+  cloudRun?: CloudRunBehaviour;
+}): Promise<FakeCloudRun> {
   const limits = loadConfig({}).limits;
   let launchers = 0;
   return startFakeCloudRun({

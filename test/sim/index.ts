@@ -36,7 +36,10 @@ const dataDir = path.resolve(env.CLAUDERUN_DATA_DIR ?? '.clauderun-sim');
 mkdirSync(dataDir, { recursive: true });
 // What the function is configured with: the settings a deployment would give it, nothing of this shell.
 const functionEnv = Object.fromEntries(
-  Object.entries(env).filter(([name]) => (name.startsWith('CLAUDERUN_') || name.startsWith('ANTHROPIC_')) && !name.startsWith('CLAUDERUN_SIM_') && name !== 'CLAUDERUN_DATA_DIR'),
+  Object.entries(env).filter(
+    ([name]) =>
+      (name.startsWith('CLAUDERUN_') || name.startsWith('ANTHROPIC_')) && !name.startsWith('CLAUDERUN_SIM_') && name !== 'CLAUDERUN_DATA_DIR',
+  ),
 );
 const sim = await startSimulation({
   dataDir,
@@ -58,7 +61,9 @@ const sim = await startSimulation({
   },
   sweepEverySeconds: whole('CLAUDERUN_SIM_SWEEP_SECONDS', 60),
 });
-log(`Firestore emulator ${sim.fakes.firestore.host}, fake Cloud Storage ${sim.fakes.storage.url}, fake Cloud Run http://${sim.fakes.cloudRun.host}:${sim.fakes.cloudRun.port}`);
+log(
+  `Firestore emulator ${sim.fakes.firestore.host}, fake Cloud Storage ${sim.fakes.storage.url}, fake Cloud Run http://${sim.fakes.cloudRun.host}:${sim.fakes.cloudRun.port}`,
+);
 log(`sandboxes call ${sim.sandboxApiUrl}`);
 log(`listening on ${sim.url} (also ${sim.rootUrl})`);
 const stop = (signal: string) => {

@@ -122,7 +122,11 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const publicPool = platform.deploy(deployed(PUBLIC_FUNCTION, layout === 'split' ? 'public' : 'all'));
     const runnerPool = layout === 'split' ? platform.deploy(deployed(RUNNER_FUNCTION, 'runner')) : publicPool;
 
-    const scheduler = startScheduler(tokens, { url: sweepUrl, audience: sweepAudience, account: sweeper, everySeconds: options.sweepEverySeconds ?? 60 }, options.log);
+    const scheduler = startScheduler(
+      tokens,
+      { url: sweepUrl, audience: sweepAudience, account: sweeper, everySeconds: options.sweepEverySeconds ?? 60 },
+      options.log,
+    );
     closers.push(() => scheduler.close());
     return {
       url: platform.prefixedUrl(PUBLIC_FUNCTION),

@@ -15,7 +15,10 @@ export interface RunnerExit {
  * `place` holds the sandbox's home and workspace, kept for the next turn of the conversation (a
  * state restores to the paths it was saved from); by default a new directory, removed after.
  */
-export async function runRunnerOnHost(env: { apiUrl: string; turnId: string; token: string; timeoutMs?: number }, place?: string): Promise<RunnerExit> {
+export async function runRunnerOnHost(
+  env: { apiUrl: string; turnId: string; token: string; timeoutMs?: number },
+  place?: string,
+): Promise<RunnerExit> {
   const dir = place ?? (await mkdtemp(path.join(tmpdir(), 'clauderun-host-runner-')));
   const home = path.join(dir, 'home');
   const workspace = path.join(dir, 'workspace');

@@ -84,7 +84,11 @@ export function runCommand(
 }
 
 /** Runs a command that must leave the turn answering; returns what the tool printed. */
-export async function commandOutput(service: RunningService, command: string, options: { userId?: string; conversationId?: string } = {}): Promise<string> {
+export async function commandOutput(
+  service: RunningService,
+  command: string,
+  options: { userId?: string; conversationId?: string } = {},
+): Promise<string> {
   return outputOf(await runCommand(service, command, options));
 }
 

@@ -78,11 +78,19 @@ export async function startPathFront(target: string, prefix: string): Promise<Pa
     if (typeof fault === 'object') {
       handled.push({ ...request, status: fault.status, fault, at });
       req.resume();
-      res.writeHead(fault.status, { 'content-type': 'text/html', ...(fault.retryAfter !== undefined ? { 'retry-after': fault.retryAfter } : {}) }).end('<html>busy</html>');
+      res
+        .writeHead(fault.status, { 'content-type': 'text/html', ...(fault.retryAfter !== undefined ? { 'retry-after': fault.retryAfter } : {}) })
+        .end('<html>busy</html>');
       return;
     }
     const forwarded = http.request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: query === undefined ? stripped : `${stripped}?${query}`, headers: { ...req.headers, host: upstream.host } },
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: query === undefined ? stripped : `${stripped}?${query}`,
+        headers: { ...req.headers, host: upstream.host },
+      },
       (answer) => {
         const record = () => handled.push({ ...request, status: answer.statusCode ?? 0, fault, at });
         if (fault === 'drop-after-handled') {

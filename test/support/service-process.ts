@@ -40,10 +40,7 @@ const BASE_PATHS: Record<keyof typeof ENTRY_POINTS, string> = { start: '', sim: 
 /** The sim starts the Firestore emulator, then its first request cold-starts an instance. */
 const START_TIMEOUT_MS = 60_000;
 
-export async function startServiceProcess(
-  env: Record<string, string>,
-  entry: keyof typeof ENTRY_POINTS = 'start',
-): Promise<ServiceProcess> {
+export async function startServiceProcess(env: Record<string, string>, entry: keyof typeof ENTRY_POINTS = 'start'): Promise<ServiceProcess> {
   const port = await freePort();
   let output = '';
   const [script, ...args] = ENTRY_POINTS[entry];
@@ -81,7 +78,12 @@ export async function startServiceProcess(
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (gone() || child.pid === undefined) throw new Error(`the service exited at start: ${output.trim()}`);
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) {
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    ) {
       const pid = child.pid;
       const rss = async () => {
         if (gone()) {

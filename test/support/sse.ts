@@ -33,7 +33,11 @@ export async function readEvents(
           fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
         }
         if (!fields.has('data')) continue;
-        const event = { id: fields.get('id'), event: fields.get('event') ?? 'message', data: JSON.parse(fields.get('data') ?? '{}') as Record<string, unknown> };
+        const event = {
+          id: fields.get('id'),
+          event: fields.get('event') ?? 'message',
+          data: JSON.parse(fields.get('data') ?? '{}') as Record<string, unknown>,
+        };
         events.push(event);
         if (stopAfter(event)) {
           controller.abort();

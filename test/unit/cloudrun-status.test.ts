@@ -10,7 +10,13 @@ function launcherAnswering(answer: 'not found' | Record<string, unknown>): Cloud
     },
     cancelExecution: async () => [{}],
   } as unknown as RunExecutions;
-  return new CloudRunLauncher({ jobs: { runJob: async () => [{}] } as never, executions, jobName: 'projects/p/locations/l/jobs/j', apiUrl: 'http://10.0.0.2', log: () => {} });
+  return new CloudRunLauncher({
+    jobs: { runJob: async () => [{}] } as never,
+    executions,
+    jobName: 'projects/p/locations/l/jobs/j',
+    apiUrl: 'http://10.0.0.2',
+    log: () => {},
+  });
 }
 
 const EXECUTION = 'projects/p/locations/l/jobs/j/executions/j-abc';
@@ -29,10 +35,11 @@ describe('asking Cloud Run how an execution ended', () => {
 
   it('reads the end and its time from a protobuf Timestamp, as the client library gives it', async () => {
     const seconds = Math.floor(Date.now() / 1000) - 40;
-    const end = await launcherAnswering({ completionTime: { seconds: String(seconds), nanos: 5e8 }, failedCount: 1, conditions: [{ type: 'Completed', message: 'Task was killed' }] }).status(
-      EXECUTION,
-      Date.now() - 60_000,
-    );
+    const end = await launcherAnswering({
+      completionTime: { seconds: String(seconds), nanos: 5e8 },
+      failedCount: 1,
+      conditions: [{ type: 'Completed', message: 'Task was killed' }],
+    }).status(EXECUTION, Date.now() - 60_000);
     expect(end).toEqual({ kind: 'exited', exitCode: null, signal: null, outOfMemory: false, detail: 'Task was killed', at: seconds * 1000 + 500 });
   });
 

@@ -29,7 +29,10 @@ describe('combined auth modes', () => {
 
   it('says which credentials it accepts when none is given, and never falls back to X-User-Id without header mode', async () => {
     const auth = new CombinedAuthenticator({ apikey: verifier('crk_a_b', 'u') });
-    expect(await auth.authenticate({ 'x-user-id': 'mallory' })).toEqual({ ok: false, message: 'missing bearer token (this service accepts an API key)' });
+    expect(await auth.authenticate({ 'x-user-id': 'mallory' })).toEqual({
+      ok: false,
+      message: 'missing bearer token (this service accepts an API key)',
+    });
     expect(await auth.authenticate({ authorization: 'Bearer eyJ.token' })).toEqual({
       ok: false,
       message: 'ID tokens are not accepted here (this service accepts an API key)',

@@ -19,11 +19,16 @@ describe('config', () => {
     expect(loadConfig({})).toMatchObject({ serve: 'public', sweeper: undefined, quota: { sandboxStartsPerMinute: Number.POSITIVE_INFINITY } });
     const cloud = { CLAUDERUN_SANDBOX: 'cloudrun', CLAUDERUN_CLOUDRUN_JOB: 'projects/p/locations/l/jobs/j', CLAUDERUN_API_URL: 'http://10.0.0.2' };
     expect(loadConfig(cloud)).toMatchObject({ serve: 'all', quota: { sandboxStartsPerMinute: 50 } });
-    expect(loadConfig({ ...cloud, CLAUDERUN_SERVE: 'runner', CLAUDERUN_RUNJOBS_PER_MINUTE: '120' })).toMatchObject({ serve: 'runner', quota: { sandboxStartsPerMinute: 120 } });
+    expect(loadConfig({ ...cloud, CLAUDERUN_SERVE: 'runner', CLAUDERUN_RUNJOBS_PER_MINUTE: '120' })).toMatchObject({
+      serve: 'runner',
+      quota: { sandboxStartsPerMinute: 120 },
+    });
   });
 
   it('refuses a CLAUDERUN_ setting it does not know, naming the one meant: a typo never falls back to a default', () => {
-    expect(() => loadConfig({ CLAUDERUN_MAX_TURN_PER_MINUTE: '5' })).toThrow(/unknown setting: CLAUDERUN_MAX_TURN_PER_MINUTE \(did you mean CLAUDERUN_MAX_TURNS_PER_MINUTE\?\)/);
+    expect(() => loadConfig({ CLAUDERUN_MAX_TURN_PER_MINUTE: '5' })).toThrow(
+      /unknown setting: CLAUDERUN_MAX_TURN_PER_MINUTE \(did you mean CLAUDERUN_MAX_TURNS_PER_MINUTE\?\)/,
+    );
     expect(() => loadConfig({ CLAUDERUN_FLAVOUR: 'mint' })).toThrow(/unknown setting: CLAUDERUN_FLAVOUR;/);
     expect(loadConfig({ HOME: '/root', NODE_ENV: 'production' }).port).toBe(8080);
   });
@@ -79,7 +84,14 @@ describe('config', () => {
   });
 
   it('has fair-use limits by default; budgets take a number or none', () => {
-    expect(loadConfig({}).quota).toEqual({ runningTurnsPerUser: 2, turnsPerMinute: 10, runningSandboxes: 50, sandboxStartsPerMinute: Number.POSITIVE_INFINITY, dailyTokens: null, dailyCostUsd: 10 });
+    expect(loadConfig({}).quota).toEqual({
+      runningTurnsPerUser: 2,
+      turnsPerMinute: 10,
+      runningSandboxes: 50,
+      sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
+      dailyTokens: null,
+      dailyCostUsd: 10,
+    });
     const set = loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: '2000000', CLAUDERUN_DAILY_COST_LIMIT_USD: 'none', CLAUDERUN_MAX_RUNNING_SANDBOXES: '5' });
     expect(set.quota).toMatchObject({ dailyTokens: 2_000_000, dailyCostUsd: null, runningSandboxes: 5 });
     expect(() => loadConfig({ CLAUDERUN_DAILY_COST_LIMIT_USD: '-1' })).toThrow(/CLAUDERUN_DAILY_COST_LIMIT_USD must be a positive number or none/);

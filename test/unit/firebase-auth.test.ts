@@ -119,9 +119,7 @@ describe('FirebaseAuthenticator', () => {
   });
 
   it('refuses an HS256 token', async () => {
-    const token = await new SignJWT(claims())
-      .setProtectedHeader({ alg: 'HS256', kid: KID })
-      .sign(new TextEncoder().encode('a'.repeat(32)));
+    const token = await new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: KID }).sign(new TextEncoder().encode('a'.repeat(32)));
     expect(await auth.authenticate(bearer(token))).toEqual({ ok: false, message: 'the ID token must be signed with RS256' });
   });
 
@@ -129,12 +127,9 @@ describe('FirebaseAuthenticator', () => {
     expect(await auth.authenticate({})).toEqual({ ok: false, message: 'missing bearer token' });
   });
 
-  it.each(['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer ', 'Token abc', 'abc.def.ghi'])(
-    'refuses the non-Bearer header %j',
-    async (authorization) => {
-      expect(await auth.authenticate({ authorization })).toEqual({ ok: false, message: 'missing bearer token' });
-    },
-  );
+  it.each(['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer ', 'Token abc', 'abc.def.ghi'])('refuses the non-Bearer header %j', async (authorization) => {
+    expect(await auth.authenticate({ authorization })).toEqual({ ok: false, message: 'missing bearer token' });
+  });
 
   it('refuses a token with an empty sub', async () => {
     const token = await sign(claims({ sub: '' }));
@@ -157,12 +152,9 @@ describe('FirebaseAuthenticator', () => {
     });
   });
 
-  it.each(['garbage', 'a.b.c', 'a.b', `${b64({ alg: 'RS256', kid: KID })}.!!!.???`])(
-    'refuses the garbage token %j',
-    async (token) => {
-      expect(await auth.authenticate(bearer(token))).toEqual({ ok: false, message: 'the ID token is malformed' });
-    },
-  );
+  it.each(['garbage', 'a.b.c', 'a.b', `${b64({ alg: 'RS256', kid: KID })}.!!!.???`])('refuses the garbage token %j', async (token) => {
+    expect(await auth.authenticate(bearer(token))).toEqual({ ok: false, message: 'the ID token is malformed' });
+  });
 
   it('says it cannot check tokens when the key set is unreachable, and logs no token', async () => {
     const closed = createServer();

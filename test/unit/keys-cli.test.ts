@@ -62,7 +62,16 @@ describe('keys-cli (SQLite in a temp data dir)', () => {
   });
 
   it('exits 2 with the usage on a usage error', async () => {
-    for (const argv of [[], ['bogus'], ['create'], ['create', 'a', 'b'], ['create', 'a', '--label'], ['create', 'bad user'], ['revoke'], ['revoke', 'xyz']]) {
+    for (const argv of [
+      [],
+      ['bogus'],
+      ['create'],
+      ['create', 'a', 'b'],
+      ['create', 'a', '--label'],
+      ['create', 'bad user'],
+      ['revoke'],
+      ['revoke', 'xyz'],
+    ]) {
       const result = await keys(...argv);
       expect(result.code, argv.join(' ')).toBe(2);
       expect(result.stderr).toContain('usage: keys-cli create');

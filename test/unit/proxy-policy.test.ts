@@ -6,7 +6,7 @@ const policy = { models: ['claude-opus-5-5', 'claude-haiku-5-5'], maxOutputToken
 const check = (body: unknown, call: 'messages' | 'count_tokens' = 'messages') => checkModelRequest(call, Buffer.from(JSON.stringify(body)), policy);
 const base = { model: 'claude-opus-5-5', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] };
 
-describe('the model proxy\'s policy', () => {
+describe("the model proxy's policy", () => {
   it('keeps only allowed beta values, once each', () => {
     expect(allowedBetas('claude-code-20250219, mcp-client-2025-04-04,claude-code-20250219,files-api-2025-04-14')).toBe('claude-code-20250219');
     expect(allowedBetas('mcp-client-2025-04-04')).toBeUndefined();
@@ -38,7 +38,19 @@ describe('the model proxy\'s policy', () => {
     ['a server tool', { ...base, tools: [{ type: 'web_search_20250305', name: 'web_search' }] }, /server-side tools/],
     ['MCP servers', { ...base, mcp_servers: [] }, /mcp_servers/],
     ['a URL source in the system prompt', { ...base, system: [{ type: 'document', source: { type: 'url', url: 'https://x' } }] }, /"url"/],
-    ['a file source nested in a document', { ...base, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'content', content: [{ type: 'image', source: { type: 'file', file_id: 'f' } }] } }] }] }, /"file"/],
+    [
+      'a file source nested in a document',
+      {
+        ...base,
+        messages: [
+          {
+            role: 'user',
+            content: [{ type: 'document', source: { type: 'content', content: [{ type: 'image', source: { type: 'file', file_id: 'f' } }] } }],
+          },
+        ],
+      },
+      /"file"/,
+    ],
     ['a container upload', { ...base, messages: [{ role: 'user', content: [{ type: 'container_upload', file_id: 'f' }] }] }, /container_upload/],
     ['no max_tokens', { model: 'claude-opus-5-5', messages: [] }, /max_tokens/],
   ])('refuses %s', (_what, body, message) => {

@@ -8,7 +8,11 @@ describe('links relative to the request', () => {
   const target = '/api/conversations/c1/turns/t1/events';
 
   it('lead to the same place under any path prefix the API never sees', () => {
-    for (const origin of ['https://clauderun-123.europe-west1.run.app', 'https://europe-west1-proj.cloudfunctions.net/clauderun', 'http://127.0.0.1:8080/a/b']) {
+    for (const origin of [
+      'https://clauderun-123.europe-west1.run.app',
+      'https://europe-west1-proj.cloudfunctions.net/clauderun',
+      'http://127.0.0.1:8080/a/b',
+    ]) {
       const link = relativeLink('/api/conversation', target);
       expect(followed(`${origin}/api/conversation`, link)).toBe(`${origin}${target}`);
     }

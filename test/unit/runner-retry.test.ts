@@ -1,6 +1,15 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { ApiError, FIRST_CONTACT, idempotentVerdict, LATER_CALL, NetworkError, onceOnlyVerdict, RunnerApi, turnReadVerdict } from '../../sandbox-image/runner/api-client.js';
+import {
+  ApiError,
+  FIRST_CONTACT,
+  idempotentVerdict,
+  LATER_CALL,
+  NetworkError,
+  onceOnlyVerdict,
+  RunnerApi,
+  turnReadVerdict,
+} from '../../sandbox-image/runner/api-client.js';
 import { retryAfterMs, withRetries, type Clock } from '../../sandbox-image/runner/retry.js';
 
 /** A clock that moves only when the code under test sleeps; random() is fixed. */
@@ -33,7 +42,7 @@ const failing = (error: () => Error, times = Infinity) => {
   };
 };
 
-describe('the runner\'s retries', () => {
+describe("the runner's retries", () => {
   it('polls a bridge that is not up yet every 5 ms for the first second, then backs off', async () => {
     const clock = fakeClock();
     const call = failing(refused, 206);
@@ -73,8 +82,13 @@ describe('the runner\'s retries', () => {
     expect(never.calls).toBe(2);
   });
 
-  it('does not retry what will not change: a 4xx, a 500, an error that is not the network\'s', async () => {
-    for (const error of [new ApiError(401, 'no'), new ApiError(409, 'ended'), new ApiError(500, 'bug'), new NetworkError(undefined, false, 'answer too large')]) {
+  it("does not retry what will not change: a 4xx, a 500, an error that is not the network's", async () => {
+    for (const error of [
+      new ApiError(401, 'no'),
+      new ApiError(409, 'ended'),
+      new ApiError(500, 'bug'),
+      new NetworkError(undefined, false, 'answer too large'),
+    ]) {
       const call = failing(() => error);
       await expect(withRetries(call.attempt, idempotentVerdict, LATER_CALL, fakeClock())).rejects.toBe(error);
       expect(call.calls).toBe(1);

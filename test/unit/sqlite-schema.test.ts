@@ -15,9 +15,25 @@ describe('the SQLite store on a database from an earlier release', () => {
     const first = new SqliteConversationStore(file);
     await first.createConversation({ id: 'c1', userId: 'u1', title: 't', createdAt: 'a', updatedAt: 'a', sessionId: null, stateKey: null });
     await first.startTurn({
-      id: 't1', conversationId: 'c1', userId: 'u1', prompt: 'hi', status: 'queued', reason: null, text: null, usage: emptyUsage(),
-      costUsd: 0, createdAt: new Date().toISOString(), startedAt: null, finishedAt: null, deadlineAt: 'z', uploadedStateKey: null,
-      idempotencyKey: null, sandboxRef: null, stoppedBy: null, resultDigest: null, holdsSandbox: false,
+      id: 't1',
+      conversationId: 'c1',
+      userId: 'u1',
+      prompt: 'hi',
+      status: 'queued',
+      reason: null,
+      text: null,
+      usage: emptyUsage(),
+      costUsd: 0,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      deadlineAt: 'z',
+      uploadedStateKey: null,
+      idempotencyKey: null,
+      sandboxRef: null,
+      stoppedBy: null,
+      resultDigest: null,
+      holdsSandbox: false,
     });
     await first.close();
     // What a database written before `stopped_by` existed looks like.

@@ -47,6 +47,9 @@ export async function openApiKeyStore(config: Config): Promise<ApiKeyStore> {
     const { SqliteApiKeyStore } = await import('./api-key-store-sqlite.js');
     return new SqliteApiKeyStore(path.join(config.dataDir, 'clauderun.db'));
   }
-  const [{ openFirestore }, { FirestoreApiKeyStore }] = await Promise.all([import('../store/firestore-client.js'), import('./api-key-store-firestore.js')]);
+  const [{ openFirestore }, { FirestoreApiKeyStore }] = await Promise.all([
+    import('../store/firestore-client.js'),
+    import('./api-key-store-firestore.js'),
+  ]);
   return new FirestoreApiKeyStore(await openFirestore(config.store));
 }

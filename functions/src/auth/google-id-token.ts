@@ -39,8 +39,9 @@ export class GoogleIdTokenVerifier {
         maxTokenAge: '1h',
       });
       // ...and one meant to live longer is not Google's either.
-      if (typeof payload.exp !== 'number' || typeof payload.iat !== 'number' || payload.exp - payload.iat > 3600 + 300) return 'the ID token lives longer than Google\'s do (exp)';
-      if (payload.email !== this.options.account || payload.email_verified !== true) return 'the ID token is not the sweeper account\'s';
+      if (typeof payload.exp !== 'number' || typeof payload.iat !== 'number' || payload.exp - payload.iat > 3600 + 300)
+        return "the ID token lives longer than Google's do (exp)";
+      if (payload.email !== this.options.account || payload.email_verified !== true) return "the ID token is not the sweeper account's";
       return undefined;
     } catch (error) {
       if (error instanceof errors.JWTExpired) return 'the ID token has expired';

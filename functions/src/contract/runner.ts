@@ -29,7 +29,7 @@ export const RunnerTurn = z.object({
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
 
 /** The agent's session ids are UUIDs; the next turn passes one to `claude --resume`. */
-const SessionId = z.uuid({ error: 'sessionId must be the agent session\'s UUID' });
+const SessionId = z.uuid({ error: "sessionId must be the agent session's UUID" });
 
 /**
  * The longest answer kept: a turn lives in one Firestore document (1 MiB) with its prompt, and

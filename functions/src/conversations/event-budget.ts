@@ -29,11 +29,7 @@ export const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSO
  * The events that fit, in order (the first that does not fit ends them), plus the notice when
  * this batch is the first to be cut; and the tally after them.
  */
-export function withinBudget(
-  tally: EventTally,
-  events: readonly NewTurnEvent[],
-  budget: EventBudget,
-): { kept: NewTurnEvent[]; tally: EventTally } {
+export function withinBudget(tally: EventTally, events: readonly NewTurnEvent[], budget: EventBudget): { kept: NewTurnEvent[]; tally: EventTally } {
   if (tally.capped) return { kept: [], tally };
   const kept: NewTurnEvent[] = [];
   let { events: count, bytes } = tally;

@@ -31,7 +31,14 @@ export const NO_LIMITS: Quota = {
   dailyCostUsd: null,
 };
 
-export const LimitName = z.enum(['running_turns', 'turns_per_minute', 'running_sandboxes', 'sandbox_starts_per_minute', 'daily_tokens', 'daily_cost']);
+export const LimitName = z.enum([
+  'running_turns',
+  'turns_per_minute',
+  'running_sandboxes',
+  'sandbox_starts_per_minute',
+  'daily_tokens',
+  'daily_cost',
+]);
 export type LimitName = z.infer<typeof LimitName>;
 
 export interface LimitHit {
@@ -63,8 +70,7 @@ const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
 export const nextUtcDay = (day: string): Date => new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000);
 
 /** Whole seconds, at least one, from `now` to the next UTC day. */
-export const secondsUntilNextUtcDay = (now: Date): number =>
-  Math.max(1, Math.ceil((nextUtcDay(utcDay(now)).getTime() - now.getTime()) / 1000));
+export const secondsUntilNextUtcDay = (now: Date): number => Math.max(1, Math.ceil((nextUtcDay(utcDay(now)).getTime() - now.getTime()) / 1000));
 
 /** The ledger as it stands at `now`: a new day starts from zero; starts older than a minute are dropped. */
 export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger {
@@ -122,15 +128,30 @@ export function admit(
 ): { admitted: true; ledger: UserLedger; serviceStarts: string[] } | { admitted: false; hit: LimitHit } {
   const today = ledgerAt(ledger, now);
   if (running.user >= quota.runningTurnsPerUser) {
-    return refuse('running_turns', quota.runningTurnsPerUser, RUNNING_RETRY_SECONDS, `${quota.runningTurnsPerUser} turn(s) already running; wait for one to finish`);
+    return refuse(
+      'running_turns',
+      quota.runningTurnsPerUser,
+      RUNNING_RETRY_SECONDS,
+      `${quota.runningTurnsPerUser} turn(s) already running; wait for one to finish`,
+    );
   }
   if (today.recentStarts.length >= quota.turnsPerMinute) {
-    return refuse('turns_per_minute', quota.turnsPerMinute, untilOldestLeaves(today.recentStarts, now), `more than ${quota.turnsPerMinute} turn(s) started in the last minute`);
+    return refuse(
+      'turns_per_minute',
+      quota.turnsPerMinute,
+      untilOldestLeaves(today.recentStarts, now),
+      `more than ${quota.turnsPerMinute} turn(s) started in the last minute`,
+    );
   }
   const overBudget = budgetHit(today, quota, now);
   if (overBudget !== undefined) return { admitted: false, hit: overBudget };
   if (running.everyone >= quota.runningSandboxes) {
-    return refuse('running_sandboxes', quota.runningSandboxes, RUNNING_RETRY_SECONDS, `the service is at its limit of ${quota.runningSandboxes} running sandboxes`);
+    return refuse(
+      'running_sandboxes',
+      quota.runningSandboxes,
+      RUNNING_RETRY_SECONDS,
+      `the service is at its limit of ${quota.runningSandboxes} running sandboxes`,
+    );
   }
   const everyones = withinMinute(serviceStarts, now);
   if (everyones.length >= quota.sandboxStartsPerMinute) {

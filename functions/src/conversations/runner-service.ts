@@ -71,8 +71,12 @@ export class RunnerService {
 
   async beginRun(claims: TurnClaims): Promise<RunnerTurn> {
     const turn =
-      (await this.deps.store.updateTurn(claims.turnId, ['starting'], { status: 'running', startedAt: new Date().toISOString() }, { events: statusEvent })) ??
-      unfinished(await this.deps.store.getTurn(claims.turnId));
+      (await this.deps.store.updateTurn(
+        claims.turnId,
+        ['starting'],
+        { status: 'running', startedAt: new Date().toISOString() },
+        { events: statusEvent },
+      )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
     if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
     const conversation = await this.deps.store.getConversation(turn.conversationId);
     return {

@@ -31,7 +31,15 @@ export class ConversationService {
     const newConversation: Conversation | undefined =
       request.conversationId !== undefined
         ? undefined
-        : { id: conversationId, userId, title: titleOf(request.message), createdAt: now.toISOString(), updatedAt: now.toISOString(), sessionId: null, stateKey: null };
+        : {
+            id: conversationId,
+            userId,
+            title: titleOf(request.message),
+            createdAt: now.toISOString(),
+            updatedAt: now.toISOString(),
+            sessionId: null,
+            stateKey: null,
+          };
     const turn: Turn = {
       id: randomUUID(),
       conversationId,

@@ -68,7 +68,8 @@ export async function jsonBody(req: Request): Promise<unknown> {
 export function bodyWithin(maxBytes: number) {
   return function readBodyWithin(req: Request, res: Response, next: NextFunction): void {
     const encoding = (req.get('content-encoding') ?? 'identity').trim().toLowerCase();
-    if (encoding !== 'identity') return refuse(res, 'invalid_request', `Content-Encoding ${encoding.slice(0, 50)} is not accepted: send the body unencoded`);
+    if (encoding !== 'identity')
+      return refuse(res, 'invalid_request', `Content-Encoding ${encoding.slice(0, 50)} is not accepted: send the body unencoded`);
     const declared = Number(req.get('content-length'));
     if (declared > maxBytes) return refuse(res, 'too_large', `request body over the limit of ${maxBytes} bytes`);
     const chunks: Buffer[] = [];

@@ -59,13 +59,15 @@ export function answerClientErrorsAsJson(server: http.Server): http.Server {
         `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
   };
-  return server
-    .on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-      if (error.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-      answer(socket, error.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are too large' : 'the request could not be parsed as HTTP');
-    })
-    // Node hands CONNECT (a tunnel) to this event only, and drops the connection without it.
-    .on('connect', (_req: http.IncomingMessage, socket: Duplex) => answer(socket, 'CONNECT is not offered here'));
+  return (
+    server
+      .on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+        if (error.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+        answer(socket, error.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are too large' : 'the request could not be parsed as HTTP');
+      })
+      // Node hands CONNECT (a tunnel) to this event only, and drops the connection without it.
+      .on('connect', (_req: http.IncomingMessage, socket: Duplex) => answer(socket, 'CONNECT is not offered here'))
+  );
 }
 
 /** Only a path (or an absolute URL) names a route; `*` and the like get a JSON 404 before any router sees them. */

@@ -30,7 +30,13 @@ const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
  * enters a sandbox), streams the answer back as it comes and meters the tokens it carries. The
  * upstream path is the proxy's constant, never taken from the request.
  */
-export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream, policy: ModelPolicy, checker: PolicyChecker, log: (m: string) => void): Router {
+export function modelProxyRoutes(
+  service: RunnerService,
+  upstream: ModelUpstream,
+  policy: ModelPolicy,
+  checker: PolicyChecker,
+  log: (m: string) => void,
+): Router {
   const router = Router();
   const inFlight = new KeyedSlots(policy.maxCallsInFlight);
   const requestBytes = new KeyedMinuteAllowance(policy.requestBytesPerMinute);
@@ -38,7 +44,12 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     router.post(`${MODEL_BASE}${upstreamPath}`, (req, res) => proxy(req, res, upstreamPath, call));
   }
   router.all(`${MODEL_BASE}/{*rest}`, (req, res) => {
-    anthropicError(res, 404, 'not_found_error', `${req.method} ${req.path} is not offered here: only POST /v1/messages and /v1/messages/count_tokens`);
+    anthropicError(
+      res,
+      404,
+      'not_found_error',
+      `${req.method} ${req.path} is not offered here: only POST /v1/messages and /v1/messages/count_tokens`,
+    );
   });
 
   async function proxy(req: Request, res: Response, upstreamPath: string, call: ProxiedCall): Promise<void> {
@@ -53,7 +64,12 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     // A slot is held from the first byte of the body: bodies still arriving count too.
     if (!inFlight.take(turn.id)) {
       res.setHeader('retry-after', '1');
-      return anthropicError(res, 429, 'rate_limit_error', `refused by clauderun: this turn already has ${policy.maxCallsInFlight} model calls in flight`);
+      return anthropicError(
+        res,
+        429,
+        'rate_limit_error',
+        `refused by clauderun: this turn already has ${policy.maxCallsInFlight} model calls in flight`,
+      );
     }
     try {
       let bytes: Buffer;
@@ -65,7 +81,12 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
       }
       if (!requestBytes.spend(turn.userId, bytes.length)) {
         res.setHeader('retry-after', String(requestBytes.secondsToNextMinute()));
-        return anthropicError(res, 429, 'rate_limit_error', `refused by clauderun: this user's sandboxes sent over ${policy.requestBytesPerMinute} bytes of model requests this minute`);
+        return anthropicError(
+          res,
+          429,
+          'rate_limit_error',
+          `refused by clauderun: this user's sandboxes sent over ${policy.requestBytesPerMinute} bytes of model requests this minute`,
+        );
       }
       const verdict = await checker.check(call, bytes);
       if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);
@@ -75,7 +96,14 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     }
   }
 
-  async function forward(req: Request, res: Response, turn: Turn, upstreamPath: string, call: ProxiedCall, request: { body: string; model: string; maxTokens: number }): Promise<void> {
+  async function forward(
+    req: Request,
+    res: Response,
+    turn: Turn,
+    upstreamPath: string,
+    call: ProxiedCall,
+    request: { body: string; model: string; maxTokens: number },
+  ): Promise<void> {
     const { body } = request;
     const headers: Record<string, string> = {};
     for (const name of FORWARDED_REQUEST_HEADERS) {
@@ -90,7 +118,12 @@ export function modelProxyRoutes(service: RunnerService, upstream: ModelUpstream
     try {
       // The answer is read to its end even if the sandbox hangs up: its usage comes last, and a
       // call cut short is billed all the same. Only a stuck upstream is given up on.
-      answer = await upstream.send({ pathAndQuery: `${upstreamPath}${query}`, headers, body: Buffer.from(body), signal: AbortSignal.timeout(MODEL_CALL_TIMEOUT_MS) });
+      answer = await upstream.send({
+        pathAndQuery: `${upstreamPath}${query}`,
+        headers,
+        body: Buffer.from(body),
+        signal: AbortSignal.timeout(MODEL_CALL_TIMEOUT_MS),
+      });
     } catch (error) {
       log(`turn ${turn.id}: model upstream unreachable: ${(error as Error).message}`);
       return anthropicError(res, 502, 'api_error', 'the model API could not be reached');

@@ -47,7 +47,10 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
   };
 
   // An id that is not of the API's shape names nothing: 404, as for an id that does not exist.
-  for (const [param, what] of [['conversationId', 'conversation'], ['turnId', 'turn']] as const) {
+  for (const [param, what] of [
+    ['conversationId', 'conversation'],
+    ['turnId', 'turn'],
+  ] as const) {
     router.param(param, (_req, _res, next, value: string) => {
       next(ResourceId.safeParse(value).success ? undefined : new ServiceError('not_found', `${what} not found`));
     });

@@ -52,7 +52,10 @@ function clientConfigOf(config: Config): ClientConfig {
   const { firebase, webSignIn } = config.auth;
   return {
     authModes: [...config.auth.modes],
-    firebase: firebase !== undefined && webSignIn !== undefined ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl } : null,
+    firebase:
+      firebase !== undefined && webSignIn !== undefined
+        ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl }
+        : null,
   };
 }
 
@@ -61,7 +64,12 @@ function clientConfigOf(config: Config): ClientConfig {
  * and no other inline script does (CSP Level 3, "hash-source").
  */
 export function inlineScriptHashes(html: string): string[] {
-  return [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => `'sha256-${createHash('sha256').update(m[1] ?? '').digest('base64')}'`);
+  return [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(
+    (m) =>
+      `'sha256-${createHash('sha256')
+        .update(m[1] ?? '')
+        .digest('base64')}'`,
+  );
 }
 
 /**

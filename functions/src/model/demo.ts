@@ -31,7 +31,14 @@ function answer(request: MessagesRequest): AssistantBlock[] {
   }
   const run = RUN_PREFIX.exec(said);
   if (run?.[1] !== undefined) {
-    return [{ type: 'tool_use', id: `toolu_demo_${randomUUID()}`, name: 'Bash', input: { command: run[1].trim(), description: 'Run the requested command' } }];
+    return [
+      {
+        type: 'tool_use',
+        id: `toolu_demo_${randomUUID()}`,
+        name: 'Bash',
+        input: { command: run[1].trim(), description: 'Run the requested command' },
+      },
+    ];
   }
   return [
     {

@@ -7,9 +7,7 @@ import type { MessagesRequest } from './messages-request.js';
  * fixture both speak through this, so the stream format lives in one place.
  */
 
-export type AssistantBlock =
-  | { type: 'text'; text: string }
-  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> };
+export type AssistantBlock = { type: 'text'; text: string } | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> };
 
 export interface AssistantMessage {
   id: string;

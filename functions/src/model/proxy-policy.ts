@@ -74,7 +74,10 @@ const common = {
 };
 
 /** Unknown fields are refused: a new field could turn on something the upstream does for us. */
-const strictly = { error: (issue: { code: string; keys?: string[] }) => (issue.code === 'unrecognized_keys' ? `field(s) not allowed: ${(issue.keys ?? []).join(', ')}` : undefined) };
+const strictly = {
+  error: (issue: { code: string; keys?: string[] }) =>
+    issue.code === 'unrecognized_keys' ? `field(s) not allowed: ${(issue.keys ?? []).join(', ')}` : undefined,
+};
 
 const MessagesBody = z.strictObject(
   {
@@ -97,8 +100,7 @@ const INLINE_SOURCES = new Set(['base64', 'text', 'content']);
 
 export type PolicyVerdict =
   /** `maxTokens` is the most output the call may bill (0 for count_tokens). */
-  | { ok: true; body: string; model: string; maxTokens: number }
-  | { ok: false; message: string };
+  { ok: true; body: string; model: string; maxTokens: number } | { ok: false; message: string };
 
 /**
  * Checks a request body against the policy. The body forwarded is the one checked, written

@@ -80,7 +80,10 @@ export interface ListCursor {
 }
 
 export type TurnPatch = Partial<
-  Pick<Turn, 'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'holdsSandbox' | 'resultDigest'>
+  Pick<
+    Turn,
+    'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'holdsSandbox' | 'resultDigest'
+  >
 >;
 
 /** A conversation's new agent session and state archive, taken on together with a turn's success. */

@@ -12,7 +12,7 @@ import firestorePackage, {
 import { z } from 'zod';
 import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -99,19 +99,29 @@ const ledgerOf = (snap: DocumentSnapshot): UserLedger | undefined => {
   const ledger: unknown = snap.get('ledger');
   return ledger === undefined ? undefined : UserLedger.parse(ledger);
 };
-const activeTurnOf = (snap: DocumentSnapshot): string | null => z.string().nullable().parse(snap.get('activeTurnId') ?? null);
-const lastEventSeqOf = (snap: DocumentSnapshot): number => z.number().int().parse(snap.get('lastEventSeq') ?? 0);
+const activeTurnOf = (snap: DocumentSnapshot): string | null =>
+  z
+    .string()
+    .nullable()
+    .parse(snap.get('activeTurnId') ?? null);
+const lastEventSeqOf = (snap: DocumentSnapshot): number =>
+  z
+    .number()
+    .int()
+    .parse(snap.get('lastEventSeq') ?? 0);
 /** Every event of the turn counts; the bytes are those of the progress the runner posted. */
 const eventTallyOf = (snap: DocumentSnapshot, events: number): EventTally => ({
   events,
-  bytes: z.number().int().parse(snap.get('eventBytes') ?? 0),
+  bytes: z
+    .number()
+    .int()
+    .parse(snap.get('eventBytes') ?? 0),
   capped: snap.get('eventsCapped') === true,
 });
 const eventId = (seq: number): string => String(seq).padStart(10, '0');
 
 /** Firestore rejects `undefined` field values: a patch's absent fields are dropped. */
-const definedFields = (patch: TurnPatch): TurnPatch =>
-  Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+const definedFields = (patch: TurnPatch): TurnPatch => Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
 
 /** The Google Cloud store: Firestore (native mode), every multi-document step in a transaction. */
 export class FirestoreConversationStore implements ConversationStore {
@@ -146,10 +156,7 @@ export class FirestoreConversationStore implements ConversationStore {
 
   async listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]> {
     if (limit <= 0) return [];
-    let query = this.conversations
-      .where('userId', '==', userId)
-      .orderBy('updatedAt', 'desc')
-      .orderBy(FieldPath.documentId(), 'desc');
+    let query = this.conversations.where('userId', '==', userId).orderBy('updatedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
     if (after) query = query.startAfter(after.updatedAt, after.id);
     return (await query.limit(limit).get()).docs.map(toConversation);
   }
@@ -202,7 +209,12 @@ export class FirestoreConversationStore implements ConversationStore {
       const runningForUser = await this.holdingSlots(this.turns.where('userId', '==', turn.userId), tx);
       // The user's own limits first: a refused prompt touches nothing that every start shares
       // (a prompt loop would otherwise contend with everyone's starts for the same documents).
-      const own = admit(ledgerOf(user), { user: runningForUser, everyone: 0 }, { ...quota, runningSandboxes: Infinity, sandboxStartsPerMinute: Infinity }, now);
+      const own = admit(
+        ledgerOf(user),
+        { user: runningForUser, everyone: 0 },
+        { ...quota, runningSandboxes: Infinity, sandboxStartsPerMinute: Infinity },
+        now,
+      );
       if (!own.admitted) return { started: false, limitHit: own.hit };
       // The service-wide record of starts is read (and so written) only when it limits anything:
       // every start then commits through that one document, one at a time.
@@ -415,6 +427,10 @@ export class FirestoreConversationStore implements ConversationStore {
 
   /** Keys are the client's text (any characters, any length): the document id is their hash. */
   private idempotencyRef(userId: string, key: string): DocumentReference {
-    return this.idempotency.doc(createHash('sha256').update(JSON.stringify([userId, key])).digest('hex'));
+    return this.idempotency.doc(
+      createHash('sha256')
+        .update(JSON.stringify([userId, key]))
+        .digest('hex'),
+    );
   }
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { DatabaseSync } from 'node:sqlite';
 import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
 import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger, type Quota } from '../conversations/quota.js';
+import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
 import type {
   Conversation,
   ConversationStore,
@@ -78,10 +78,8 @@ CREATE TABLE IF NOT EXISTS service_records (
 );
 `;
 
-
 /** Columns added to `turns` after its first release, with their types. */
 const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT', result_digest: 'TEXT', holds_sandbox: 'INTEGER NOT NULL DEFAULT 0' } as const;
-
 
 function toConversation(row: Row): Conversation {
   return {
@@ -155,7 +153,12 @@ export class SqliteConversationStore implements ConversationStore {
 
   /** Databases made before a column existed get it (CREATE TABLE IF NOT EXISTS leaves them as they were). */
   private addMissingColumns(): void {
-    const columns = new Set(this.db.prepare('PRAGMA table_info(turns)').all().map((row) => str(row.name)));
+    const columns = new Set(
+      this.db
+        .prepare('PRAGMA table_info(turns)')
+        .all()
+        .map((row) => str(row.name)),
+    );
     for (const [column, type] of Object.entries(ADDED_TURN_COLUMNS)) {
       if (!columns.has(column)) this.db.exec(`ALTER TABLE turns ADD COLUMN ${column} ${type}`);
     }
@@ -217,9 +220,7 @@ export class SqliteConversationStore implements ConversationStore {
         const existing = this.db.prepare('SELECT id FROM turns WHERE user_id = ? AND idempotency_key = ?').get(t.userId, t.idempotencyKey);
         if (existing) return { started: false, existingTurnId: str(existing.id) };
       }
-      const active = this.db
-        .prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`)
-        .get(t.conversationId);
+      const active = this.db.prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`).get(t.conversationId);
       if (active) return { started: false, activeTurnId: str(active.id) };
       const running = { user: this.unfinishedTurns(t.userId), everyone: this.unfinishedTurns() };
       const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt), this.serviceStarts());
@@ -235,8 +236,27 @@ export class SqliteConversationStore implements ConversationStore {
              created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by, result_digest, holds_sandbox)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(t.id, t.conversationId, t.userId, t.prompt, t.status, t.reason, t.text, JSON.stringify(t.usage), t.costUsd,
-          t.createdAt, t.startedAt, t.finishedAt, t.deadlineAt, t.uploadedStateKey, t.idempotencyKey, t.sandboxRef, t.stoppedBy, t.resultDigest, t.holdsSandbox ? 1 : 0);
+        .run(
+          t.id,
+          t.conversationId,
+          t.userId,
+          t.prompt,
+          t.status,
+          t.reason,
+          t.text,
+          JSON.stringify(t.usage),
+          t.costUsd,
+          t.createdAt,
+          t.startedAt,
+          t.finishedAt,
+          t.deadlineAt,
+          t.uploadedStateKey,
+          t.idempotencyKey,
+          t.sandboxRef,
+          t.stoppedBy,
+          t.resultDigest,
+          t.holdsSandbox ? 1 : 0,
+        );
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
@@ -250,7 +270,10 @@ export class SqliteConversationStore implements ConversationStore {
   async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
     const { commit, events } = extras;
     // SQLite has no booleans: holdsSandbox is 0 or 1.
-    const entries = Object.entries(patch).map(([key, value]) => [key, typeof value === 'boolean' ? (value ? 1 : 0) : value]) as [keyof TurnPatch, string | number | null][];
+    const entries = Object.entries(patch).map(([key, value]) => [key, typeof value === 'boolean' ? (value ? 1 : 0) : value]) as [
+      keyof TurnPatch,
+      string | number | null,
+    ][];
     if (from.length === 0) return undefined;
     const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
@@ -273,11 +296,11 @@ export class SqliteConversationStore implements ConversationStore {
 
   async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
     const { id, userId } = of;
-    const { turn, ledger } = this.transaction(() => {
+    return this.transaction(() => {
       const ledger = spend(this.ledgerOf(userId), usage, costUsd, new Date());
       this.saveLedger(userId, ledger);
       const row = this.db.prepare('SELECT usage FROM turns WHERE id = ?').get(id);
-      if (!row) return { turn: undefined, ledger };
+      if (!row) return ledger;
       const current = Usage.parse(JSON.parse(str(row.usage)));
       const sum: Usage = {
         inputTokens: current.inputTokens + usage.inputTokens,
@@ -286,10 +309,9 @@ export class SqliteConversationStore implements ConversationStore {
         cacheReadInputTokens: current.cacheReadInputTokens + usage.cacheReadInputTokens,
         modelCalls: current.modelCalls + usage.modelCalls,
       };
-      const updated = this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ? RETURNING *').get(JSON.stringify(sum), costUsd, id);
-      return { turn: updated ? toTurn(updated) : undefined, ledger };
+      this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ?').run(JSON.stringify(sum), costUsd, id);
+      return ledger;
     });
-    return ledger;
   }
 
   async getUsage(userId: string, now: Date): Promise<UserUsage> {

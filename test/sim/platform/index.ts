@@ -34,11 +34,18 @@ export async function startPlatform(options: {
   const fronts: FrontServer[] = [];
   const roots = new Map<string, FrontServer>();
   try {
-    const prefixed = await startFront(prefixRouter(() => pools), options.log, options.port ?? 0);
+    const prefixed = await startFront(
+      prefixRouter(() => pools),
+      options.log,
+      options.port ?? 0,
+    );
     fronts.push(prefixed);
     for (const name of options.names) {
       if (!/^[a-z][a-z0-9-]{0,62}$/.test(name)) throw new Error(`a function's name is lower-case letters, digits and hyphens: ${name}`);
-      const root = await startFront(rootRouter(() => pools.get(name)), options.log);
+      const root = await startFront(
+        rootRouter(() => pools.get(name)),
+        options.log,
+      );
       fronts.push(root);
       roots.set(name, root);
     }
@@ -48,7 +55,10 @@ export async function startPlatform(options: {
       return root;
     };
     return {
-      prefixedUrl: (name) => (known(name), `${prefixed.url}/${name}`),
+      prefixedUrl: (name) => {
+        known(name);
+        return `${prefixed.url}/${name}`;
+      },
       rootUrl: (name) => known(name).url,
       deploy: (settings) => {
         known(settings.name);

@@ -14,7 +14,13 @@ functions.http('probe', (req, res) => {
   const n = Number(url.searchParams.get('n') ?? 0);
   switch (url.pathname) {
     case '/whoami':
-      res.json({ pid: process.pid, path: req.url, ticks, bootedAt, env: { K_SERVICE: process.env.K_SERVICE, FUNCTION_TARGET: process.env.FUNCTION_TARGET } });
+      res.json({
+        pid: process.pid,
+        path: req.url,
+        ticks,
+        bootedAt,
+        env: { K_SERVICE: process.env.K_SERVICE, FUNCTION_TARGET: process.env.FUNCTION_TARGET },
+      });
       return;
     case '/wait':
       setTimeout(() => res.json({ pid: process.pid, waited: n }), n);

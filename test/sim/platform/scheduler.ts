@@ -30,7 +30,16 @@ export async function startGoogleIdTokens(): Promise<GoogleIdTokens> {
     idToken: (audience, email) => {
       const now = Math.floor(Date.now() / 1000);
       const id = idOf(email);
-      return keys.sign({ iss: 'https://accounts.google.com', aud: audience, sub: id, azp: id, email, email_verified: true, iat: now, exp: now + TOKEN_LIFETIME_SECONDS });
+      return keys.sign({
+        iss: 'https://accounts.google.com',
+        aud: audience,
+        sub: id,
+        azp: id,
+        email,
+        email_verified: true,
+        iat: now,
+        exp: now + TOKEN_LIFETIME_SECONDS,
+      });
     },
     close: () => keys.close(),
   };
@@ -68,7 +77,11 @@ export function startScheduler(tokens: GoogleIdTokens, job: SchedulerJob, log: (
     try {
       const response = await fetch(job.url, {
         method: 'POST',
-        headers: { authorization: `Bearer ${await tokens.idToken(job.audience, job.account)}`, 'user-agent': 'Google-Cloud-Scheduler', 'content-length': '0' },
+        headers: {
+          authorization: `Bearer ${await tokens.idToken(job.audience, job.account)}`,
+          'user-agent': 'Google-Cloud-Scheduler',
+          'content-length': '0',
+        },
         signal: AbortSignal.timeout(180_000),
       });
       status = response.status;

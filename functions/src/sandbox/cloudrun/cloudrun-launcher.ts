@@ -64,7 +64,12 @@ export class CloudRunLauncher implements SandboxLauncher {
     let stopped = false;
     let cancelling = false;
     let wake: () => void = () => {};
-    const watcher = { stop: () => ((stopped = true), wake()) };
+    const watcher = {
+      stop: () => {
+        stopped = true;
+        wake();
+      },
+    };
     this.watching.add(watcher);
     const ended = (async (): Promise<SandboxEnd> => {
       try {
@@ -189,7 +194,14 @@ export function endOf(execution: ExecutionStatus): SandboxEnd | undefined {
   if ((execution.cancelledCount ?? 0) > 0) return { kind: 'cancelled', ...when };
   if ((execution.succeededCount ?? 0) > 0) return { kind: 'exited', exitCode: 0, signal: null, outOfMemory: false, ...when };
   if (detail !== undefined && /timed? ?out|deadline/i.test(detail)) return { kind: 'timed_out', ...when };
-  return { kind: 'exited', exitCode: null, signal: null, outOfMemory: /memory/i.test(detail ?? ''), detail: detail ?? 'the execution failed', ...when };
+  return {
+    kind: 'exited',
+    exitCode: null,
+    signal: null,
+    outOfMemory: /memory/i.test(detail ?? ''),
+    detail: detail ?? 'the execution failed',
+    ...when,
+  };
 }
 
 /** A protobuf Timestamp as the client library gives it ({seconds, nanos}), or an RFC 3339 string. */

@@ -1,4 +1,4 @@
-import { lstatSync, readlinkSync } from 'node:fs';
+import { type Stats, lstatSync, readlinkSync } from 'node:fs';
 import type { FdInputs } from './fd-inputs.js';
 import type { SandboxStorage } from './sandbox-disk.js';
 import { etcArgs } from './sandbox-etc.js';
@@ -51,7 +51,7 @@ function systemDirArgs(): string[] {
   const args: string[] = [];
   for (const dir of SYSTEM_DIRS) {
     const hostPath = `/${dir}`;
-    let stat;
+    let stat: Stats;
     try {
       stat = lstatSync(hostPath);
     } catch {
@@ -66,13 +66,45 @@ function systemDirArgs(): string[] {
 function storageArgs(storage: SandboxStorage): string[] {
   const p = SANDBOX_PATHS;
   if (storage.kind === 'mounted') {
-    return ['--bind', storage.tmp, '/tmp', '--perms', '0755', '--dir', '/home', '--bind', storage.home, p.home, '--bind', storage.workspace, p.workspace];
+    return [
+      '--bind',
+      storage.tmp,
+      '/tmp',
+      '--perms',
+      '0755',
+      '--dir',
+      '/home',
+      '--bind',
+      storage.home,
+      p.home,
+      '--bind',
+      storage.workspace,
+      p.workspace,
+    ];
   }
   return [
-    '--perms', '1777', '--size', String(storage.tmpBytes), '--tmpfs', '/tmp',
-    '--perms', '0755', '--dir', '/home',
-    '--perms', '0755', '--size', String(storage.homeBytes), '--tmpfs', p.home,
-    '--perms', '0755', '--size', String(storage.workspaceBytes), '--tmpfs', p.workspace,
+    '--perms',
+    '1777',
+    '--size',
+    String(storage.tmpBytes),
+    '--tmpfs',
+    '/tmp',
+    '--perms',
+    '0755',
+    '--dir',
+    '/home',
+    '--perms',
+    '0755',
+    '--size',
+    String(storage.homeBytes),
+    '--tmpfs',
+    p.home,
+    '--perms',
+    '0755',
+    '--size',
+    String(storage.workspaceBytes),
+    '--tmpfs',
+    p.workspace,
   ];
 }
 
@@ -122,25 +154,60 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
       '--unshare-net',
       '--unshare-uts',
       '--unshare-cgroup-try',
-      '--hostname', 'sandbox',
-      '--ro-bind', '/usr', '/usr',
+      '--hostname',
+      'sandbox',
+      '--ro-bind',
+      '/usr',
+      '/usr',
       ...systemDirArgs(),
       ...etcArgs(inputs, options.identity),
-      '--proc', '/proc',
-      '--dev', '/dev',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
       ...storageArgs(options.storage),
-      '--perms', '0755', '--dir', '/run',
-      '--ro-bind', host.runDir, p.runDir,
-      '--perms', '0755', '--tmpfs', p.toolsDir,
-      '--perms', '0755', '--dir', `${p.toolsDir}/bin`,
-      '--ro-bind', host.node, p.node,
-      '--ro-bind', host.claude, p.claude,
-      '--perms', '0644', '--file', String(inputs.add(options.staged.runner)), p.runner,
-      '--perms', '0755', '--file', String(inputs.add(options.staged.shellPrefix)), p.shellPrefix,
-      '--perms', '0755', '--file', String(inputs.add(startScript(options.identity))), p.start,
-      '--remount-ro', p.toolsDir,
-      '--seccomp', String(inputs.add(options.seccomp)),
-      '--chdir', p.workspace,
+      '--perms',
+      '0755',
+      '--dir',
+      '/run',
+      '--ro-bind',
+      host.runDir,
+      p.runDir,
+      '--perms',
+      '0755',
+      '--tmpfs',
+      p.toolsDir,
+      '--perms',
+      '0755',
+      '--dir',
+      `${p.toolsDir}/bin`,
+      '--ro-bind',
+      host.node,
+      p.node,
+      '--ro-bind',
+      host.claude,
+      p.claude,
+      '--perms',
+      '0644',
+      '--file',
+      String(inputs.add(options.staged.runner)),
+      p.runner,
+      '--perms',
+      '0755',
+      '--file',
+      String(inputs.add(options.staged.shellPrefix)),
+      p.shellPrefix,
+      '--perms',
+      '0755',
+      '--file',
+      String(inputs.add(startScript(options.identity))),
+      p.start,
+      '--remount-ro',
+      p.toolsDir,
+      '--seccomp',
+      String(inputs.add(options.seccomp)),
+      '--chdir',
+      p.workspace,
       '--clearenv',
       ...envArgs,
       ...identity,

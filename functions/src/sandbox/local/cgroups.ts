@@ -186,7 +186,10 @@ async function readPids(dir: string): Promise<number[]> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
-  return text.split('\n').filter((l) => l.trim() !== '').map(Number);
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map(Number);
 }
 
 /**
@@ -247,7 +250,9 @@ async function mkdirOrExplain(dir: string): Promise<void> {
   try {
     await mkdir(dir, { recursive: true });
   } catch (error) {
-    throw new SandboxUnavailableError(`cgroups: cannot create ${dir}: ${(error as Error).message} (run as root or delegate a cgroup subtree to the service)`);
+    throw new SandboxUnavailableError(
+      `cgroups: cannot create ${dir}: ${(error as Error).message} (run as root or delegate a cgroup subtree to the service)`,
+    );
   }
 }
 

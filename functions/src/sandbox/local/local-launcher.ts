@@ -145,7 +145,10 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       stopReason ??= reason;
       return sandboxCgroup.killAll();
     };
-    const timer = setTimeout(() => void stop('timed_out').catch((error: unknown) => log(`stopping at the deadline failed: ${String(error)}`)), spec.timeoutSeconds * 1000);
+    const timer = setTimeout(
+      () => void stop('timed_out').catch((error: unknown) => log(`stopping at the deadline failed: ${String(error)}`)),
+      spec.timeoutSeconds * 1000,
+    );
 
     const ended = new Promise<SandboxEnd>((resolve) => {
       child.once('close', (exitCode, signal) => {
@@ -155,7 +158,13 @@ export class LocalSandboxLauncher implements SandboxLauncher {
           ['stopping what it left running', () => sandboxCgroup.killAll()], // daemons, socat
           ['reading its OOM count', async () => (outOfMemory = await sandboxCgroup.outOfMemory())],
           // Its pipes close with its last process; a bounded wait all the same, so that ended always settles.
-          ['flushing its output', async () => (await Promise.race([outputEnded, sleep(OUTPUT_FLUSH_MS)]), output.finish())],
+          [
+            'flushing its output',
+            async () => {
+              await Promise.race([outputEnded, sleep(OUTPUT_FLUSH_MS)]);
+              output.finish();
+            },
+          ],
         ])
           .then(cleanUp)
           .then(() => resolve(stopReason !== undefined ? { kind: stopReason } : { kind: 'exited', exitCode, signal, outOfMemory }));
@@ -182,7 +191,9 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     await Promise.all(all.map((h) => h.cancel().catch(() => undefined)));
     await Promise.all(all.map((h) => h.ended));
     // Empty by now; outside the data dir (as root, under /run), so nothing else would remove it.
-    await removeTree(this.options.socketsDir, this.options.systemPath).catch((error: unknown) => this.options.log('-', `removing ${this.options.socketsDir} failed: ${String(error)}`));
+    await removeTree(this.options.socketsDir, this.options.systemPath).catch((error: unknown) =>
+      this.options.log('-', `removing ${this.options.socketsDir} failed: ${String(error)}`),
+    );
   }
 }
 

@@ -27,11 +27,14 @@ export function checkIsolationTools(runningAsRoot: boolean, searchPath: string):
       { encoding: 'utf8', env },
     );
     if (trial.status !== 0) {
-      problems.push(`bubblewrap cannot create namespaces here: ${(trial.stderr || trial.error?.message || '').trim()} ` +
-        '(unprivileged user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1)');
+      problems.push(
+        `bubblewrap cannot create namespaces here: ${(trial.stderr || trial.error?.message || '').trim()} ` +
+          '(unprivileged user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1)',
+      );
     }
   }
   if (problems.length > 0) throw new SandboxUnavailableError(`local sandbox unavailable: ${problems.join('; ')}`);
 }
 
-const packageOf = (tool: string): string => ({ bwrap: 'bubblewrap', socat: 'socat', setpriv: 'util-linux', unshare: 'util-linux', mount: 'mount' })[tool] ?? tool;
+const packageOf = (tool: string): string =>
+  ({ bwrap: 'bubblewrap', socat: 'socat', setpriv: 'util-linux', unshare: 'util-linux', mount: 'mount' })[tool] ?? tool;

@@ -62,8 +62,20 @@ export function planDisk(limits: DiskLimits, turnDir: string, runningAsRoot: boo
   return {
     storage: { kind: 'mounted', home: path.join(disk, 'home'), workspace: path.join(disk, 'workspace'), tmp },
     prefix: [
-      'unshare', '--mount', '--propagation', 'private', '--',
-      '/bin/sh', '-c', MOUNT_AND_EXEC, 'sh', disk, tmp, options(limits.diskBytes, '0755'), options(limits.tmpBytes, '1777'), `${agent.uid}:${agent.gid}`,
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      '-c',
+      MOUNT_AND_EXEC,
+      'sh',
+      disk,
+      tmp,
+      options(limits.diskBytes, '0755'),
+      options(limits.tmpBytes, '1777'),
+      `${agent.uid}:${agent.gid}`,
     ],
     mountPoints: [disk, tmp],
   };

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, type Stats, readdirSync, readlinkSync } from 'node:fs';
 import { SANDBOX_PATHS } from './sandbox-paths.js';
 import type { SandboxIdentity } from './sandbox-uids.js';
 import type { FdInputs } from './fd-inputs.js';
@@ -20,24 +20,38 @@ const generated = (agent: SandboxIdentity): Record<string, string> => ({
   hostname: 'sandbox',
   // The sandbox has no network: there is no name server to name.
   'resolv.conf': '# no name server: the sandbox has no network',
-  'nsswitch.conf': ['passwd: files', 'group: files', 'shadow: files', 'hosts: files', 'networks: files', 'protocols: files', 'services: files'].join('\n'),
+  'nsswitch.conf': ['passwd: files', 'group: files', 'shadow: files', 'hosts: files', 'networks: files', 'protocols: files', 'services: files'].join(
+    '\n',
+  ),
 });
 
 /** Host entries of /etc shared read-only: they describe software, not the machine or its users. */
 const SHARED = [
-  'alternatives', 'ca-certificates', 'ssl', 'ld.so.cache', 'localtime', 'protocols', 'services', 'mime.types',
-  'perl', 'bash.bashrc', 'inputrc', 'gitconfig', 'os-release',
+  'alternatives',
+  'ca-certificates',
+  'ssl',
+  'ld.so.cache',
+  'localtime',
+  'protocols',
+  'services',
+  'mime.types',
+  'perl',
+  'bash.bashrc',
+  'inputrc',
+  'gitconfig',
+  'os-release',
 ];
 /** Debian's Python keeps its site configuration here (/etc/python3.11, ...). */
 const SHARED_PREFIXES = ['python3'];
 
 export function etcArgs(inputs: FdInputs, agent: SandboxIdentity, hostEtc = '/etc'): string[] {
   const args = ['--perms', '0755', '--tmpfs', '/etc'];
-  for (const [name, content] of Object.entries(generated(agent))) args.push('--perms', '0644', '--file', String(inputs.add(`${content}\n`)), `/etc/${name}`);
+  for (const [name, content] of Object.entries(generated(agent)))
+    args.push('--perms', '0644', '--file', String(inputs.add(`${content}\n`)), `/etc/${name}`);
   const prefixed = existsSync(hostEtc) ? readdirSync(hostEtc).filter((name) => SHARED_PREFIXES.some((prefix) => name.startsWith(prefix))) : [];
   for (const name of [...SHARED, ...prefixed]) {
     const host = `${hostEtc}/${name}`;
-    let stat;
+    let stat: Stats;
     try {
       stat = lstatSync(host);
     } catch {

@@ -25,7 +25,9 @@ export function seccompProgram(script: string, cacheDir: string): Buffer {
   const partial = `${cached}.${process.pid}.partial`;
   const made = spawnSync(SECCOMP_PYTHON, [script, partial], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
   if (made.status !== 0) {
-    throw new SandboxUnavailableError(`cannot make the sandbox's seccomp filter with ${script}: ${(made.stderr || made.error?.message || '').trim()}`);
+    throw new SandboxUnavailableError(
+      `cannot make the sandbox's seccomp filter with ${script}: ${(made.stderr || made.error?.message || '').trim()}`,
+    );
   }
   renameSync(partial, cached);
   const program = readFileSync(cached);

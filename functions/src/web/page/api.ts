@@ -1,4 +1,13 @@
-import type { ClientConfig, ConversationList, ConversationView, ErrorBody, StartedTurnView, TurnLinks, TurnView, UsageView } from '../../contract/api.js';
+import type {
+  ClientConfig,
+  ConversationList,
+  ConversationView,
+  ErrorBody,
+  StartedTurnView,
+  TurnLinks,
+  TurnView,
+  UsageView,
+} from '../../contract/api.js';
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
 export type Identity =
@@ -102,7 +111,12 @@ export class ApiClient {
   /** Starts a turn and answers at once; its progress comes from the events link. */
   async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
     const url = apiUrl('api/conversation');
-    const started = await this.json<StartedTurnView>('POST', url, { message, ...(conversationId === undefined ? {} : { conversationId }) }, { Prefer: 'respond-async' });
+    const started = await this.json<StartedTurnView>(
+      'POST',
+      url,
+      { message, ...(conversationId === undefined ? {} : { conversationId }) },
+      { Prefer: 'respond-async' },
+    );
     return { ...started, links: resolvedLinks(started.links, url) };
   }
 

@@ -95,7 +95,14 @@ export class TurnCard {
       this.answer.replaceChildren();
     }
     this.lastTool = step.name;
-    this.addStep(el('li', { className: 'step step-tool' }, el('span', { className: 'step-name', text: step.name }), el('code', { className: 'step-summary', text: step.summary })));
+    this.addStep(
+      el(
+        'li',
+        { className: 'step step-tool' },
+        el('span', { className: 'step-name', text: step.name }),
+        el('code', { className: 'step-summary', text: step.summary }),
+      ),
+    );
     return `Running ${step.name}: ${step.summary}`;
   }
 
