@@ -2,17 +2,24 @@
 # Installs the Debian/Ubuntu packages the local sandbox needs: bubblewrap (namespaces),
 # socat (the sandbox's bridge to the API), util-linux (setpriv, to drop to the sandbox uid; unshare,
 # for each sandbox's own mount namespace), python3-seccomp (libseccomp's bindings, which generate
-# the sandbox's seccomp filter);
-# and chromium with a font, the browser the web page's tests drive.
+# the sandbox's seccomp filter); with --for-tests also chromium with a font, the browser the web
+# page's tests drive.
 set -euo pipefail
+packages=(bubblewrap socat util-linux python3-seccomp)
+case "${1:-}" in
+  --for-tests) packages+=(chromium fonts-dejavu-core) ;;
+  "") ;;
+  *) echo "usage: $0 [--for-tests]" >&2; exit 2 ;;
+esac
 missing=()
-for package in bubblewrap socat util-linux python3-seccomp chromium fonts-dejavu-core; do
+for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]} == 0)); then
   echo "system packages: all present"
   exit 0
 fi
+echo "system packages: installing ${missing[*]}"
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 $sudo apt-get update -qq
