@@ -1,11 +1,13 @@
 import * as pulumi from '@pulumi/pulumi';
 import { z } from 'zod';
+import { DEFAULT_LIMITS } from '../functions/src/config.js';
 
 /**
  * The stack's settings: every configuration key the program reads is declared here once, with its
  * default and its limits. `parseSettings` is pure (tests feed it tables of cases); `readSettings`
  * reads the stack's configuration. `infra/Pulumi.example.yaml` lists every key (a test keeps the
- * two in step). The names derived from the settings (buckets, the job, the API's URL) live here too,
+ * two in step). A setting the service has too takes the service's default (DEFAULT_LIMITS in
+ * functions/src/config.ts), so that the two cannot drift apart. The names derived from the settings (buckets, the job, the API's URL) live here too,
  * so that every module agrees on them.
  */
 
@@ -22,6 +24,11 @@ export const CONFIG_KEYS = [
   'clauderun:runnerMaxInstances',
   'clauderun:maxRunningSandboxes',
   'clauderun:runJobsPerMinute',
+  'clauderun:maxRunningTurnsPerUser',
+  'clauderun:maxTurnsPerMinute',
+  'clauderun:maxOpenRequestsPerUser',
+  'clauderun:dailyTokenLimit',
+  'clauderun:dailyCostLimitUsd',
   'clauderun:firestoreLocation',
   'clauderun:deletedStateRetentionDays',
   'clauderun:firestoreIndexesFile',
@@ -65,6 +72,13 @@ export interface Settings {
   maxRunningSandboxes: number;
   /** Executions the service starts per minute at most, under Cloud Run's per-region runJob quota. */
   runJobsPerMinute: number;
+  /** Fair use, per user: turns running at once, turns started a minute, requests held open (streams, waits). */
+  maxRunningTurnsPerUser: number;
+  maxTurnsPerMinute: number;
+  maxOpenRequestsPerUser: number;
+  /** Daily budgets per user; null: no limit. */
+  dailyTokenLimit: number | null;
+  dailyCostLimitUsd: number | null;
   /** Days a deleted or replaced conversation state stays recoverable in the bucket. */
   deletedStateRetentionDays: number;
   /** The store's composite indexes, relative to the repository root. */
@@ -78,6 +92,10 @@ type PlainKey = Exclude<(typeof CONFIG_KEYS)[number], 'clauderun:anthropicApiKey
 export type RawSettings = Partial<Record<PlainKey, string>>;
 
 const trimmed = (v: unknown) => (typeof v === 'string' ? (v.trim() === '' ? undefined : v.trim()) : v);
+/**
+ * A whole number from `min` to `max`. The fallback is checked like a value given (`prefault`): a
+ * service default Cloud Run cannot take stops the program rather than reaching Google.
+ */
 const whole = (key: string, min: number, max: number, fallback: number) =>
   z.preprocess(
     trimmed,
@@ -86,8 +104,22 @@ const whole = (key: string, min: number, max: number, fallback: number) =>
       .int(`${key} must be a whole number`)
       .min(min, `${key} must be at least ${min}`)
       .max(max, `${key} must be at most ${max}`)
-      .default(fallback),
+      .prefault(fallback),
   );
+
+/** No bound but the service's own (none): what a number holds exactly. */
+const UNBOUNDED = Number.MAX_SAFE_INTEGER;
+
+/** A daily budget as the service takes it: a positive number (whole, for tokens), or `none` for no limit. */
+const budget = (key: string, kind: 'whole' | 'any', fallback: number | null) =>
+  z.preprocess(trimmed, z.string().optional()).transform((v, ctx) => {
+    if (v === undefined) return fallback;
+    if (v === 'none') return null;
+    const n = Number(v);
+    if (Number.isFinite(n) && n > 0 && (kind === 'any' || Number.isInteger(n))) return n;
+    ctx.addIssue({ code: 'custom', message: `${key} must be a positive ${kind === 'whole' ? 'whole ' : ''}number or none` });
+    return z.NEVER;
+  });
 
 const Schema = z.object({
   'gcp:project': z.preprocess(
@@ -104,14 +136,14 @@ const Schema = z.object({
   ),
   'clauderun:firestoreLocation': z.preprocess(trimmed, z.string().optional()),
   'clauderun:authMode': z.preprocess(trimmed, z.string().default('apikey')),
-  'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, 600),
-  'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, 1024),
+  'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS),
+  'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB),
   'clauderun:sandboxCpus': z.preprocess(
     trimmed,
     z.coerce
       .number({ error: 'clauderun:sandboxCpus must be a number' })
       .refine((v) => (JOB_CPUS as readonly number[]).includes(v), { error: `clauderun:sandboxCpus must be one of: ${JOB_CPUS.join(', ')}` })
-      .default(1),
+      .prefault(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_CPUS),
   ),
   'clauderun:apiMaxInstances': whole('clauderun:apiMaxInstances', 1, 1000, 10),
   // The sandboxes' model calls all go through the runner function: 50 sandboxes with 8 calls in
@@ -120,8 +152,19 @@ const Schema = z.object({
   'clauderun:runnerMaxInstances': whole('clauderun:runnerMaxInstances', 1, 1000, 20),
   // Cloud Run runs at most 1,000 job executions at once per project and region
   // (cloud.google.com/run/quotas, "Job execution").
-  'clauderun:maxRunningSandboxes': whole('clauderun:maxRunningSandboxes', 1, MAX_RUNNING_EXECUTIONS, 50),
-  'clauderun:runJobsPerMinute': whole('clauderun:runJobsPerMinute', 1, 1000, 50),
+  'clauderun:maxRunningSandboxes': whole('clauderun:maxRunningSandboxes', 1, MAX_RUNNING_EXECUTIONS, DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES),
+  'clauderun:runJobsPerMinute': whole('clauderun:runJobsPerMinute', 1, 1000, DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE),
+  // A user cannot run more turns at once than the project runs executions.
+  'clauderun:maxRunningTurnsPerUser': whole(
+    'clauderun:maxRunningTurnsPerUser',
+    1,
+    MAX_RUNNING_EXECUTIONS,
+    DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
+  ),
+  'clauderun:maxTurnsPerMinute': whole('clauderun:maxTurnsPerMinute', 1, UNBOUNDED, DEFAULT_LIMITS.CLAUDERUN_MAX_TURNS_PER_MINUTE),
+  'clauderun:maxOpenRequestsPerUser': whole('clauderun:maxOpenRequestsPerUser', 1, UNBOUNDED, DEFAULT_LIMITS.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER),
+  'clauderun:dailyTokenLimit': budget('clauderun:dailyTokenLimit', 'whole', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
+  'clauderun:dailyCostLimitUsd': budget('clauderun:dailyCostLimitUsd', 'any', DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD),
   'clauderun:deletedStateRetentionDays': whole('clauderun:deletedStateRetentionDays', 1, 365, 7),
   'clauderun:firestoreIndexesFile': z.preprocess(trimmed, z.string().default('firestore.indexes.json')),
   'clauderun:protect': z.preprocess(trimmed, z.enum(['true', 'false'], { error: 'clauderun:protect must be true or false' }).default('true')),
@@ -162,6 +205,11 @@ export function parseSettings(raw: RawSettings): Settings {
     runnerMaxInstances: c['clauderun:runnerMaxInstances'],
     maxRunningSandboxes: c['clauderun:maxRunningSandboxes'],
     runJobsPerMinute: c['clauderun:runJobsPerMinute'],
+    maxRunningTurnsPerUser: c['clauderun:maxRunningTurnsPerUser'],
+    maxTurnsPerMinute: c['clauderun:maxTurnsPerMinute'],
+    maxOpenRequestsPerUser: c['clauderun:maxOpenRequestsPerUser'],
+    dailyTokenLimit: c['clauderun:dailyTokenLimit'],
+    dailyCostLimitUsd: c['clauderun:dailyCostLimitUsd'],
     deletedStateRetentionDays: c['clauderun:deletedStateRetentionDays'],
     firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],
     protect: c['clauderun:protect'] === 'true',

@@ -1,4 +1,5 @@
 import * as pulumi from '@pulumi/pulumi';
+import type { SettingName } from '../functions/src/config.js';
 import type { Names, Settings } from './config.js';
 
 /**
@@ -86,9 +87,20 @@ export interface EnvironmentRefs {
   sweeperEmail: pulumi.Input<string>;
 }
 
-/** A function's plain environment (see functions/src/config.ts). No secret belongs here. */
-export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: EnvironmentRefs): Record<string, pulumi.Input<string>> {
-  const shared: Record<string, pulumi.Input<string>> = {
+/** Read by the platform's runtime rather than by the service. */
+export const PLATFORM_VARIABLES = ['LOG_EXECUTION_ID', 'NODE_ENV'] as const;
+
+/**
+ * A function's environment, by the names the service reads (functions/src/config.ts): a name it
+ * does not know does not compile.
+ */
+export type FunctionEnvironment = { [name in SettingName | (typeof PLATFORM_VARIABLES)[number]]?: pulumi.Input<string> };
+
+const budget = (limit: number | null) => (limit === null ? 'none' : String(limit));
+
+/** A function's plain environment. No secret belongs here. */
+export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: EnvironmentRefs): FunctionEnvironment {
+  const shared: FunctionEnvironment = {
     CLAUDERUN_SERVE: serve,
     CLAUDERUN_STORE: 'firestore',
     GOOGLE_CLOUD_PROJECT: s.project,
@@ -105,6 +117,12 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     // One global limit and one global rate, held in the store: both functions must agree on them.
     CLAUDERUN_MAX_RUNNING_SANDBOXES: String(s.maxRunningSandboxes),
     CLAUDERUN_RUNJOBS_PER_MINUTE: String(s.runJobsPerMinute),
+    // Fair use, counted in the store: a turn is admitted by one function and its model calls are
+    // metered by the other.
+    CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: String(s.maxRunningTurnsPerUser),
+    CLAUDERUN_MAX_TURNS_PER_MINUTE: String(s.maxTurnsPerMinute),
+    CLAUDERUN_DAILY_TOKEN_LIMIT: budget(s.dailyTokenLimit),
+    CLAUDERUN_DAILY_COST_LIMIT_USD: budget(s.dailyCostLimitUsd),
     // The only writable place in a function's filesystem; nothing durable is kept there.
     CLAUDERUN_DATA_DIR: '/tmp/clauderun',
     // Cloud Functions adds LOG_EXECUTION_ID=true to every function it deploys through its v2 API
@@ -121,5 +139,7 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     CLAUDERUN_SWEEPER_ACCOUNT: refs.sweeperEmail,
     // The audience Cloud Scheduler puts in the OIDC token (scheduler.ts): the public URL.
     CLAUDERUN_SWEEPER_AUDIENCE: n.apiUrl,
+    // The public routes are the ones a user holds open (event streams, waiting requests).
+    CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: String(s.maxOpenRequestsPerUser),
   };
 }

@@ -3,15 +3,12 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import express, { type Express, type Router } from 'express';
-import type { ApiKeyStore } from './auth/api-key-store.js';
+import { modelUpstream, openApiKeyStore, openBlobStore, openConversationStore, openSandboxLauncher } from './adapters.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { CombinedAuthenticator, type AuthMode } from './auth/combined.js';
 import { HeaderAuthenticator } from './auth/header.js';
-import { FsBlobStore } from './blobs/fs.js';
 import type { Config } from './config.js';
 import { ensurePrivateDir } from './data-dir.js';
-import type { BlobStore } from './blobs/blob-store.js';
-import type { ConversationStore } from './store/conversation-store.js';
 import { RunnerService } from './conversations/runner-service.js';
 import { ConversationService } from './conversations/service.js';
 import { TurnLifecycle } from './conversations/turn-lifecycle.js';
@@ -23,13 +20,9 @@ import { PolicyChecker } from './model/policy-checker.js';
 import { opsRoutes } from './http/ops-routes.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
-import { AnthropicUpstream } from './model/anthropic.js';
-import { DemoUpstream } from './model/demo.js';
-import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
-import { serveWith, type ApiConnector } from './sandbox/local/api-bridge.js';
-import { createLocalLauncher, diskLimitsOf } from './sandbox/local/index.js';
-import { SqliteConversationStore } from './store/sqlite.js';
+import { serveWith } from './sandbox/local/api-bridge.js';
+import type { ApiKeyStore } from './store/api-key-store.js';
 
 export interface Clauderun {
   /**
@@ -43,7 +36,6 @@ export interface Clauderun {
   /** The largest request body `app` reads: what its routes can take, so that nothing larger is buffered. */
   maxBodyBytes: number;
   service: ConversationService;
-  upstream: ModelUpstream;
   close(): Promise<void>;
 }
 
@@ -53,17 +45,16 @@ export interface Overrides {
   log?: (message: string) => void;
 }
 
-/** The composition root: the only place that knows which adapter serves which port. */
+/** The composition root: wires the adapters adapters.ts picks into the service and its routes. */
 export async function createClauderun(config: Config, overrides: Overrides = {}): Promise<Clauderun> {
   const log = overrides.log ?? ((message: string) => console.error(`clauderun: ${message}`));
   ensurePrivateDir(config.dataDir);
-  const store = await conversationStore(config);
-  const blobs = await blobStore(config);
-  const upstream: ModelUpstream =
-    config.model.upstream === 'anthropic' ? new AnthropicUpstream(config.model.baseUrl, config.model.apiKey) : new DemoUpstream();
+  const store = await openConversationStore(config);
+  const blobs = await openBlobStore(config);
+  const upstream = modelUpstream(config);
   // Local sandboxes reach this listener, never the public port; it serves once the routes exist.
   const runnerListener = answerClientErrorsAsJson(http.createServer());
-  const launcher = overrides.launcher ?? (await sandboxLauncher(config, serveWith(runnerListener), log));
+  const launcher = overrides.launcher ?? (await openSandboxLauncher(config, serveWith(runnerListener), log));
   const lifecycle = new TurnLifecycle({
     store,
     blobs,
@@ -112,7 +103,6 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     internalApp,
     maxBodyBytes: served.maxBodyBytes,
     service,
-    upstream,
     close: async () => {
       await lifecycle.close();
       runnerListener.closeAllConnections();
@@ -143,56 +133,15 @@ async function authenticators(config: Config, log: (message: string) => void): P
   let keys: ApiKeyStore | undefined;
   if (config.auth.modes.includes('header')) modes.header = new HeaderAuthenticator();
   if (config.auth.modes.includes('apikey')) {
-    const [{ openApiKeyStore }, { ApiKeyAuthenticator }] = await Promise.all([import('./auth/api-key-store.js'), import('./auth/apikey.js')]);
+    const { ApiKeyAuthenticator } = await import('./auth/apikey.js');
     keys = await openApiKeyStore(config);
     modes.apikey = new ApiKeyAuthenticator(keys);
   }
   if (config.auth.firebase !== undefined) {
     const { FirebaseAuthenticator } = await import('./auth/firebase.js');
-    modes.firebase = new FirebaseAuthenticator({ ...config.auth.firebase, jwksUrl: config.auth.firebase.jwksUrl, log });
+    modes.firebase = new FirebaseAuthenticator({ ...config.auth.firebase, log });
   }
   return { authenticator: new CombinedAuthenticator(modes), close: async () => keys?.close() };
-}
-
-// The Google client libraries are loaded only when configured: they cost tens of MB of memory.
-
-async function conversationStore(config: Config): Promise<ConversationStore> {
-  if (config.store.kind === 'sqlite') return new SqliteConversationStore(path.join(config.dataDir, 'clauderun.db'));
-  const [{ openFirestore }, { FirestoreConversationStore }] = await Promise.all([
-    import('./store/firestore-client.js'),
-    import('./store/firestore.js'),
-  ]);
-  return new FirestoreConversationStore(await openFirestore(config.store));
-}
-
-async function blobStore(config: Config): Promise<BlobStore> {
-  if (config.blobs.kind === 'fs') return new FsBlobStore(path.join(config.dataDir, 'blobs'));
-  const [{ Storage }, { GcsBlobStore }, { PassThroughClient }] = await Promise.all([
-    import('@google-cloud/storage'),
-    import('./blobs/gcs.js'),
-    import('google-auth-library'),
-  ]);
-  const { bucket, endpoint } = config.blobs;
-  const storage =
-    endpoint === undefined ? new Storage() : new Storage({ apiEndpoint: endpoint.origin, projectId: 'local', authClient: new PassThroughClient() });
-  return new GcsBlobStore(storage.bucket(bucket));
-}
-
-async function sandboxLauncher(config: Config, connectApi: ApiConnector, log: (message: string) => void): Promise<SandboxLauncher> {
-  const sandbox = config.sandbox;
-  if (sandbox.kind === 'cloudrun') {
-    // Loaded only when used: the Google client libraries cost ~40 MB of memory on their own.
-    const { createCloudRunLauncher } = await import('./sandbox/cloudrun/index.js');
-    return createCloudRunLauncher({ jobName: sandbox.jobName, apiUrl: config.apiUrl, endpoint: sandbox.endpoint, log });
-  }
-  return createLocalLauncher({
-    dataDir: config.dataDir,
-    connectApi,
-    limits: { memoryBytes: config.limits.memoryMb * 1024 * 1024, cpus: config.limits.cpus, pids: config.limits.pids },
-    disk: diskLimitsOf(config.limits),
-    systemPath: config.systemPath,
-    log,
-  });
 }
 
 /** Locally, the token-signing key is made once and kept (owner-only) in the data dir. */

@@ -14,6 +14,37 @@ export type AuthMode = (typeof AUTH_MODES)[number];
 /** Google's Identity Toolkit API, where Firebase email and password sign-in happens. */
 const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
 
+/**
+ * The limits' defaults, by the variable that changes each: the schema below and the deployment
+ * (infra/config.ts) both take theirs from here, so that a stack that sets nothing runs with the
+ * same limits as a local service.
+ */
+export const DEFAULT_LIMITS = {
+  CLAUDERUN_TURN_TIMEOUT_SECONDS: 600,
+  CLAUDERUN_SANDBOX_MEMORY_MB: 1024,
+  CLAUDERUN_SANDBOX_CPUS: 1,
+  CLAUDERUN_SANDBOX_PIDS: 256,
+  CLAUDERUN_SANDBOX_DISK_MB: 512,
+  CLAUDERUN_SANDBOX_TMP_MB: 128,
+  CLAUDERUN_SANDBOX_FILES: 50_000,
+  CLAUDERUN_MAX_PROMPT_BYTES: 100 * 1024,
+  CLAUDERUN_MAX_STATE_BYTES: 25 * 1024 * 1024,
+  CLAUDERUN_MAX_EVENTS_PER_TURN: 2000,
+  CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: 2 * 1024 * 1024,
+  CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: 20,
+  CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: 2,
+  CLAUDERUN_MAX_TURNS_PER_MINUTE: 10,
+  CLAUDERUN_MAX_RUNNING_SANDBOXES: 50,
+  /** With Cloud Run sandboxes; local ones start without a rate limit. */
+  CLAUDERUN_RUNJOBS_PER_MINUTE: 50,
+  /** null: no limit. */
+  CLAUDERUN_DAILY_TOKEN_LIMIT: null,
+  CLAUDERUN_DAILY_COST_LIMIT_USD: 10,
+  CLAUDERUN_MAX_OUTPUT_TOKENS: 32_000,
+  CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: 8,
+  CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: 256 * 1024 * 1024,
+} as const;
+
 const positiveInt = (name: string) =>
   z.coerce
     .number({ error: `${name} must be a number` })
@@ -97,28 +128,36 @@ const EnvSchema = z.object({
   }),
   CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS')
     .max(24 * 3600)
-    .default(600),
-  CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(1024),
-  CLAUDERUN_SANDBOX_CPUS: z.coerce.number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' }).positive().max(64).default(1),
-  CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(256),
+    .default(DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS),
+  CLAUDERUN_SANDBOX_MEMORY_MB: positiveInt('CLAUDERUN_SANDBOX_MEMORY_MB').min(256).default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB),
+  CLAUDERUN_SANDBOX_CPUS: z.coerce
+    .number({ error: 'CLAUDERUN_SANDBOX_CPUS must be a number' })
+    .positive()
+    .max(64)
+    .default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_CPUS),
+  CLAUDERUN_SANDBOX_PIDS: positiveInt('CLAUDERUN_SANDBOX_PIDS').default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_PIDS),
   /** The sandbox's home and workspace together: a tmpfs, so it counts against its memory. */
-  CLAUDERUN_SANDBOX_DISK_MB: positiveInt('CLAUDERUN_SANDBOX_DISK_MB').default(512),
-  CLAUDERUN_SANDBOX_TMP_MB: positiveInt('CLAUDERUN_SANDBOX_TMP_MB').default(128),
+  CLAUDERUN_SANDBOX_DISK_MB: positiveInt('CLAUDERUN_SANDBOX_DISK_MB').default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_DISK_MB),
+  CLAUDERUN_SANDBOX_TMP_MB: positiveInt('CLAUDERUN_SANDBOX_TMP_MB').default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_TMP_MB),
   /** Files (inodes) in the sandbox's disk, and again in its /tmp. */
-  CLAUDERUN_SANDBOX_FILES: positiveInt('CLAUDERUN_SANDBOX_FILES').default(50_000),
-  CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(100 * 1024),
-  CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(25 * 1024 * 1024),
+  CLAUDERUN_SANDBOX_FILES: positiveInt('CLAUDERUN_SANDBOX_FILES').default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_FILES),
+  CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_PROMPT_BYTES),
+  CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_STATE_BYTES),
   /** Progress one turn may store: events, and the bytes of their data; past either, events are dropped. */
-  CLAUDERUN_MAX_EVENTS_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENTS_PER_TURN').default(2000),
-  CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENT_BYTES_PER_TURN').default(2 * 1024 * 1024),
+  CLAUDERUN_MAX_EVENTS_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENTS_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_MAX_EVENTS_PER_TURN),
+  CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENT_BYTES_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN),
   /** Event streams and waiting requests one user may hold open at once (per API instance). */
-  CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: positiveInt('CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER').default(20),
-  CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: positiveInt('CLAUDERUN_MAX_RUNNING_TURNS_PER_USER').default(2),
-  CLAUDERUN_MAX_TURNS_PER_MINUTE: positiveInt('CLAUDERUN_MAX_TURNS_PER_MINUTE').default(10),
+  CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: positiveInt('CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER').default(
+    DEFAULT_LIMITS.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER,
+  ),
+  CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: positiveInt('CLAUDERUN_MAX_RUNNING_TURNS_PER_USER').default(
+    DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
+  ),
+  CLAUDERUN_MAX_TURNS_PER_MINUTE: positiveInt('CLAUDERUN_MAX_TURNS_PER_MINUTE').default(DEFAULT_LIMITS.CLAUDERUN_MAX_TURNS_PER_MINUTE),
   /** Sandboxes running at once across all users; keep it under the Cloud Run Jobs quota. */
-  CLAUDERUN_MAX_RUNNING_SANDBOXES: positiveInt('CLAUDERUN_MAX_RUNNING_SANDBOXES').default(50),
-  CLAUDERUN_DAILY_TOKEN_LIMIT: budget('CLAUDERUN_DAILY_TOKEN_LIMIT', null),
-  CLAUDERUN_DAILY_COST_LIMIT_USD: budget('CLAUDERUN_DAILY_COST_LIMIT_USD', 10),
+  CLAUDERUN_MAX_RUNNING_SANDBOXES: positiveInt('CLAUDERUN_MAX_RUNNING_SANDBOXES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES),
+  CLAUDERUN_DAILY_TOKEN_LIMIT: budget('CLAUDERUN_DAILY_TOKEN_LIMIT', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
+  CLAUDERUN_DAILY_COST_LIMIT_USD: budget('CLAUDERUN_DAILY_COST_LIMIT_USD', DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD),
   /** The secret that signs turn tokens; generated and kept in the data dir when not given. */
   CLAUDERUN_TOKEN_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
     error: 'CLAUDERUN_TOKEN_SECRET must be at least 32 characters',
@@ -141,11 +180,15 @@ const EnvSchema = z.object({
         ],
   ),
   /** The largest max_tokens of one model call (it also bounds how far one call can overshoot a budget). */
-  CLAUDERUN_MAX_OUTPUT_TOKENS: positiveInt('CLAUDERUN_MAX_OUTPUT_TOKENS').max(1_000_000).default(32_000),
+  CLAUDERUN_MAX_OUTPUT_TOKENS: positiveInt('CLAUDERUN_MAX_OUTPUT_TOKENS').max(1_000_000).default(DEFAULT_LIMITS.CLAUDERUN_MAX_OUTPUT_TOKENS),
   /** Model calls one turn may have in flight at once (the agent and its parallel subagents). */
-  CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: positiveInt('CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT').max(1000).default(8),
+  CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: positiveInt('CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT')
+    .max(1000)
+    .default(DEFAULT_LIMITS.CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT),
   /** Bytes of model requests one user's sandboxes may send per minute (each is parsed and checked). */
-  CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: positiveInt('CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE').default(256 * 1024 * 1024),
+  CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: positiveInt('CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE').default(
+    DEFAULT_LIMITS.CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE,
+  ),
   /**
    * Which routes this process serves: `public` (the API, the page, the sweeper), `runner` (the
    * runner's routes and the model proxy) or `all`. By default a local service serves `public` on
@@ -177,6 +220,12 @@ const EnvSchema = z.object({
 });
 
 export type Env = Record<string, string | undefined>;
+
+/** A variable this service reads: infra/ types the functions' environments by these names. */
+export type SettingName = keyof typeof EnvSchema.shape;
+
+/** Every variable this service reads; a CLAUDERUN_ variable outside them is a typo, never a default. */
+export const SETTING_NAMES: readonly SettingName[] = Object.freeze(Object.keys(EnvSchema.shape) as SettingName[]);
 
 /** How the agent is run, and what the model proxy lets it ask for. */
 export interface AgentSettings {
@@ -224,7 +273,6 @@ export interface Config {
   serve: 'public' | 'runner' | 'all';
   /** Who may call the sweeper: Google ID tokens of this account, for this audience. */
   sweeper: { account: string; audience: string; jwksUrl: string } | undefined;
-  runningInCloud: boolean;
   systemPath: string;
 }
 
@@ -232,8 +280,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** The settings this service reads: a CLAUDERUN_ variable outside them is a typo, never a default. */
-const KNOWN_SETTINGS = new Set(Object.keys(EnvSchema.shape));
+const KNOWN_SETTINGS: ReadonlySet<string> = new Set(SETTING_NAMES);
 
 /** The known setting nearest to `name` (by edit distance), if one is near enough to be meant. */
 function nearestSetting(name: string): string | undefined {
@@ -368,7 +415,9 @@ export function loadConfig(env: Env): Config {
       runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
       turnsPerMinute: e.CLAUDERUN_MAX_TURNS_PER_MINUTE,
       runningSandboxes: e.CLAUDERUN_MAX_RUNNING_SANDBOXES,
-      sandboxStartsPerMinute: e.CLAUDERUN_RUNJOBS_PER_MINUTE ?? (e.CLAUDERUN_SANDBOX === 'cloudrun' ? 50 : Number.POSITIVE_INFINITY),
+      sandboxStartsPerMinute:
+        e.CLAUDERUN_RUNJOBS_PER_MINUTE ??
+        (e.CLAUDERUN_SANDBOX === 'cloudrun' ? DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE : Number.POSITIVE_INFINITY),
       dailyTokens: e.CLAUDERUN_DAILY_TOKEN_LIMIT === null ? null : Math.floor(e.CLAUDERUN_DAILY_TOKEN_LIMIT),
       dailyCostUsd: e.CLAUDERUN_DAILY_COST_LIMIT_USD,
     },
@@ -377,7 +426,6 @@ export function loadConfig(env: Env): Config {
       e.CLAUDERUN_SWEEPER_ACCOUNT !== undefined && e.CLAUDERUN_SWEEPER_AUDIENCE !== undefined
         ? { account: e.CLAUDERUN_SWEEPER_ACCOUNT, audience: e.CLAUDERUN_SWEEPER_AUDIENCE, jwksUrl: e.CLAUDERUN_GOOGLE_JWKS_URL }
         : undefined,
-    runningInCloud: e.K_SERVICE !== undefined,
     systemPath: e.PATH,
   };
 }

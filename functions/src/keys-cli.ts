@@ -1,7 +1,8 @@
 import { pathToFileURL } from 'node:url';
-import { openApiKeyStore, type ApiKeyStore } from './auth/api-key-store.js';
+import { openApiKeyStore } from './adapters.js';
 import { API_KEY_ID, hashApiKey, newApiKey, parseApiKey } from './auth/api-keys.js';
 import { loadConfig, type Env } from './config.js';
+import type { ApiKeyStore } from './store/api-key-store.js';
 
 /*
  * Manages the API keys of the `apikey` auth mode, in the store the service is configured with

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { startPlatform } from '../sim/platform/index.js';
 import type { InstancePool } from '../sim/platform/pool.js';

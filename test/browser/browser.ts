@@ -3,7 +3,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { expect } from 'vitest';
 import { WEB_BUILD_DIR } from '../../functions/src/http/web-routes.js';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 
 /** Debian's Chromium: the browser tests drive it and download none. */
 export const CHROMIUM = '/usr/bin/chromium';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 import { prompt, useServiceWithFake, type RunningService } from '../support/service.js';
 
 const TIMEOUT_SECONDS = 8;

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxLauncher } from '../../functions/src/sandbox/launcher.js';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startPlatform, type Platform } from '../sim/platform/index.js';
 import { startGoogleIdTokens, startScheduler } from '../sim/platform/scheduler.js';

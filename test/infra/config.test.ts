@@ -18,10 +18,23 @@ describe('stack settings', () => {
       runnerMaxInstances: 20,
       maxRunningSandboxes: 50,
       runJobsPerMinute: 50,
+      maxRunningTurnsPerUser: 2,
+      maxTurnsPerMinute: 10,
+      maxOpenRequestsPerUser: 20,
+      dailyTokenLimit: null,
+      dailyCostLimitUsd: 10,
       deletedStateRetentionDays: 7,
       firestoreIndexesFile: 'firestore.indexes.json',
       protect: true,
     });
+  });
+
+  test('daily budgets take a number or none, as the service does', () => {
+    expect(parseSettings({ ...base, 'clauderun:dailyTokenLimit': '2000000', 'clauderun:dailyCostLimitUsd': 'none' })).toMatchObject({
+      dailyTokenLimit: 2_000_000,
+      dailyCostLimitUsd: null,
+    });
+    expect(parseSettings({ ...base, 'clauderun:dailyCostLimitUsd': ' 2.5 ' })).toMatchObject({ dailyCostLimitUsd: 2.5 });
   });
 
   test('blank values mean the default; numbers are read from text', () => {
@@ -45,6 +58,16 @@ describe('stack settings', () => {
       /maxRunningSandboxes must be at most 1000/,
     ],
     ['no runJob calls at all', { 'clauderun:runJobsPerMinute': '0' }, /runJobsPerMinute must be at least 1/],
+    ['no turns at all', { 'clauderun:maxTurnsPerMinute': '0' }, /maxTurnsPerMinute must be at least 1/],
+    [
+      'more running turns per user than Cloud Run runs',
+      { 'clauderun:maxRunningTurnsPerUser': '1001' },
+      /maxRunningTurnsPerUser must be at most 1000/,
+    ],
+    ['a fraction of an open request', { 'clauderun:maxOpenRequestsPerUser': '2.5' }, /maxOpenRequestsPerUser must be a whole number/],
+    ['a fraction of a token', { 'clauderun:dailyTokenLimit': '1.5' }, /dailyTokenLimit must be a positive whole number or none/],
+    ['a budget that is no number', { 'clauderun:dailyCostLimitUsd': 'lots' }, /dailyCostLimitUsd must be a positive number or none/],
+    ['a budget of nothing', { 'clauderun:dailyCostLimitUsd': '0' }, /dailyCostLimitUsd must be a positive number or none/],
   ])('refuses %s', (_, raw, message) => {
     expect(() => parseSettings({ ...base, ...raw })).toThrow(message);
   });

@@ -20,6 +20,11 @@ beforeAll(async () => {
     'clauderun:runnerMaxInstances': '7',
     'clauderun:maxRunningSandboxes': '250',
     'clauderun:runJobsPerMinute': '20',
+    'clauderun:maxRunningTurnsPerUser': '4',
+    'clauderun:maxTurnsPerMinute': '30',
+    'clauderun:maxOpenRequestsPerUser': '8',
+    'clauderun:dailyTokenLimit': '5000000',
+    'clauderun:dailyCostLimitUsd': 'none',
     'clauderun:firestoreLocation': 'nam5',
     'clauderun:deletedStateRetentionDays': '30',
     'clauderun:firestoreIndexesFile': writeTestIndexes(),
@@ -48,9 +53,14 @@ describe('configured limits', () => {
         CLAUDERUN_AUTH: 'firebase',
         CLAUDERUN_MAX_RUNNING_SANDBOXES: '250',
         CLAUDERUN_RUNJOBS_PER_MINUTE: '20',
+        CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: '4',
+        CLAUDERUN_MAX_TURNS_PER_MINUTE: '30',
+        CLAUDERUN_DAILY_TOKEN_LIMIT: '5000000',
+        CLAUDERUN_DAILY_COST_LIMIT_USD: 'none',
       });
       expect(config.timeoutSeconds).toBe(960);
     }
+    expect(fnConfig().environmentVariables.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER).toBe('8');
     expect(fnConfig().maxInstanceCount).toBe(3);
     expect(runnerConfig().maxInstanceCount).toBe(7);
   });

@@ -219,9 +219,10 @@ describe('secrets', () => {
       `ANTHROPIC_API_KEY=${PROJECT}/clauderun-anthropic-api-key@1`,
       `CLAUDERUN_TOKEN_SECRET=${PROJECT}/clauderun-token-secret@1`,
     ]);
+    // A budget of tokens is a limit, not a credential.
     for (const fn of run.ofType(T.fn)) {
       expect(
-        Object.keys(envOf(fn)).filter((name) => /KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL/.test(name)),
+        Object.keys(envOf(fn)).filter((name) => /KEY|SECRET|TOKEN(?!_LIMIT)|PASSWORD|CREDENTIAL/.test(name)),
         fn.name,
       ).toEqual([]);
     }
@@ -458,6 +459,10 @@ describe('the two functions', () => {
     CLAUDERUN_SANDBOX_CPUS: '1',
     CLAUDERUN_MAX_RUNNING_SANDBOXES: '50',
     CLAUDERUN_RUNJOBS_PER_MINUTE: '50',
+    CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: '2',
+    CLAUDERUN_MAX_TURNS_PER_MINUTE: '10',
+    CLAUDERUN_DAILY_TOKEN_LIMIT: 'none',
+    CLAUDERUN_DAILY_COST_LIMIT_USD: '10',
     CLAUDERUN_DATA_DIR: '/tmp/clauderun',
     LOG_EXECUTION_ID: 'true',
     NODE_ENV: 'production',
@@ -469,6 +474,7 @@ describe('the two functions', () => {
       CLAUDERUN_SERVE: 'public',
       CLAUDERUN_SWEEPER_ACCOUNT: emails.sweeper,
       CLAUDERUN_SWEEPER_AUDIENCE: run.outputs.apiUrl,
+      CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: '20',
     });
   });
 

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 import { call, useServiceWithFake } from '../support/service.js';
 import { FINAL_STATES, commandOutput, startInSandbox, turnStatus } from '../support/in-sandbox.js';
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { projectRoot } from '../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../functions/src/project-root.js';
 import { freePort, TEST_QUOTA_ENV } from './service.js';
 
 /**

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../functions/src/config.js';
+import { ConfigError, DEFAULT_LIMITS, loadConfig, SETTING_NAMES } from '../../functions/src/config.js';
 
 describe('config', () => {
   it('has working defaults on an empty environment: port 8080, demo model, 10 min, 1 GiB', () => {
@@ -31,6 +31,17 @@ describe('config', () => {
     );
     expect(() => loadConfig({ CLAUDERUN_FLAVOUR: 'mint' })).toThrow(/unknown setting: CLAUDERUN_FLAVOUR;/);
     expect(loadConfig({ HOME: '/root', NODE_ENV: 'production' }).port).toBe(8080);
+  });
+
+  it('names every variable it reads, and gives each default limit under the variable that changes it', () => {
+    expect(SETTING_NAMES).toEqual(expect.arrayContaining(['PORT', 'CLAUDERUN_STORE', 'GOOGLE_CLOUD_PROJECT', 'K_SERVICE']));
+    for (const name of Object.keys(DEFAULT_LIMITS)) expect(SETTING_NAMES, name).toContain(name);
+    const defaults = loadConfig({});
+    expect(defaults.limits).toMatchObject({
+      turnTimeoutSeconds: DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS,
+      files: DEFAULT_LIMITS.CLAUDERUN_SANDBOX_FILES,
+    });
+    expect(defaults.quota).toMatchObject({ runningTurnsPerUser: DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER, dailyTokens: null });
   });
 
   it('uses the real model API when a key is set', () => {
@@ -102,6 +113,6 @@ describe('config', () => {
   it('refuses header auth in the cloud', () => {
     expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
     expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);
-    expect(loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true' }).runningInCloud).toBe(true);
+    expect(loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true' }).auth.modes).toEqual(['header']);
   });
 });

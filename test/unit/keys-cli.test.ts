@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SqliteApiKeyStore } from '../../functions/src/auth/api-key-store-sqlite.js';
+import { SqliteApiKeyStore } from '../../functions/src/store/api-keys-sqlite.js';
 import { ApiKeyAuthenticator } from '../../functions/src/auth/apikey.js';
 import { runKeysCommand } from '../../functions/src/keys-cli.js';
 

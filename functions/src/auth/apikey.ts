@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ApiKeyStore } from './api-key-store.js';
+import type { ApiKeyStore } from '../store/api-key-store.js';
 import { hashApiKey, parseApiKey } from './api-keys.js';
 import type { Authenticator, AuthResult } from './authenticator.js';
 

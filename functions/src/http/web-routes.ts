@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Router, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { ClientConfig } from '../contract/api.js';
-import { projectRoot } from '../sandbox/local/runtime-files.js';
+import { projectRoot } from '../project-root.js';
 import { sendError } from './errors.js';
 
 /**

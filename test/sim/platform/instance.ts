@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { projectRoot } from '../../../functions/src/sandbox/local/runtime-files.js';
+import { projectRoot } from '../../../functions/src/project-root.js';
 import { freePort } from '../../support/service.js';
 
 /**

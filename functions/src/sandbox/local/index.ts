@@ -1,10 +1,11 @@
 import path from 'node:path';
+import { projectRoot } from '../../project-root.js';
 import { SandboxUnavailableError } from '../launcher.js';
 import type { ApiConnector } from './api-bridge.js';
 import { openCgroups, type CgroupLimits } from './cgroups.js';
 import { LocalSandboxLauncher } from './local-launcher.js';
 import { checkIsolationTools } from './preflight.js';
-import { locateRuntimeFiles, projectRoot } from './runtime-files.js';
+import { locateRuntimeFiles } from './runtime-files.js';
 import { stageBinaries } from './runtime-stage.js';
 import type { DiskLimits } from './sandbox-disk.js';
 import { dataDirTag } from './sandbox-paths.js';

@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../../project-root.js';
 import { SandboxUnavailableError } from '../launcher.js';
 
 /** The host files a local sandbox runs. */
@@ -10,15 +10,6 @@ export interface RuntimeFiles {
   claude: string;
   runner: string;
   shellPrefix: string;
-}
-
-/** The project root: the nearest directory above this module with clauderun's package.json. */
-export function projectRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    const manifest = path.join(dir, 'package.json');
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'clauderun') return dir;
-    if (path.dirname(dir) === dir) throw new Error('cannot find the clauderun project root');
-  }
 }
 
 /** The host files a local sandbox runs: Node, the pinned Claude Code binary, the runner bundle. */

@@ -1,5 +1,5 @@
 import type { DatabaseSync } from 'node:sqlite';
-import { openSqliteFile, strOrNull, type Row } from '../store/sqlite-file.js';
+import { openSqliteFile, strOrNull, type Row } from './sqlite-file.js';
 import type { ApiKeyInfo, ApiKeyRecord, ApiKeyStore } from './api-key-store.js';
 
 /** Its own table, in the same file as the conversation store (clauderun.db in the data dir). */

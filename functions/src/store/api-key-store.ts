@@ -1,7 +1,4 @@
-import path from 'node:path';
-import type { Config } from '../config.js';
-
-/** A stored API key: never the key itself, only its hash (see api-keys.ts). */
+/** A stored API key: never the key itself, only its hash (see auth/api-keys.ts). */
 export interface ApiKeyRecord {
   id: string;
   userId: string;
@@ -37,19 +34,3 @@ export interface ApiKeyStore {
 /** Orders a listing the same way in every adapter: oldest first, then by id. */
 export const byCreation = (a: ApiKeyInfo, b: ApiKeyInfo): number =>
   a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-
-/**
- * The configured store, beside the conversations: SQLite's clauderun.db in the data dir, or
- * Firestore (the Google client libraries are loaded only then).
- */
-export async function openApiKeyStore(config: Config): Promise<ApiKeyStore> {
-  if (config.store.kind === 'sqlite') {
-    const { SqliteApiKeyStore } = await import('./api-key-store-sqlite.js');
-    return new SqliteApiKeyStore(path.join(config.dataDir, 'clauderun.db'));
-  }
-  const [{ openFirestore }, { FirestoreApiKeyStore }] = await Promise.all([
-    import('../store/firestore-client.js'),
-    import('./api-key-store-firestore.js'),
-  ]);
-  return new FirestoreApiKeyStore(await openFirestore(config.store));
-}
