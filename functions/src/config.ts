@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { AuthMode } from './contract/api.js';
 import type { EventBudget } from './conversations/event-budget.js';
 import type { Quota } from './conversations/quota.js';
 
@@ -8,8 +9,7 @@ import type { Quota } from './conversations/quota.js';
  * default; `loadConfig` is pure so that tests can feed it any environment.
  */
 
-const AUTH_MODES = ['header', 'apikey', 'firebase'] as const;
-export type AuthMode = (typeof AUTH_MODES)[number];
+export type { AuthMode };
 
 /** Google's Identity Toolkit API, where Firebase email and password sign-in happens. */
 const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
@@ -66,7 +66,7 @@ const EnvSchema = z.object({
   }),
   /** The API's URL as sandboxes reach it; locally the loopback port. */
   CLAUDERUN_API_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_API_URL must be a URL' }),
-  /** One auth mode or several, comma-separated: header, apikey, firebase. */
+  /** One auth mode or several (AuthMode), comma-separated. */
   CLAUDERUN_AUTH: z
     .string()
     .default('header')
@@ -80,7 +80,7 @@ const EnvSchema = z.object({
     ])
     .pipe(
       z
-        .array(z.enum(AUTH_MODES, { error: 'CLAUDERUN_AUTH must list modes out of: header, apikey, firebase' }))
+        .array(z.enum(AuthMode.options, { error: `CLAUDERUN_AUTH must list modes out of: ${AuthMode.options.join(', ')}` }))
         .min(1, 'CLAUDERUN_AUTH must name at least one mode'),
     ),
   /** The Firebase / Identity Platform project whose ID tokens are accepted (defaults to GOOGLE_CLOUD_PROJECT). */

@@ -1,4 +1,5 @@
 import type {
+  AuthMode,
   ClientConfig,
   ConversationList,
   ConversationView,
@@ -11,11 +12,15 @@ import type {
 import { fillPath, PUBLIC_ROUTES } from '../../contract/routes.js';
 import { resolveTurnLinks, turnLinks as linksFrom } from '../../contract/turn-links.js';
 
+/** What the page holds for each auth mode: a mode the API gains is a compile error here until the page has its credential. */
+interface Credentials {
+  header: { userId: string };
+  apikey: { key: string };
+  firebase: { idToken: string; expiresAt: number; email: string };
+}
+
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
-export type Identity =
-  | { mode: 'header'; userId: string }
-  | { mode: 'apikey'; key: string }
-  | { mode: 'firebase'; idToken: string; expiresAt: number; email: string };
+export type Identity = { [M in AuthMode]: { mode: M } & Credentials[M] }[AuthMode];
 
 /** The answer of POST /api/conversation with `Prefer: respond-async`, its links resolved into absolute URLs. */
 export type StartedTurn = StartedTurnView;
