@@ -69,7 +69,7 @@ const EnvSchema = z.object({
   /** One auth mode or several (AuthMode), comma-separated. */
   CLAUDERUN_AUTH: z
     .string()
-    .default('header')
+    .default(AuthMode.enum.header)
     .transform((v) => [
       ...new Set(
         v
@@ -287,7 +287,7 @@ export function loadConfig(env: Env): Config {
     );
   }
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
-  if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
+  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
   }
   if ((e.CLAUDERUN_SWEEPER_ACCOUNT === undefined) !== (e.CLAUDERUN_SWEEPER_AUDIENCE === undefined)) {
@@ -298,7 +298,7 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'local' && e.CLAUDERUN_SERVE !== undefined && e.CLAUDERUN_SERVE !== 'public') {
     throw new ConfigError("CLAUDERUN_SERVE: local sandboxes reach the runner's routes through their bridge; the port serves only `public`");
   }
-  if (e.CLAUDERUN_AUTH.includes('header') && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
+  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.header) && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );
@@ -342,11 +342,11 @@ export function loadConfig(env: Env): Config {
     auth: {
       modes: e.CLAUDERUN_AUTH,
       firebase:
-        e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId !== undefined
+        e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && firebaseProjectId !== undefined
           ? { projectId: firebaseProjectId, jwksUrl: e.CLAUDERUN_FIREBASE_JWKS_URL }
           : undefined,
       webSignIn:
-        e.CLAUDERUN_AUTH.includes('firebase') && e.FIREBASE_WEB_API_KEY !== undefined
+        e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && e.FIREBASE_WEB_API_KEY !== undefined
           ? { apiKey: e.FIREBASE_WEB_API_KEY, authUrl: (e.CLAUDERUN_FIREBASE_AUTH_URL ?? FIREBASE_AUTH_URL).replace(/\/+$/, '') }
           : undefined,
     },

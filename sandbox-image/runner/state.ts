@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { byteLimit } from '../../functions/src/byte-limit.js';
+import { RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
 import { AGENT_SESSIONS_DIR } from '../../functions/src/contract/sandbox-layout.js';
 
 /**
@@ -124,7 +125,8 @@ function collect(stream: Readable): () => string {
   let text = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
-    text = (text + chunk).slice(-2000);
+    // Only what can end up in a result's reason.
+    text = (text + chunk).slice(-RUNNER_LIMITS.reasonChars);
   });
   return () => text.trim();
 }

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { AuthMode } from '../contract/api.js';
+import { AuthMode } from '../contract/api.js';
 import { isApiKeyLike } from '../contract/auth.js';
 import type { Authenticator, AuthResult } from './authenticator.js';
 
@@ -19,10 +19,10 @@ export class CombinedAuthenticator implements Authenticator {
       if (this.modes.header !== undefined) return this.modes.header.authenticate(headers);
       return { ok: false, message: `missing bearer token (${this.accepted()})` };
     }
-    const mode: AuthMode = isApiKeyLike(bearer) ? 'apikey' : 'firebase';
+    const mode: AuthMode = isApiKeyLike(bearer) ? AuthMode.enum.apikey : AuthMode.enum.firebase;
     const authenticator = this.modes[mode];
     if (authenticator === undefined) {
-      return { ok: false, message: `${mode === 'apikey' ? 'API keys' : 'ID tokens'} are not accepted here (${this.accepted()})` };
+      return { ok: false, message: `${mode === AuthMode.enum.apikey ? 'API keys' : 'ID tokens'} are not accepted here (${this.accepted()})` };
     }
     const result = await authenticator.authenticate(headers);
     const claimed = headers['x-user-id'];
