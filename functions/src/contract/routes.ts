@@ -27,6 +27,11 @@ export const INTERNAL_ROUTES = {
   modelBase: '/internal/model',
 } as const;
 
+/** Called by the platform, not by users or sandboxes: the sweeper's clock (infra/sweeper.ts). */
+export const OPS_ROUTES = {
+  sweep: '/ops/sweep',
+} as const;
+
 /** The names of a route's `:name` parameters. */
 export type RouteParams<T extends string> = T extends `${string}:${infer Name}/${infer Rest}`
   ? Name | RouteParams<`/${Rest}`>
