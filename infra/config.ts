@@ -1,5 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { z } from 'zod';
+import { AuthMode as ServiceAuthMode, CloudAuthMode } from '../functions/src/contract/api.js';
 import { DEFAULT_LIMITS } from '../functions/src/config.js';
 
 /**
@@ -35,10 +36,10 @@ export const CONFIG_KEYS = [
   'clauderun:protect',
 ] as const;
 
-/** Authenticators that may face the internet. `header` trusts X-User-Id: local use only. */
-export const CLOUD_AUTH_MODES = ['apikey', 'firebase'] as const;
-export type AuthMode = (typeof CLOUD_AUTH_MODES)[number];
-const isCloudAuthMode = (v: string): v is AuthMode => (CLOUD_AUTH_MODES as readonly string[]).includes(v);
+/** Authenticators that may face the internet (the service's CloudAuthMode). `header` trusts X-User-Id: local use only. */
+export const CLOUD_AUTH_MODES = CloudAuthMode.options;
+export type AuthMode = CloudAuthMode;
+const isCloudAuthMode = (v: string): v is AuthMode => CloudAuthMode.safeParse(v).success;
 
 /** Cloud Run jobs take whole CPUs from this list; each CPU allows at most 4 GiB of memory. */
 export const JOB_CPUS = [1, 2, 4, 6, 8] as const;
@@ -135,7 +136,7 @@ const Schema = z.object({
       .regex(/^[a-z]+-[a-z]+[0-9]+$/, 'gcp:region must be a region such as europe-west1'),
   ),
   'clauderun:firestoreLocation': z.preprocess(trimmed, z.string().optional()),
-  'clauderun:authMode': z.preprocess(trimmed, z.string().default('apikey')),
+  'clauderun:authMode': z.preprocess(trimmed, z.string().default(CloudAuthMode.enum.apikey)),
   'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS),
   'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB),
   'clauderun:sandboxCpus': z.preprocess(
@@ -182,8 +183,10 @@ export function parseSettings(raw: RawSettings): Settings {
   if (!parsed.success) throw new SettingsError(parsed.error.issues.map((issue) => issue.message).join('; '));
   const c = parsed.data;
   const authMode = c['clauderun:authMode'];
-  if (authMode === 'header') {
-    throw new SettingsError('clauderun:authMode header trusts X-User-Id and is for local use only; choose apikey or firebase for the cloud');
+  if (authMode === ServiceAuthMode.enum.header) {
+    throw new SettingsError(
+      `clauderun:authMode ${authMode} trusts X-User-Id and is for local use only; choose ${CLOUD_AUTH_MODES.join(' or ')} for the cloud`,
+    );
   }
   if (!isCloudAuthMode(authMode)) throw new SettingsError(`clauderun:authMode must be one of: ${CLOUD_AUTH_MODES.join(', ')}`);
   const memoryMb = c['clauderun:sandboxMemoryMb'];

@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import type * as pulumi from '@pulumi/pulumi';
+import { SANDBOX_CONTAINER_NAME } from '../functions/src/contract/runner-env.js';
 import type { Names, Settings } from './config.js';
 import type { EgressPolicy } from './egress.js';
 import type { SandboxNetwork } from './network.js';
@@ -8,18 +9,18 @@ import type { SandboxNetwork } from './network.js';
  * The Cloud Run job whose executions are the sandboxes: one task per turn, running the sandbox
  * image (by digest) as the role-less sandbox account, with the configured CPU, memory and turn
  * timeout, never retried (a retry would run the agent twice), and every packet through the sandbox
- * network. The API starts it with per-turn overrides (TURN_ID, API_URL, TURN_TOKEN, timeout), which
- * cannot change the image, the limits, the account or the network.
+ * network. The API starts it with per-turn overrides (the runner's variables, RUNNER_ENV in
+ * functions/src/contract/runner-env.ts, and the timeout), which cannot change the image, the
+ * limits, the account or the network. The job sets none of those variables itself.
  */
 
 /**
- * The job's one container. The launcher names it in every runJob's containerOverrides
+ * The job's one container, named as the launcher names it in every runJob's containerOverrides
  * (ContainerOverride.name, "the name of the container specified as a DNS_LABEL":
  * cloud.google.com/run/docs/reference/rest/v2/Overrides), so that the turn's env lands on this
- * container by name rather than by position. The service's SANDBOX_CONTAINER_NAME
- * (functions/src/contract/runner.ts) must equal it: a test keeps the two in step.
+ * container by name rather than by position. Both take the name from the contract.
  */
-export const SANDBOX_CONTAINER_NAME = 'runner';
+export { SANDBOX_CONTAINER_NAME };
 
 export function sandboxJob(
   s: Settings,

@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import type * as pulumi from '@pulumi/pulumi';
+import { OPS_ROUTES } from '../functions/src/contract/routes.js';
 import type { Names, Settings } from './config.js';
 
 /**
@@ -13,7 +14,7 @@ import type { Names, Settings } from './config.js';
  * role: the public function admits every caller and checks the token itself.
  */
 
-export const SWEEP_PATH = '/ops/sweep';
+export const SWEEP_PATH = OPS_ROUTES.sweep;
 /** Every minute (unix-cron), in UTC so that no daylight-saving change skips or doubles a run. */
 export const SWEEP_SCHEDULE = '* * * * *';
 

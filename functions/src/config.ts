@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { AuthMode } from './contract/api.js';
 import type { EventBudget } from './conversations/event-budget.js';
 import type { Quota } from './conversations/quota.js';
 
@@ -8,8 +9,7 @@ import type { Quota } from './conversations/quota.js';
  * default; `loadConfig` is pure so that tests can feed it any environment.
  */
 
-const AUTH_MODES = ['header', 'apikey', 'firebase'] as const;
-export type AuthMode = (typeof AUTH_MODES)[number];
+export type { AuthMode };
 
 /** Google's Identity Toolkit API, where Firebase email and password sign-in happens. */
 const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
@@ -97,10 +97,10 @@ const EnvSchema = z.object({
   }),
   /** The API's URL as sandboxes reach it; locally the loopback port. */
   CLAUDERUN_API_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), { error: 'CLAUDERUN_API_URL must be a URL' }),
-  /** One auth mode or several, comma-separated: header, apikey, firebase. */
+  /** One auth mode or several (AuthMode), comma-separated. */
   CLAUDERUN_AUTH: z
     .string()
-    .default('header')
+    .default(AuthMode.enum.header)
     .transform((v) => [
       ...new Set(
         v
@@ -111,7 +111,7 @@ const EnvSchema = z.object({
     ])
     .pipe(
       z
-        .array(z.enum(AUTH_MODES, { error: 'CLAUDERUN_AUTH must list modes out of: header, apikey, firebase' }))
+        .array(z.enum(AuthMode.options, { error: `CLAUDERUN_AUTH must list modes out of: ${AuthMode.options.join(', ')}` }))
         .min(1, 'CLAUDERUN_AUTH must name at least one mode'),
     ),
   /** The Firebase / Identity Platform project whose ID tokens are accepted (defaults to GOOGLE_CLOUD_PROJECT). */
@@ -334,7 +334,7 @@ export function loadConfig(env: Env): Config {
     );
   }
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
-  if (e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId === undefined) {
+  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
   }
   if ((e.CLAUDERUN_SWEEPER_ACCOUNT === undefined) !== (e.CLAUDERUN_SWEEPER_AUDIENCE === undefined)) {
@@ -345,7 +345,7 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'local' && e.CLAUDERUN_SERVE !== undefined && e.CLAUDERUN_SERVE !== 'public') {
     throw new ConfigError("CLAUDERUN_SERVE: local sandboxes reach the runner's routes through their bridge; the port serves only `public`");
   }
-  if (e.CLAUDERUN_AUTH.includes('header') && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
+  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.header) && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );
@@ -389,11 +389,11 @@ export function loadConfig(env: Env): Config {
     auth: {
       modes: e.CLAUDERUN_AUTH,
       firebase:
-        e.CLAUDERUN_AUTH.includes('firebase') && firebaseProjectId !== undefined
+        e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && firebaseProjectId !== undefined
           ? { projectId: firebaseProjectId, jwksUrl: e.CLAUDERUN_FIREBASE_JWKS_URL }
           : undefined,
       webSignIn:
-        e.CLAUDERUN_AUTH.includes('firebase') && e.FIREBASE_WEB_API_KEY !== undefined
+        e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && e.FIREBASE_WEB_API_KEY !== undefined
           ? { apiKey: e.FIREBASE_WEB_API_KEY, authUrl: (e.CLAUDERUN_FIREBASE_AUTH_URL ?? FIREBASE_AUTH_URL).replace(/\/+$/, '') }
           : undefined,
     },

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
+import { RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
 
 /** The outcome of one headless Claude Code run. */
 export type AgentOutcome =
@@ -19,10 +22,12 @@ export interface AgentRun {
 }
 
 /** Installed beside the runner in every sandbox (local and image): see oom-first.sh. */
-const SHELL_PREFIX = '/opt/clauderun/oom-first.sh';
+const SHELL_PREFIX = SANDBOX_LAYOUT.shellPrefix;
 
+/** The agent's environment: the runner's own variables are not passed on (the token goes on only as the model key). */
 export function agentEnvironment(run: Omit<AgentRun, 'prompt' | 'resumeSessionId' | 'onEvent'>, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const { TURN_TOKEN: _token, API_URL: _api, TURN_ID: _turn, ...rest } = base;
+  const rest = { ...base };
+  for (const name of Object.values(RUNNER_ENV)) delete rest[name];
   return {
     ...rest,
     ANTHROPIC_BASE_URL: run.modelBaseUrl,
@@ -72,7 +77,7 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
   });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-2000);
+    stderr = (stderr + chunk).slice(-RUNNER_LIMITS.reasonChars);
   });
 
   return new Promise((resolve) => {
@@ -88,18 +93,17 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
             : signal !== null
               ? `was killed by ${signal}`
               : `exited with code ${code}`;
-        resolve({
-          ok: false,
-          reason: `the agent ${how} without a result${stderr.trim() ? `: ${stderr.trim()}` : ''}`,
-          ...(sessionId ? { sessionId } : {}),
-        });
+        // The end of what the agent said is what tells why: it is kept, and its start cut.
+        const said = `the agent ${how} without a result`;
+        const last = stderr.trim().slice(-(RUNNER_LIMITS.reasonChars - said.length - 2));
+        resolve({ ok: false, reason: last ? `${said}: ${last}` : said, ...(sessionId ? { sessionId } : {}) });
         return;
       }
       const text = typeof result.result === 'string' ? result.result : '';
       if (result.is_error === true || result.subtype !== 'success' || sessionId === undefined) {
         const errors = Array.isArray(result.errors) ? result.errors.map(String).join('; ') : '';
         const reason = `the agent reported an error (${String(result.subtype)})${errors ? `: ${errors}` : text ? `: ${text}` : ''}`;
-        resolve({ ok: false, reason: reason.slice(0, 2000), text, ...(sessionId ? { sessionId } : {}) });
+        resolve({ ok: false, reason: reason.slice(0, RUNNER_LIMITS.reasonChars), text, ...(sessionId ? { sessionId } : {}) });
         return;
       }
       resolve({ ok: true, text, sessionId, numTurns: typeof result.num_turns === 'number' ? result.num_turns : 0 });

@@ -4,20 +4,33 @@ import { ApiError, RunnerApi } from './api-client.js';
 import { ProgressReporter, progressEvents } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
+import { cutToLimit, RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
+
+/** A failed result the API takes: a longer reason would have the whole result refused, and the turn's end lost. */
+const failed = (reason: string, text?: string): RunnerResult => ({
+  outcome: 'failed',
+  reason: cutToLimit(reason, RUNNER_LIMITS.reasonChars),
+  ...(text !== undefined ? { text } : {}),
+});
 
 /**
- * The in-sandbox runner. It knows three things (TURN_ID, API_URL, TURN_TOKEN) and talks only to
- * the API: fetch the turn, restore the conversation's state, run the agent, save, report.
+ * The in-sandbox runner. It knows three things (RUNNER_ENV: the turn, the API's URL, the turn's
+ * token) and talks only to the API: fetch the turn, restore the conversation's state, run the
+ * agent, save, report.
  */
 async function main(): Promise<number> {
-  const { TURN_ID, API_URL, TURN_TOKEN } = process.env;
-  if (!TURN_ID || !API_URL || !TURN_TOKEN) {
-    console.error('runner: TURN_ID, API_URL and TURN_TOKEN must be set');
+  const turnId = process.env[RUNNER_ENV.turnId];
+  const apiUrl = process.env[RUNNER_ENV.apiUrl];
+  const token = process.env[RUNNER_ENV.turnToken];
+  if (!turnId || !apiUrl || !token) {
+    console.error(`runner: ${Object.values(RUNNER_ENV).join(', ')} must be set`);
     return 2;
   }
-  const api = new RunnerApi(API_URL, TURN_ID, TURN_TOKEN);
+  const api = new RunnerApi(apiUrl, turnId, token);
   const turn = await api.getTurn();
-  const home = process.env.HOME ?? '/home/agent';
+  const home = process.env.HOME ?? SANDBOX_LAYOUT.home;
   const workspace = process.cwd();
 
   let result: RunnerResult;
@@ -34,25 +47,25 @@ async function main(): Promise<number> {
       smallFastModel: turn.smallFastModel,
       maxOutputTokens: turn.maxOutputTokens,
       modelBaseUrl: api.modelBaseUrl,
-      token: TURN_TOKEN,
+      token,
       onEvent: (line) => progress.push(progressEvents(line)),
     });
     await progress.flush();
     if (outcome.ok) {
       const archive = await archiveState({ home, workspace }, turn.maxStateBytes);
       if (!archive.ok) {
-        result = { outcome: 'failed', reason: archive.reason, text: outcome.text };
+        result = failed(archive.reason, outcome.text);
       } else {
         await api.putState(archive.data);
         result = { outcome: 'succeeded', text: outcome.text, sessionId: outcome.sessionId, stateSaved: true, numTurns: outcome.numTurns };
       }
     } else {
-      result = { outcome: 'failed', reason: outcome.reason, ...(outcome.text !== undefined ? { text: outcome.text } : {}) };
+      result = failed(outcome.reason, outcome.text);
     }
   } catch (error) {
     // A state refused for its size is the sandbox's verdict, not a runner error.
     const reason = error instanceof StateTooLargeError ? error.message : `runner error: ${(error as Error).message}`;
-    result = { outcome: 'failed', reason: reason.slice(0, 2000) };
+    result = failed(reason);
   }
   try {
     await api.postResult(result);

@@ -1,4 +1,5 @@
 import type { AgentEvent } from '../../functions/src/contract/runner.js';
+import { cutToLimit, RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
 
 /** Turns one line of the CLI's stream-json output into the progress events clients watch. */
 export function progressEvents(line: Record<string, unknown>): AgentEvent[] {
@@ -7,9 +8,9 @@ export function progressEvents(line: Record<string, unknown>): AgentEvent[] {
   const events: AgentEvent[] = [];
   for (const block of message.content as Array<Record<string, unknown>>) {
     if (line.type === 'assistant' && block.type === 'text' && typeof block.text === 'string' && block.text.trim() !== '') {
-      events.push({ type: 'text', text: block.text.slice(0, 20_000) });
+      events.push({ type: 'text', text: block.text.slice(0, RUNNER_LIMITS.eventTextChars) });
     } else if (line.type === 'assistant' && block.type === 'tool_use') {
-      events.push({ type: 'tool_use', name: String(block.name).slice(0, 200), summary: summarizeInput(block.input) });
+      events.push({ type: 'tool_use', name: String(block.name).slice(0, RUNNER_LIMITS.toolNameChars), summary: summarizeInput(block.input) });
     } else if (line.type === 'user' && block.type === 'tool_result') {
       events.push({ type: 'tool_result', summary: short(textOf(block.content)), isError: block.is_error === true });
     }
@@ -33,7 +34,7 @@ function textOf(content: unknown): string {
   return '';
 }
 
-const short = (text: string): string => (text.length <= 500 ? text : `${text.slice(0, 499)}…`);
+const short = (text: string): string => cutToLimit(text, RUNNER_LIMITS.summaryChars);
 
 /**
  * Sends progress in order, batching whatever piles up while a post is in flight. Progress is
@@ -57,7 +58,7 @@ export class ProgressReporter {
 
   private async drain(): Promise<void> {
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, 200);
+      const batch = this.queue.splice(0, RUNNER_LIMITS.eventsPerBatch);
       try {
         await this.send(batch);
       } catch (error) {

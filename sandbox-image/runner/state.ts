@@ -4,6 +4,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { byteLimit } from '../../functions/src/byte-limit.js';
+import { RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { AGENT_SESSIONS_DIR } from '../../functions/src/contract/sandbox-layout.js';
 
 /**
  * A conversation's state is one gzipped tar of the agent's session files and the workspace,
@@ -15,7 +17,7 @@ export interface StateLocations {
   workspace: string;
 }
 
-const sessionDir = (home: string) => path.join(home, '.claude', 'projects');
+const sessionDir = (home: string) => path.join(home, AGENT_SESSIONS_DIR);
 const relative = (absolute: string) => path.relative('/', absolute);
 
 /** A saved state that expands past the sandbox's disk: refused before it fills anything. */
@@ -123,7 +125,8 @@ function collect(stream: Readable): () => string {
   let text = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
-    text = (text + chunk).slice(-2000);
+    // Only what can end up in a result's reason.
+    text = (text + chunk).slice(-RUNNER_LIMITS.reasonChars);
   });
   return () => text.trim();
 }

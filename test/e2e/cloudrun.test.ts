@@ -8,6 +8,7 @@ import { startSandboxedCloudRun } from '../sim/cloud-fakes.js';
 import { CLAUDERUN_SOURCE, startPlatform, type Platform } from '../sim/platform/index.js';
 import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 
 const JOB = 'projects/clauderun-test/locations/europe-west1/jobs/sandbox';
 const TIMEOUT_SECONDS = 6;
@@ -65,7 +66,7 @@ describe('turns as Cloud Run Job executions', () => {
     expect(answer.status, JSON.stringify(answer.body)).toBe(200);
     expect(answer.body).toMatchObject({ status: 'succeeded', text: 'echo: hello from the cloud' });
     expect(cloudRun.calls.runJob).toBe(before + 1);
-    const execution = [...cloudRun.executions.values()].find((e) => e.env.TURN_ID === answer.body.turnId);
+    const execution = [...cloudRun.executions.values()].find((e) => e.env[RUNNER_ENV.turnId] === answer.body.turnId);
     expect(execution?.name).toMatch(new RegExp(`^${JOB}/executions/sandbox-`));
     expect(execution?.env).toMatchObject({ API_URL: service.url, TURN_TOKEN: expect.stringMatching(/^crt1\./) });
     expect(Object.keys(execution?.env ?? {}).sort()).toEqual(['API_URL', 'TURN_ID', 'TURN_TOKEN']);

@@ -12,6 +12,7 @@ import { projectRoot } from '../../functions/src/project-root.js';
 import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { startPlatform, type Platform } from '../sim/platform/index.js';
 import { startGoogleIdTokens, startScheduler } from '../sim/platform/scheduler.js';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 
 /**
  * The simulated platform's own behaviours, on a probe function (test/sim/platform/probe-function.ts)
@@ -200,8 +201,8 @@ describe('the fake Cloud Run Admin API, as Google documents Cloud Run Jobs', () 
           containerOverrides: [
             {
               env: [
-                { name: 'TURN_ID', value: 't' },
-                { name: 'API_URL', value: 'http://127.0.0.1:1' },
+                { name: RUNNER_ENV.turnId, value: 't' },
+                { name: RUNNER_ENV.apiUrl, value: 'http://127.0.0.1:1' },
               ],
             },
           ],

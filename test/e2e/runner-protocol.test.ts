@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gzipSync } from 'node:zlib';
+import { fillPath, PUBLIC_ROUTES } from '../../functions/src/contract/routes.js';
+import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { readEvents } from '../support/sse.js';
 import { call, prompt, startService, type RunningService } from '../support/service.js';
@@ -22,10 +24,14 @@ describe('the runner protocol', () => {
     const started = await prompt(service, userId, { message: 'hello' }, { prefer: 'respond-async' });
     expect(started.status).toBe(202);
     const sandbox = launcher.last();
-    const turn = await call(runnerSide(), 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
+    const turn = await call(runnerSide(), 'GET', runnerPaths.turn(sandbox.spec.turnId), asRunner(sandbox.spec.token));
     expect(turn.status).toBe(200);
     expect(turn.body).toMatchObject({ turnId: sandbox.spec.turnId, prompt: 'hello', sessionId: null, hasState: false });
-    return { sandbox, link: `/api/conversations/${String(started.body.conversationId)}/turns/${sandbox.spec.turnId}`, userId };
+    return {
+      sandbox,
+      link: fillPath(PUBLIC_ROUTES.turn, { conversationId: String(started.body.conversationId), turnId: sandbox.spec.turnId }),
+      userId,
+    };
   }
   const turnOf = async (t: { link: string; userId: string }) => (await call(service, 'GET', t.link, { userId: t.userId })).body;
 
@@ -34,7 +40,7 @@ describe('the runner protocol', () => {
 
   it('takes the first result; the same result again gets the turn as it ended, another is refused with 409 and changes nothing', async () => {
     const t = await startTurn('dup');
-    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    const path = runnerPaths.result(t.sandbox.spec.turnId);
     const first = await call(runnerSide(), 'POST', path, { body: result('first'), ...asRunner(t.sandbox.spec.token) });
     expect(first).toEqual({ status: 200, body: { status: 'succeeded' } });
     // A runner whose answer was lost on the way posts the same result again.
@@ -51,7 +57,7 @@ describe('the runner protocol', () => {
 
   it('answers two posts of one result at the same moment alike, and ends the turn once', async () => {
     const t = await startTurn('racing');
-    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    const path = runnerPaths.result(t.sandbox.spec.turnId);
     const failed = { outcome: 'failed', reason: 'the agent gave up', text: 'partial' };
     const answers = await Promise.all([1, 2, 3].map(() => call(runnerSide(), 'POST', path, { body: failed, ...asRunner(t.sandbox.spec.token) })));
     expect(answers).toEqual(Array(3).fill({ status: 200, body: { status: 'failed' } }));
@@ -62,7 +68,7 @@ describe('the runner protocol', () => {
   it('answers the same claim of a state that never arrived again as it ended the turn: failed', async () => {
     const t = await startTurn('liar-again');
     const claim = { ...result('saved?'), stateSaved: true };
-    const path = `/internal/turns/${t.sandbox.spec.turnId}/result`;
+    const path = runnerPaths.result(t.sandbox.spec.turnId);
     for (let i = 0; i < 2; i++) {
       expect(await call(runnerSide(), 'POST', path, { body: claim, ...asRunner(t.sandbox.spec.token) })).toEqual({
         status: 200,
@@ -75,7 +81,7 @@ describe('the runner protocol', () => {
     const t = await startTurn('late');
     t.sandbox.end({ kind: 'timed_out' });
     await expect.poll(async () => (await turnOf(t)).status).toBe('timed_out');
-    const late = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+    const late = await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
       body: result('too late'),
       ...asRunner(t.sandbox.spec.token),
     });
@@ -87,7 +93,7 @@ describe('the runner protocol', () => {
 
   it('takes the same state upload twice: a replay replaces the archive with itself', async () => {
     const t = await startTurn('uploader');
-    const path = `/internal/turns/${t.sandbox.spec.turnId}/state`;
+    const path = runnerPaths.state(t.sandbox.spec.turnId);
     const archive = gzipSync(Buffer.from('not really a tar, but the API stores what it gets'));
     for (let i = 0; i < 2; i++) {
       const put = await fetch(`${service.internalUrl}${path}`, {
@@ -102,7 +108,7 @@ describe('the runner protocol', () => {
     expect(got.status).toBe(204);
     expect(
       (
-        await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+        await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
           body: { ...result('saved'), stateSaved: true },
           ...asRunner(t.sandbox.spec.token),
         })
@@ -112,7 +118,7 @@ describe('the runner protocol', () => {
 
   it('keeps the committed state when a late copy of its upload arrives after the turn ended', async () => {
     const t = await startTurn('late-copy');
-    const path = `/internal/turns/${t.sandbox.spec.turnId}/state`;
+    const path = runnerPaths.state(t.sandbox.spec.turnId);
     const archive = gzipSync(Buffer.from('the state the turn committed'));
     const headers = { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` };
     // A copy of the upload that is still on its way (a retry whose first try got through after all).
@@ -128,7 +134,7 @@ describe('the runner protocol', () => {
     });
     const late = fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: slowBody, headers, duplex: 'half' } as RequestInit);
     expect((await fetch(`${service.internalUrl}${path}`, { method: 'PUT', body: archive, headers })).status).toBe(204);
-    const ended = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+    const ended = await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
       body: { ...result('saved'), stateSaved: true },
       ...asRunner(t.sandbox.spec.token),
     });
@@ -140,8 +146,8 @@ describe('the runner protocol', () => {
     const next = await prompt(service, 'late-copy', { message: 'again', conversationId }, { prefer: 'respond-async' });
     expect(next.status).toBe(202);
     const sandbox = launcher.last();
-    await call(runnerSide(), 'GET', `/internal/turns/${sandbox.spec.turnId}`, asRunner(sandbox.spec.token));
-    const state = await fetch(`${service.internalUrl}/internal/turns/${sandbox.spec.turnId}/state`, {
+    await call(runnerSide(), 'GET', runnerPaths.turn(sandbox.spec.turnId), asRunner(sandbox.spec.token));
+    const state = await fetch(`${service.internalUrl}${runnerPaths.state(sandbox.spec.turnId)}`, {
       headers: { authorization: `Bearer ${sandbox.spec.token}` },
     });
     expect(state.status).toBe(200);
@@ -152,7 +158,7 @@ describe('the runner protocol', () => {
   it("refuses a result posted with another turn's token, and neither turn changes", async () => {
     const a = await startTurn('owner-a');
     const b = await startTurn('owner-b');
-    const forged = await call(runnerSide(), 'POST', `/internal/turns/${a.sandbox.spec.turnId}/result`, {
+    const forged = await call(runnerSide(), 'POST', runnerPaths.result(a.sandbox.spec.turnId), {
       body: result('forged'),
       ...asRunner(b.sandbox.spec.token),
     });
@@ -165,13 +171,13 @@ describe('the runner protocol', () => {
 
   it('voids the token once the turn is final: no more model calls, no more reads', async () => {
     const t = await startTurn('voided');
-    await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: result('done'), ...asRunner(t.sandbox.spec.token) });
-    const model = await call(runnerSide(), 'POST', '/internal/model/v1/messages', {
+    await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), { body: result('done'), ...asRunner(t.sandbox.spec.token) });
+    const model = await call(runnerSide(), 'POST', `${runnerPaths.modelBase}/v1/messages`, {
       body: { model: 'x', messages: [{ role: 'user', content: 'hi' }] },
       headers: { 'x-api-key': t.sandbox.spec.token },
     });
     expect(model.status).toBe(401);
-    expect((await call(runnerSide(), 'GET', `/internal/turns/${t.sandbox.spec.turnId}`, asRunner(t.sandbox.spec.token))).status).toBe(401);
+    expect((await call(runnerSide(), 'GET', runnerPaths.turn(t.sandbox.spec.turnId), asRunner(t.sandbox.spec.token))).status).toBe(401);
   });
 
   it('fails a turn whose sandbox exits without a result, saying how, and names running out of memory', async () => {
@@ -190,15 +196,14 @@ describe('the runner protocol', () => {
     const t = await startTurn('liar');
     const claim = { ...result('saved?'), stateSaved: true };
     expect(
-      (await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, { body: claim, ...asRunner(t.sandbox.spec.token) }))
-        .status,
+      (await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), { body: claim, ...asRunner(t.sandbox.spec.token) })).status,
     ).toBe(200);
     expect(await turnOf(t)).toMatchObject({ status: 'failed', reason: expect.stringMatching(/never arrived/) });
   });
 
   it('refuses a malformed result with 400 and leaves the turn running', async () => {
     const t = await startTurn('garbled');
-    const bad = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+    const bad = await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
       body: { outcome: 'maybe' },
       ...asRunner(t.sandbox.spec.token),
     });
@@ -209,7 +214,7 @@ describe('the runner protocol', () => {
 
   it('keeps at most 100,000 characters of an answer, saying it was cut', async () => {
     const t = await startTurn('verbose');
-    const posted = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+    const posted = await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
       body: result('z'.repeat(300_000)),
       ...asRunner(t.sandbox.spec.token),
     });
@@ -222,7 +227,7 @@ describe('the runner protocol', () => {
 
   it("refuses a session id that is not the agent's UUID: the next turn would hand it to claude --resume", async () => {
     const t = await startTurn('resumer');
-    const forged = await call(runnerSide(), 'POST', `/internal/turns/${t.sandbox.spec.turnId}/result`, {
+    const forged = await call(runnerSide(), 'POST', runnerPaths.result(t.sandbox.spec.turnId), {
       body: { ...result('done'), sessionId: '../../../tmp/evil' },
       ...asRunner(t.sandbox.spec.token),
     });

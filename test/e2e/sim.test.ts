@@ -12,6 +12,7 @@ import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
 import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
 import { startServiceProcess } from '../support/service-process.js';
 import { readEvents } from '../support/sse.js';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 
 const unavailable = firestoreEmulatorUnavailable();
 if (unavailable !== undefined) console.warn(`Firestore emulator not found: the production-path tests are SKIPPED (${unavailable})`);
@@ -165,7 +166,7 @@ describeWithEmulator(
         const client = { url: s.rootUrl };
         const started = await prompt(client, 'lost-user', { message: 'bash: node -e "setTimeout(() => {}, 60000)"' }, { prefer: 'respond-async' });
         expect(started.status, `${JSON.stringify(started.body)}\n${logs()}`).toBe(202);
-        const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env.TURN_ID === started.body.turnId);
+        const execution = () => [...s.fakes.cloudRun.executions.values()].find((e) => e.env[RUNNER_ENV.turnId] === started.body.turnId);
         const deadline = Date.now() + 30_000;
         while (execution()?.handle === undefined && Date.now() < deadline) await sleep(100);
         // Mid-turn: the agent's tool runs.

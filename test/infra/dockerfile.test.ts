@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
+import { AGENT_USER, SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
 
 /**
  * sandbox-image/Dockerfile keeps its invariants: the agent never runs as root, every version is
@@ -111,17 +112,28 @@ describe('sandbox-image/Dockerfile', () => {
     expect(ignore.slice(1)).toEqual(['!runner/oom-first.sh']);
   });
 
-  test('the runner, its OOM helper and the CLI are where the runner looks for them', () => {
-    const agent = readFileSync('sandbox-image/runner/agent.ts', 'utf8');
-    const shellPrefix = /const SHELL_PREFIX = '([^']+)'/.exec(agent)?.[1];
-    expect(shellPrefix).toBe('/opt/clauderun/oom-first.sh');
+  test('the runner, its OOM helper and the CLI are where the runner looks for them (SANDBOX_LAYOUT)', () => {
     const copies = finalStage.body.filter((i) => i.keyword === 'COPY').map((i) => i.args);
-    expect(copies).toContainEqual(expect.stringMatching(new RegExp(`runner/oom-first\\.sh ${shellPrefix}$`)));
-    expect(copies).toContainEqual(expect.stringMatching(/^--from=runner .*runner\.mjs \/opt\/clauderun\/runner\.mjs$/));
+    expect(copies).toContain(`--chmod=0755 runner/oom-first.sh ${SANDBOX_LAYOUT.shellPrefix}`);
+    expect(copies).toContain(`--from=runner --chmod=0644 runner.mjs ${SANDBOX_LAYOUT.runner}`);
     expect(copies).toContainEqual(expect.stringMatching(/ \/usr\/local\/bin\/claude$/)); // `claude` on PATH
     expect(copies).toContainEqual(expect.stringMatching(/ \/usr\/local\/bin\/node$/));
-    expect(finalStage.body.find((i) => i.keyword === 'ENTRYPOINT')?.args).toBe('["node", "/opt/clauderun/runner.mjs"]');
-    expect(finalStage.body.filter((i) => i.keyword === 'WORKDIR').at(-1)?.args).toBe('/workspace');
+    expect(finalStage.body.find((i) => i.keyword === 'ENTRYPOINT')?.args).toBe(`["node", "${SANDBOX_LAYOUT.runner}"]`);
+    expect(finalStage.body.filter((i) => i.keyword === 'WORKDIR').at(-1)?.args).toBe(SANDBOX_LAYOUT.workspace);
+  });
+
+  test("the agent is the layout's user, with its home, and only its home and the workspace are its own", () => {
+    const run = finalStage.body
+      .filter((i) => i.keyword === 'RUN')
+      .map((i) => i.args)
+      .join(' ');
+    const { name, uid, gid } = AGENT_USER;
+    expect(run).toContain(`groupadd --gid ${gid} ${name}`);
+    expect(run).toContain(`useradd --uid ${uid} --gid ${gid} --home-dir ${SANDBOX_LAYOUT.home} --create-home --shell /bin/bash ${name}`);
+    expect(run).toContain(`mkdir ${SANDBOX_LAYOUT.workspace}`);
+    expect(run).toContain(`chown ${name}:${name} ${SANDBOX_LAYOUT.workspace}`);
+    expect(finalStage.body.filter((i) => i.keyword === 'USER').at(-1)?.args).toBe(`${uid}:${gid}`);
+    expect(finalStage.body.filter((i) => i.keyword === 'ENV').at(-1)?.args).toMatch(new RegExp(`(^| )HOME=${SANDBOX_LAYOUT.home}( |$)`));
   });
 
   test('states its size target', () => {

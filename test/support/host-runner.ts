@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { runnerEnv } from '../../functions/src/contract/runner-env.js';
 
 export interface RunnerExit {
   code: number | null;
@@ -10,13 +11,19 @@ export interface RunnerExit {
 
 /**
  * The real runner (the bundle a sandbox gets, dist/runner/runner.mjs) and the real CLI, run as a
- * plain process with the three variables a sandbox is given: for tests of what lies between the
+ * plain process with the variables a sandbox is given (RUNNER_ENV): for tests of what lies between the
  * runner and the API (URLs, a front end, a failing network) rather than of the sandbox.
  * `place` holds the sandbox's home and workspace, kept for the next turn of the conversation (a
  * state restores to the paths it was saved from); by default a new directory, removed after.
  */
 export async function runRunnerOnHost(
-  env: { apiUrl: string; turnId: string; token: string; timeoutMs?: number },
+  env: {
+    apiUrl: string;
+    turnId: string;
+    token: string;
+    timeoutMs?: number /** Searched before the project's own commands: a stand-in `claude`, say. */;
+    binDir?: string;
+  },
   place?: string,
 ): Promise<RunnerExit> {
   const dir = place ?? (await mkdtemp(path.join(tmpdir(), 'clauderun-host-runner-')));
@@ -27,11 +34,9 @@ export async function runRunnerOnHost(
     const child = spawn(process.execPath, [path.resolve('dist/runner/runner.mjs')], {
       cwd: workspace,
       env: {
-        PATH: `${path.resolve('node_modules/.bin')}:${process.env.PATH ?? ''}`,
+        PATH: [env.binDir, path.resolve('node_modules/.bin'), process.env.PATH ?? ''].filter((p) => p !== undefined).join(':'),
         HOME: home,
-        TURN_ID: env.turnId,
-        TURN_TOKEN: env.token,
-        API_URL: env.apiUrl,
+        ...runnerEnv({ turnId: env.turnId, turnToken: env.token, apiUrl: env.apiUrl }),
         // Outside a sandbox, as root, the CLI skips permissions only when told it is in one.
         IS_SANDBOX: '1',
       },

@@ -8,6 +8,7 @@ import { loadConfig, type Env } from '../../functions/src/config.js';
 import { frameworkServer } from '../../functions/src/http/framework-server.js';
 import { afterAll, beforeAll } from 'vitest';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import { PUBLIC_ROUTES } from '../../functions/src/contract/routes.js';
 
 export interface RunningService {
   url: string;
@@ -85,7 +86,7 @@ export async function prompt(
   body: unknown,
   headers: Record<string, string> = {},
 ): Promise<ApiAnswer> {
-  const response = await fetch(`${service.url}/api/conversation`, {
+  const response = await fetch(`${service.url}${PUBLIC_ROUTES.startTurn}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(userId !== undefined ? { 'x-user-id': userId } : {}), ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
@@ -131,7 +132,7 @@ export function useServiceWithFake(env: Env = {}): ServiceWithFake {
  * A link of the API (relative to the request it answers, RFC 3986) as the path `call` takes:
  * resolved against POST /api/conversation, where `prompt` sends.
  */
-export function linkPath(link: string, from = '/api/conversation'): string {
+export function linkPath(link: string, from: string = PUBLIC_ROUTES.startTurn): string {
   return new URL(link, `http://service.invalid${from}`).pathname;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { relativeLink } from '../../functions/src/http/relative-link.js';
+import { relativeLink } from '../../functions/src/contract/relative-link.js';
 
 /** Where a client ends up: the link resolved against the URL it asked for (RFC 3986 section 5). */
 const followed = (requested: string, link: string) => new URL(link, requested).href;

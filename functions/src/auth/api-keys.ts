@@ -1,22 +1,15 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { API_KEY_ID, apiKeyIdOf, formatApiKey } from '../contract/auth.js';
 
-/*
- * The one definition of a clauderun API key: `crk_<id>_<secret>`.
- *   id      12 lowercase hex characters (6 random bytes): names the key in listings and revocations
- *           without revealing it.
- *   secret  32 random bytes, base64url (43 characters, no padding).
- * Only hashApiKey(key) is ever stored.
- */
+/** Making and checking clauderun API keys, whose shape is the contract's (contract/auth.ts). Only hashApiKey(key) is ever stored. */
 
-const PREFIX = 'crk_';
-const KEY = /^crk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 /** The id alone, as `list` prints it and `revoke` takes it. */
-export const API_KEY_ID = /^[0-9a-f]{12}$/;
+export { API_KEY_ID };
 
 export function newApiKey(): { key: string; id: string } {
   const id = randomBytes(6).toString('hex');
   const secret = randomBytes(32).toString('base64url');
-  return { key: `${PREFIX}${id}_${secret}`, id };
+  return { key: formatApiKey(id, secret), id };
 }
 
 /**
@@ -30,6 +23,6 @@ export function hashApiKey(key: string): string {
 
 /** The key and its id if `text` has the form of a clauderun API key; undefined otherwise. */
 export function parseApiKey(text: string): { id: string; key: string } | undefined {
-  const match = KEY.exec(text);
-  return match ? { id: match[1]!, key: text } : undefined;
+  const id = apiKeyIdOf(text);
+  return id === undefined ? undefined : { id, key: text };
 }

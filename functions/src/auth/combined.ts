@@ -1,10 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { AuthMode } from '../contract/api.js';
+import { isApiKeyLike } from '../contract/auth.js';
 import type { Authenticator, AuthResult } from './authenticator.js';
 
-export type AuthMode = 'header' | 'apikey' | 'firebase';
-
-/** clauderun API keys start so (see api-keys.ts); any other bearer token is taken for an ID token. */
-const API_KEY_PREFIX = 'crk_';
+export type { AuthMode };
 
 /**
  * The configured auth modes together. A bearer credential goes to the mode its shape names (an
@@ -20,10 +19,10 @@ export class CombinedAuthenticator implements Authenticator {
       if (this.modes.header !== undefined) return this.modes.header.authenticate(headers);
       return { ok: false, message: `missing bearer token (${this.accepted()})` };
     }
-    const mode: AuthMode = bearer.startsWith(API_KEY_PREFIX) ? 'apikey' : 'firebase';
+    const mode: AuthMode = isApiKeyLike(bearer) ? AuthMode.enum.apikey : AuthMode.enum.firebase;
     const authenticator = this.modes[mode];
     if (authenticator === undefined) {
-      return { ok: false, message: `${mode === 'apikey' ? 'API keys' : 'ID tokens'} are not accepted here (${this.accepted()})` };
+      return { ok: false, message: `${mode === AuthMode.enum.apikey ? 'API keys' : 'ID tokens'} are not accepted here (${this.accepted()})` };
     }
     const result = await authenticator.authenticate(headers);
     const claimed = headers['x-user-id'];

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AUTH_MODES } from './auth.js';
 import { TurnStatus, Usage } from './turn.js';
 
 /** Public HTTP API (v1): the request and response shapes clients see. */
@@ -108,13 +109,21 @@ export const ErrorBody = z.object({
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
+/** How a caller may be authenticated (auth.ts). */
+export const AuthMode = z.enum(AUTH_MODES);
+export type AuthMode = z.infer<typeof AuthMode>;
+
+/** The modes that may face the internet: `header` trusts X-User-Id, for local use only. */
+export const CloudAuthMode = AuthMode.exclude([AuthMode.enum.header]);
+export type CloudAuthMode = z.infer<typeof CloudAuthMode>;
+
 /**
  * GET /api/client-config (no sign-in needed): what the web page needs before anyone signs in.
  * `firebase` is set when email and password sign-in is possible (firebase mode with a Web API key);
  * the page then signs in at `{authUrl}/v1/accounts:signInWithPassword?key={apiKey}`.
  */
 export const ClientConfig = z.object({
-  authModes: z.array(z.enum(['header', 'apikey', 'firebase'])),
+  authModes: z.array(AuthMode),
   firebase: z.object({ apiKey: z.string(), projectId: z.string(), authUrl: z.string() }).nullable(),
 });
 export type ClientConfig = z.infer<typeof ClientConfig>;

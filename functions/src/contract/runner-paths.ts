@@ -1,10 +1,12 @@
-/** The runner's routes on the API; one place so neither side can drift. Imports nothing. */
+import { fillPath, INTERNAL_ROUTES } from './routes.js';
+
+/** The runner's routes on the API (routes.ts), filled in for one turn. Imports nothing that needs zod. */
 export const runnerPaths = {
-  turn: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}`,
-  state: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/state`,
-  events: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/events`,
-  result: (turnId: string) => `/internal/turns/${encodeURIComponent(turnId)}/result`,
-  modelBase: '/internal/model',
+  turn: (turnId: string) => fillPath(INTERNAL_ROUTES.turn, { turnId }),
+  state: (turnId: string) => fillPath(INTERNAL_ROUTES.state, { turnId }),
+  events: (turnId: string) => fillPath(INTERNAL_ROUTES.events, { turnId }),
+  result: (turnId: string) => fillPath(INTERNAL_ROUTES.result, { turnId }),
+  modelBase: INTERNAL_ROUTES.modelBase,
 } as const;
 
 /**

@@ -1,13 +1,12 @@
 import { z } from 'zod';
+import { RUNNER_LIMITS } from './runner-limits.js';
 
 /**
  * The internal API between the API and the runner inside a sandbox. The API validates what the
  * (untrusted) runner sends with these schemas; the runner imports only their types, so that zod's
- * start-up cost stays out of every sandbox (runner-paths.ts holds the values it needs).
+ * start-up cost stays out of every sandbox: the values it needs are in the modules that import
+ * nothing (runner-env.ts, runner-limits.ts, runner-paths.ts, sandbox-layout.ts).
  */
-
-/** The runner's container in the sandbox job (infra/sandbox-job.ts); each execution's overrides name it. */
-export const SANDBOX_CONTAINER_NAME = 'runner';
 
 export const RunnerTurn = z.object({
   turnId: z.string(),
@@ -31,11 +30,8 @@ export type RunnerTurn = z.infer<typeof RunnerTurn>;
 /** The agent's session ids are UUIDs; the next turn passes one to `claude --resume`. */
 const SessionId = z.uuid({ error: "sessionId must be the agent session's UUID" });
 
-/**
- * The longest answer kept: a turn lives in one Firestore document (1 MiB) with its prompt, and
- * its result event repeats it. A longer answer is cut, saying so.
- */
-export const MAX_RESULT_TEXT_CHARS = 100_000;
+/** The longest answer kept (see RUNNER_LIMITS). */
+export const MAX_RESULT_TEXT_CHARS = RUNNER_LIMITS.resultTextChars;
 
 export const RunnerResult = z.discriminatedUnion('outcome', [
   z.object({
@@ -48,7 +44,7 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
   }),
   z.object({
     outcome: z.literal('failed'),
-    reason: z.string().max(2000),
+    reason: z.string().max(RUNNER_LIMITS.reasonChars),
     text: z.string().optional(),
     sessionId: SessionId.optional(),
   }),
@@ -57,11 +53,15 @@ export type RunnerResult = z.infer<typeof RunnerResult>;
 
 /** Progress the runner reports while the agent works; the API adds status and result events itself. */
 export const AgentEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('text'), text: z.string().max(20_000) }),
-  z.object({ type: z.literal('tool_use'), name: z.string().max(200), summary: z.string().max(500) }),
-  z.object({ type: z.literal('tool_result'), summary: z.string().max(500), isError: z.boolean() }),
+  z.object({ type: z.literal('text'), text: z.string().max(RUNNER_LIMITS.eventTextChars) }),
+  z.object({
+    type: z.literal('tool_use'),
+    name: z.string().max(RUNNER_LIMITS.toolNameChars),
+    summary: z.string().max(RUNNER_LIMITS.summaryChars),
+  }),
+  z.object({ type: z.literal('tool_result'), summary: z.string().max(RUNNER_LIMITS.summaryChars), isError: z.boolean() }),
 ]);
 export type AgentEvent = z.infer<typeof AgentEvent>;
 
-export const AgentEvents = z.object({ events: z.array(AgentEvent).min(1).max(200) });
+export const AgentEvents = z.object({ events: z.array(AgentEvent).min(1).max(RUNNER_LIMITS.eventsPerBatch) });
 export type AgentEvents = z.infer<typeof AgentEvents>;

@@ -1,5 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Router, type Request } from 'express';
+import { INTERNAL_ROUTES } from '../contract/routes.js';
 import { AgentEvents, RunnerResult } from '../contract/runner.js';
 import { ServiceError } from '../conversations/errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
@@ -13,11 +14,11 @@ export function internalRoutes(service: RunnerService): Router {
   const claimsOf = (req: Request<{ turnId: string }>) => service.verifyToken(bearer(req), req.params.turnId);
   const turnOf = (req: Request<{ turnId: string }>) => service.authenticateRunner(bearer(req), req.params.turnId);
 
-  router.get('/internal/turns/:turnId', async (req, res) => {
+  router.get(INTERNAL_ROUTES.turn, async (req, res) => {
     res.json(await service.beginRun(claimsOf(req)));
   });
 
-  router.get('/internal/turns/:turnId/state', async (req, res) => {
+  router.get(INTERNAL_ROUTES.state, async (req, res) => {
     const state = await service.openState(await turnOf(req));
     if (state === undefined) {
       res.status(204).end();
@@ -29,13 +30,13 @@ export function internalRoutes(service: RunnerService): Router {
     await pipeline(state.stream, res).catch(() => res.destroy());
   });
 
-  router.put('/internal/turns/:turnId/state', async (req, res) => {
+  router.put(INTERNAL_ROUTES.state, async (req, res) => {
     const turn = await turnOf(req);
     await service.saveState({ turnId: turn.id, conversationId: turn.conversationId }, bodyStream(req));
     res.status(204).end();
   });
 
-  router.post('/internal/turns/:turnId/events', async (req, res) => {
+  router.post(INTERNAL_ROUTES.events, async (req, res) => {
     const claims = claimsOf(req);
     const parsed = AgentEvents.safeParse(await jsonBody(req));
     if (!parsed.success) throw new ServiceError('invalid_request', `invalid events: ${parsed.error.message}`);
@@ -43,7 +44,7 @@ export function internalRoutes(service: RunnerService): Router {
     res.status(204).end();
   });
 
-  router.post('/internal/turns/:turnId/result', async (req, res) => {
+  router.post(INTERNAL_ROUTES.result, async (req, res) => {
     const claims = claimsOf(req);
     const parsed = RunnerResult.safeParse(await jsonBody(req));
     if (!parsed.success) throw new ServiceError('invalid_request', `invalid result: ${parsed.error.message}`);

@@ -1,4 +1,5 @@
 import { Router, type Request, type Response } from 'express';
+import { INTERNAL_ROUTES } from '../contract/routes.js';
 import { ServiceError } from '../conversations/errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
 import { roughTokens } from '../model/messages-sse.js';
@@ -20,7 +21,7 @@ const FORWARDED_RESPONSE_HEADERS = ['content-type', 'request-id', 'retry-after',
  * proxy's own answer rather than the platform's.
  */
 export const MAX_MODEL_REQUEST_BYTES = 31 * 1024 * 1024;
-const MODEL_BASE = '/internal/model';
+const MODEL_BASE = INTERNAL_ROUTES.modelBase;
 /** The longest a model call may take; a 32k-token answer streams in a few minutes. */
 const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
 

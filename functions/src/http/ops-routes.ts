@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import type { GoogleIdTokenVerifier } from '../auth/google-id-token.js';
+import { OPS_ROUTES } from '../contract/routes.js';
 import type { TurnLifecycle } from '../conversations/turn-lifecycle.js';
 import { sendError } from './errors.js';
 
@@ -10,7 +11,7 @@ import { sendError } from './errors.js';
  */
 export function opsRoutes(lifecycle: TurnLifecycle, caller: GoogleIdTokenVerifier): Router {
   const router = Router();
-  router.post('/ops/sweep', async (req, res) => {
+  router.post(OPS_ROUTES.sweep, async (req, res) => {
     const refusal = await caller.refusal(req.headers.authorization);
     if (refusal !== undefined) return sendError(res, 'unauthenticated', `the sweeper takes only its scheduler's ID token: ${refusal}`);
     res.json(await lifecycle.sweep());

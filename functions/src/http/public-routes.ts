@@ -7,18 +7,16 @@ import {
   ResourceId,
   type ConversationList,
   type ConversationView,
-  type StartedTurnView,
-  type TurnLinks,
   type TurnView,
 } from '../contract/api.js';
+import { PUBLIC_ROUTES } from '../contract/routes.js';
+import { startedTurnView } from '../contract/turn-links.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../conversations/quota.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
-import type { Turn } from '../store/conversation-store.js';
 import { jsonBody } from './body.js';
 import { KeyedSlots } from './keyed-slots.js';
-import { relativeLink } from './relative-link.js';
 import { sendError } from './errors.js';
 import { streamTurnEvents } from './turn-events-stream.js';
 
@@ -56,7 +54,7 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     });
   }
 
-  router.post('/api/conversation', async (req, res) => {
+  router.post(PUBLIC_ROUTES.startTurn, async (req, res) => {
     const userId = await userOf(req);
     const request = parse(PostConversationRequest, await jsonBody(req));
     const idempotencyKey = req.get('idempotency-key');
@@ -69,9 +67,9 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     const turn = await service.submit(userId, request, idempotencyKey);
     if (respondAsync) {
       // The path as the client sent it (absolute-form targets too: RFC 9112 section 3.2.2).
-      const links = turnLinks(turn, new URL(req.originalUrl, 'http://request.invalid').pathname);
-      const body: StartedTurnView = { conversationId: turn.conversationId, turnId: turn.id, status: turn.status, links };
-      res.status(202).location(links.turn).json(body);
+      const requestPath = new URL(req.originalUrl, 'http://request.invalid').pathname;
+      const body = startedTurnView({ conversationId: turn.conversationId, turnId: turn.id, status: turn.status }, requestPath);
+      res.status(202).location(body.links.turn).json(body);
       return;
     }
     const hungUp = new AbortController();
@@ -80,11 +78,11 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     if (finished !== undefined) sendFinishedTurn(res, finished);
   });
 
-  router.get('/api/usage', async (req, res) => {
+  router.get(PUBLIC_ROUTES.usage, async (req, res) => {
     res.json(await service.usage(await userOf(req)));
   });
 
-  router.get('/api/conversations', async (req, res) => {
+  router.get(PUBLIC_ROUTES.conversations, async (req, res) => {
     const userId = await userOf(req);
     const query = parse(ListConversationsQuery, req.query);
     const page = await service.listConversations(userId, query.limit, query.cursor);
@@ -92,26 +90,26 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
     res.json(body);
   });
 
-  router.get('/api/conversations/:conversationId', async (req: Request<Params>, res) => {
+  router.get(PUBLIC_ROUTES.conversation, async (req: Request<Params>, res) => {
     const { conversation, turns } = await service.getConversation(await userOf(req), req.params.conversationId);
     const body: ConversationView = { ...conversationSummary(conversation), turns: turns.map((t) => ({ ...turnView(t), prompt: t.prompt })) };
     res.json(body);
   });
 
-  router.delete('/api/conversations/:conversationId', async (req: Request<Params>, res) => {
+  router.delete(PUBLIC_ROUTES.conversation, async (req: Request<Params>, res) => {
     await service.deleteConversation(await userOf(req), req.params.conversationId);
     res.status(204).end();
   });
 
-  router.get('/api/conversations/:conversationId/turns/:turnId', async (req: Request<Params>, res) => {
+  router.get(PUBLIC_ROUTES.turn, async (req: Request<Params>, res) => {
     res.json(turnView(await service.getTurn(await userOf(req), req.params.conversationId, req.params.turnId)));
   });
 
-  router.post('/api/conversations/:conversationId/turns/:turnId/cancel', async (req: Request<Params>, res) => {
+  router.post(PUBLIC_ROUTES.turnCancel, async (req: Request<Params>, res) => {
     res.json(turnView(await service.cancel(await userOf(req), req.params.conversationId, req.params.turnId)));
   });
 
-  router.get('/api/conversations/:conversationId/turns/:turnId/events', async (req: Request<Params>, res) => {
+  router.get(PUBLIC_ROUTES.turnEvents, async (req: Request<Params>, res) => {
     const userId = await userOf(req);
     holdOpen(userId, res);
     await streamTurnEvents(service, userId, req, res);
@@ -125,17 +123,6 @@ function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   if (parsed.success) return parsed.data;
   const issues = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
   throw new ServiceError('invalid_request', issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '), { issues });
-}
-
-/**
- * A started turn's links, relative to the request's path (see relativeLink): they stay right when
- * the API is served under a path it never sees. Ids are ResourceIds: nothing in them needs escaping.
- */
-function turnLinks(turn: Turn, requestPath: string): TurnLinks {
-  const conversation = `/api/conversations/${turn.conversationId}`;
-  const self = `${conversation}/turns/${turn.id}`;
-  const link = (target: string) => relativeLink(requestPath, target);
-  return { turn: link(self), events: link(`${self}/events`), cancel: link(`${self}/cancel`), conversation: link(conversation) };
 }
 
 /** A finished turn: 200 when it succeeded, otherwise the error its final state stands for. */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Router, type Response } from 'express';
 import type { Config } from '../config.js';
 import type { ClientConfig } from '../contract/api.js';
+import { PUBLIC_ROUTES } from '../contract/routes.js';
 import { projectRoot } from '../project-root.js';
 import { sendError } from './errors.js';
 
@@ -30,7 +31,7 @@ export function webRoutes(config: Config, options: WebRoutesOptions = {}): Route
   const clientConfig = clientConfigOf(config);
   const router = Router();
 
-  router.get('/api/client-config', (_req, res) => {
+  router.get(PUBLIC_ROUTES.clientConfig, (_req, res) => {
     res.setHeader('Cache-Control', 'no-cache');
     res.json(clientConfig);
   });

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionsClient, JobsClient } from '@google-cloud/run';
-import { SANDBOX_CONTAINER_NAME } from '../../contract/runner.js';
+import { runnerEnv, SANDBOX_CONTAINER_NAME } from '../../contract/runner-env.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher, type SandboxSpec } from '../launcher.js';
 
 /** The parts of the Cloud Run v2 clients this launcher calls; tests and the sim pass the real clients. */
@@ -35,7 +35,7 @@ const NEW_EXECUTION_GRACE_MS = 2 * 60_000;
 const UNAVAILABLE = 14;
 
 /**
- * One Cloud Run Job execution per turn, with the turn's three variables and timeout as overrides.
+ * One Cloud Run Job execution per turn, with the turn's variables (RUNNER_ENV) and timeout as overrides.
  * The operation runJob returns is not awaited (it resolves only when the execution ends): the
  * execution is watched with getExecution, backing off, and cancelled with cancelExecution.
  */
@@ -144,11 +144,10 @@ export class CloudRunLauncher implements SandboxLauncher {
               {
                 // Named, so that the overrides can only ever reach the runner's container.
                 name: SANDBOX_CONTAINER_NAME,
-                env: [
-                  { name: 'TURN_ID', value: spec.turnId },
-                  { name: 'API_URL', value: o.apiUrl },
-                  { name: 'TURN_TOKEN', value: spec.token },
-                ],
+                env: Object.entries(runnerEnv({ turnId: spec.turnId, turnToken: spec.token, apiUrl: o.apiUrl })).map(([name, value]) => ({
+                  name,
+                  value,
+                })),
               },
             ],
             taskCount: 1,

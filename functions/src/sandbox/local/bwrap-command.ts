@@ -1,4 +1,5 @@
 import { type Stats, lstatSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
 import type { FdInputs } from './fd-inputs.js';
 import type { SandboxStorage } from './sandbox-disk.js';
 import { etcArgs } from './sandbox-etc.js';
@@ -63,17 +64,20 @@ function systemDirArgs(): string[] {
   return args;
 }
 
+/** Made for the home to be mounted in: /home. */
+const homeParent = path.posix.dirname(SANDBOX_PATHS.home);
+
 function storageArgs(storage: SandboxStorage): string[] {
   const p = SANDBOX_PATHS;
   if (storage.kind === 'mounted') {
     return [
       '--bind',
       storage.tmp,
-      '/tmp',
+      p.tmp,
       '--perms',
       '0755',
       '--dir',
-      '/home',
+      homeParent,
       '--bind',
       storage.home,
       p.home,
@@ -88,11 +92,11 @@ function storageArgs(storage: SandboxStorage): string[] {
     '--size',
     String(storage.tmpBytes),
     '--tmpfs',
-    '/tmp',
+    p.tmp,
     '--perms',
     '0755',
     '--dir',
-    '/home',
+    homeParent,
     '--perms',
     '0755',
     '--size',
@@ -138,7 +142,7 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
   const p = SANDBOX_PATHS;
   const envArgs = Object.entries({
     HOME: p.home,
-    PATH: `${p.toolsDir}/bin:/usr/local/bin:/usr/bin:/bin`,
+    PATH: `${p.binDir}:/usr/local/bin:/usr/bin:/bin`,
     LANG: 'C.UTF-8',
     ...env,
   }).flatMap(([k, v]) => ['--setenv', k, v]);
@@ -180,7 +184,7 @@ export function bwrapArgs(options: BwrapOptions): BwrapCommand {
       '--perms',
       '0755',
       '--dir',
-      `${p.toolsDir}/bin`,
+      p.binDir,
       '--ro-bind',
       host.node,
       p.node,

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { runnerEnv } from '../../contract/runner-env.js';
 import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
 import { openApiBridge, type ApiConnector } from './api-bridge.js';
 import { bwrapArgs, type HostPaths, type StagedFiles } from './bwrap-command.js';
@@ -123,7 +124,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       inputs,
       seccomp: o.seccomp,
       staged: this.staged,
-      env: { TURN_ID: spec.turnId, TURN_TOKEN: spec.token, API_URL: `http://127.0.0.1:${SANDBOX_API_PORT}${o.apiPath ?? ''}` },
+      env: runnerEnv({ turnId: spec.turnId, turnToken: spec.token, apiUrl: `http://127.0.0.1:${SANDBOX_API_PORT}${o.apiPath ?? ''}` }),
     });
     const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
     let child: ReturnType<typeof spawn>;

@@ -1,4 +1,5 @@
 import { existsSync, lstatSync, type Stats, readdirSync, readlinkSync } from 'node:fs';
+import { AGENT_USER } from '../../contract/sandbox-layout.js';
 import { SANDBOX_PATHS } from './sandbox-paths.js';
 import type { SandboxIdentity } from './sandbox-uids.js';
 import type { FdInputs } from './fd-inputs.js';
@@ -12,10 +13,10 @@ import type { FdInputs } from './fd-inputs.js';
 const generated = (agent: SandboxIdentity): Record<string, string> => ({
   passwd: [
     'root:x:0:0:root:/root:/usr/sbin/nologin',
-    `agent:x:${agent.uid}:${agent.gid}:agent:${SANDBOX_PATHS.home}:/bin/bash`,
+    `${AGENT_USER.name}:x:${agent.uid}:${agent.gid}:${AGENT_USER.name}:${SANDBOX_PATHS.home}:/bin/bash`,
     'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
   ].join('\n'),
-  group: ['root:x:0:', `agent:x:${agent.gid}:`, 'nogroup:x:65534:'].join('\n'),
+  group: ['root:x:0:', `${AGENT_USER.name}:x:${agent.gid}:`, 'nogroup:x:65534:'].join('\n'),
   hosts: ['127.0.0.1 localhost', '::1 localhost ip6-localhost ip6-loopback', '127.0.1.1 sandbox'].join('\n'),
   hostname: 'sandbox',
   // The sandbox has no network: there is no name server to name.

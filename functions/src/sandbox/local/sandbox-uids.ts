@@ -1,3 +1,4 @@
+import { AGENT_USER } from '../../contract/sandbox-layout.js';
 import { dataDirTag } from './sandbox-paths.js';
 
 /** Who the agent is in one sandbox: its uid and gid, inside and (as root) on the host. */
@@ -7,7 +8,7 @@ export interface SandboxIdentity {
 }
 
 /** Without root, a user namespace maps the sandbox's uid to the service's own: always this one. */
-export const USER_NAMESPACE_IDENTITY: SandboxIdentity = { uid: 1000, gid: 1000 };
+export const USER_NAMESPACE_IDENTITY: SandboxIdentity = { uid: AGENT_USER.uid, gid: AGENT_USER.gid };
 
 /** Sandboxes of one service that can run at once, each with a uid of its own. */
 const SLOTS = 1000;

@@ -1,4 +1,5 @@
 import type {
+  AuthMode,
   ClientConfig,
   ConversationList,
   ConversationView,
@@ -8,33 +9,31 @@ import type {
   TurnView,
   UsageView,
 } from '../../contract/api.js';
+import { fillPath, PUBLIC_ROUTES } from '../../contract/routes.js';
+import { resolveTurnLinks, turnLinks as linksFrom } from '../../contract/turn-links.js';
+
+/** What the page holds for each auth mode: a mode the API gains is a compile error here until the page has its credential. */
+interface Credentials {
+  header: { userId: string };
+  apikey: { key: string };
+  firebase: { idToken: string; expiresAt: number; email: string };
+}
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
-export type Identity =
-  | { mode: 'header'; userId: string }
-  | { mode: 'apikey'; key: string }
-  | { mode: 'firebase'; idToken: string; expiresAt: number; email: string };
+export type Identity = { [M in AuthMode]: { mode: M } & Credentials[M] }[AuthMode];
 
 /** The answer of POST /api/conversation with `Prefer: respond-async`, its links resolved into absolute URLs. */
 export type StartedTurn = StartedTurnView;
 
 /**
  * The page's own calls are relative to the page, which may sit under a path (see index.html):
- * `api/...`, never `/api/...`.
+ * `api/...`, never `/api/...`. `path` is one of the API's (contract/routes.ts), or a link it gave.
  */
-export const apiUrl = (path: string): string => new URL(path, document.baseURI).href;
+export const apiUrl = (path: string): string => new URL(path.replace(/^\//, ''), document.baseURI).href;
 
-/** A turn's links as the API gives them (http/public-routes.ts), for turns found already running. */
+/** A turn's links as the API gives them when it starts one, for turns found already running. */
 export function turnLinks(conversationId: string, turnId: string): TurnLinks {
-  const conversation = apiUrl(`api/conversations/${encodeURIComponent(conversationId)}`);
-  const turn = `${conversation}/turns/${encodeURIComponent(turnId)}`;
-  return { turn, events: `${turn}/events`, cancel: `${turn}/cancel`, conversation };
-}
-
-/** The API's links are references relative to the URL of the request they answer (RFC 3986 section 5). */
-function resolvedLinks(links: TurnLinks, requestUrl: string): TurnLinks {
-  const at = (link: string) => new URL(link, requestUrl).href;
-  return { turn: at(links.turn), events: at(links.events), cancel: at(links.cancel), conversation: at(links.conversation) };
+  return resolveTurnLinks(linksFrom({ conversationId, turnId }, PUBLIC_ROUTES.startTurn), apiUrl(PUBLIC_ROUTES.startTurn));
 }
 
 /** A failed call: the API's error code and message, or `network` when no answer came. */
@@ -96,32 +95,32 @@ export class ApiClient {
   }
 
   async clientConfig(): Promise<ClientConfig> {
-    return this.json<ClientConfig>('GET', 'api/client-config');
+    return this.json<ClientConfig>('GET', PUBLIC_ROUTES.clientConfig);
   }
 
   async listConversations(cursor?: string): Promise<ConversationList> {
     const query = new URLSearchParams({ limit: '20', ...(cursor === undefined ? {} : { cursor }) });
-    return this.json<ConversationList>('GET', `api/conversations?${query.toString()}`);
+    return this.json<ConversationList>('GET', `${PUBLIC_ROUTES.conversations}?${query.toString()}`);
   }
 
   async conversation(conversationId: string): Promise<ConversationView> {
-    return this.json<ConversationView>('GET', `api/conversations/${encodeURIComponent(conversationId)}`);
+    return this.json<ConversationView>('GET', fillPath(PUBLIC_ROUTES.conversation, { conversationId }));
   }
 
   /** Starts a turn and answers at once; its progress comes from the events link. */
   async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
-    const url = apiUrl('api/conversation');
+    const url = apiUrl(PUBLIC_ROUTES.startTurn);
     const started = await this.json<StartedTurnView>(
       'POST',
       url,
       { message, ...(conversationId === undefined ? {} : { conversationId }) },
       { Prefer: 'respond-async' },
     );
-    return { ...started, links: resolvedLinks(started.links, url) };
+    return { ...started, links: resolveTurnLinks(started.links, url) };
   }
 
   async usage(): Promise<UsageView> {
-    return this.json<UsageView>('GET', 'api/usage');
+    return this.json<UsageView>('GET', PUBLIC_ROUTES.usage);
   }
 
   async cancel(cancelLink: string): Promise<TurnView> {

@@ -1,4 +1,4 @@
-import type { TurnView } from '../../contract/api.js';
+import type { ErrorCode, TurnView } from '../../contract/api.js';
 import { ApiError } from './api.js';
 
 /** A problem in words for people: what happened, and the service's own message when there is one. */
@@ -24,38 +24,37 @@ const LIMITS: Record<string, string> = {
   sandbox_starts_per_minute: 'The service is starting as many turns as it can this minute',
 };
 
+/**
+ * Each of the API's error codes (contract/api.ts) in words, and the page's own `network`: a code
+ * the API gains is a compile error here until it is put in words.
+ */
+const SUMMARIES: Record<ErrorCode | 'network', (error: ApiError) => string> = {
+  network: () => 'Cannot reach the service. Check the connection and try again.',
+  unauthenticated: () => 'Your sign-in was not accepted.',
+  not_found: () => 'That conversation does not exist, or it is not yours.',
+  conflict: (error) =>
+    error.details?.activeTurnId !== undefined
+      ? 'Another turn is still running in this conversation. Wait for it to finish or cancel it.'
+      : 'That turn has already finished.',
+  too_large: () => 'The message is too long.',
+  rate_limited: (error) => {
+    const limit = error.details?.limit;
+    const what = (typeof limit === 'string' ? LIMITS[limit] : undefined) ?? 'Too many requests';
+    return `${what} — try again ${error.retryAfterSeconds !== undefined ? `in ${inWords(error.retryAfterSeconds)}` : 'in a moment'}.`;
+  },
+  invalid_request: () => 'The service could not accept that request.',
+  sandbox_failed: () => 'The sandbox failed while running the turn.',
+  timed_out: () => 'The turn ran out of time.',
+  unavailable: () => 'The service is not available right now. Try again shortly.',
+  internal: () => 'Something went wrong inside the service.',
+};
+
+const isKnownCode = (code: string): code is keyof typeof SUMMARIES => Object.hasOwn(SUMMARIES, code);
+
 function summaryOf(error: ApiError): string {
-  switch (error.code) {
-    case 'network':
-      return 'Cannot reach the service. Check the connection and try again.';
-    case 'unauthenticated':
-      return 'Your sign-in was not accepted.';
-    case 'not_found':
-      return 'That conversation does not exist, or it is not yours.';
-    case 'conflict':
-      return error.details?.activeTurnId !== undefined
-        ? 'Another turn is still running in this conversation. Wait for it to finish or cancel it.'
-        : 'That turn has already finished.';
-    case 'too_large':
-      return 'The message is too long.';
-    case 'rate_limited': {
-      const limit = error.details?.limit;
-      const what = (typeof limit === 'string' ? LIMITS[limit] : undefined) ?? 'Too many requests';
-      return `${what} — try again ${error.retryAfterSeconds !== undefined ? `in ${inWords(error.retryAfterSeconds)}` : 'in a moment'}.`;
-    }
-    case 'invalid_request':
-      return 'The service could not accept that request.';
-    case 'sandbox_failed':
-      return 'The sandbox failed while running the turn.';
-    case 'timed_out':
-      return 'The turn ran out of time.';
-    case 'unavailable':
-      return 'The service is not available right now. Try again shortly.';
-    case 'internal':
-      return 'Something went wrong inside the service.';
-    default:
-      return error.status === undefined ? 'The service did not answer.' : `The service answered with an unexpected error (HTTP ${error.status}).`;
-  }
+  if (isKnownCode(error.code)) return SUMMARIES[error.code](error);
+  // Not an answer of this API (a front end's), or a code newer than this page.
+  return error.status === undefined ? 'The service did not answer.' : `The service answered with an unexpected error (HTTP ${error.status}).`;
 }
 
 /** A failure already put in words by the page (sign-in with Firebase, say). */

@@ -1,3 +1,5 @@
+import type { AuthMode } from '../../contract/api.js';
+import { AUTH_MODES, apiKeyIdOf } from '../../contract/auth.js';
 import type { Identity } from './api.js';
 
 const KEY = 'clauderun.identity';
@@ -31,23 +33,29 @@ export class IdentityStore {
 
 const isString = (v: unknown): v is string => typeof v === 'string' && v !== '';
 
+/** A kept identity of each mode, if what is kept is one. */
+const PARSERS: { [M in AuthMode]: (v: Record<string, unknown>) => Extract<Identity, { mode: M }> | undefined } = {
+  header: (v) => (isString(v.userId) ? { mode: 'header', userId: v.userId } : undefined),
+  apikey: (v) => (isString(v.key) ? { mode: 'apikey', key: v.key } : undefined),
+  firebase: (v) =>
+    isString(v.idToken) && isString(v.email) && typeof v.expiresAt === 'number'
+      ? { mode: 'firebase', idToken: v.idToken, email: v.email, expiresAt: v.expiresAt }
+      : undefined,
+};
+
 function parseIdentity(value: unknown): Identity | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
-  if (v.mode === 'header' && isString(v.userId)) return { mode: 'header', userId: v.userId };
-  if (v.mode === 'apikey' && isString(v.key)) return { mode: 'apikey', key: v.key };
-  if (v.mode === 'firebase' && isString(v.idToken) && isString(v.email) && typeof v.expiresAt === 'number') {
-    return { mode: 'firebase', idToken: v.idToken, email: v.email, expiresAt: v.expiresAt };
-  }
-  return undefined;
+  const mode = AUTH_MODES.find((m) => m === v.mode);
+  return mode === undefined ? undefined : PARSERS[mode](v);
 }
 
 /** Who the page shows as signed in: never a secret. */
 export function displayName(identity: Identity): string {
   if (identity.mode === 'header') return identity.userId;
   if (identity.mode === 'firebase') return identity.email;
-  // crk_<id>_<secret>: the id names the key without revealing it.
-  return `API key ${identity.key.split('_')[1] ?? ''}`.trim();
+  // The id names the key without revealing it.
+  return `API key ${apiKeyIdOf(identity.key) ?? ''}`.trim();
 }
 
 /** True when a Firebase ID token has expired (they last an hour); other identities do not expire here. */
