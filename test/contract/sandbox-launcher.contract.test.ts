@@ -253,6 +253,16 @@ function launcherContract(adapter: Adapter): void {
       expect(await subject.traces(bystander.turnId)).not.toEqual([]);
     });
 
+    it('cancels a sandbox at once after its launch, before its program got going: it still ends "cancelled" and is gone', async () => {
+      const { turnId, handle } = await launch({ does: 'hang', leave: true });
+      const before = Date.now();
+      await handle.cancel();
+      const end = await Promise.race([handle.ended, sleep(GONE_WITHIN_MS, 'still running')]);
+      expect(end, `still there: ${JSON.stringify(await subject.traces(turnId))}`).toEqual({ kind: 'cancelled', ...endTime() });
+      expect(Date.now() - before).toBeLessThan(GONE_WITHIN_MS);
+      await gone(turnId);
+    });
+
     it(`status: undefined while a sandbox runs; once it has ended, ${can.statusTellsEnd ? 'its end' : 'still undefined (its process follows it)'}`, async () => {
       const { turnId, handle, launchedAt } = await launch({ does: 'hang' });
       await api.running(turnId);

@@ -76,7 +76,7 @@ export async function standInProcesses(turnId: string): Promise<string[]> {
   const found: string[] = [];
   for (const pid of (await readdir('/proc')).filter((name) => /^\d+$/.test(name))) {
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(marker)) found.push(`process ${pid} (${cmdline.replaceAll('\0', ' ').trim()})`);
+    if (cmdline.includes(marker)) found.push(`process ${pid} (${cmdline.split('\0')[0]})`);
   }
   return found;
 }
