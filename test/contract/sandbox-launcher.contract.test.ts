@@ -131,6 +131,8 @@ const cloudRun: Adapter = {
 const NO_TIMEOUT_SECONDS = 60;
 /** A stopped sandbox is gone within this (a Cloud Run execution once a poll sees it cancelled). */
 const GONE_WITHIN_MS = 5_000;
+/** A program that ends by itself (exits, exhausts its memory) has ended within this. */
+const ENDS_WITHIN_MS = 15_000;
 
 function launcherContract(adapter: Adapter): void {
   const { can } = adapter;
@@ -192,24 +194,30 @@ function launcherContract(adapter: Adapter): void {
       expect(end.at).toBeLessThanOrEqual(Date.now());
     };
     const gone = async (turnId: string) => expect(await subject.traces(turnId)).toEqual([]);
+    /** The sandbox's end; a failure naming what is still there if it has not ended in time. */
+    const endOf = async (handle: SandboxHandle | undefined, turnId: string, withinMs = GONE_WITHIN_MS): Promise<SandboxEnd> => {
+      const end = await Promise.race([handle?.ended, sleep(withinMs, undefined)]);
+      if (end === undefined) throw new Error(`not ended within ${withinMs} ms; still there: ${JSON.stringify(await subject.traces(turnId))}`);
+      return end;
+    };
 
     it('runs the program with its spec: it reaches the API as its turn, with its token; a result and exit 0 end it "exited 0"', async () => {
       const { turnId, token, handle, launchedAt } = await launch({ does: 'result' });
       expect(handle.ref).toEqual(expect.any(String));
       expect(handle.ref).not.toBe('');
-      const end = await handle.ended;
+      const end = await endOf(handle, turnId, ENDS_WITHIN_MS);
       expect(end).toEqual(exited({ code: 0 }, false));
       expectDatedWithin(end, launchedAt);
       expect(api.seen(turnId)).toMatchObject({ token, result: { text: 'done' } });
       await gone(turnId);
       // A cancel after the end is harmless: it resolves, and the end stays what it was.
       await handle.cancel();
-      expect(await handle.ended).toEqual(end);
+      expect(await endOf(handle, turnId)).toEqual(end);
     });
 
     it('ends a program that exits without a result "exited", with its code; ended settles once every process of it is gone', async () => {
       const { turnId, handle } = await launch({ does: 'exit', exitCode: 3, leave: true });
-      const end = await handle.ended;
+      const end = await endOf(handle, turnId, ENDS_WITHIN_MS);
       // Checked at once: the process it left behind must be gone by the time ended settles.
       await gone(turnId);
       expect(end).toEqual(exited({ code: 3 }, false));
@@ -219,7 +227,7 @@ function launcherContract(adapter: Adapter): void {
 
     it('reports a program killed for exhausting its memory as out of memory', async () => {
       const { turnId, handle } = await launch({ does: 'oom' });
-      const end = await handle.ended;
+      const end = await endOf(handle, turnId, ENDS_WITHIN_MS);
       expect(end).toEqual(exited({ killed: true }, true, /memory/i));
       await gone(turnId);
     });
@@ -228,7 +236,7 @@ function launcherContract(adapter: Adapter): void {
       const timeoutSeconds = 2;
       const { turnId, handle, launchedAt } = await launch({ does: 'hang', leave: true }, timeoutSeconds);
       await api.running(turnId);
-      const end = await handle.ended;
+      const end = await endOf(handle, turnId, timeoutSeconds * 1000 + GONE_WITHIN_MS);
       const lasted = Date.now() - launchedAt;
       await gone(turnId);
       expect(end).toEqual({ kind: 'timed_out', ...endTime() });
@@ -243,7 +251,7 @@ function launcherContract(adapter: Adapter): void {
       await Promise.all([api.running(victim.turnId), api.running(bystander.turnId)]);
       const before = Date.now();
       await victim.handle.cancel();
-      const end = await victim.handle.ended;
+      const end = await endOf(victim.handle, victim.turnId);
       expect(Date.now() - before).toBeLessThan(GONE_WITHIN_MS);
       expect(end).toEqual({ kind: 'cancelled', ...endTime() });
       await gone(victim.turnId);
@@ -257,8 +265,8 @@ function launcherContract(adapter: Adapter): void {
       const { turnId, handle } = await launch({ does: 'hang', leave: true });
       const before = Date.now();
       await handle.cancel();
-      const end = await Promise.race([handle.ended, sleep(GONE_WITHIN_MS, 'still running')]);
-      expect(end, `still there: ${JSON.stringify(await subject.traces(turnId))}`).toEqual({ kind: 'cancelled', ...endTime() });
+      const end = await endOf(handle, turnId);
+      expect(end).toEqual({ kind: 'cancelled', ...endTime() });
       expect(Date.now() - before).toBeLessThan(GONE_WITHIN_MS);
       await gone(turnId);
     });
@@ -268,7 +276,7 @@ function launcherContract(adapter: Adapter): void {
       await api.running(turnId);
       expect(await subject.launcher.status(handle.ref, launchedAt)).toBeUndefined();
       await handle.cancel();
-      const end = await handle.ended;
+      const end = await endOf(handle, turnId);
       expect(await subject.launcher.status(handle.ref, launchedAt)).toEqual(can.statusTellsEnd ? end : undefined);
     });
 
@@ -293,12 +301,12 @@ function launcherContract(adapter: Adapter): void {
           const again = other.reattach(handle.ref);
           expect(again?.ref).toBe(handle.ref);
           await again?.cancel();
-          const end = await again?.ended;
+          const end = await endOf(again, turnId);
           expect(end).toEqual({ kind: 'cancelled', ...endTime() });
-          expect(await handle.ended).toEqual(end);
+          expect(await endOf(handle, turnId)).toEqual(end);
           await gone(turnId);
           // A sandbox reattached after its end reports that end.
-          expect(await other.reattach(handle.ref)?.ended).toEqual(end);
+          expect(await endOf(other.reattach(handle.ref), turnId)).toEqual(end);
           expect(await other.status(handle.ref, launchedAt)).toEqual(end);
         } finally {
           await other.close();
@@ -320,7 +328,7 @@ function launcherContract(adapter: Adapter): void {
         if (handle === undefined) return;
         launched.push(handle);
         await handle.cancel();
-        expect(await handle.ended).toEqual({ kind: 'cancelled', ...endTime() });
+        expect(await endOf(handle, turnId)).toEqual({ kind: 'cancelled', ...endTime() });
         await gone(turnId);
       });
 
@@ -337,7 +345,7 @@ function launcherContract(adapter: Adapter): void {
         if (again === undefined) throw new Error('no handle on a sandbox that runs on');
         launched.push(again);
         await again.cancel();
-        expect(await again.ended).toEqual({ kind: 'cancelled', ...endTime() });
+        expect(await endOf(again, turnId)).toEqual({ kind: 'cancelled', ...endTime() });
         await gone(turnId);
       });
     } else {
@@ -368,7 +376,7 @@ function launcherContract(adapter: Adapter): void {
         const { turnId, handle } = await launch({ does: 'hang', leave: true }, NO_TIMEOUT_SECONDS, closing);
         await api.running(turnId);
         await closing.close();
-        expect(await Promise.race([handle.ended, sleep(GONE_WITHIN_MS, 'still running')])).toEqual({ kind: 'cancelled', ...endTime() });
+        expect(await endOf(handle, turnId)).toEqual({ kind: 'cancelled', ...endTime() });
         await gone(turnId);
       });
     }

@@ -123,8 +123,8 @@ export interface StandInApi {
   plan(turnId: string, token: string, plan: Plan): void;
   /** What the program of a turn sent so far; undefined until it asked for its plan. */
   seen(turnId: string): TurnSeen | undefined;
-  /** Resolves once the program of the turn has asked for its plan and sent its first beat. */
-  running(turnId: string): Promise<void>;
+  /** Resolves once the program of the turn has asked for its plan and sent its first beat; rejects if it has not within `withinMs`. */
+  running(turnId: string, withinMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -164,10 +164,20 @@ export async function startStandInApi(): Promise<StandInApi> {
     url: `http://127.0.0.1:${port}`,
     plan: (turnId, token, plan) => plans.set(turnId, { token, plan }),
     seen: (turnId) => seen.get(turnId),
-    running: (turnId) =>
+    running: (turnId, withinMs = 15_000) =>
       (seen.get(turnId)?.beats.program ?? 0) > 0
         ? Promise.resolve()
-        : new Promise<void>((resolve) => waiting.set(turnId, [...(waiting.get(turnId) ?? []), resolve])),
+        : new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(
+              () => reject(new Error(`the program of turn ${turnId} is not running after ${withinMs} ms: ${JSON.stringify(seen.get(turnId))}`)),
+              withinMs,
+            );
+            const wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            waiting.set(turnId, [...(waiting.get(turnId) ?? []), wake]);
+          }),
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
