@@ -1,5 +1,4 @@
-import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ExecutionsClient, JobsClient } from '@google-cloud/run';
 import { PassThroughClient } from 'google-auth-library';
@@ -70,12 +69,17 @@ export async function openLauncher(recipe: LauncherRecipe, log: (line: string) =
   });
 }
 
+/*
+ * What is left of a sandbox is read synchronously: read the moment its `ended` settles, nothing
+ * of the launcher's own teardown can run in between.
+ */
+
 /** Processes on this machine whose command line names the turn's stand-in (processMarker). */
-export async function standInProcesses(turnId: string): Promise<string[]> {
+export function standInProcesses(turnId: string): string[] {
   const marker = processMarker(turnId);
   const found: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((name) => /^\d+$/.test(name))) {
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    const cmdline = readOr(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8'), '');
     if (cmdline.includes(marker)) found.push(`process ${pid} (${cmdline.split('\0')[0]})`);
   }
   return found;
@@ -85,21 +89,30 @@ export async function standInProcesses(turnId: string): Promise<string[]> {
  * What a local launcher on `dataDir` keeps of one sandbox on the host while it runs: its
  * directory, its socket directory and its cgroup(s), found wherever the cgroup tree puts them.
  */
-export async function localSandboxFiles(dataDir: string, turnId: string): Promise<string[]> {
+export function localSandboxFiles(dataDir: string, turnId: string): string[] {
   const sandboxesDir = path.join(dataDir, 'sandboxes');
   const dirs = [path.join(sandboxesDir, turnId), path.join(dataDir, 'sockets', turnId)].filter((dir) => existsSync(dir));
-  return [...dirs, ...(await findDirs('/sys/fs/cgroup', `turn-${dataDirTag(sandboxesDir)}-${turnId}`, 8))];
+  return [...dirs, ...findDirs('/sys/fs/cgroup', `turn-${dataDirTag(sandboxesDir)}-${turnId}`, 8)];
 }
 
-async function findDirs(root: string, name: string, depth: number): Promise<string[]> {
+function findDirs(root: string, name: string, depth: number): string[] {
   if (depth === 0) return [];
-  const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
+  const entries = readOr(() => readdirSync(root, { withFileTypes: true }), []);
   const found: string[] = [];
   for (const entry of entries) {
     if (!entry.isDirectory()) continue;
     const dir = path.join(root, entry.name);
     if (entry.name === name) found.push(dir);
-    else found.push(...(await findDirs(dir, name, depth - 1)));
+    else found.push(...findDirs(dir, name, depth - 1));
   }
   return found;
+}
+
+/** A process or directory may go while it is being read. */
+function readOr<T>(read: () => T, otherwise: T): T {
+  try {
+    return read();
+  } catch {
+    return otherwise;
+  }
 }
