@@ -367,12 +367,16 @@ function launcherContract(adapter: Adapter): void {
         api.plan(turnId, token, { does: 'hang', leave: true });
         const recipe = await subject.anotherProcess();
         const owner = await launchInProcess(recipe, { turnId, token, timeoutSeconds: NO_TIMEOUT_SECONDS });
-        await api.running(turnId);
-        await owner.kill();
-        await expect.poll(() => standInProcesses(turnId), { timeout: GONE_WITHIN_MS }).toEqual([]);
-        expect(subject.launcher.reattach(owner.ref)).toBeUndefined();
-        const next = await openLauncher(recipe);
-        await next.close();
+        try {
+          await api.running(turnId);
+          await owner.kill();
+          await expect.poll(() => standInProcesses(turnId), { timeout: GONE_WITHIN_MS }).toEqual([]);
+          expect(subject.launcher.reattach(owner.ref)).toBeUndefined();
+        } finally {
+          // Whatever happened, the next launcher on the place stops what is left there: nothing else would.
+          const next = await openLauncher(recipe);
+          await next.close();
+        }
         gone(turnId);
       });
 
