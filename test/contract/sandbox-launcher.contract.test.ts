@@ -37,7 +37,7 @@ interface Capabilities {
 interface Subject {
   launcher: SandboxLauncher;
   /** The recipe of a launcher on the same platform, as another process would open it (a place of its own, where that matters). */
-  anotherProcess(): Promise<LauncherRecipe>;
+  anotherProcess(): LauncherRecipe;
   /** What of the turn's sandbox is still there on its platform, and running on this machine: [] once it is gone. Synchronous (see endOf). */
   traces(turnId: string): string[];
   /** A well-formed ref that names nothing the platform knows. */
@@ -81,7 +81,7 @@ const local: Adapter = {
     const launcher = await openLauncher(recipe());
     return {
       launcher,
-      anotherProcess: async () => recipe(),
+      anotherProcess: () => recipe(),
       traces: (turnId) => [...standInProcesses(turnId), ...dataDirs.flatMap((dir) => localSandboxFiles(dir, turnId))],
       unknownRef: `local:${randomUUID()}`,
       close: () => launcher.close(),
@@ -107,7 +107,7 @@ const cloudRun: Adapter = {
     const launcher = await openLauncher(recipe);
     return {
       launcher,
-      anotherProcess: async () => recipe,
+      anotherProcess: () => recipe,
       traces: (turnId) => [
         ...[...fake.executions.values()]
           .filter((execution) => execution.env.TURN_ID === turnId && execution.completionTime === undefined)
@@ -304,7 +304,7 @@ function launcherContract(adapter: Adapter): void {
       it('reattaches from another launcher: the same ref, the same end; a cancel through it stops the sandbox', async () => {
         const { turnId, handle, launchedAt } = await launch({ does: 'hang' });
         await api.running(turnId);
-        const other = await openLauncher(await subject.anotherProcess());
+        const other = await openLauncher(subject.anotherProcess());
         try {
           const again = other.reattach(handle.ref);
           expect(again?.ref).toBe(handle.ref);
@@ -324,7 +324,7 @@ function launcherContract(adapter: Adapter): void {
         const turnId = randomUUID();
         const token = `token-${randomUUID()}`;
         api.plan(turnId, token, { does: 'hang' });
-        const owner = await launchInProcess(await subject.anotherProcess(), { turnId, token, timeoutSeconds: NO_TIMEOUT_SECONDS });
+        const owner = await launchInProcess(subject.anotherProcess(), { turnId, token, timeoutSeconds: NO_TIMEOUT_SECONDS });
         await api.running(turnId);
         await owner.kill();
         const beats = api.seen(turnId)?.beats.program ?? 0;
@@ -339,7 +339,7 @@ function launcherContract(adapter: Adapter): void {
       });
 
       it('runs on after its launcher is closed (the launcher only stops watching); another launcher reattaches it', async () => {
-        const recipe = await subject.anotherProcess();
+        const recipe = subject.anotherProcess();
         const closing = await openLauncher(recipe);
         const { turnId, handle } = await launch({ does: 'hang' }, NO_TIMEOUT_SECONDS, closing);
         await api.running(turnId);
@@ -365,7 +365,7 @@ function launcherContract(adapter: Adapter): void {
         const turnId = randomUUID();
         const token = `token-${randomUUID()}`;
         api.plan(turnId, token, { does: 'hang', leave: true });
-        const recipe = await subject.anotherProcess();
+        const recipe = subject.anotherProcess();
         const owner = await launchInProcess(recipe, { turnId, token, timeoutSeconds: NO_TIMEOUT_SECONDS });
         try {
           await api.running(turnId);
@@ -381,7 +381,7 @@ function launcherContract(adapter: Adapter): void {
       });
 
       it('stops its sandboxes when it is closed: each ends "cancelled" and is gone', async () => {
-        const closing = await openLauncher(await subject.anotherProcess());
+        const closing = await openLauncher(subject.anotherProcess());
         const { turnId, handle } = await launch({ does: 'hang', leave: true }, NO_TIMEOUT_SECONDS, closing);
         await api.running(turnId);
         await within(closing.close(), 'close');
