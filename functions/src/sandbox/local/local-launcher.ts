@@ -144,6 +144,9 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     let stopReason: 'timed_out' | 'cancelled' | undefined;
     const stop = (reason: 'timed_out' | 'cancelled') => {
       stopReason ??= reason;
+      // Just after the launch its first process may not have entered the cgroup yet (it does so
+      // before it forks anything): the cgroup alone would miss it, and the sandbox run on.
+      child.kill('SIGKILL');
       return sandboxCgroup.killAll();
     };
     const timer = setTimeout(
