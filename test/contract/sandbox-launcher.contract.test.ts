@@ -11,6 +11,7 @@ import { startFakeCloudRun } from '../fixtures/fake-cloud-run.js';
 import { killLauncherProcesses, launchInProcess } from '../support/launcher-process.js';
 import { localSandboxFiles, openLauncher, standInProcesses, SYSTEM_PATH, type LauncherRecipe } from '../support/sandbox-launchers.js';
 import { BEAT_MS, startStandInApi, writeStandInRunner, type Plan, type StandInApi } from '../support/stand-in-runner.js';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 
 /**
  * One suite, every SandboxLauncher adapter: what the port promises its callers (the turn
@@ -110,7 +111,7 @@ const cloudRun: Adapter = {
       anotherProcess: () => recipe,
       traces: (turnId) => [
         ...[...fake.executions.values()]
-          .filter((execution) => execution.env.TURN_ID === turnId && execution.completionTime === undefined)
+          .filter((execution) => execution.env[RUNNER_ENV.turnId] === turnId && execution.completionTime === undefined)
           .map((execution) => `execution ${execution.name}, not complete`),
         ...standInProcesses(turnId),
         ...executionDirs.flatMap((dir) => localSandboxFiles(dir, turnId)),

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 
 /**
  * A stand-in for the runner, for tests of a launcher rather than of the agent: it starts in
@@ -31,7 +32,7 @@ export const processMarker = (turnId: string): string => `si-${turnId}`;
 const LEFTOVER = `
 const http = require('node:http');
 const { writeFileSync } = require('node:fs');
-const { API_URL, TURN_ID } = process.env;
+const { ${RUNNER_ENV.apiUrl}: API_URL, ${RUNNER_ENV.turnId}: TURN_ID } = process.env;
 setInterval(() => {
   const req = http.request(API_URL + '/stand-in/' + TURN_ID + '/beat?from=leftover', { method: 'POST', agent: false }, (res) => {
     res.resume();
@@ -48,7 +49,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const { API_URL, TURN_ID, TURN_TOKEN } = process.env;
+const { ${RUNNER_ENV.apiUrl}: API_URL, ${RUNNER_ENV.turnId}: TURN_ID, ${RUNNER_ENV.turnToken}: TURN_TOKEN } = process.env;
 process.title = ${JSON.stringify(processMarker(''))} + TURN_ID;
 
 function send(method, what, body) {
