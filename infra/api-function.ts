@@ -1,8 +1,7 @@
 import * as gcp from '@pulumi/gcp';
 import type * as pulumi from '@pulumi/pulumi';
-import type { SettingName } from '../functions/src/config.js';
 import type { Names, Settings } from './config.js';
-import { functionEnvironment, functionRoles, type EnvironmentRefs, type Serve } from './function-roles.js';
+import { type DeployableSetting, functionEnvironment, functionRoles, type EnvironmentRefs, type Serve } from './function-roles.js';
 import { API_ENTRY_POINT, type FunctionSource } from './function-source.js';
 import type { Secrets } from './secrets.js';
 
@@ -57,7 +56,7 @@ export function apiFunctions(
     source: deps.source.archive,
   });
 
-  const secretEnv = (key: SettingName, { secret, version }: Secrets['modelKey']) => ({
+  const secretEnv = (key: DeployableSetting, { secret, version }: Secrets['modelKey']) => ({
     key,
     projectId: s.project,
     secret: secret.secretId,

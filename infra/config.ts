@@ -88,6 +88,12 @@ export interface Settings {
   protect: boolean;
 }
 
+/**
+ * Cloud Run's least memory for a CPU count: "4 vCPU 2 to 16 GiB, 6 vCPU 4 to 24 GiB, 8 vCPU 4 to
+ * 32 GiB" (https://cloud.google.com/run/docs/configuring/jobs/cpu). Below it Google refuses the job.
+ */
+const MIN_MEMORY_MB_FOR_CPUS: Readonly<Record<number, number>> = { 4: 2048, 6: 4096, 8: 4096 };
+
 type PlainKey = Exclude<(typeof CONFIG_KEYS)[number], 'clauderun:anthropicApiKey'>;
 /** Raw configuration values by key (absent or blank = the default). */
 export type RawSettings = Partial<Record<PlainKey, string>>;
@@ -194,6 +200,12 @@ export function parseSettings(raw: RawSettings): Settings {
   if (memoryMb > cpus * 4096) {
     throw new SettingsError(
       `clauderun:sandboxMemoryMb ${memoryMb} needs clauderun:sandboxCpus of at least ${Math.ceil(memoryMb / 4096)} (Cloud Run allows 4 GiB per CPU)`,
+    );
+  }
+  const leastMemoryMb = MIN_MEMORY_MB_FOR_CPUS[cpus] ?? 0;
+  if (memoryMb < leastMemoryMb) {
+    throw new SettingsError(
+      `clauderun:sandboxCpus ${cpus} needs clauderun:sandboxMemoryMb of at least ${leastMemoryMb} (Cloud Run's minimum for ${cpus} CPUs)`,
     );
   }
   return {

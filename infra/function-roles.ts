@@ -91,10 +91,21 @@ export interface EnvironmentRefs {
 export const PLATFORM_VARIABLES = ['LOG_EXECUTION_ID', 'NODE_ENV'] as const;
 
 /**
- * A function's environment, by the names the service reads (functions/src/config.ts): a name it
- * does not know does not compile.
+ * Set by Cloud Run itself: "The environment variables defined in the container runtime contract
+ * are reserved and cannot be set" (PORT, K_SERVICE, ...;
+ * https://cloud.google.com/run/docs/configuring/services/overview-environment-variables). The
+ * service reads some of them, but a deployment that sets one is refused.
  */
-export type FunctionEnvironment = { [name in SettingName | (typeof PLATFORM_VARIABLES)[number]]?: pulumi.Input<string> };
+type ReservedName = 'PORT' | 'K_SERVICE' | 'K_REVISION' | 'K_CONFIGURATION' | 'FUNCTION_TARGET' | 'FUNCTION_SIGNATURE_TYPE';
+
+/** A name the service reads that a deployment may set. */
+export type DeployableSetting = Exclude<SettingName, ReservedName>;
+
+/**
+ * A function's environment, by the names the service reads (functions/src/config.ts): a name it
+ * does not know, or one the platform reserves, does not compile.
+ */
+export type FunctionEnvironment = { [name in DeployableSetting | (typeof PLATFORM_VARIABLES)[number]]?: pulumi.Input<string> };
 
 const budget = (limit: number | null) => (limit === null ? 'none' : String(limit));
 

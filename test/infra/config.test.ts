@@ -47,6 +47,12 @@ describe('stack settings', () => {
     ['an unknown auth mode', { 'clauderun:authMode': 'none' }, /authMode must be one of: apikey, firebase/],
     ['a fractional CPU count', { 'clauderun:sandboxCpus': '0.5' }, /sandboxCpus must be one of: 1, 2, 4, 6, 8/],
     ['more memory than the CPUs allow', { 'clauderun:sandboxMemoryMb': '8192' }, /needs clauderun:sandboxCpus of at least 2/],
+    [
+      'less memory than Cloud Run gives 4 CPUs',
+      { 'clauderun:sandboxCpus': '4', 'clauderun:sandboxMemoryMb': '1024' },
+      /sandboxCpus 4 needs clauderun:sandboxMemoryMb of at least 2048/,
+    ],
+    ['less memory than Cloud Run gives 8 CPUs', { 'clauderun:sandboxCpus': '8', 'clauderun:sandboxMemoryMb': '2048' }, /at least 4096/],
     ['less memory than Cloud Run runs', { 'clauderun:sandboxMemoryMb': '256' }, /sandboxMemoryMb must be at least 512/],
     ['a turn the API cannot wait for', { 'clauderun:turnTimeoutSeconds': '3600' }, /turnTimeoutSeconds must be at most 3540/],
     ['a timeout that is not a number', { 'clauderun:turnTimeoutSeconds': 'ten' }, /turnTimeoutSeconds must be a number/],
