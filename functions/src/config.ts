@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import type { EventBudget } from './conversations/event-budget.js';
-import type { Quota } from './conversations/quota.js';
+import type { Quota } from './domain/quota.js';
 
 /**
  * The only reader of process.env in the service. Every setting is declared once here, with its

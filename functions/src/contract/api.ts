@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LimitName } from './limits.js';
 import { TurnStatus, Usage } from './turn.js';
 
 /** Public HTTP API (v1): the request and response shapes clients see. */
@@ -40,7 +41,7 @@ export const TurnView = z.object({
   createdAt: z.string(),
   finishedAt: z.string().nullable(),
   /** The fair-use limit that stopped the turn (`daily_tokens`, `daily_cost`), if one did. */
-  stoppedBy: z.string().nullable(),
+  stoppedBy: LimitName.nullable(),
 });
 export type TurnView = z.infer<typeof TurnView>;
 

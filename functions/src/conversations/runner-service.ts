@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
-import { isFinal, type Usage } from '../contract/turn.js';
+import type { Usage } from '../contract/turn.js';
 import type { Turn } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import { budgetHit } from './quota.js';
+import { budgetHit } from '../domain/quota.js';
+import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
 
@@ -73,7 +74,7 @@ export class RunnerService {
     const turn =
       (await this.deps.store.updateTurn(
         claims.turnId,
-        ['starting'],
+        statesBefore('running'),
         { status: 'running', startedAt: new Date().toISOString() },
         { events: statusEvent },
       )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
@@ -109,7 +110,7 @@ export class RunnerService {
       }
       throw error;
     }
-    const updated = await this.deps.store.updateTurn(claims.turnId, ['running'], { uploadedStateKey: key });
+    const updated = await this.deps.store.updateTurn(claims.turnId, stayingIn('running'), { uploadedStateKey: key });
     if (updated === undefined) {
       // A late copy of an upload (a retry whose first try the API had taken after all) finds the
       // turn ended: if it succeeded, this key is the conversation's state now, and is kept.

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
-import { emptyUsage, isFinal } from '../contract/turn.js';
+import { emptyUsage } from '../contract/turn.js';
+import { nextUtcDay } from '../domain/quota.js';
+import { isFinal } from '../domain/turn-state.js';
 import type { Conversation, ListCursor, StartTurnResult, Turn, TurnEvent } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
-import { nextUtcDay } from './quota.js';
 import { titleOf } from './views.js';
 
 /** What clients ask of conversations: admit prompts, read, watch, cancel, delete. Knows nothing of HTTP. */

@@ -2,13 +2,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
 import type { EventBudget } from './event-budget.js';
-import { FINAL_STATUSES, isFinal, type TurnStatus } from '../contract/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import { TurnView } from '../contract/api.js';
 import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import type { LimitName, Quota } from './quota.js';
-import { statesBefore } from './turn-state.js';
+import type { LimitName } from '../contract/limits.js';
+import type { Quota } from '../domain/quota.js';
+import { FINAL_STATUSES, isFinal, statesBefore, type FinalStatus } from '../domain/turn-state.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
 
@@ -41,7 +41,6 @@ export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', da
 
 /** How long after its deadline a turn with no word from its sandbox is settled anyway. */
 const DEADLINE_GRACE_MS = 30_000;
-const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
 /**
  * How long ending a turn waits for its stopped sandbox to be gone. A local sandbox is gone in
  * milliseconds; a Cloud Run execution once a poll sees it cancelled.
@@ -110,7 +109,12 @@ export class TurnLifecycle {
       if (unavailable) throw new ServiceError('unavailable', reason, { ...turnView(failed), retryAfterSeconds: 10 });
       return failed;
     }
-    const starting = await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref }, { events: statusEvent });
+    const starting = await store.updateTurn(
+      turn.id,
+      statesBefore('starting'),
+      { status: 'starting', sandboxRef: handle.ref },
+      { events: statusEvent },
+    );
     if (starting === undefined) {
       // Ended while its sandbox was starting (cancelled, its conversation deleted): nothing of
       // the sandbox may outlive the turn.
@@ -167,7 +171,7 @@ export class TurnLifecycle {
    * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given
    * (and the limit that stopped it, if one did); the conversation keeps its previous state.
    */
-  stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
+  stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: FinalStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
     return this.end(turn, status, { reason, stoppedBy });
   }
 
@@ -177,7 +181,7 @@ export class TurnLifecycle {
    * would otherwise run on uncounted by the running limits); then the turn becomes final. In the
    * cloud the order is the other way round (see below), and the execution is cancelled at once.
    */
-  async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
+  async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: FinalStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     this.ending.add(turn.id);
     try {
       if (this.deps.launcher.sandboxesOutliveProcess) {
@@ -301,12 +305,11 @@ export class TurnLifecycle {
   }
 
   /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
-  async finish(turnId: string, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
+  async finish(turnId: string, status: FinalStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     const { store, blobs } = this.deps;
-    const from = statesBefore(status).filter((s) => UNFINISHED.includes(s));
     const finished = await store.updateTurn(
       turnId,
-      from,
+      statesBefore(status),
       { ...patch, status, finishedAt: new Date().toISOString() },
       { ...(commit ? { commit } : {}), events: (turn) => [{ type: 'result', data: turnView(turn) }] },
     );

@@ -12,7 +12,7 @@ import {
   type TurnView,
 } from '../contract/api.js';
 import { ServiceError } from '../conversations/errors.js';
-import { secondsUntilNextUtcDay } from '../conversations/quota.js';
+import { secondsUntilNextUtcDay } from '../domain/quota.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
 import type { Turn } from '../store/conversation-store.js';

@@ -1,6 +1,7 @@
+import type { LimitName } from '../contract/limits.js';
 import type { TurnStatus, Usage } from '../contract/turn.js';
 import type { EventBudget } from '../conversations/event-budget.js';
-import type { LimitHit, LimitName, Quota, UserLedger } from '../conversations/quota.js';
+import type { LimitHit, Quota, UserLedger } from '../domain/quota.js';
 
 export interface Conversation {
   id: string;

@@ -10,9 +10,11 @@ import firestorePackage, {
   type Transaction,
 } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
+import { LimitName } from '../contract/limits.js';
+import { TurnStatus, Usage } from '../contract/turn.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
+import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import type {
   Conversation,
   ConversationStore,
@@ -41,8 +43,6 @@ import type {
 
 // Node's ESM loader cannot see GrpcStatus among the CommonJS package's named exports.
 const { GrpcStatus } = firestorePackage;
-
-const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
 
 /**
  * Concurrent writers meet on one document (a conversation's activeTurnId, a turn's status or event

@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { DatabaseSync } from 'node:sqlite';
-import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
+import { LimitName } from '../contract/limits.js';
+import { Usage, type TurnStatus } from '../contract/turn.js';
 import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
+import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { FINAL_STATUSES } from '../domain/turn-state.js';
 import type {
   Conversation,
   ConversationStore,
