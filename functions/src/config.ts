@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
-import type { EventBudget } from './conversations/event-budget.js';
+import type { EventBudget } from './domain/event-budget.js';
 import type { Quota } from './domain/quota.js';
 
 /**

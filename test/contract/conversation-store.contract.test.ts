@@ -6,7 +6,10 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { emptyUsage, type TurnStatus } from '../../functions/src/contract/turn.js';
 import { NO_LIMITS, type Quota } from '../../functions/src/domain/quota.js';
 import { FINAL_STATUSES, UNFINISHED } from '../../functions/src/domain/turn-state.js';
-import type { Conversation, ConversationStore, Turn, TurnEvent } from '../../functions/src/store/conversation-store.js';
+import type { Conversation } from '../../functions/src/domain/conversation.js';
+import type { TurnEvent } from '../../functions/src/domain/turn-event.js';
+import { newTurn, type Turn } from '../../functions/src/domain/turn.js';
+import type { ConversationStore } from '../../functions/src/store/conversation-store.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import { emulatorForSuite } from '../support/firestore-emulator.js';
@@ -78,28 +81,8 @@ const conversation = (id: string, overrides: Partial<Conversation> = {}): Conver
   ...overrides,
 });
 
-const turn = (id: string, overrides: Partial<Turn> = {}): Turn => ({
-  id,
-  conversationId: 'c1',
-  userId: 'u1',
-  prompt: 'hello',
-  status: 'queued',
-  reason: null,
-  text: null,
-  usage: emptyUsage(),
-  costUsd: 0,
-  createdAt: at(1),
-  startedAt: null,
-  finishedAt: null,
-  deadlineAt: at(601),
-  uploadedStateKey: null,
-  idempotencyKey: null,
-  sandboxRef: null,
-  stoppedBy: null,
-  resultDigest: null,
-  holdsSandbox: false,
-  ...overrides,
-});
+const turn = (id: string, overrides: Partial<Turn> = {}): Turn =>
+  newTurn({ id, conversationId: 'c1', userId: 'u1', prompt: 'hello', createdAt: at(1), deadlineAt: at(601), ...overrides });
 
 const ids = (records: Array<{ id: string }>): string[] => records.map((record) => record.id);
 

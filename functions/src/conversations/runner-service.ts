@@ -3,10 +3,10 @@ import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
-import type { Turn } from '../store/conversation-store.js';
-import { ServiceError } from './errors.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
+import type { Turn } from '../domain/turn.js';
+import { ServiceError } from './errors.js';
 import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
 

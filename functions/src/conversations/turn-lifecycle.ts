@@ -1,14 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
-import type { EventBudget } from './event-budget.js';
-import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
 import { TurnView } from '../contract/api.js';
-import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
-import { ServiceError } from './errors.js';
 import type { LimitName } from '../contract/limits.js';
+import type { StateCommit } from '../domain/conversation.js';
+import type { EventBudget } from '../domain/event-budget.js';
 import type { Quota } from '../domain/quota.js';
+import type { NewTurnEvent, TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES, isFinal, statesBefore, type FinalStatus } from '../domain/turn-state.js';
+import { holdsSlot, type Turn, type TurnPatch } from '../domain/turn.js';
+import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
+import type { ConversationStore } from '../store/conversation-store.js';
+import { ServiceError } from './errors.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
 
@@ -32,9 +35,6 @@ export interface LifecycleDeps {
   agent: AgentSettings;
   log: (message: string) => void;
 }
-
-/** Whether a turn counts against the running limits: unfinished, or final with a sandbox not seen gone. */
-export const holdsSlot = (turn: Turn): boolean => !isFinal(turn.status) || turn.holdsSandbox;
 
 /** The event a watcher sees when a turn moves to a working state. */
 export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', data: { status: turn.status } }];

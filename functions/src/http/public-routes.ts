@@ -15,7 +15,7 @@ import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../domain/quota.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
-import type { Turn } from '../store/conversation-store.js';
+import type { Turn } from '../domain/turn.js';
 import { jsonBody } from './body.js';
 import { KeyedSlots } from './keyed-slots.js';
 import { relativeLink } from './relative-link.js';

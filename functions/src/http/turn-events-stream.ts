@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
 import { eventView } from '../conversations/views.js';
-import type { TurnEvent } from '../store/conversation-store.js';
+import type { TurnEvent } from '../domain/turn-event.js';
 
 const HEARTBEAT_MS = 15_000;
 

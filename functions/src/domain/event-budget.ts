@@ -1,4 +1,4 @@
-import type { NewTurnEvent } from '../store/conversation-store.js';
+import type { NewTurnEvent } from './turn-event.js';
 
 /**
  * How much progress one turn may store: a sandbox decides what it posts, and without a budget
