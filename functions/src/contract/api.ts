@@ -82,14 +82,6 @@ export const UsageView = z.object({
 });
 export type UsageView = z.infer<typeof UsageView>;
 
-/**
- * What a turn's event stream carries: `status` (starting, running), the agent's `text`,
- * `tool_use` and `tool_result` steps, `events_dropped` once if its progress went over the
- * turn's budget (later steps are not stored), and one final `result` holding the turn.
- */
-export const TurnEventView = z.object({ seq: z.number(), type: z.string(), data: z.record(z.string(), z.unknown()), at: z.string() });
-export type TurnEventView = z.infer<typeof TurnEventView>;
-
 export const ErrorCode = z.enum([
   'invalid_request',
   'unauthenticated',

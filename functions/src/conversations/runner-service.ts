@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
+import { agentStepEvent } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
 import { ServiceError } from './errors.js';
-import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
+import { statusEvents, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
 
 /** An answer as stored: at most MAX_RESULT_TEXT_CHARS, saying so when it was cut. */
@@ -76,7 +77,7 @@ export class RunnerService {
         claims.turnId,
         statesBefore('running'),
         { status: 'running', startedAt: new Date().toISOString() },
-        { events: statusEvent },
+        { events: statusEvents },
       )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
     if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
     const conversation = await this.deps.store.getConversation(turn.conversationId);
@@ -162,11 +163,7 @@ export class RunnerService {
 
   /** The agent's progress, as the runner reports it, within the turn's budget; refused once the turn is final. */
   async recordAgentEvents(claims: TurnClaims, events: AgentEvent[]): Promise<void> {
-    const appended = await this.deps.store.appendEvents(
-      claims.turnId,
-      events.map(({ type, ...data }) => ({ type, data })),
-      this.deps.limits.events,
-    );
+    const appended = await this.deps.store.appendEvents(claims.turnId, events.map(agentStepEvent), this.deps.limits.events);
     if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
   }
 

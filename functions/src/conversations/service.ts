@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
+import { TurnEventType } from '../contract/event-types.js';
 import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { nextUtcDay } from '../domain/quota.js';
 import type { TurnEvent } from '../domain/turn-event.js';
@@ -116,7 +117,7 @@ export class ConversationService {
   ): Promise<{ stop: () => void; resultAlreadySeen: boolean }> {
     await this.getTurn(userId, conversationId, turnId);
     const lastSeen = afterSeq > 0 ? (await this.deps.store.listEvents(turnId, afterSeq - 1))[0] : undefined;
-    if (lastSeen?.seq === afterSeq && lastSeen.type === 'result') return { stop: () => {}, resultAlreadySeen: true };
+    if (lastSeen?.seq === afterSeq && lastSeen.type === TurnEventType.result) return { stop: () => {}, resultAlreadySeen: true };
     const stopWatching = this.deps.store.watchEvents(turnId, afterSeq, send);
     // While the stream is open this instance has CPU; the one following the sandbox may not.
     const stopReconciling = this.lifecycle.reconcileWhile(turnId);

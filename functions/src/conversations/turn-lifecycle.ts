@@ -1,12 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
-import { TurnView } from '../contract/api.js';
+import type { TurnView } from '../contract/api.js';
+import { resultEvent, statusEvent } from '../contract/events.js';
 import type { LimitName } from '../contract/limits.js';
 import type { StateCommit } from '../domain/conversation.js';
 import type { EventBudget } from '../domain/event-budget.js';
 import type { Quota } from '../domain/quota.js';
-import type { NewTurnEvent, TurnEvent } from '../domain/turn-event.js';
+import type { NewTurnEvent, ResultEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES, isFinal, statesBefore, type FinalStatus } from '../domain/turn-state.js';
 import { holdsSlot, type Turn, type TurnPatch } from '../domain/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
@@ -37,7 +38,7 @@ export interface LifecycleDeps {
 }
 
 /** The event a watcher sees when a turn moves to a working state. */
-export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', data: { status: turn.status } }];
+export const statusEvents = (turn: Turn): NewTurnEvent[] => [statusEvent(turn.status)];
 
 /** How long after its deadline a turn with no word from its sandbox is settled anyway. */
 const DEADLINE_GRACE_MS = 30_000;
@@ -113,7 +114,7 @@ export class TurnLifecycle {
       turn.id,
       statesBefore('starting'),
       { status: 'starting', sandboxRef: handle.ref },
-      { events: statusEvent },
+      { events: statusEvents },
     );
     if (starting === undefined) {
       // Ended while its sandbox was starting (cancelled, its conversation deleted): nothing of
@@ -140,12 +141,12 @@ export class TurnLifecycle {
       const stopReconciling = this.reconcileWhile(turnId);
       let stop: (() => void) | undefined;
       let done = false;
-      const onResult = (result: TurnEvent) => {
+      const onResult = (result: ResultEvent) => {
         done = true;
         clearTimeout(timer);
         stopReconciling();
         stop?.();
-        resolve(TurnView.parse(result.data));
+        resolve(result.data);
       };
       stop = this.deps.store.watchResult(turnId, onResult);
       if (done) stop();
@@ -311,7 +312,7 @@ export class TurnLifecycle {
       turnId,
       statesBefore(status),
       { ...patch, status, finishedAt: new Date().toISOString() },
-      { ...(commit ? { commit } : {}), events: (turn) => [{ type: 'result', data: turnView(turn) }] },
+      { ...(commit ? { commit } : {}), events: (turn) => [resultEvent(turnView(turn))] },
     );
     if (finished === undefined) return this.requireTurn(turnId);
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);

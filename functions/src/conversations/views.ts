@@ -1,4 +1,5 @@
-import type { ConversationSummary, TurnEventView, TurnView } from '../contract/api.js';
+import type { ConversationSummary, TurnView } from '../contract/api.js';
+import type { TurnEventView } from '../contract/events.js';
 import type { Conversation } from '../domain/conversation.js';
 import type { TurnEvent } from '../domain/turn-event.js';
 import type { Turn } from '../domain/turn.js';
@@ -30,6 +31,6 @@ export function conversationSummary(conversation: Conversation): ConversationSum
   };
 }
 
-export function eventView(event: TurnEvent): TurnEventView {
-  return { seq: event.seq, type: event.type, data: event.data, at: event.at };
+export function eventView({ turnId: _turnId, ...view }: TurnEvent): TurnEventView {
+  return view;
 }

@@ -2,7 +2,7 @@ import type { TurnStatus, Usage } from '../contract/turn.js';
 import type { Conversation, ListCursor, StateCommit } from '../domain/conversation.js';
 import type { EventBudget } from '../domain/event-budget.js';
 import type { LimitHit, Quota, UserLedger } from '../domain/quota.js';
-import type { NewTurnEvent, TurnEvent } from '../domain/turn-event.js';
+import type { NewTurnEvent, ResultEvent, TurnEvent } from '../domain/turn-event.js';
 import type { Turn, TurnPatch } from '../domain/turn.js';
 
 /** What an update of a turn takes on with it, in the same transaction. */
@@ -83,7 +83,7 @@ export interface ConversationStore {
    * it is there, else when it is written, by this instance or another. This is how a request
    * held by one instance learns that another finished its turn.
    */
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void;
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void;
   /** Calls back with each event after `afterSeq` in order, those stored first, then as they are appended. */
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
   /** Turns not yet in a final state, everyone's or one user's (for settling those that are over). */

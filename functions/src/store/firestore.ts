@@ -10,11 +10,12 @@ import firestorePackage, {
   type Transaction,
 } from '@google-cloud/firestore';
 import { z } from 'zod';
+import { TurnEventType } from '../contract/event-types.js';
 import type { TurnStatus, Usage } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
-import { turnEventOf, type NewTurnEvent, type TurnEvent } from '../domain/turn-event.js';
+import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
@@ -286,7 +287,7 @@ export class FirestoreConversationStore implements ConversationStore {
   /** Numbers events after `last` and creates them; the caller stores the new last number on the turn. */
   private writeEvents(tx: Transaction, turnId: string, last: number, events: NewTurnEvent[]): TurnEvent[] {
     const at = new Date().toISOString();
-    const numbered = events.map(({ type, data }, i) => ({ turnId, seq: last + i + 1, type, data, at }));
+    const numbered = events.map((event, i): TurnEvent => ({ ...event, turnId, seq: last + i + 1, at }));
     for (const event of numbered) {
       tx.create(this.events(turnId).doc(eventId(event.seq)), { ...event, data: JSON.stringify(event.data) });
     }
@@ -299,17 +300,19 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /** A query for the one result event: the listener reads nothing else of the turn as it runs. */
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void {
     let delivered = false;
     return this.events(turnId)
-      .where('type', '==', 'result')
+      .where('type', '==', TurnEventType.result)
       .limit(1)
       .onSnapshot(
         (snap) => {
-          const result = snap.docs[0];
-          if (result === undefined || delivered) return;
+          const stored = snap.docs[0];
+          if (stored === undefined || delivered) return;
+          const result = toEvent(stored);
+          if (!isResult(result)) return;
           delivered = true;
-          listener(toEvent(result));
+          listener(result);
         },
         (error) => console.error(`clauderun: watching the result of turn ${turnId} failed: ${error.message}`),
       );

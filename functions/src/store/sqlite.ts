@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import { TurnEventType } from '../contract/event-types.js';
 import { Usage, type TurnStatus } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
-import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
+import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
-import { turnEventOf, type NewTurnEvent, type TurnEvent } from '../domain/turn-event.js';
+import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
@@ -307,7 +308,7 @@ export class SqliteConversationStore implements ConversationStore {
         `SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) AS bytes, COALESCE(MAX(type = ?), 0) AS capped
          FROM turn_events WHERE turn_id = ?`,
       )
-      .get(EVENTS_DROPPED, turnId);
+      .get(TurnEventType.events_dropped, turnId);
     return { events: Number(row?.n ?? 0), bytes: Number(row?.bytes ?? 0), capped: Number(row?.capped ?? 0) === 1 };
   }
 
@@ -325,7 +326,7 @@ export class SqliteConversationStore implements ConversationStore {
     return events.map((event) => {
       seq += 1;
       insert.run(turnId, seq, event.type, JSON.stringify(event.data), at);
-      return { turnId, seq, type: event.type, data: event.data, at };
+      return { ...event, turnId, seq, at };
     });
   }
 
@@ -333,16 +334,16 @@ export class SqliteConversationStore implements ConversationStore {
     return this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq).map(toEvent);
   }
 
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void {
     const key = `events:${turnId}`;
     const deliver = (event: TurnEvent) => {
-      if (event.type !== 'result') return;
+      if (!isResult(event)) return;
       this.changes.off(key, deliver);
       listener(event);
     };
     // Reading is synchronous here, so the result cannot be written between the check and the subscription.
-    const stored = this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND type = ? LIMIT 1').get(turnId, 'result');
-    if (stored) listener(toEvent(stored));
+    const stored = this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND type = ? LIMIT 1').get(turnId, TurnEventType.result);
+    if (stored) deliver(toEvent(stored));
     else this.changes.on(key, deliver);
     return () => this.changes.off(key, deliver);
   }
