@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { AuthMode } from './contract/api.js';
-import type { EventBudget } from './conversations/event-budget.js';
-import type { Quota } from './conversations/quota.js';
+import type { EventBudget } from './domain/event-budget.js';
+import type { Quota } from './domain/quota.js';
 
 /**
  * The only reader of process.env in the service. Every setting is declared once here, with its

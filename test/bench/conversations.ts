@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConversationList } from '../../functions/src/contract/api.js';
-import { emptyUsage } from '../../functions/src/contract/turn.js';
+import { newTurn } from '../../functions/src/domain/turn.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { call, linkPath, type ApiAnswer } from '../support/service.js';
@@ -315,27 +315,16 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         stateKey: null,
       });
       const turnId = randomUUID();
-      const started = await store.startTurn({
-        id: turnId,
-        conversationId,
-        userId,
-        prompt: `bench conversation ${i}`,
-        status: 'queued',
-        reason: null,
-        text: null,
-        usage: emptyUsage(),
-        costUsd: 0,
-        createdAt: at,
-        startedAt: null,
-        finishedAt: null,
-        deadlineAt: new Date(base + i * 1000 + 600_000).toISOString(),
-        uploadedStateKey: null,
-        idempotencyKey: null,
-        sandboxRef: null,
-        stoppedBy: null,
-        resultDigest: null,
-        holdsSandbox: false,
-      });
+      const started = await store.startTurn(
+        newTurn({
+          id: turnId,
+          conversationId,
+          userId,
+          prompt: `bench conversation ${i}`,
+          createdAt: at,
+          deadlineAt: new Date(base + i * 1000 + 600_000).toISOString(),
+        }),
+      );
       if (!started.started) throw new Error(`fill: turn ${i} was not started: ${JSON.stringify(started)}`);
       const done = await store.updateTurn(turnId, ['queued'], {
         status: 'succeeded',

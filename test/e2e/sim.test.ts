@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Turn } from '../../functions/src/store/conversation-store.js';
+import type { Turn } from '../../functions/src/domain/turn.js';
 import { openFirestore } from '../../functions/src/store/firestore-client.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';

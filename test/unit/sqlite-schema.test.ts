@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { emptyUsage } from '../../functions/src/contract/turn.js';
+import { newTurn } from '../../functions/src/domain/turn.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 
 describe('the SQLite store on a database from an earlier release', () => {
@@ -14,27 +14,9 @@ describe('the SQLite store on a database from an earlier release', () => {
     const file = path.join(dir, 'old.sqlite');
     const first = new SqliteConversationStore(file);
     await first.createConversation({ id: 'c1', userId: 'u1', title: 't', createdAt: 'a', updatedAt: 'a', sessionId: null, stateKey: null });
-    await first.startTurn({
-      id: 't1',
-      conversationId: 'c1',
-      userId: 'u1',
-      prompt: 'hi',
-      status: 'queued',
-      reason: null,
-      text: null,
-      usage: emptyUsage(),
-      costUsd: 0,
-      createdAt: new Date().toISOString(),
-      startedAt: null,
-      finishedAt: null,
-      deadlineAt: 'z',
-      uploadedStateKey: null,
-      idempotencyKey: null,
-      sandboxRef: null,
-      stoppedBy: null,
-      resultDigest: null,
-      holdsSandbox: false,
-    });
+    await first.startTurn(
+      newTurn({ id: 't1', conversationId: 'c1', userId: 'u1', prompt: 'hi', createdAt: new Date().toISOString(), deadlineAt: 'z' }),
+    );
     await first.close();
     // What a database written before `stopped_by` existed looks like.
     const raw = new DatabaseSync(file);

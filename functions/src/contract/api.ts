@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AUTH_MODES } from './auth.js';
+import { LimitName } from './limits.js';
 import { TurnStatus, Usage } from './turn.js';
 
 /** Public HTTP API (v1): the request and response shapes clients see. */
@@ -41,7 +42,7 @@ export const TurnView = z.object({
   createdAt: z.string(),
   finishedAt: z.string().nullable(),
   /** The fair-use limit that stopped the turn (`daily_tokens`, `daily_cost`), if one did. */
-  stoppedBy: z.string().nullable(),
+  stoppedBy: LimitName.nullable(),
 });
 export type TurnView = z.infer<typeof TurnView>;
 
@@ -81,14 +82,6 @@ export const UsageView = z.object({
   resetsAt: z.string(),
 });
 export type UsageView = z.infer<typeof UsageView>;
-
-/**
- * What a turn's event stream carries: `status` (starting, running), the agent's `text`,
- * `tool_use` and `tool_result` steps, `events_dropped` once if its progress went over the
- * turn's budget (later steps are not stored), and one final `result` holding the turn.
- */
-export const TurnEventView = z.object({ seq: z.number(), type: z.string(), data: z.record(z.string(), z.unknown()), at: z.string() });
-export type TurnEventView = z.infer<typeof TurnEventView>;
 
 export const ErrorCode = z.enum([
   'invalid_request',

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { RUNNER_LIMITS } from './runner-limits.js';
+import { TurnEventType } from './event-types.js';
+import { TextData, ToolResultData, ToolUseData } from './events.js';
 
 /**
  * The internal API between the API and the runner inside a sandbox. The API validates what the
@@ -51,15 +53,14 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
 ]);
 export type RunnerResult = z.infer<typeof RunnerResult>;
 
-/** Progress the runner reports while the agent works; the API adds status and result events itself. */
+/**
+ * Progress the runner reports while the agent works: steps of the turn's stream (events.ts), flat.
+ * The API adds status and result events itself.
+ */
 export const AgentEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('text'), text: z.string().max(RUNNER_LIMITS.eventTextChars) }),
-  z.object({
-    type: z.literal('tool_use'),
-    name: z.string().max(RUNNER_LIMITS.toolNameChars),
-    summary: z.string().max(RUNNER_LIMITS.summaryChars),
-  }),
-  z.object({ type: z.literal('tool_result'), summary: z.string().max(RUNNER_LIMITS.summaryChars), isError: z.boolean() }),
+  z.object({ type: z.literal(TurnEventType.text), ...TextData.shape }),
+  z.object({ type: z.literal(TurnEventType.tool_use), ...ToolUseData.shape }),
+  z.object({ type: z.literal(TurnEventType.tool_result), ...ToolResultData.shape }),
 ]);
 export type AgentEvent = z.infer<typeof AgentEvent>;
 

@@ -1,11 +1,8 @@
 import { z } from 'zod';
 
-/** Turn states; the machine that moves between them lives in conversations/turn-state.ts. */
+/** Turn states; the machine that moves between them lives in domain/turn-state.ts. */
 export const TurnStatus = z.enum(['queued', 'starting', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out']);
 export type TurnStatus = z.infer<typeof TurnStatus>;
-
-export const FINAL_STATUSES: readonly TurnStatus[] = ['succeeded', 'failed', 'cancelled', 'timed_out'];
-export const isFinal = (status: TurnStatus): boolean => FINAL_STATUSES.includes(status);
 
 /** Tokens as metered by the model proxy (the sandbox's own figures are never trusted). */
 export const Usage = z.object({

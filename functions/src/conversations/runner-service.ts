@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
+import { agentStepEvent } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
-import { isFinal, type Usage } from '../contract/turn.js';
-import type { Turn } from '../store/conversation-store.js';
+import type { Usage } from '../contract/turn.js';
+import { budgetHit } from '../domain/quota.js';
+import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
+import type { Turn } from '../domain/turn.js';
 import { ServiceError } from './errors.js';
-import { budgetHit } from './quota.js';
-import { statusEvent, type TurnLifecycle } from './turn-lifecycle.js';
+import { statusEvents, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
 
 /** An answer as stored: at most MAX_RESULT_TEXT_CHARS, saying so when it was cut. */
@@ -73,9 +75,9 @@ export class RunnerService {
     const turn =
       (await this.deps.store.updateTurn(
         claims.turnId,
-        ['starting'],
+        statesBefore('running'),
         { status: 'running', startedAt: new Date().toISOString() },
-        { events: statusEvent },
+        { events: statusEvents },
       )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
     if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
     const conversation = await this.deps.store.getConversation(turn.conversationId);
@@ -109,7 +111,7 @@ export class RunnerService {
       }
       throw error;
     }
-    const updated = await this.deps.store.updateTurn(claims.turnId, ['running'], { uploadedStateKey: key });
+    const updated = await this.deps.store.updateTurn(claims.turnId, stayingIn('running'), { uploadedStateKey: key });
     if (updated === undefined) {
       // A late copy of an upload (a retry whose first try the API had taken after all) finds the
       // turn ended: if it succeeded, this key is the conversation's state now, and is kept.
@@ -161,11 +163,7 @@ export class RunnerService {
 
   /** The agent's progress, as the runner reports it, within the turn's budget; refused once the turn is final. */
   async recordAgentEvents(claims: TurnClaims, events: AgentEvent[]): Promise<void> {
-    const appended = await this.deps.store.appendEvents(
-      claims.turnId,
-      events.map(({ type, ...data }) => ({ type, data })),
-      this.deps.limits.events,
-    );
+    const appended = await this.deps.store.appendEvents(claims.turnId, events.map(agentStepEvent), this.deps.limits.events);
     if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
   }
 

@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
-import { emptyUsage, isFinal } from '../contract/turn.js';
-import type { Conversation, ListCursor, StartTurnResult, Turn, TurnEvent } from '../store/conversation-store.js';
+import { TurnEventType } from '../contract/event-types.js';
+import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
+import { nextUtcDay } from '../domain/quota.js';
+import type { TurnEvent } from '../domain/turn-event.js';
+import { isFinal } from '../domain/turn-state.js';
+import { newTurn, type Turn } from '../domain/turn.js';
+import type { StartTurnResult } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
-import { nextUtcDay } from './quota.js';
-import { titleOf } from './views.js';
 
 /** What clients ask of conversations: admit prompts, read, watch, cancel, delete. Knows nothing of HTTP. */
 export class ConversationService {
@@ -40,27 +43,15 @@ export class ConversationService {
             sessionId: null,
             stateKey: null,
           };
-    const turn: Turn = {
+    const turn = newTurn({
       id: randomUUID(),
       conversationId,
       userId,
       prompt: request.message,
-      status: 'queued',
-      reason: null,
-      text: null,
-      usage: emptyUsage(),
-      costUsd: 0,
       createdAt: now.toISOString(),
-      startedAt: null,
-      finishedAt: null,
       deadlineAt: new Date(now.getTime() + limits.turnTimeoutSeconds * 1000).toISOString(),
-      uploadedStateKey: null,
       idempotencyKey: idempotencyKey ?? null,
-      sandboxRef: null,
-      stoppedBy: null,
-      resultDigest: null,
-      holdsSandbox: false,
-    };
+    });
     // A new conversation is created with its first turn, or not at all.
     const start = () => store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
     let started = await start();
@@ -126,7 +117,7 @@ export class ConversationService {
   ): Promise<{ stop: () => void; resultAlreadySeen: boolean }> {
     await this.getTurn(userId, conversationId, turnId);
     const lastSeen = afterSeq > 0 ? (await this.deps.store.listEvents(turnId, afterSeq - 1))[0] : undefined;
-    if (lastSeen?.seq === afterSeq && lastSeen.type === 'result') return { stop: () => {}, resultAlreadySeen: true };
+    if (lastSeen?.seq === afterSeq && lastSeen.type === TurnEventType.result) return { stop: () => {}, resultAlreadySeen: true };
     const stopWatching = this.deps.store.watchEvents(turnId, afterSeq, send);
     // While the stream is open this instance has CPU; the one following the sandbox may not.
     const stopReconciling = this.lifecycle.reconcileWhile(turnId);

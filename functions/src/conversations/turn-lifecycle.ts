@@ -1,14 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
-import type { EventBudget } from './event-budget.js';
-import { FINAL_STATUSES, isFinal, type TurnStatus } from '../contract/turn.js';
+import type { TurnView } from '../contract/api.js';
+import { resultEvent, statusEvent } from '../contract/events.js';
+import type { LimitName } from '../contract/limits.js';
+import type { StateCommit } from '../domain/conversation.js';
+import type { EventBudget } from '../domain/event-budget.js';
+import type { Quota } from '../domain/quota.js';
+import type { NewTurnEvent, ResultEvent } from '../domain/turn-event.js';
+import { FINAL_STATUSES, isFinal, statesBefore, type FinalStatus } from '../domain/turn-state.js';
+import { holdsSlot, type Turn, type TurnPatch } from '../domain/turn.js';
 import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher } from '../sandbox/launcher.js';
-import { TurnView } from '../contract/api.js';
-import type { ConversationStore, NewTurnEvent, StateCommit, Turn, TurnEvent, TurnPatch } from '../store/conversation-store.js';
+import type { ConversationStore } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
-import type { LimitName, Quota } from './quota.js';
-import { statesBefore } from './turn-state.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
 
@@ -33,15 +37,11 @@ export interface LifecycleDeps {
   log: (message: string) => void;
 }
 
-/** Whether a turn counts against the running limits: unfinished, or final with a sandbox not seen gone. */
-export const holdsSlot = (turn: Turn): boolean => !isFinal(turn.status) || turn.holdsSandbox;
-
 /** The event a watcher sees when a turn moves to a working state. */
-export const statusEvent = (turn: Turn): NewTurnEvent[] => [{ type: 'status', data: { status: turn.status } }];
+export const statusEvents = (turn: Turn): NewTurnEvent[] => [statusEvent(turn.status)];
 
 /** How long after its deadline a turn with no word from its sandbox is settled anyway. */
 const DEADLINE_GRACE_MS = 30_000;
-const UNFINISHED: readonly TurnStatus[] = ['queued', 'starting', 'running'];
 /**
  * How long ending a turn waits for its stopped sandbox to be gone. A local sandbox is gone in
  * milliseconds; a Cloud Run execution once a poll sees it cancelled.
@@ -110,7 +110,12 @@ export class TurnLifecycle {
       if (unavailable) throw new ServiceError('unavailable', reason, { ...turnView(failed), retryAfterSeconds: 10 });
       return failed;
     }
-    const starting = await store.updateTurn(turn.id, ['queued'], { status: 'starting', sandboxRef: handle.ref }, { events: statusEvent });
+    const starting = await store.updateTurn(
+      turn.id,
+      statesBefore('starting'),
+      { status: 'starting', sandboxRef: handle.ref },
+      { events: statusEvents },
+    );
     if (starting === undefined) {
       // Ended while its sandbox was starting (cancelled, its conversation deleted): nothing of
       // the sandbox may outlive the turn.
@@ -136,12 +141,12 @@ export class TurnLifecycle {
       const stopReconciling = this.reconcileWhile(turnId);
       let stop: (() => void) | undefined;
       let done = false;
-      const onResult = (result: TurnEvent) => {
+      const onResult = (result: ResultEvent) => {
         done = true;
         clearTimeout(timer);
         stopReconciling();
         stop?.();
-        resolve(TurnView.parse(result.data));
+        resolve(result.data);
       };
       stop = this.deps.store.watchResult(turnId, onResult);
       if (done) stop();
@@ -167,7 +172,7 @@ export class TurnLifecycle {
    * Stops a turn's sandbox, wherever it runs, and ends the turn with the status and reason given
    * (and the limit that stopped it, if one did); the conversation keeps its previous state.
    */
-  stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
+  stop(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: FinalStatus, reason: string, stoppedBy: LimitName | null = null): Promise<Turn> {
     return this.end(turn, status, { reason, stoppedBy });
   }
 
@@ -177,7 +182,7 @@ export class TurnLifecycle {
    * would otherwise run on uncounted by the running limits); then the turn becomes final. In the
    * cloud the order is the other way round (see below), and the execution is cancelled at once.
    */
-  async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
+  async end(turn: Pick<Turn, 'id' | 'sandboxRef'>, status: FinalStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     this.ending.add(turn.id);
     try {
       if (this.deps.launcher.sandboxesOutliveProcess) {
@@ -301,14 +306,13 @@ export class TurnLifecycle {
   }
 
   /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
-  async finish(turnId: string, status: TurnStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
+  async finish(turnId: string, status: FinalStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
     const { store, blobs } = this.deps;
-    const from = statesBefore(status).filter((s) => UNFINISHED.includes(s));
     const finished = await store.updateTurn(
       turnId,
-      from,
+      statesBefore(status),
       { ...patch, status, finishedAt: new Date().toISOString() },
-      { ...(commit ? { commit } : {}), events: (turn) => [{ type: 'result', data: turnView(turn) }] },
+      { ...(commit ? { commit } : {}), events: (turn) => [resultEvent(turnView(turn))] },
     );
     if (finished === undefined) return this.requireTurn(turnId);
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);

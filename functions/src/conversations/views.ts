@@ -1,5 +1,8 @@
-import type { ConversationSummary, TurnEventView, TurnView } from '../contract/api.js';
-import type { Conversation, Turn, TurnEvent } from '../store/conversation-store.js';
+import type { ConversationSummary, TurnView } from '../contract/api.js';
+import type { TurnEventView } from '../contract/events.js';
+import type { Conversation } from '../domain/conversation.js';
+import type { TurnEvent } from '../domain/turn-event.js';
+import type { Turn } from '../domain/turn.js';
 
 /** What clients see of the stored records: one function per shape, shared by every route. */
 
@@ -28,12 +31,6 @@ export function conversationSummary(conversation: Conversation): ConversationSum
   };
 }
 
-export function eventView(event: TurnEvent): TurnEventView {
-  return { seq: event.seq, type: event.type, data: event.data, at: event.at };
-}
-
-/** A conversation's title: the start of its first message, on one line. */
-export function titleOf(message: string): string {
-  const line = message.trim().replace(/\s+/g, ' ');
-  return line.length <= 80 ? line : `${line.slice(0, 79)}…`;
+export function eventView({ turnId: _turnId, ...view }: TurnEvent): TurnEventView {
+  return view;
 }

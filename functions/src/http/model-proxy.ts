@@ -8,7 +8,7 @@ import { costUsd } from '../model/pricing.js';
 import type { PolicyChecker } from '../model/policy-checker.js';
 import { allowedBetas, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
 import type { ModelUpstream } from '../model/upstream.js';
-import type { Turn } from '../store/conversation-store.js';
+import type { Turn } from '../domain/turn.js';
 import { bodyBytes } from './body.js';
 import { KeyedMinuteAllowance, KeyedSlots } from './keyed-slots.js';
 import { bearer } from './internal-routes.js';

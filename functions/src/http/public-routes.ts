@@ -12,7 +12,7 @@ import {
 import { PUBLIC_ROUTES } from '../contract/routes.js';
 import { startedTurnView } from '../contract/turn-links.js';
 import { ServiceError } from '../conversations/errors.js';
-import { secondsUntilNextUtcDay } from '../conversations/quota.js';
+import { secondsUntilNextUtcDay } from '../domain/quota.js';
 import type { ConversationService } from '../conversations/service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
 import { jsonBody } from './body.js';

@@ -2,7 +2,8 @@ import type { Request, Response } from 'express';
 import { ServiceError } from '../conversations/errors.js';
 import type { ConversationService } from '../conversations/service.js';
 import { eventView } from '../conversations/views.js';
-import type { TurnEvent } from '../store/conversation-store.js';
+import { TurnEventType } from '../contract/event-types.js';
+import type { TurnEvent } from '../domain/turn-event.js';
 
 const HEARTBEAT_MS = 15_000;
 
@@ -37,7 +38,7 @@ export async function streamTurnEvents(
   const send = (event: TurnEvent) => {
     if (ended) return;
     res.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(eventView(event))}\n\n`);
-    if (event.type === 'result') end();
+    if (event.type === TurnEventType.result) end();
   };
   req.on('close', end);
   const watch = await service.watchEvents(userId, conversationId, turnId, after, send);

@@ -1,66 +1,9 @@
 import type { TurnStatus, Usage } from '../contract/turn.js';
-import type { EventBudget } from '../conversations/event-budget.js';
-import type { LimitHit, LimitName, Quota, UserLedger } from '../conversations/quota.js';
-
-export interface Conversation {
-  id: string;
-  userId: string;
-  /** The start of the first message, to tell conversations apart in a list. */
-  title: string;
-  createdAt: string;
-  updatedAt: string;
-  /** The agent session the next turn resumes; set when a turn succeeds. */
-  sessionId: string | null;
-  /** BlobStore key of the latest committed state archive (agent session + workspace). */
-  stateKey: string | null;
-}
-
-export interface Turn {
-  id: string;
-  conversationId: string;
-  userId: string;
-  prompt: string;
-  status: TurnStatus;
-  /** Why a turn ended the way it did, in words; null while running and on success. */
-  reason: string | null;
-  text: string | null;
-  usage: Usage;
-  costUsd: number;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  deadlineAt: string;
-  /** BlobStore key of the state archive the runner uploaded during this turn, if any. */
-  uploadedStateKey: string | null;
-  /** The client's Idempotency-Key: a retried POST with the same key gets this turn back. */
-  idempotencyKey: string | null;
-  /** The launcher's name for the turn's sandbox (a Cloud Run execution), once started. */
-  sandboxRef: string | null;
-  /** The fair-use limit that stopped the turn (a daily budget), if one did. */
-  stoppedBy: LimitName | null;
-  /**
-   * A digest of the runner's result that ended the turn, if one did: the same result posted again
-   * is answered with the turn as it ended, another one refused.
-   */
-  resultDigest: string | null;
-  /**
-   * A final turn whose sandbox may not be gone yet (in the cloud a turn is made final before its
-   * execution is stopped): it still counts against the running limits until that is seen.
-   */
-  holdsSandbox: boolean;
-}
-
-/** One step of a turn as its watchers see it; `seq` orders them and resumes a dropped stream. */
-export interface TurnEvent {
-  turnId: string;
-  seq: number;
-  type: string;
-  data: Record<string, unknown>;
-  at: string;
-}
-
-/** An event as a writer hands it over; the store numbers and dates it. */
-export type NewTurnEvent = Pick<TurnEvent, 'type' | 'data'>;
+import type { Conversation, ListCursor, StateCommit } from '../domain/conversation.js';
+import type { EventBudget } from '../domain/event-budget.js';
+import type { LimitHit, Quota, UserLedger } from '../domain/quota.js';
+import type { NewTurnEvent, ResultEvent, TurnEvent } from '../domain/turn-event.js';
+import type { Turn, TurnPatch } from '../domain/turn.js';
 
 /** What an update of a turn takes on with it, in the same transaction. */
 export interface TurnUpdateExtras {
@@ -71,25 +14,6 @@ export interface TurnUpdateExtras {
    * watcher never sees the one without the other.
    */
   events?: (updated: Turn) => NewTurnEvent[];
-}
-
-/** Where a page of a list starts: after this (updatedAt, id). */
-export interface ListCursor {
-  updatedAt: string;
-  id: string;
-}
-
-export type TurnPatch = Partial<
-  Pick<
-    Turn,
-    'status' | 'reason' | 'text' | 'startedAt' | 'finishedAt' | 'uploadedStateKey' | 'sandboxRef' | 'stoppedBy' | 'holdsSandbox' | 'resultDigest'
-  >
->;
-
-/** A conversation's new agent session and state archive, taken on together with a turn's success. */
-export interface StateCommit {
-  sessionId: string;
-  stateKey: string;
 }
 
 export type StartTurnResult =
@@ -134,8 +58,9 @@ export interface ConversationStore {
   findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined>;
   getTurn(id: string): Promise<Turn | undefined>;
   /**
-   * Applies the patch only if the turn's status is one of `from`, with the extras in the same
-   * transaction; returns the new turn, or undefined when nothing was applied.
+   * Applies the patch only if the turn's status is one of `from` (which the state machine in
+   * domain/turn-state.ts gives), with the extras in the same transaction; returns the new turn,
+   * or undefined when nothing was applied.
    */
   updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras?: TurnUpdateExtras): Promise<Turn | undefined>;
   /**
@@ -158,7 +83,7 @@ export interface ConversationStore {
    * it is there, else when it is written, by this instance or another. This is how a request
    * held by one instance learns that another finished its turn.
    */
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void;
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void;
   /** Calls back with each event after `afterSeq` in order, those stored first, then as they are appended. */
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void;
   /** Turns not yet in a final state, everyone's or one user's (for settling those that are over). */

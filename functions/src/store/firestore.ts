@@ -10,28 +10,21 @@ import firestorePackage, {
   type Transaction,
 } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { isFinal, TurnStatus, Usage } from '../contract/turn.js';
-import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
-import type {
-  Conversation,
-  ConversationStore,
-  ListCursor,
-  StartTurnResult,
-  Turn,
-  TurnEvent,
-  NewTurnEvent,
-  StartTurnOptions,
-  TurnPatch,
-  TurnUpdateExtras,
-  UserUsage,
-} from './conversation-store.js';
+import { TurnEventType } from '../contract/event-types.js';
+import type { TurnStatus, Usage } from '../contract/turn.js';
+import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
+import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
+import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
+import { isFinal, UNFINISHED } from '../domain/turn-state.js';
+import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
+import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
 
 /*
  * Layout (every collection name starts with the prefix):
  *   conversations/{id}              a Conversation + activeTurnId (its one unfinished turn, or null)
  *   turns/{id}                      a Turn + lastEventSeq (the number of its last event), eventBytes
- *                                   and eventsCapped (its progress budget: event-budget.ts)
+ *                                   and eventsCapped (its progress budget: domain/event-budget.ts)
  *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
  *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
  *   users/{userId}                  {ledger: UserLedger}: what the user spent and started today
@@ -42,8 +35,6 @@ import type {
 // Node's ESM loader cannot see GrpcStatus among the CommonJS package's named exports.
 const { GrpcStatus } = firestorePackage;
 
-const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
-
 /**
  * Concurrent writers meet on one document (a conversation's activeTurnId, a turn's status or event
  * counter): a contended transaction is retried rather than failing with ABORTED. The default of 5
@@ -51,49 +42,12 @@ const UNFINISHED = TurnStatus.options.filter((status) => !isFinal(status));
  */
 const RETRY_CONTENDED = { maxAttempts: 10 };
 
-const ConversationRecord = z.object({
-  id: z.string(),
-  userId: z.string(),
-  title: z.string(),
-  createdAt: z.string(),
-  updatedAt: z.string(),
-  sessionId: z.string().nullable(),
-  stateKey: z.string().nullable(),
-}) satisfies z.ZodType<Conversation>;
-
-const TurnRecord = z.object({
-  id: z.string(),
-  conversationId: z.string(),
-  userId: z.string(),
-  prompt: z.string(),
-  status: TurnStatus,
-  reason: z.string().nullable(),
-  text: z.string().nullable(),
-  usage: Usage,
-  costUsd: z.number(),
-  createdAt: z.string(),
-  startedAt: z.string().nullable(),
-  finishedAt: z.string().nullable(),
-  deadlineAt: z.string(),
-  uploadedStateKey: z.string().nullable(),
-  idempotencyKey: z.string().nullable(),
-  // Turns written before the field existed have none.
-  sandboxRef: z.string().nullable().default(null),
-  stoppedBy: LimitName.nullable().default(null),
-  resultDigest: z.string().nullable().default(null),
-  holdsSandbox: z.boolean().default(false),
-}) satisfies z.ZodType<Turn>;
-
-/** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
-const EventRecord = z.object({ turnId: z.string(), seq: z.number().int(), type: z.string(), data: z.string(), at: z.string() });
-
-// Parsing strips the adapter's own fields (activeTurnId, lastEventSeq) and catches drifted documents.
+// A document is the record itself: parsing strips the adapter's own fields (activeTurnId,
+// lastEventSeq) and catches drifted documents.
 const toConversation = (snap: DocumentSnapshot): Conversation => ConversationRecord.parse(snap.data());
 const toTurn = (snap: DocumentSnapshot): Turn => TurnRecord.parse(snap.data());
-const toEvent = (snap: DocumentSnapshot): TurnEvent => {
-  const { data, ...event } = EventRecord.parse(snap.data());
-  return { ...event, data: z.record(z.string(), z.unknown()).parse(JSON.parse(data)) };
-};
+/** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
+const toEvent = (snap: DocumentSnapshot): TurnEvent => turnEventOf({ ...snap.data(), data: JSON.parse(z.string().parse(snap.get('data'))) });
 
 const ledgerOf = (snap: DocumentSnapshot): UserLedger | undefined => {
   const ledger: unknown = snap.get('ledger');
@@ -333,7 +287,7 @@ export class FirestoreConversationStore implements ConversationStore {
   /** Numbers events after `last` and creates them; the caller stores the new last number on the turn. */
   private writeEvents(tx: Transaction, turnId: string, last: number, events: NewTurnEvent[]): TurnEvent[] {
     const at = new Date().toISOString();
-    const numbered = events.map(({ type, data }, i) => ({ turnId, seq: last + i + 1, type, data, at }));
+    const numbered = events.map((event, i): TurnEvent => ({ ...event, turnId, seq: last + i + 1, at }));
     for (const event of numbered) {
       tx.create(this.events(turnId).doc(eventId(event.seq)), { ...event, data: JSON.stringify(event.data) });
     }
@@ -346,17 +300,19 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /** A query for the one result event: the listener reads nothing else of the turn as it runs. */
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void {
     let delivered = false;
     return this.events(turnId)
-      .where('type', '==', 'result')
+      .where('type', '==', TurnEventType.result)
       .limit(1)
       .onSnapshot(
         (snap) => {
-          const result = snap.docs[0];
-          if (result === undefined || delivered) return;
+          const stored = snap.docs[0];
+          if (stored === undefined || delivered) return;
+          const result = toEvent(stored);
+          if (!isResult(result)) return;
           delivered = true;
-          listener(toEvent(result));
+          listener(result);
         },
         (error) => console.error(`clauderun: watching the result of turn ${turnId} failed: ${error.message}`),
       );

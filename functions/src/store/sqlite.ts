@@ -1,28 +1,65 @@
 import { EventEmitter } from 'node:events';
-import type { DatabaseSync } from 'node:sqlite';
-import { FINAL_STATUSES, Usage, type TurnStatus } from '../contract/turn.js';
-import { EVENTS_DROPPED, withinBudget, type EventBudget, type EventTally } from '../conversations/event-budget.js';
-import { admit, LimitName, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../conversations/quota.js';
-import type {
-  Conversation,
-  ConversationStore,
-  ListCursor,
-  StartTurnResult,
-  Turn,
-  TurnEvent,
-  NewTurnEvent,
-  StartTurnOptions,
-  TurnPatch,
-  TurnUpdateExtras,
-  UserUsage,
-} from './conversation-store.js';
-import { openSqliteFile, str, strOrNull, type Row } from './sqlite-file.js';
+import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import { TurnEventType } from '../contract/event-types.js';
+import { Usage, type TurnStatus } from '../contract/turn.js';
+import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
+import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
+import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
+import { FINAL_STATUSES } from '../domain/turn-state.js';
+import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
+import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
+import { openSqliteFile, str, type Row } from './sqlite-file.js';
 
 /** The service_records row of everyone's sandbox starts in the last minute. */
 const SERVICE_STARTS = 'sandbox_starts';
 
 /** The final states as an SQL list, from the one definition of them. */
 const FINAL_SQL = `(${FINAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
+
+/**
+ * A turn's row: one column per field of the record, named after it in snake_case, with its SQL
+ * type. The table is made from this list, and opening a database made before a column existed
+ * adds it, so a column added here must be one ALTER TABLE can add (nullable, or with a default).
+ */
+const TURN_COLUMNS = {
+  id: 'TEXT PRIMARY KEY',
+  conversationId: 'TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE',
+  userId: 'TEXT NOT NULL',
+  prompt: 'TEXT NOT NULL',
+  status: 'TEXT NOT NULL',
+  reason: 'TEXT',
+  text: 'TEXT',
+  usage: 'TEXT NOT NULL',
+  costUsd: 'REAL NOT NULL DEFAULT 0',
+  createdAt: 'TEXT NOT NULL',
+  startedAt: 'TEXT',
+  finishedAt: 'TEXT',
+  deadlineAt: 'TEXT NOT NULL',
+  uploadedStateKey: 'TEXT',
+  idempotencyKey: 'TEXT',
+  sandboxRef: 'TEXT',
+  stoppedBy: 'TEXT',
+  resultDigest: 'TEXT',
+  holdsSandbox: 'INTEGER NOT NULL DEFAULT 0',
+} as const satisfies Record<keyof Turn, string>;
+
+type TurnField = keyof typeof TURN_COLUMNS;
+const TURN_FIELDS = Object.keys(TURN_COLUMNS) as TurnField[];
+const columnOf = (field: TurnField): string => field.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+
+/** A field as its column holds it: SQLite has no booleans (0 or 1) and no objects (JSON text). */
+function toColumnValue(value: Turn[TurnField]): SQLInputValue {
+  if (typeof value === 'boolean') return value ? 1 : 0;
+  if (typeof value === 'object' && value !== null) return JSON.stringify(value);
+  return value;
+}
+
+/** The fields toColumnValue encodes, read back. */
+const DECODE: Partial<Record<TurnField, (value: SQLInputValue) => unknown>> = {
+  usage: (text) => JSON.parse(String(text)),
+  holdsSandbox: (flag) => Number(flag) === 1,
+};
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS conversations (
@@ -36,25 +73,7 @@ CREATE TABLE IF NOT EXISTS conversations (
 );
 CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS turns (
-  id TEXT PRIMARY KEY,
-  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-  user_id TEXT NOT NULL,
-  prompt TEXT NOT NULL,
-  status TEXT NOT NULL,
-  reason TEXT,
-  text TEXT,
-  usage TEXT NOT NULL,
-  cost_usd REAL NOT NULL DEFAULT 0,
-  created_at TEXT NOT NULL,
-  started_at TEXT,
-  finished_at TEXT,
-  deadline_at TEXT NOT NULL,
-  uploaded_state_key TEXT,
-  idempotency_key TEXT,
-  sandbox_ref TEXT,
-  stopped_by TEXT,
-  result_digest TEXT,
-  holds_sandbox INTEGER NOT NULL DEFAULT 0
+  ${TURN_FIELDS.map((field) => `${columnOf(field)} ${TURN_COLUMNS[field]}`).join(',\n  ')}
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_idempotency_key ON turns (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS turn_events (
@@ -78,67 +97,32 @@ CREATE TABLE IF NOT EXISTS service_records (
 );
 `;
 
-/** Columns added to `turns` after its first release, with their types. */
-const ADDED_TURN_COLUMNS = { stopped_by: 'TEXT', result_digest: 'TEXT', holds_sandbox: 'INTEGER NOT NULL DEFAULT 0' } as const;
+const toConversation = (row: Row): Conversation =>
+  ConversationRecord.parse({
+    id: row.id,
+    userId: row.user_id,
+    title: row.title,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    sessionId: row.session_id,
+    stateKey: row.state_key,
+  });
 
-function toConversation(row: Row): Conversation {
-  return {
-    id: str(row.id),
-    userId: str(row.user_id),
-    title: str(row.title),
-    createdAt: str(row.created_at),
-    updatedAt: str(row.updated_at),
-    sessionId: strOrNull(row.session_id),
-    stateKey: strOrNull(row.state_key),
-  };
-}
+const toTurn = (row: Row): Turn =>
+  TurnRecord.parse(
+    Object.fromEntries(
+      TURN_FIELDS.map((field) => {
+        const value = row[columnOf(field)];
+        const decode = DECODE[field];
+        return [field, value === null || value === undefined || decode === undefined ? value : decode(value)];
+      }),
+    ),
+  );
 
-function toTurn(row: Row): Turn {
-  return {
-    id: str(row.id),
-    conversationId: str(row.conversation_id),
-    userId: str(row.user_id),
-    prompt: str(row.prompt),
-    status: str(row.status) as TurnStatus,
-    reason: strOrNull(row.reason),
-    text: strOrNull(row.text),
-    usage: Usage.parse(JSON.parse(str(row.usage))),
-    costUsd: Number(row.cost_usd),
-    createdAt: str(row.created_at),
-    startedAt: strOrNull(row.started_at),
-    finishedAt: strOrNull(row.finished_at),
-    deadlineAt: str(row.deadline_at),
-    uploadedStateKey: strOrNull(row.uploaded_state_key),
-    idempotencyKey: strOrNull(row.idempotency_key),
-    sandboxRef: strOrNull(row.sandbox_ref),
-    stoppedBy: LimitName.nullable().parse(row.stopped_by ?? null),
-    resultDigest: strOrNull(row.result_digest ?? null),
-    holdsSandbox: Number(row.holds_sandbox ?? 0) === 1,
-  };
-}
+const toEvent = (row: Row): TurnEvent =>
+  turnEventOf({ turnId: row.turn_id, seq: Number(row.seq), type: row.type, data: JSON.parse(str(row.data)), at: row.at });
 
-function toEvent(row: Row): TurnEvent {
-  return {
-    turnId: str(row.turn_id),
-    seq: Number(row.seq),
-    type: str(row.type),
-    data: JSON.parse(str(row.data)) as Record<string, unknown>,
-    at: str(row.at),
-  };
-}
-
-const PATCH_COLUMNS: Record<keyof TurnPatch, string> = {
-  status: 'status',
-  reason: 'reason',
-  text: 'text',
-  startedAt: 'started_at',
-  finishedAt: 'finished_at',
-  uploadedStateKey: 'uploaded_state_key',
-  sandboxRef: 'sandbox_ref',
-  stoppedBy: 'stopped_by',
-  resultDigest: 'result_digest',
-  holdsSandbox: 'holds_sandbox',
-};
+const INSERT_TURN = `INSERT INTO turns (${TURN_FIELDS.map(columnOf).join(', ')}) VALUES (${TURN_FIELDS.map(() => '?').join(', ')})`;
 
 /** The embedded default store: one SQLite file under the data dir (node:sqlite, WAL mode). */
 export class SqliteConversationStore implements ConversationStore {
@@ -159,8 +143,8 @@ export class SqliteConversationStore implements ConversationStore {
         .all()
         .map((row) => str(row.name)),
     );
-    for (const [column, type] of Object.entries(ADDED_TURN_COLUMNS)) {
-      if (!columns.has(column)) this.db.exec(`ALTER TABLE turns ADD COLUMN ${column} ${type}`);
+    for (const field of TURN_FIELDS) {
+      if (!columns.has(columnOf(field))) this.db.exec(`ALTER TABLE turns ADD COLUMN ${columnOf(field)} ${TURN_COLUMNS[field]}`);
     }
   }
 
@@ -230,33 +214,7 @@ export class SqliteConversationStore implements ConversationStore {
         .prepare('INSERT INTO service_records (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value')
         .run(SERVICE_STARTS, JSON.stringify(admission.serviceStarts));
       if (newConversation !== undefined) this.insertConversation(newConversation);
-      this.db
-        .prepare(
-          `INSERT INTO turns (id, conversation_id, user_id, prompt, status, reason, text, usage, cost_usd,
-             created_at, started_at, finished_at, deadline_at, uploaded_state_key, idempotency_key, sandbox_ref, stopped_by, result_digest, holds_sandbox)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          t.id,
-          t.conversationId,
-          t.userId,
-          t.prompt,
-          t.status,
-          t.reason,
-          t.text,
-          JSON.stringify(t.usage),
-          t.costUsd,
-          t.createdAt,
-          t.startedAt,
-          t.finishedAt,
-          t.deadlineAt,
-          t.uploadedStateKey,
-          t.idempotencyKey,
-          t.sandboxRef,
-          t.stoppedBy,
-          t.resultDigest,
-          t.holdsSandbox ? 1 : 0,
-        );
+      this.db.prepare(INSERT_TURN).run(...TURN_FIELDS.map((field) => toColumnValue(t[field])));
       this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
       return { started: true };
     });
@@ -269,17 +227,14 @@ export class SqliteConversationStore implements ConversationStore {
 
   async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
     const { commit, events } = extras;
-    // SQLite has no booleans: holdsSandbox is 0 or 1.
-    const entries = Object.entries(patch).map(([key, value]) => [key, typeof value === 'boolean' ? (value ? 1 : 0) : value]) as [
-      keyof TurnPatch,
-      string | number | null,
-    ][];
     if (from.length === 0) return undefined;
-    const sets = entries.map(([key]) => `${PATCH_COLUMNS[key]} = ?`);
+    const fields = (Object.keys(patch) as (keyof TurnPatch)[]).filter((field) => patch[field] !== undefined);
+    const sets = fields.map((field) => `${columnOf(field)} = ?`);
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
       WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
+    const values = fields.map((field) => toColumnValue(patch[field] ?? null));
     const done = this.transaction(() => {
-      const row = this.db.prepare(sql).get(...entries.map(([, v]) => v), id, ...from);
+      const row = this.db.prepare(sql).get(...values, id, ...from);
       if (!row) return undefined;
       const turn = toTurn(row);
       if (commit !== undefined) {
@@ -301,14 +256,7 @@ export class SqliteConversationStore implements ConversationStore {
       this.saveLedger(userId, ledger);
       const row = this.db.prepare('SELECT usage FROM turns WHERE id = ?').get(id);
       if (!row) return ledger;
-      const current = Usage.parse(JSON.parse(str(row.usage)));
-      const sum: Usage = {
-        inputTokens: current.inputTokens + usage.inputTokens,
-        outputTokens: current.outputTokens + usage.outputTokens,
-        cacheCreationInputTokens: current.cacheCreationInputTokens + usage.cacheCreationInputTokens,
-        cacheReadInputTokens: current.cacheReadInputTokens + usage.cacheReadInputTokens,
-        modelCalls: current.modelCalls + usage.modelCalls,
-      };
+      const sum = addUsage(Usage.parse(JSON.parse(str(row.usage))), usage);
       this.db.prepare('UPDATE turns SET usage = ?, cost_usd = cost_usd + ? WHERE id = ?').run(JSON.stringify(sum), costUsd, id);
       return ledger;
     });
@@ -357,10 +305,10 @@ export class SqliteConversationStore implements ConversationStore {
   private eventTally(turnId: string): EventTally {
     const row = this.db
       .prepare(
-        `SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) AS bytes, COALESCE(MAX(type = '${EVENTS_DROPPED}'), 0) AS capped
+        `SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) AS bytes, COALESCE(MAX(type = ?), 0) AS capped
          FROM turn_events WHERE turn_id = ?`,
       )
-      .get(turnId);
+      .get(TurnEventType.events_dropped, turnId);
     return { events: Number(row?.n ?? 0), bytes: Number(row?.bytes ?? 0), capped: Number(row?.capped ?? 0) === 1 };
   }
 
@@ -378,7 +326,7 @@ export class SqliteConversationStore implements ConversationStore {
     return events.map((event) => {
       seq += 1;
       insert.run(turnId, seq, event.type, JSON.stringify(event.data), at);
-      return { turnId, seq, type: event.type, data: event.data, at };
+      return { ...event, turnId, seq, at };
     });
   }
 
@@ -386,16 +334,16 @@ export class SqliteConversationStore implements ConversationStore {
     return this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq').all(turnId, afterSeq).map(toEvent);
   }
 
-  watchResult(turnId: string, listener: (result: TurnEvent) => void): () => void {
+  watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void {
     const key = `events:${turnId}`;
     const deliver = (event: TurnEvent) => {
-      if (event.type !== 'result') return;
+      if (!isResult(event)) return;
       this.changes.off(key, deliver);
       listener(event);
     };
     // Reading is synchronous here, so the result cannot be written between the check and the subscription.
-    const stored = this.db.prepare(`SELECT * FROM turn_events WHERE turn_id = ? AND type = 'result' LIMIT 1`).get(turnId);
-    if (stored) listener(toEvent(stored));
+    const stored = this.db.prepare('SELECT * FROM turn_events WHERE turn_id = ? AND type = ? LIMIT 1').get(turnId, TurnEventType.result);
+    if (stored) deliver(toEvent(stored));
     else this.changes.on(key, deliver);
     return () => this.changes.off(key, deliver);
   }

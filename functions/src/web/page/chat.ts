@@ -1,4 +1,5 @@
-import type { TurnEventView } from '../../contract/api.js';
+import { TurnEventType } from '../../contract/event-types.js';
+import type { TurnEventView } from '../../contract/events.js';
 import { ApiError, turnLinks, type ApiClient, type StartedTurn } from './api.js';
 import { conversationHref, type ConversationList } from './conversation-list.js';
 import { byId } from './dom.js';
@@ -189,7 +190,7 @@ export class Chat {
         url: links.events,
         headers: () => this.api.headers(),
         signal: stop.signal,
-        isLast: (event) => event.type === 'result',
+        isLast: (event) => event.type === TurnEventType.result,
         onEvent: (event) => {
           const view = eventView(event);
           if (view === undefined) return;

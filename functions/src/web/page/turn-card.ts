@@ -1,11 +1,13 @@
-import type { TurnEventView, TurnView } from '../../contract/api.js';
-import type { AgentEvent } from '../../contract/runner.js';
+import type { TurnView } from '../../contract/api.js';
+import { TurnEventType } from '../../contract/event-types.js';
+import type { ToolResultData, ToolUseData, TurnEventView } from '../../contract/events.js';
 import { el } from './dom.js';
 import { describeStatus, describeTurnEnd } from './errors.js';
 import { doneLine, usageLine } from './format.js';
 import { renderMarkdown } from './markdown.js';
 
-type Payload<T extends AgentEvent['type']> = Omit<Extract<AgentEvent, { type: T }>, 'type'>;
+/** An event of a type this page does not know is left out; one the contract has and `apply` lacks fails to compile. */
+const unhandled = (_event: never): undefined => undefined;
 
 /**
  * One turn on screen: the prompt, the agent's steps as they come, its answer as Markdown, how it
@@ -44,28 +46,25 @@ export class TurnCard {
 
   /** Applies one event of the turn's stream; returns a sentence for the progress line. */
   apply(event: TurnEventView): string | undefined {
-    const data = event.data;
     switch (event.type) {
-      case 'status': {
-        const status = data.status as TurnView['status'];
-        this.setStatus(status);
-        return describeStatus(status);
-      }
-      case 'text':
-        return this.text((data as Payload<'text'>).text);
-      case 'tool_use':
-        return this.toolUse(data as Payload<'tool_use'>);
-      case 'tool_result':
-        return this.toolResult(data as Payload<'tool_result'>);
-      case 'events_dropped':
-        return typeof data.message === 'string' ? data.message : undefined;
-      case 'result': {
-        const turn = data as unknown as TurnView;
+      case TurnEventType.status:
+        this.setStatus(event.data.status);
+        return describeStatus(event.data.status);
+      case TurnEventType.text:
+        return this.text(event.data.text);
+      case TurnEventType.tool_use:
+        return this.toolUse(event.data);
+      case TurnEventType.tool_result:
+        return this.toolResult(event.data);
+      case TurnEventType.events_dropped:
+        return event.data.message;
+      case TurnEventType.result: {
+        const turn = event.data;
         this.finish(turn);
         return turn.status === 'succeeded' ? doneLine(turn) : describeTurnEnd(turn);
       }
       default:
-        return undefined;
+        return unhandled(event);
     }
   }
 
@@ -85,7 +84,7 @@ export class TurnCard {
     return 'The agent is writing…';
   }
 
-  private toolUse(step: Payload<'tool_use'>): string {
+  private toolUse(step: ToolUseData): string {
     // Text before a tool call was the agent thinking aloud, not its answer: it becomes a step.
     if (this.latestText !== undefined) {
       const note = el('li', { className: 'step step-text markdown' });
@@ -106,7 +105,7 @@ export class TurnCard {
     return `Running ${step.name}: ${step.summary}`;
   }
 
-  private toolResult(step: Payload<'tool_result'>): string {
+  private toolResult(step: ToolResultData): string {
     const label = step.isError ? 'Error' : 'Output';
     this.addStep(
       el(

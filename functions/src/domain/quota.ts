@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { LimitName } from '../contract/limits.js';
 import type { Usage } from '../contract/turn.js';
 
 /**
@@ -30,16 +31,6 @@ export const NO_LIMITS: Quota = {
   dailyTokens: null,
   dailyCostUsd: null,
 };
-
-export const LimitName = z.enum([
-  'running_turns',
-  'turns_per_minute',
-  'running_sandboxes',
-  'sandbox_starts_per_minute',
-  'daily_tokens',
-  'daily_cost',
-]);
-export type LimitName = z.infer<typeof LimitName>;
 
 export interface LimitHit {
   limit: LimitName;

@@ -1,4 +1,5 @@
-import type { NewTurnEvent } from '../store/conversation-store.js';
+import { eventsDroppedEvent } from '../contract/events.js';
+import type { NewTurnEvent } from './turn-event.js';
 
 /**
  * How much progress one turn may store: a sandbox decides what it posts, and without a budget
@@ -18,12 +19,10 @@ export interface EventTally {
   capped: boolean;
 }
 
-export const EVENTS_DROPPED = 'events_dropped';
-
 /** What a store keeps when no budget is given. */
 export const NO_EVENT_BUDGET: EventBudget = { maxEvents: Infinity, maxBytes: Infinity };
 
-export const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSON.stringify(event.data), 'utf8');
+const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSON.stringify(event.data), 'utf8');
 
 /**
  * The events that fit, in order (the first that does not fit ends them), plus the notice when
@@ -36,14 +35,11 @@ export function withinBudget(tally: EventTally, events: readonly NewTurnEvent[],
   for (const event of events) {
     const size = eventBytes(event);
     if (count + 1 > budget.maxEvents || bytes + size > budget.maxBytes) {
-      const notice: NewTurnEvent = {
-        type: EVENTS_DROPPED,
-        data: {
-          message: `this turn's progress is over its budget of ${budget.maxEvents} events or ${budget.maxBytes} bytes: later steps are not shown`,
-          maxEvents: budget.maxEvents,
-          maxBytes: budget.maxBytes,
-        },
-      };
+      const notice = eventsDroppedEvent({
+        message: `this turn's progress is over its budget of ${budget.maxEvents} events or ${budget.maxBytes} bytes: later steps are not shown`,
+        maxEvents: budget.maxEvents,
+        maxBytes: budget.maxBytes,
+      });
       return { kept: [...kept, notice], tally: { events: count + 1, bytes: bytes + eventBytes(notice), capped: true } };
     }
     kept.push(event);
