@@ -346,8 +346,11 @@ function launcherContract(adapter: Adapter): void {
         await api.running(turnId);
         await within(closing.close(), 'close');
         const beats = api.seen(turnId)?.beats.program ?? 0;
+        const endedAfterClose = handle.ended.then((end) => end);
         await sleep(5 * BEAT_MS);
         expect(api.seen(turnId)?.beats.program).toBeGreaterThan(beats);
+        // Its handle reports no end while it runs on: the port's promise holds after a close too.
+        expect(await Promise.race([endedAfterClose, sleep(0).then(() => 'pending')])).toBe('pending');
         const again = subject.launcher.reattach(handle.ref);
         if (again === undefined) throw new Error('no handle on a sandbox that runs on');
         launched.push(again);

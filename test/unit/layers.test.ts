@@ -20,6 +20,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   blobs: ['blobs/', 'contract/', 'byte-limit.ts'],
   sandbox: ['sandbox/', 'domain/', 'contract/', 'project-root.ts'],
   model: ['model/', 'domain/', 'contract/'],
+  // The policy that judges a sandbox's connections out, and the tunnel that carries them.
+  egress: ['egress/', 'domain/', 'contract/'],
   // The API-key authenticator reads keys through the store's port, never an adapter.
   auth: ['auth/', 'contract/', 'store/api-key-store.ts'],
   // The use cases reach storage, sandboxes and the model through their ports alone.

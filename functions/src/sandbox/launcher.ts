@@ -17,7 +17,11 @@ export type SandboxEnd = (
 export interface SandboxHandle {
   /** What names this sandbox to its launcher (a Cloud Run execution, a local directory). */
   readonly ref: string;
-  /** Settles once the sandbox and every process in it are gone. */
+  /**
+   * Settles once the sandbox and every process in it are gone, and never before. A sandbox that
+   * outlives its launcher's close (sandboxesOutliveProcess) leaves it pending: another handle
+   * (reattach) or status() tells its end.
+   */
   readonly ended: Promise<SandboxEnd>;
   cancel(): Promise<void>;
 }

@@ -88,7 +88,8 @@ export class CloudRunLauncher implements SandboxLauncher {
           // A cancelled execution stops in moments, and its turn waits for that: look often.
           pollMs = cancelling ? CANCEL_POLL_MS : Math.min(pollMs * 2, o.maxPollMs ?? 10_000);
         }
-        return { kind: 'cancelled' };
+        // Closed: the execution runs on, so its end is not this instance's to report (see launcher.ts).
+        return await new Promise<never>(() => {});
       } finally {
         this.watching.delete(watcher);
       }
