@@ -13,7 +13,8 @@ case "${1:-}" in
 esac
 missing=()
 for package in "${packages[@]}"; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  # Installed means "ii": dpkg -s also answers for a package removed but for its config files.
+  [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null) == "ii " ]] || missing+=("$package")
 done
 if ((${#missing[@]} == 0)); then
   echo "system packages: all present"
@@ -23,4 +24,5 @@ echo "system packages: installing ${missing[*]}"
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Through env: sudo resets the environment, and a debconf prompt would wait for ever.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
-import { RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
 import { SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
 
 /** The outcome of one headless Claude Code run. */
@@ -77,7 +77,7 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
   });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-RUNNER_LIMITS.reasonChars);
+    stderr = tailOf(stderr + chunk, RUNNER_LIMITS.reasonChars);
   });
 
   return new Promise((resolve) => {
@@ -95,7 +95,7 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
               : `exited with code ${code}`;
         // The end of what the agent said is what tells why: it is kept, and its start cut.
         const said = `the agent ${how} without a result`;
-        const last = stderr.trim().slice(-(RUNNER_LIMITS.reasonChars - said.length - 2));
+        const last = tailOf(stderr.trim(), RUNNER_LIMITS.reasonChars - said.length - 2);
         resolve({ ok: false, reason: last ? `${said}: ${last}` : said, ...(sessionId ? { sessionId } : {}) });
         return;
       }

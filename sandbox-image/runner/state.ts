@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { byteLimit } from '../../functions/src/byte-limit.js';
-import { RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
 import { AGENT_SESSIONS_DIR } from '../../functions/src/contract/sandbox-layout.js';
 
 /**
@@ -126,7 +126,7 @@ function collect(stream: Readable): () => string {
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
     // Only what can end up in a result's reason.
-    text = (text + chunk).slice(-RUNNER_LIMITS.reasonChars);
+    text = tailOf(text + chunk, RUNNER_LIMITS.reasonChars);
   });
   return () => text.trim();
 }

@@ -351,11 +351,15 @@ function launcherContract(adapter: Adapter): void {
         expect(api.seen(turnId)?.beats.program).toBeGreaterThan(beats);
         // Its handle reports no end while it runs on: the port's promise holds after a close too.
         expect(await Promise.race([endedAfterClose, sleep(0).then(() => 'pending')])).toBe('pending');
+        // A handle asked of the closed launcher watches nothing, so it never reports the end below.
+        const late = closing.reattach(handle.ref);
         const again = subject.launcher.reattach(handle.ref);
         if (again === undefined) throw new Error('no handle on a sandbox that runs on');
         launched.push(again);
         await again.cancel();
         expect(await endOf(again, turnId)).toEqual({ kind: 'cancelled', ...endTime() });
+        await sleep(3 * BEAT_MS);
+        expect(await Promise.race([handle.ended, late?.ended, sleep(0).then(() => 'pending')])).toBe('pending');
       });
     } else {
       it('reattaches nothing: a sandbox cannot have survived the process that started it', async () => {

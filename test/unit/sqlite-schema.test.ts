@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { emptyUsage } from '../../functions/src/contract/turn.js';
 import { newTurn } from '../../functions/src/domain/turn.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 
@@ -27,5 +28,36 @@ describe('the SQLite store on a database from an earlier release', () => {
     expect(await reopened.getTurn('t1')).toMatchObject({ id: 't1', prompt: 'hi', stoppedBy: null });
     expect(await reopened.updateTurn('t1', ['queued'], { status: 'failed', stoppedBy: 'daily_tokens' })).toMatchObject({ stoppedBy: 'daily_tokens' });
     await reopened.close();
+  });
+
+  it('leaves an unreadable row out of every list instead of failing them all, and names it', async () => {
+    const file = path.join(dir, 'damaged.sqlite');
+    const store = new SqliteConversationStore(file);
+    const now = new Date().toISOString();
+    for (const id of ['good', 'bad']) {
+      await store.createConversation({ id: `c-${id}`, userId: 'u1', title: id, createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+      await store.startTurn(newTurn({ id: `t-${id}`, conversationId: `c-${id}`, userId: 'u1', prompt: id, createdAt: now, deadlineAt: now }));
+    }
+    await store.close();
+    // A token count no metering writes (not a whole number): the row no longer parses.
+    const raw = new DatabaseSync(file);
+    raw.prepare("UPDATE turns SET usage = ? WHERE id = 't-bad'").run(JSON.stringify({ ...emptyUsage(), inputTokens: 1.5 }));
+    raw.close();
+
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: string) => void errors.push(line));
+    const reopened = new SqliteConversationStore(file);
+    try {
+      expect((await reopened.listUnfinishedTurns()).map((turn) => turn.id)).toEqual(['t-good']);
+      expect((await reopened.listUnfinishedTurns('u1')).map((turn) => turn.id)).toEqual(['t-good']);
+      expect((await reopened.listTurns('c-good')).map((turn) => turn.id)).toEqual(['t-good']);
+      expect(await reopened.listTurns('c-bad')).toEqual([]);
+      expect((await reopened.listConversations('u1', 10)).map((c) => c.id).sort()).toEqual(['c-bad', 'c-good']);
+      await expect(reopened.getTurn('t-bad')).rejects.toThrow();
+      expect(errors.some((line) => line.includes('turn t-bad cannot be read'))).toBe(true);
+    } finally {
+      spy.mockRestore();
+      await reopened.close();
+    }
   });
 });

@@ -10,11 +10,12 @@ import type { Turn } from '../domain/turn.js';
 import { ServiceError } from './errors.js';
 import { statusEvents, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
+import { headOf } from '../contract/runner-limits.js';
 
 /** An answer as stored: at most MAX_RESULT_TEXT_CHARS, saying so when it was cut. */
 function keptText(text: string): string {
   if (text.length <= MAX_RESULT_TEXT_CHARS) return text;
-  return `${text.slice(0, MAX_RESULT_TEXT_CHARS)}\n\n[clauderun: the answer was ${text.length} characters; only the first ${MAX_RESULT_TEXT_CHARS} are kept]`;
+  return `${headOf(text, MAX_RESULT_TEXT_CHARS)}\n\n[clauderun: the answer was ${text.length} characters; only the first ${MAX_RESULT_TEXT_CHARS} are kept]`;
 }
 
 /**

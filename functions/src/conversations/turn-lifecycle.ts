@@ -348,7 +348,11 @@ export class TurnLifecycle {
       // An execution that already ended refuses a cancel; its end is what we wait for.
       this.deps.log(`turn ${turn.id}: stopping the sandbox failed: ${(error as Error).message}`);
     }
-    const gone = await Promise.race([sandbox.ended.then(() => true), sleep(SANDBOX_GONE_WAIT_MS, false, { ref: false })]);
+    // Closing, a sandbox that outlives this process is no longer ours to wait for (its end never comes).
+    const gone = await Promise.race([
+      sandbox.ended.then(() => true),
+      sleep(SANDBOX_GONE_WAIT_MS, false, { ref: false, signal: this.closing.signal }).catch(() => false),
+    ]);
     if (!gone) this.deps.log(`turn ${turn.id}: the sandbox was not seen gone within ${SANDBOX_GONE_WAIT_MS} ms of its stop`);
     return gone;
   }

@@ -19,6 +19,7 @@ import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEv
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
+import { readable } from './readable.js';
 
 /*
  * Layout (every collection name starts with the prefix):
@@ -46,6 +47,10 @@ const RETRY_CONTENDED = { maxAttempts: 10 };
 // lastEventSeq) and catches drifted documents.
 const toConversation = (snap: DocumentSnapshot): Conversation => ConversationRecord.parse(snap.data());
 const toTurn = (snap: DocumentSnapshot): Turn => TurnRecord.parse(snap.data());
+const named =
+  (kind: string) =>
+  (snap: DocumentSnapshot): string =>
+    `${kind} ${snap.id}`;
 /** Event data is stored as JSON text, like SQLite does: Firestore refuses nested arrays and undefined. */
 const toEvent = (snap: DocumentSnapshot): TurnEvent => turnEventOf({ ...snap.data(), data: JSON.parse(z.string().parse(snap.get('data'))) });
 
@@ -112,7 +117,7 @@ export class FirestoreConversationStore implements ConversationStore {
     if (limit <= 0) return [];
     let query = this.conversations.where('userId', '==', userId).orderBy('updatedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
     if (after) query = query.startAfter(after.updatedAt, after.id);
-    return (await query.limit(limit).get()).docs.map(toConversation);
+    return readable((await query.limit(limit).get()).docs, toConversation, named('conversation'));
   }
 
   /**
@@ -192,7 +197,7 @@ export class FirestoreConversationStore implements ConversationStore {
 
   async listTurns(conversationId: string): Promise<Turn[]> {
     const snap = await this.turns.where('conversationId', '==', conversationId).orderBy('createdAt', 'asc').get();
-    return snap.docs.map(toTurn);
+    return readable(snap.docs, toTurn, named('turn'));
   }
 
   async findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined> {
@@ -339,12 +344,12 @@ export class FirestoreConversationStore implements ConversationStore {
 
   async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
     const turns = userId === undefined ? this.turns : this.turns.where('userId', '==', userId);
-    return (await turns.where('status', 'in', UNFINISHED).get()).docs.map(toTurn);
+    return readable((await turns.where('status', 'in', UNFINISHED).get()).docs, toTurn, named('turn'));
   }
 
   async listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]> {
     const turns = userId === undefined ? this.turns : this.turns.where('userId', '==', userId);
-    return (await turns.where('holdsSandbox', '==', true).get()).docs.map(toTurn);
+    return readable((await turns.where('holdsSandbox', '==', true).get()).docs, toTurn, named('turn'));
   }
 
   async close(): Promise<void> {

@@ -10,6 +10,7 @@ import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
 import { openSqliteFile, str, type Row } from './sqlite-file.js';
+import { readable } from './readable.js';
 
 /** The service_records row of everyone's sandbox starts in the last minute. */
 const SERVICE_STARTS = 'sandbox_starts';
@@ -108,6 +109,9 @@ const toConversation = (row: Row): Conversation =>
     stateKey: row.state_key,
   });
 
+const conversationNamed = (row: Row): string => `conversation ${String(row.id)}`;
+const turnNamed = (row: Row): string => `turn ${String(row.id)}`;
+
 const toTurn = (row: Row): Turn =>
   TurnRecord.parse(
     Object.fromEntries(
@@ -172,7 +176,7 @@ export class SqliteConversationStore implements ConversationStore {
           )
           .all(userId, after.updatedAt, after.updatedAt, after.id, limit)
       : this.db.prepare('SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, id DESC LIMIT ?').all(userId, limit);
-    return rows.map(toConversation);
+    return readable(rows, toConversation, conversationNamed);
   }
 
   async deleteConversation(id: string): Promise<string[]> {
@@ -190,7 +194,8 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async listTurns(conversationId: string): Promise<Turn[]> {
-    return this.db.prepare('SELECT * FROM turns WHERE conversation_id = ? ORDER BY created_at, rowid').all(conversationId).map(toTurn);
+    const rows = this.db.prepare('SELECT * FROM turns WHERE conversation_id = ? ORDER BY created_at, rowid').all(conversationId);
+    return readable(rows, toTurn, turnNamed);
   }
 
   async findTurnByIdempotencyKey(userId: string, key: string): Promise<Turn | undefined> {
@@ -365,13 +370,19 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
-    if (userId === undefined) return this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all().map(toTurn);
-    return this.db.prepare(`SELECT * FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).all(userId).map(toTurn);
+    const rows =
+      userId === undefined
+        ? this.db.prepare(`SELECT * FROM turns WHERE status NOT IN ${FINAL_SQL}`).all()
+        : this.db.prepare(`SELECT * FROM turns WHERE user_id = ? AND status NOT IN ${FINAL_SQL}`).all(userId);
+    return readable(rows, toTurn, turnNamed);
   }
 
   async listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]> {
-    if (userId === undefined) return this.db.prepare('SELECT * FROM turns WHERE holds_sandbox = 1').all().map(toTurn);
-    return this.db.prepare('SELECT * FROM turns WHERE user_id = ? AND holds_sandbox = 1').all(userId).map(toTurn);
+    const rows =
+      userId === undefined
+        ? this.db.prepare('SELECT * FROM turns WHERE holds_sandbox = 1').all()
+        : this.db.prepare('SELECT * FROM turns WHERE user_id = ? AND holds_sandbox = 1').all(userId);
+    return readable(rows, toTurn, turnNamed);
   }
 
   async close(): Promise<void> {

@@ -43,6 +43,7 @@ export class CloudRunLauncher implements SandboxLauncher {
   readonly name = 'cloudrun';
   readonly sandboxesOutliveProcess = true;
   private readonly watching = new Set<{ stop(): void }>();
+  private closed = false;
 
   constructor(private readonly options: CloudRunLauncherOptions) {}
 
@@ -61,7 +62,8 @@ export class CloudRunLauncher implements SandboxLauncher {
     const o = this.options;
     const watchedFrom = Date.now();
     let pollMs = o.firstPollMs ?? 1000;
-    let stopped = false;
+    // A handle asked for after close watches nothing: this instance is going away.
+    let stopped = this.closed;
     let cancelling = false;
     let wake: () => void = () => {};
     const watcher = {
@@ -71,7 +73,7 @@ export class CloudRunLauncher implements SandboxLauncher {
       },
     };
     this.watching.add(watcher);
-    const ended = (async (): Promise<SandboxEnd> => {
+    const seenEnd = (async (): Promise<SandboxEnd | undefined> => {
       try {
         while (!stopped) {
           await new Promise<void>((resolve) => {
@@ -88,12 +90,13 @@ export class CloudRunLauncher implements SandboxLauncher {
           // A cancelled execution stops in moments, and its turn waits for that: look often.
           pollMs = cancelling ? CANCEL_POLL_MS : Math.min(pollMs * 2, o.maxPollMs ?? 10_000);
         }
-        // Closed: the execution runs on, so its end is not this instance's to report (see launcher.ts).
-        return await new Promise<never>(() => {});
+        return undefined;
       } finally {
         this.watching.delete(watcher);
       }
     })();
+    // Closed: the execution runs on, so its end is not this instance's to report (see launcher.ts).
+    const ended = seenEnd.then((end) => end ?? new Promise<never>(() => {}));
     return {
       ref: executionName,
       ended,
@@ -130,6 +133,7 @@ export class CloudRunLauncher implements SandboxLauncher {
 
   async close(): Promise<void> {
     // Executions run on in the cloud and report to the API; this instance only stops watching.
+    this.closed = true;
     for (const watcher of [...this.watching]) watcher.stop();
   }
 
