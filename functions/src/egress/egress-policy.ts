@@ -11,8 +11,12 @@ export interface EgressTarget {
 }
 
 export type EgressDecision =
-  /** Connect to one of these addresses (already checked to be public), and nowhere else. */
-  | { allowed: true; addresses: readonly string[] }
+  /**
+   * Connect to one of these addresses (already checked to be public), and nowhere else; on `port`
+   * when given, else on the target's. Only a name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE (tests
+   * alone) gives a port: its local server's, at an address that was not checked.
+   */
+  | { allowed: true; addresses: readonly string[]; port?: number }
   /** In words a tool's user understands, e.g. "this deployment does not allow example.com:443". */
   | { allowed: false; reason: string };
 
