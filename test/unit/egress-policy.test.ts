@@ -166,6 +166,9 @@ describe('which addresses are public', () => {
     ['64:ff9b::10.0.0.1', 'a NAT64 address of a private address'],
     ['64:ff9b::a9fe:a9fe', 'a NAT64 address of the metadata server'],
     ['64:ff9b:1::1', 'a local NAT64 address'],
+    // Classes the table leaves to ipaddr.js's own ranges.
+    ['192.175.48.1', 'a special-purpose address (as112)'],
+    ['2620:4f:8000::1', 'a special-purpose address (as112v6)'],
   ])('%s is %s', (address, what) => {
     expect(classifyAddress(address)).toEqual({ public: false, what });
   });

@@ -135,10 +135,7 @@ export const egressAllowSchema = (name: string) =>
 
 /** Whether `host` (normalized) on `port` is allowed: exact names alone, wildcards subdomains alone. */
 export function allows(allow: EgressAllowlist, host: string, port: number): boolean {
-  return allow.some(
-    (rule) =>
-      rule.ports.includes(port) && (rule.wildcard ? host.endsWith(`.${rule.name}`) && host.length > rule.name.length + 1 : host === rule.name),
-  );
+  return allow.some((rule) => rule.ports.includes(port) && (rule.wildcard ? host.endsWith(`.${rule.name}`) : host === rule.name));
 }
 
 /** Whether any rule allows `host` (normalized), on whatever port. */
