@@ -39,6 +39,7 @@ describe('CLAUDERUN_EGRESS_ALLOW, parsed', () => {
 
   it.each([
     ['bücher.example', /"bücher.example": it is not ASCII/],
+    ['\u212Aernel.org', /it is not ASCII/],
     ['10.0.0.1', /"10.0.0.1": it is an IP address/],
     ['10.0.0.1:443', /it is an IP address/],
     ['[::1]:443', /it is an IP address/],

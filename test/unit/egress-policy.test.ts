@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { classifyAddress } from '../../functions/src/egress/address-class.js';
 import { parseEgressAllow } from '../../functions/src/egress/allowlist.js';
 import type { EgressDecision } from '../../functions/src/egress/egress-policy.js';
-import { createEgressPolicy, type EgressResolver } from '../../functions/src/egress/policy.js';
+import { createEgressPolicy, type EgressResolver, LOOKUP_TIMEOUT_MS, systemResolver } from '../../functions/src/egress/policy.js';
 import { parseTestResolve } from '../../functions/src/egress/test-resolve.js';
 
 /** A resolver that answers from a table and records every name it was asked for. */
@@ -63,7 +63,16 @@ describe('the egress decision', () => {
     },
   );
 
-  it.each(['', 'bücher.example', 'a..b.example', 'exa mple.com', 'example.com/x'])('refuses the malformed host %j', async (host) => {
+  it.each([
+    '',
+    'bücher.example',
+    'a..b.example',
+    'exa mple.com',
+    'example.com/x',
+    'x.example.com\0.evil.com',
+    '\u212A.example.com',
+    'x.example.com:443',
+  ])('refuses the malformed host %j', async (host) => {
     const { policy: p, asked } = policy('*.example.com,*.b.example', {});
     expect(reasonOf(await p.decide({ host, port: 443 }))).toMatch(/^this deployment does not allow .*:443: (the host is not a name|no host given)/);
     expect(asked).toEqual([]);
@@ -88,6 +97,26 @@ describe('the egress decision', () => {
     );
     expect(reasonOf(await p.decide({ host: 'empty.example.com', port: 443 }))).toMatch(/empty.example.com resolves to no address/);
     expect(reasonOf(await p.decide({ host: 'broken.example.com', port: 443 }))).toMatch(/broken.example.com could not be resolved \(Error: boom\)/);
+  });
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('refuses, rather than waits on, a lookup that does not answer', async () => {
+    vi.useFakeTimers();
+    const p = createEgressPolicy({ allow: parseEgressAllow('slow.example.com'), testResolve: new Map() }, () => new Promise(() => {}));
+    const decision = p.decide({ host: 'slow.example.com', port: 443 });
+    await vi.advanceTimersByTimeAsync(LOOKUP_TIMEOUT_MS);
+    expect(reasonOf(await decision)).toBe(
+      'this deployment does not allow slow.example.com:443: slow.example.com could not be resolved (no answer in 10 s)',
+    );
+  });
+
+  it('looks names up with the system resolver by default, every address of them', async () => {
+    const addresses = await systemResolver('localhost');
+    expect(addresses.length).toBeGreaterThan(0);
+    expect(addresses.every((a) => a === '127.0.0.1' || a === '::1')).toBe(true);
   });
 
   it('refuses an answer that is not an address', async () => {

@@ -42,8 +42,11 @@ export type EgressPreset = keyof typeof EGRESS_PRESETS;
 
 const isPreset = (word: string): word is EgressPreset => Object.hasOwn(EGRESS_PRESETS, word);
 
-/** A name as DNS compares it: case folded, the root's trailing dot dropped. */
-export const normalizeHostName = (host: string): string => host.toLowerCase().replace(/\.$/, '');
+/**
+ * A name as DNS compares it: ASCII case folded, the root's trailing dot dropped. Only ASCII is
+ * folded: toLowerCase() would turn the Kelvin sign into a `k` and let a non-ASCII name through.
+ */
+export const normalizeHostName = (host: string): string => host.replace(/[A-Z]/g, (c) => c.toLowerCase()).replace(/\.$/, '');
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 /** What inet_aton takes as one part of an address: `127`, `0177`, `0x7f`. */

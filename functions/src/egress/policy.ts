@@ -22,6 +22,28 @@ export const systemResolver: EgressResolver = async (host) => (await lookup(host
 
 const refused = (reason: string): EgressDecision => ({ allowed: false, reason });
 
+/**
+ * How long a lookup may take before the connection is refused: a tool waits on the answer, and
+ * getaddrinfo holds one of libuv's few threads meanwhile.
+ */
+export const LOOKUP_TIMEOUT_MS = 10_000;
+
+class LookupTimeout extends Error {
+  readonly code = `no answer in ${LOOKUP_TIMEOUT_MS / 1000} s`;
+}
+
+async function withTimeout<T>(work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new LookupTimeout()), LOOKUP_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function createEgressPolicy(settings: Pick<EgressSettings, 'allow' | 'testResolve'>, resolver: EgressResolver = systemResolver): EgressPolicy {
   return {
     async decide({ host: rawHost, port }: EgressTarget): Promise<EgressDecision> {
@@ -39,7 +61,7 @@ export function createEgressPolicy(settings: Pick<EgressSettings, 'allow' | 'tes
 
       let resolved: readonly string[];
       try {
-        resolved = await resolver(host);
+        resolved = await withTimeout(resolver(host));
       } catch (error) {
         const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : String(error);
         return refused(`${notAllowed}: ${host} could not be resolved (${code})`);
