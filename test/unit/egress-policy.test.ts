@@ -58,7 +58,9 @@ describe('the egress decision', () => {
     'refuses the literal address %s: the allowlist is by name',
     async (host) => {
       const { policy: p, asked } = policy('npm', {});
-      expect(reasonOf(await p.decide({ host, port: 443 }))).toMatch(/^this deployment does not allow .*: the host is not a name/);
+      expect(reasonOf(await p.decide({ host, port: 443 }))).toMatch(
+        /^this deployment does not allow .*:443: the host (is an IP address|ends in a number, as an IP address does) \(the allowlist is by name\)$/,
+      );
       expect(asked).toEqual([]);
     },
   );
@@ -74,13 +76,23 @@ describe('the egress decision', () => {
     'x.example.com:443',
   ])('refuses the malformed host %j', async (host) => {
     const { policy: p, asked } = policy('*.example.com,*.b.example', {});
-    expect(reasonOf(await p.decide({ host, port: 443 }))).toMatch(/^this deployment does not allow .*:443: (the host is not a name|no host given)/);
+    expect(reasonOf(await p.decide({ host, port: 443 }))).toMatch(/^this deployment does not allow .*:443: (the host( is|'s| has)|no host given)/);
     expect(asked).toEqual([]);
   });
 
   it.each([0, 65536, 1.5, Number.NaN])('refuses port %s', async (port) => {
     const { policy: p } = policy('example.com', { 'example.com': ['93.184.215.14'] });
     expect(reasonOf(await p.decide({ host: 'example.com', port }))).toMatch(/the port must be from 1 to 65535/);
+  });
+
+  it('says in words why a host is not a name', async () => {
+    const { policy: p } = policy('*.example.com', {});
+    expect(reasonOf(await p.decide({ host: 'a_b.example.com', port: 443 }))).toBe(
+      'this deployment does not allow a_b.example.com:443: the host\'s label "a_b" is not letters, digits and inner hyphens',
+    );
+    expect(reasonOf(await p.decide({ host: '0x7f.1', port: 443 }))).toBe(
+      'this deployment does not allow 0x7f.1:443: the host is an IP address (the allowlist is by name)',
+    );
   });
 
   it('refuses a name resolving to one public and one private address, naming the private one', async () => {

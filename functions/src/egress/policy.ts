@@ -52,7 +52,8 @@ export function createEgressPolicy(settings: Pick<EgressSettings, 'allow' | 'tes
       if (!Number.isInteger(port) || port < 1 || port > 65535) return refused(`${notAllowed}: the port must be from 1 to 65535`);
       const host = normalizeHostName(rawHost);
       const problem = hostNameProblem(host);
-      if (problem !== undefined) return refused(`${notAllowed}: ${rawHost === '' ? 'no host given' : `the host is not a name (${problem})`}`);
+      if (problem !== undefined)
+        return refused(`${notAllowed}: ${rawHost === '' ? 'no host given' : problem.replace(/^its /, "the host's ").replace(/^it /, 'the host ')}`);
       if (settings.allow.length === 0) return refused(`${notAllowed}: it allows no connections out (CLAUDERUN_EGRESS_ALLOW is empty)`);
       if (!allows(settings.allow, host, port)) return refused(`${notAllowed}: ${host} on port ${port} is not in CLAUDERUN_EGRESS_ALLOW`);
 
