@@ -95,6 +95,14 @@ describe('the egress decision', () => {
     );
   });
 
+  it('quotes a hostile host harmlessly: control characters escaped, length bounded', async () => {
+    const { policy: p } = policy('*.example.com', {});
+    const reason = reasonOf(await p.decide({ host: 'a.example.com\r\nX-Injected: 1', port: 443 }));
+    expect(reason).toMatch(/^this deployment does not allow a\.example\.com\\u000d\\u000aX-Injected: 1:443: /);
+    expect(reason).not.toMatch(/[\r\n]/);
+    expect(reasonOf(await p.decide({ host: `${'a'.repeat(5000)}.example.com`, port: 443 })).length).toBeLessThan(400);
+  });
+
   it('refuses a name resolving to one public and one private address, naming the private one', async () => {
     const { policy: p } = policy('registry.example.com', { 'registry.example.com': ['93.184.215.14', '10.0.0.5'] });
     expect(reasonOf(await p.decide({ host: 'registry.example.com', port: 443 }))).toBe(

@@ -23,6 +23,15 @@ export const systemResolver: EgressResolver = async (host) => (await lookup(host
 const refused = (reason: string): EgressDecision => ({ allowed: false, reason });
 
 /**
+ * The host as a reason may quote it: the sandbox chose it, and the reason may end up in a status
+ * line, a header or a log, so control and non-ASCII characters are escaped and length is bounded.
+ */
+const quoted = (host: string): string => {
+  const escaped = host.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escaped.length > 260 ? `${escaped.slice(0, 256)}...` : escaped;
+};
+
+/**
  * How long a lookup may take before the connection is refused: a tool waits on the answer, and
  * getaddrinfo holds one of libuv's few threads meanwhile.
  */
@@ -47,7 +56,7 @@ async function withTimeout<T>(work: Promise<T>): Promise<T> {
 export function createEgressPolicy(settings: Pick<EgressSettings, 'allow' | 'testResolve'>, resolver: EgressResolver = systemResolver): EgressPolicy {
   return {
     async decide({ host: rawHost, port }: EgressTarget): Promise<EgressDecision> {
-      const target = `${rawHost}:${port}`;
+      const target = `${quoted(rawHost)}:${port}`;
       const notAllowed = `this deployment does not allow ${target}`;
       if (!Number.isInteger(port) || port < 1 || port > 65535) return refused(`${notAllowed}: the port must be from 1 to 65535`);
       const host = normalizeHostName(rawHost);
