@@ -24,7 +24,8 @@ export interface EgressPolicy {
   /**
    * The host must match the allowlist before any lookup; then its addresses are resolved and
    * every one must be public (no loopback, private, link-local, metadata or Google-internal
-   * address, whatever the name).
+   * address, whatever the name). Never rejects: a malformed target or a failed lookup is a
+   * refusal with its reason. Made by createEgressPolicy (egress/policy.ts).
    */
   decide(target: EgressTarget): Promise<EgressDecision>;
 }
