@@ -2,6 +2,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { z } from 'zod';
 import { AuthMode as ServiceAuthMode, CloudAuthMode } from '../functions/src/contract/api.js';
 import { DEFAULT_LIMITS } from '../functions/src/config.js';
+import { egressAllowSchema } from '../functions/src/egress/allowlist.js';
 
 /**
  * The stack's settings: every configuration key the program reads is declared here once, with its
@@ -30,6 +31,7 @@ export const CONFIG_KEYS = [
   'clauderun:maxOpenRequestsPerUser',
   'clauderun:dailyTokenLimit',
   'clauderun:dailyCostLimitUsd',
+  'clauderun:egressAllow',
   'clauderun:firestoreLocation',
   'clauderun:deletedStateRetentionDays',
   'clauderun:firestoreIndexesFile',
@@ -80,6 +82,11 @@ export interface Settings {
   /** Daily budgets per user; null: no limit. */
   dailyTokenLimit: number | null;
   dailyCostLimitUsd: number | null;
+  /**
+   * Hosts sandboxes may connect to through the runner (the service's CLAUDERUN_EGRESS_ALLOW, same
+   * syntax, checked by the service's own parser); empty: none.
+   */
+  egressAllow: string;
   /** Days a deleted or replaced conversation state stays recoverable in the bucket. */
   deletedStateRetentionDays: number;
   /** The store's composite indexes, relative to the repository root. */
@@ -172,6 +179,10 @@ const Schema = z.object({
   'clauderun:maxOpenRequestsPerUser': whole('clauderun:maxOpenRequestsPerUser', 1, UNBOUNDED, DEFAULT_LIMITS.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER),
   'clauderun:dailyTokenLimit': budget('clauderun:dailyTokenLimit', 'whole', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
   'clauderun:dailyCostLimitUsd': budget('clauderun:dailyCostLimitUsd', 'any', DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD),
+  'clauderun:egressAllow': z.preprocess(trimmed, z.string().default('')).superRefine((v, ctx) => {
+    const checked = egressAllowSchema('clauderun:egressAllow').safeParse(v);
+    for (const issue of checked.error?.issues ?? []) ctx.addIssue({ code: 'custom', message: issue.message });
+  }),
   'clauderun:deletedStateRetentionDays': whole('clauderun:deletedStateRetentionDays', 1, 365, 7),
   'clauderun:firestoreIndexesFile': z.preprocess(trimmed, z.string().default('firestore.indexes.json')),
   'clauderun:protect': z.preprocess(trimmed, z.enum(['true', 'false'], { error: 'clauderun:protect must be true or false' }).default('true')),
@@ -225,6 +236,7 @@ export function parseSettings(raw: RawSettings): Settings {
     maxOpenRequestsPerUser: c['clauderun:maxOpenRequestsPerUser'],
     dailyTokenLimit: c['clauderun:dailyTokenLimit'],
     dailyCostLimitUsd: c['clauderun:dailyCostLimitUsd'],
+    egressAllow: c['clauderun:egressAllow'],
     deletedStateRetentionDays: c['clauderun:deletedStateRetentionDays'],
     firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],
     protect: c['clauderun:protect'] === 'true',

@@ -144,7 +144,10 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     // The Functions Framework answers a crash or SIGTERM itself, naming the error outside production.
     NODE_ENV: 'production',
   };
-  if (serve === 'runner') return shared;
+  if (serve === 'runner') {
+    // The tunnel that carries a sandbox's connections out ends at the runner, which judges them.
+    return s.egressAllow === '' ? shared : { ...shared, CLAUDERUN_EGRESS_ALLOW: s.egressAllow };
+  }
   return {
     ...shared,
     CLAUDERUN_SWEEPER_ACCOUNT: refs.sweeperEmail,

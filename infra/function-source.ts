@@ -21,6 +21,7 @@ export const API_RUNTIME_DEPENDENCIES = [
   '@google-cloud/storage',
   'google-auth-library',
   'jose',
+  'ipaddr.js',
 ] as const;
 
 /** The entry module: it registers the HTTP function `clauderun` (functions/src/index.ts). */

@@ -3,6 +3,9 @@ import { z } from 'zod';
 import { AuthMode } from './contract/api.js';
 import type { EventBudget } from './domain/event-budget.js';
 import type { Quota } from './domain/quota.js';
+import { allowsName, egressAllowSchema } from './egress/allowlist.js';
+import type { EgressSettings } from './egress/policy.js';
+import { testResolveSchema } from './egress/test-resolve.js';
 
 /**
  * The only reader of process.env in the service. Every setting is declared once here, with its
@@ -43,6 +46,9 @@ export const DEFAULT_LIMITS = {
   CLAUDERUN_MAX_OUTPUT_TOKENS: 32_000,
   CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: 8,
   CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: 256 * 1024 * 1024,
+  /** Enough for an `npm install` of a few hundred packages over kept-alive connections. */
+  CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN: 200,
+  CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN: 256 * 1024 * 1024,
 } as const;
 
 const positiveInt = (name: string) =>
@@ -209,6 +215,19 @@ const EnvSchema = z.object({
    * for local sandboxes.
    */
   CLAUDERUN_RUNJOBS_PER_MINUTE: positiveInt('CLAUDERUN_RUNJOBS_PER_MINUTE').max(100_000).optional(),
+  /**
+   * Hosts a sandbox's tools may connect to, through the egress tunnel: comma-separated patterns
+   * (`registry.npmjs.org`, `*.example.com`, `github.com:443`) and presets (npm, pypi, github).
+   * Empty: none.
+   */
+  CLAUDERUN_EGRESS_ALLOW: egressAllowSchema('CLAUDERUN_EGRESS_ALLOW'),
+  /** Tests only (refused where K_SERVICE is set): `name=address:port,...`, local servers standing in for allowed names. */
+  CLAUDERUN_EGRESS_TEST_RESOLVE: testResolveSchema('CLAUDERUN_EGRESS_TEST_RESOLVE'),
+  /** Connections one turn may open out, and bytes it may move through them (both ways together). */
+  CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN: positiveInt('CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN').default(
+    DEFAULT_LIMITS.CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN,
+  ),
+  CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN: positiveInt('CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN),
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
   /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
@@ -273,6 +292,8 @@ export interface Config {
   serve: 'public' | 'runner' | 'all';
   /** Who may call the sweeper: Google ID tokens of this account, for this audience. */
   sweeper: { account: string; audience: string; jwksUrl: string } | undefined;
+  /** What a sandbox's connections out may reach (createEgressPolicy), and the tunnel's per-turn caps. */
+  egress: EgressSettings;
   systemPath: string;
 }
 
@@ -350,6 +371,15 @@ export function loadConfig(env: Env): Config {
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );
   }
+  if (e.CLAUDERUN_EGRESS_TEST_RESOLVE.size > 0 && e.K_SERVICE !== undefined) {
+    throw new ConfigError(
+      'CLAUDERUN_EGRESS_TEST_RESOLVE: it sends allowed names to unchecked addresses and is for tests only; it refuses to run in the cloud (K_SERVICE is set)',
+    );
+  }
+  const unallowed = [...e.CLAUDERUN_EGRESS_TEST_RESOLVE.keys()].filter((name) => !allowsName(e.CLAUDERUN_EGRESS_ALLOW, name));
+  if (unallowed.length > 0) {
+    throw new ConfigError(`CLAUDERUN_EGRESS_TEST_RESOLVE: maps names CLAUDERUN_EGRESS_ALLOW does not allow: ${unallowed.join(', ')}`);
+  }
   return {
     port: e.PORT,
     dataDir: path.resolve(e.CLAUDERUN_DATA_DIR),
@@ -426,6 +456,12 @@ export function loadConfig(env: Env): Config {
       e.CLAUDERUN_SWEEPER_ACCOUNT !== undefined && e.CLAUDERUN_SWEEPER_AUDIENCE !== undefined
         ? { account: e.CLAUDERUN_SWEEPER_ACCOUNT, audience: e.CLAUDERUN_SWEEPER_AUDIENCE, jwksUrl: e.CLAUDERUN_GOOGLE_JWKS_URL }
         : undefined,
+    egress: {
+      allow: e.CLAUDERUN_EGRESS_ALLOW,
+      testResolve: e.CLAUDERUN_EGRESS_TEST_RESOLVE,
+      maxConnectionsPerTurn: e.CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN,
+      maxBytesPerTurn: e.CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN,
+    },
     systemPath: e.PATH,
   };
 }

@@ -23,6 +23,7 @@ describe('stack settings', () => {
       maxOpenRequestsPerUser: 20,
       dailyTokenLimit: null,
       dailyCostLimitUsd: 10,
+      egressAllow: '',
       deletedStateRetentionDays: 7,
       firestoreIndexesFile: 'firestore.indexes.json',
       protect: true,
@@ -35,6 +36,12 @@ describe('stack settings', () => {
       dailyCostLimitUsd: null,
     });
     expect(parseSettings({ ...base, 'clauderun:dailyCostLimitUsd': ' 2.5 ' })).toMatchObject({ dailyCostLimitUsd: 2.5 });
+  });
+
+  test("egress takes the service's syntax, kept as written for the runner's environment", () => {
+    expect(parseSettings({ ...base, 'clauderun:egressAllow': ' npm, *.example.com:8443 ' })).toMatchObject({
+      egressAllow: 'npm, *.example.com:8443',
+    });
   });
 
   test('blank values mean the default; numbers are read from text', () => {
@@ -74,6 +81,16 @@ describe('stack settings', () => {
     ['a fraction of a token', { 'clauderun:dailyTokenLimit': '1.5' }, /dailyTokenLimit must be a positive whole number or none/],
     ['a budget that is no number', { 'clauderun:dailyCostLimitUsd': 'lots' }, /dailyCostLimitUsd must be a positive number or none/],
     ['a budget of nothing', { 'clauderun:dailyCostLimitUsd': '0' }, /dailyCostLimitUsd must be a positive number or none/],
+    [
+      'an egress wildcard over a whole top-level domain',
+      { 'clauderun:egressAllow': 'npm,*.com' },
+      /clauderun:egressAllow: malformed pattern "\*\.com": a wildcard must leave at least two labels/,
+    ],
+    [
+      'an egress pattern that is an address',
+      { 'clauderun:egressAllow': '169.254.169.254:80' },
+      /clauderun:egressAllow: malformed pattern .* IP address/,
+    ],
   ])('refuses %s', (_, raw, message) => {
     expect(() => parseSettings({ ...base, ...raw })).toThrow(message);
   });

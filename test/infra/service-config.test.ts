@@ -118,6 +118,7 @@ describe('every stack setting the service shares reaches it as the service reads
     'clauderun:maxOpenRequestsPerUser': '5',
     'clauderun:dailyTokenLimit': '1000000',
     'clauderun:dailyCostLimitUsd': '2.5',
+    'clauderun:egressAllow': 'npm, *.example.com:8443',
   });
 
   test.each<Serve>(['public', 'runner'])('%s', async (serve) => {
@@ -134,6 +135,17 @@ describe('every stack setting the service shares reaches it as the service reads
       dailyCostUsd: 2.5,
     });
     if (serve === 'public') expect(config.limits.openRequestsPerUser).toBe(5);
+    // The runner judges the sandboxes' connections out; the public function opens none.
+    expect(config.egress.allow.map((rule) => `${rule.wildcard ? '*.' : ''}${rule.name}:${rule.ports.join('/')}`)).toEqual(
+      serve === 'runner' ? ['registry.npmjs.org:443', '*.example.com:8443'] : [],
+    );
+  });
+
+  test('a stack that allows no egress gives the runner none', async () => {
+    const none = parseSettings({ 'gcp:project': PROJECT, 'gcp:region': REGION });
+    const env = await resolved(functionEnvironment(none, names(none), 'runner', refs));
+    expect(env).not.toHaveProperty('CLAUDERUN_EGRESS_ALLOW');
+    expect(loadConfig({ ...env, K_SERVICE: 'clauderun' }).egress.allow).toEqual([]);
   });
 
   test('a budget of none is no limit', async () => {

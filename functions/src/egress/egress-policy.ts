@@ -11,8 +11,12 @@ export interface EgressTarget {
 }
 
 export type EgressDecision =
-  /** Connect to one of these addresses (already checked to be public), and nowhere else. */
-  | { allowed: true; addresses: readonly string[] }
+  /**
+   * Connect to one of these addresses (already checked to be public), and nowhere else; on `port`
+   * when given, else on the target's. Only a name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE (tests
+   * alone) gives a port: its local server's, at an address that was not checked.
+   */
+  | { allowed: true; addresses: readonly string[]; port?: number }
   /** In words a tool's user understands, e.g. "this deployment does not allow example.com:443". */
   | { allowed: false; reason: string };
 
@@ -20,7 +24,8 @@ export interface EgressPolicy {
   /**
    * The host must match the allowlist before any lookup; then its addresses are resolved and
    * every one must be public (no loopback, private, link-local, metadata or Google-internal
-   * address, whatever the name).
+   * address, whatever the name). Never rejects: a malformed target or a failed lookup is a
+   * refusal with its reason. Made by createEgressPolicy (egress/policy.ts).
    */
   decide(target: EgressTarget): Promise<EgressDecision>;
 }
