@@ -1,4 +1,9 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +13,7 @@ import { fillPath, PUBLIC_ROUTES } from '../../functions/src/contract/routes.js'
 import { readEvents } from '../support/sse.js';
 import { prompt, startService, type RunningService } from '../support/service.js';
 
-/** Allows one made-up name, mapped to the test server on loopback; refuses the rest as a deployment would. */
+/** Allows two made-up names, mapped to the test server on loopback; refuses the rest as a deployment would. */
 const policy: EgressPolicy = {
   decide: async ({ host, port }) =>
     host.toLowerCase() === 'allowed.test'
@@ -28,7 +33,42 @@ describe('egress through the tunnel', () => {
   let targetPort: number;
   const seen: { host: string | undefined }[] = [];
   let connections = 0;
+  let tlsTarget: https.Server;
+  let tlsPort: number;
+  let tlsConnections = 0;
+  let ca: string;
   beforeAll(async () => {
+    // A certificate of its own for allowed.test, which the sandbox's tools are told to trust.
+    const dir = mkdtempSync(path.join(tmpdir(), 'clauderun-egress-ca-'));
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=allowed.test',
+        '-addext',
+        'subjectAltName=DNS:allowed.test',
+      ],
+      { stdio: 'ignore' },
+    );
+    ca = readFileSync(cert, 'utf8');
+    tlsTarget = https.createServer({ key: readFileSync(key), cert: ca }, (req, res) => res.end(`hello over TLS (${req.headers.host})`));
+    rmSync(dir, { recursive: true, force: true });
+    tlsTarget.on('secureConnection', () => tlsConnections++);
+    tlsTarget.on('connection', () => tlsConnections++);
+    await new Promise<void>((resolve) => tlsTarget.listen(0, '127.0.0.1', resolve));
+    tlsPort = (tlsTarget.address() as net.AddressInfo).port;
     target = http.createServer((req, res) => {
       seen.push({ host: req.headers.host });
       res.end(`hello from the allowed host (${req.method} ${req.url})`);
@@ -44,7 +84,12 @@ describe('egress through the tunnel', () => {
     await fake?.close();
     target?.closeAllConnections();
     await new Promise<void>((resolve) => target?.close(() => resolve()));
+    tlsTarget?.closeAllConnections();
+    await new Promise<void>((resolve) => tlsTarget?.close(() => resolve()));
   });
+
+  /** Writes the test CA into the sandbox, then runs `command`, which may name it as $CA. */
+  const withCa = (command: string) => `printf '%s' '${ca}' > /tmp/ca.pem; CA=/tmp/ca.pem; ${command}`;
 
   async function bash(command: string) {
     const userId = `egress-${randomUUID()}`;
@@ -111,5 +156,31 @@ describe('egress through the tunnel', () => {
     expect(text).not.toContain('hello from the allowed host');
     expect(text).toMatch(/exit=[1-9]/);
     expect(connections).toBe(before);
+  });
+
+  it('carries TLS through CONNECT to an allowed host whose ClientHello names it, the certificate checked end to end', async () => {
+    const { text, egress } = await bash(withCa(`curl -sS --cacert $CA https://allowed.test:${tlsPort}/`));
+    expect(text).toContain(`hello over TLS (allowed.test:${tlsPort})`);
+    expect(egress).toEqual([expect.objectContaining({ host: 'allowed.test', port: tlsPort, allowed: true })]);
+  });
+
+  it('refuses a CONNECT whose ClientHello names another host than the one asked for, before connecting', async () => {
+    const before = tlsConnections;
+    // CONNECT allowed.test, then a ClientHello for other.test: the address is allowed, the name is not what was asked.
+    const script = [
+      `const net=require('net'),tls=require('tls');const p=new URL(process.env.HTTPS_PROXY);`,
+      `const s=net.connect(p.port,p.hostname,()=>s.write('CONNECT allowed.test:${tlsPort} HTTP/1.1\\r\\nHost: allowed.test:${tlsPort}\\r\\n\\r\\n'));`,
+      `s.once('data',(d)=>{console.log('proxy said',String(d).split('\\r\\n')[0]);`,
+      `const t=tls.connect({socket:s,servername:'other.test',rejectUnauthorized:false});`,
+      `t.on('secureConnect',()=>console.log('TLS UP')).on('error',(e)=>console.log('TLS FAILED',e.code)).on('close',()=>console.log('CLOSED'))});`,
+    ].join('');
+    const { text, egress } = await bash(`node -e "${script}"`);
+    expect(text).toContain('proxy said HTTP/1.1 200');
+    expect(text).not.toContain('TLS UP');
+    expect(text).toContain('CLOSED');
+    expect(tlsConnections).toBe(before);
+    expect(egress).toEqual([
+      expect.objectContaining({ host: 'allowed.test', allowed: false, reason: `the TLS ClientHello names other.test, not allowed.test` }),
+    ]);
   });
 });
