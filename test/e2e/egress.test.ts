@@ -184,3 +184,49 @@ describe('egress through the tunnel', () => {
     ]);
   });
 });
+
+describe("egress within a turn's caps", () => {
+  let fake: FakeAnthropic;
+  let service: RunningService;
+  let target: http.Server;
+  let targetPort: number;
+  beforeAll(async () => {
+    target = http.createServer((req, res) => res.end(req.url === '/big' ? Buffer.alloc(1024 * 1024, 'x') : 'small'));
+    await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
+    targetPort = (target.address() as net.AddressInfo).port;
+    fake = await startFakeAnthropic();
+    service = await startService({ ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url }, undefined, {
+      egressPolicy: policy,
+      egressLimits: { maxConnectionsPerTurn: 3, maxBytesPerTurn: 256 * 1024 },
+    });
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await fake?.close();
+    target?.closeAllConnections();
+    await new Promise<void>((resolve) => target?.close(() => resolve()));
+  });
+
+  const egressOf = async (answer: { body: Record<string, unknown> }, userId: string) => {
+    const path = fillPath(PUBLIC_ROUTES.turnEvents, { conversationId: String(answer.body.conversationId), turnId: String(answer.body.turnId) });
+    const { events } = await readEvents(`${service.url}${path}`, { 'x-user-id': userId });
+    return events.filter((e) => e.event === 'egress').map((e) => e.data.data as Record<string, unknown>);
+  };
+
+  it('refuses connections past the cap on them, saying so', async () => {
+    const curl = `curl -sS -o /dev/null -w '%{http_code} ' http://allowed.test:${targetPort}/`;
+    const answer = await prompt(service, 'capped', { message: `bash: ${curl}; ${curl}; ${curl}; ${curl}` });
+    expect(String(answer.body.text)).toContain('200 200 200 403');
+    const egress = await egressOf(answer, 'capped');
+    expect(egress.map((e) => e.allowed)).toEqual([true, true, true, false]);
+    expect(egress[3]?.reason).toBe('this turn has opened its 3 connections out; no more are allowed');
+  });
+
+  it('cuts a connection that takes the turn over its bytes', async () => {
+    const answer = await prompt(service, 'big', { message: `bash: curl -sS -o /dev/null http://allowed.test:${targetPort}/big; echo " exit=$?"` });
+    expect(String(answer.body.text)).toMatch(/exit=(18|56)/);
+    const [attempt] = await egressOf(answer, 'big');
+    expect(attempt).toMatchObject({ allowed: true, reason: `cut: this turn went over its ${256 * 1024} bytes out and in` });
+    expect(Number(attempt?.bytesIn)).toBeLessThan(1024 * 1024);
+  });
+});
