@@ -31,8 +31,16 @@ export function egressUpgrade(
 
   const upgrade: UpgradeHandler = (req, socket, head) => {
     socket.on('error', () => {});
-    const url = new URL(req.url ?? '/', 'http://api.invalid');
-    const turnId = EGRESS_PATH.exec(url.pathname)?.[1];
+    // An 'upgrade' listener that throws takes the process down: a malformed request is answered instead.
+    let url: URL;
+    let turnId: string | undefined;
+    try {
+      url = new URL(req.url ?? '/', 'http://api.invalid');
+      const segment = EGRESS_PATH.exec(url.pathname)?.[1];
+      turnId = segment === undefined ? undefined : decodeURIComponent(segment);
+    } catch {
+      return answer(socket, 400, 'malformed request target');
+    }
     if (turnId === undefined) return answer(socket, 404, `no route for ${req.method} ${url.pathname}`);
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return answer(socket, 426, 'the egress route takes a WebSocket');
     const host = url.searchParams.get('host') ?? '';
@@ -42,7 +50,7 @@ export function egressUpgrade(
       return answer(socket, 400, 'egress needs host, port (1-65535) and mode (tls or http)');
     }
     const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    service.authenticateRunner(token, decodeURIComponent(turnId)).then(
+    service.authenticateRunner(token, turnId).then(
       (turn) => {
         wss.handleUpgrade(req, socket, head, (ws) => {
           void tunnels.carry(ws, { turnId: turn.id, host, port, mode: mode satisfies TunnelMode });
