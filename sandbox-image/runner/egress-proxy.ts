@@ -99,12 +99,17 @@ export async function startEgressProxy(open: TunnelOpener): Promise<{ url: strin
     // Host decides what the server serves: naming another host than the URL would reach it through this one's address.
     const named = (req.headers.host ?? '').toLowerCase();
     if (named !== url.host.toLowerCase()) return plain(res, 400, `the Host header (${named}) names another host than the URL (${url.host})`);
+    // The API lets a plain-HTTP connection carry one request, whose end it must know.
+    if (req.headers['transfer-encoding'] !== undefined)
+      return plain(res, 411, 'plain-HTTP requests through this proxy need a Content-Length (chunked bodies go over HTTPS)');
     open(host, port, 'http').then(
       (tunnel) => {
         const headers: http.OutgoingHttpHeaders = {};
         for (const [name, value] of Object.entries(req.headers)) if (!HOP_HEADERS.has(name) && value !== undefined) headers[name] = value;
         // One request per tunnel: the API checks the Host of the first request alone.
         headers.connection = 'close';
+        // A request without a body says so: Node would send a POST without a length chunked.
+        if (headers['content-length'] === undefined) headers['content-length'] = '0';
         const upstream = http.request({
           method: req.method,
           path: `${url.pathname}${url.search}`,

@@ -39,7 +39,7 @@ async function tunnelTo(targetPort: number, policy: EgressPolicy = allowAll) {
   return { client, allowed, attempts };
 }
 
-const head = (port: number) => `POST / HTTP/1.1\r\nHost: h.test:${port}\r\n\r\n`;
+const head = (port: number, length = 0) => `POST / HTTP/1.1\r\nHost: h.test:${port}\r\nContent-Length: ${length}\r\n\r\n`;
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let text = '';
@@ -59,8 +59,8 @@ describe('the egress tunnel', () => {
     const { client, allowed, attempts } = await tunnelTo(port);
     expect(await allowed).toBe(true);
     const body = 'x'.repeat(100_000);
-    client.end(`${head(port)}${body}`);
-    const sent = Buffer.byteLength(head(port)) + body.length;
+    client.end(`${head(port, body.length)}${body}`);
+    const sent = Buffer.byteLength(head(port, body.length)) + body.length;
     expect(await readAll(client)).toBe(`got ${sent} bytes`);
     await expect.poll(() => attempts).toEqual([expect.objectContaining({ allowed: true, bytesOut: sent, bytesIn: `got ${sent} bytes`.length })]);
     expect(attempts[0]?.reason).toBeUndefined();
@@ -102,6 +102,37 @@ describe('the egress tunnel', () => {
     client.write(head(port));
     await new Promise((resolve) => client.once('close', resolve));
     await expect.poll(() => attempts).toEqual([expect.objectContaining({ allowed: true, reason: expect.stringMatching(/failed|broke/) })]);
+  });
+
+  it('cuts a plain-HTTP connection that goes on past its one checked request: a second would name any Host', async () => {
+    const received: Buffer[] = [];
+    const target = net.createServer((socket) => socket.on('data', (chunk: Buffer) => received.push(chunk)).on('error', () => {}));
+    const port = await listen(target);
+    closers.push(() => target.close());
+    const { client, allowed, attempts } = await tunnelTo(port);
+    expect(await allowed).toBe(true);
+    client.write(`${head(port, 2)}ok`);
+    await sleep(100);
+    client.write('GET / HTTP/1.1\r\nHost: another-tenant.example\r\n\r\n');
+    await new Promise((resolve) => client.once('close', resolve));
+    expect(Buffer.concat(received).toString()).not.toContain('another-tenant');
+    await expect
+      .poll(() => attempts)
+      .toEqual([expect.objectContaining({ reason: 'cut: a plain-HTTP connection carries one request, whose Host was checked' })]);
+  });
+
+  it.each([
+    ['a chunked body', 'Transfer-Encoding: chunked\r\n'],
+    ['two lengths', 'Content-Length: 1\r\nContent-Length: 2\r\n'],
+  ])('refuses a plain-HTTP request with %s, whose end it could not know', async (_what, extra) => {
+    const target = net.createServer((socket) => socket.destroy());
+    const port = await listen(target);
+    closers.push(() => target.close());
+    const { client, allowed, attempts } = await tunnelTo(port);
+    expect(await allowed).toBe(true);
+    client.write(`POST / HTTP/1.1\r\nHost: h.test:${port}\r\n${extra}\r\n`);
+    await new Promise((resolve) => client.once('close', resolve));
+    await expect.poll(() => attempts).toEqual([expect.objectContaining({ allowed: false })]);
   });
 
   it('refuses when the policy fails, rather than connecting', async () => {

@@ -117,7 +117,7 @@ export class EgressTunnels {
         tunnel.closeWith(TUNNEL_CLOSE.unreachable, reason);
         return await record(true, reason);
       }
-      const cut = await this.pipe(tunnel, target, first, usage, counts);
+      const cut = await this.pipe(tunnel, target, first, usage, counts, request.mode === 'http' ? requestBytes(first) : undefined);
       return await record(true, cut);
     } catch (error) {
       tunnel.destroy();
@@ -207,6 +207,8 @@ export class EgressTunnels {
     first: Buffer,
     usage: TurnUsage,
     counts: { bytesOut: number; bytesIn: number },
+    /** The most the sandbox may send (a plain-HTTP connection carries its one checked request). */
+    maxOut?: number,
   ): Promise<string | undefined> {
     return new Promise((resolve) => {
       let cut: string | undefined;
@@ -224,6 +226,7 @@ export class EgressTunnels {
         counts[way] += bytes;
         usage.bytes += bytes;
         if (usage.bytes > this.limits.maxBytesPerTurn) fail(`cut: this turn went over its ${this.limits.maxBytesPerTurn} bytes out and in`);
+        if (maxOut !== undefined && counts.bytesOut > maxOut) fail('cut: a plain-HTTP connection carries one request, whose Host was checked');
       };
       target.once('close', onClose).on('error', (error) => fail(`the connection out failed: ${error.message}`));
       tunnel.once('close', onClose).on('error', (error) => fail(`the tunnel broke: ${error.message}`));
@@ -275,5 +278,17 @@ function httpVerdict(bytes: Buffer, target: EgressTarget): 'ok' | 'incomplete' |
   const expected =
     target.port === 80 ? [target.host.toLowerCase(), `${target.host.toLowerCase()}:80`] : [`${target.host.toLowerCase()}:${target.port}`];
   if (hosts.length !== 1 || !expected.includes(hosts[0] ?? '')) return `the request's Host must be ${expected[0]}`;
+  // A second request on the connection would go unchecked: its end must be known, so no chunked bodies.
+  if (lines.some((line) => /^transfer-encoding\s*:/i.test(line)))
+    return 'a plain-HTTP request must give its Content-Length (chunked bodies go over HTTPS)';
+  const lengths = lines.filter((line) => /^content-length\s*:/i.test(line)).map((line) => line.slice(line.indexOf(':') + 1).trim());
+  if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return 'the request has no single, valid Content-Length';
   return 'ok';
+}
+
+/** The bytes of the one request a plain-HTTP connection's first bytes begin (its head checked by httpVerdict). */
+function requestBytes(first: Buffer): number {
+  const end = first.indexOf('\r\n\r\n') + 4;
+  const length = /\r\ncontent-length\s*:\s*(\d+)/i.exec(first.subarray(0, end).toString('latin1'))?.[1];
+  return end + Number(length ?? 0);
 }
