@@ -10,5 +10,7 @@ await build({
   target: 'node22',
   minify: true,
   legalComments: 'none',
+  // ws is CommonJS and requires Node's modules: an ES module bundle has no require of its own.
+  banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   logLevel: 'warning',
 });

@@ -14,12 +14,15 @@ import { ConversationService } from './conversations/service.js';
 import { TurnLifecycle } from './conversations/turn-lifecycle.js';
 import { TurnTokens } from './conversations/turn-token.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
+import { egressUpgrade } from './http/egress-upgrade.js';
 import { internalRoutes } from './http/internal-routes.js';
 import { MAX_MODEL_REQUEST_BYTES, modelProxyRoutes } from './http/model-proxy.js';
 import { PolicyChecker } from './model/policy-checker.js';
 import { opsRoutes } from './http/ops-routes.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
+import type { EgressPolicy } from './egress/egress-policy.js';
+import { DENY_ALL_POLICY, EgressTunnels, type TunnelLimits } from './egress/tunnel.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import { serveWith } from './sandbox/local/api-bridge.js';
 import type { ApiKeyStore } from './store/api-key-store.js';
@@ -42,6 +45,9 @@ export interface Clauderun {
 export interface Overrides {
   /** Replaces the configured launcher (tests of the service logic alone). */
   launcher?: SandboxLauncher;
+  /** Judges the sandboxes' connections out; without one, none is allowed. */
+  egressPolicy?: EgressPolicy;
+  egressLimits?: Partial<TunnelLimits>;
   log?: (message: string) => void;
 }
 
@@ -86,9 +92,17 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     requestBytesPerMinute: config.agent.modelRequestBytesPerMinute,
   };
   const checker = new PolicyChecker(policy);
-  const runnerRouters = [internalRoutes(runner), modelProxyRoutes(runner, upstream, policy, checker, log)];
+  const tunnels = new EgressTunnels({
+    policy: overrides.egressPolicy ?? DENY_ALL_POLICY,
+    record: (turnId, attempt) => runner.recordEgress(turnId, attempt),
+    log,
+    ...(overrides.egressLimits !== undefined ? { limits: overrides.egressLimits } : {}),
+  });
+  const egress = egressUpgrade(runner, tunnels, log);
+  const runnerRouters = [internalRoutes(runner), egress.router, modelProxyRoutes(runner, upstream, policy, checker, log)];
   const internalApp = jsonApp(runnerRouters, log);
   runnerListener.on('request', internalApp);
+  runnerListener.on('upgrade', egress.upgrade);
 
   // A prompt's JSON may escape every byte of it (\uXXXX); the runner's largest bodies are model calls and states.
   const publicBodyBytes = 6 * config.limits.maxPromptBytes + 64 * 1024;
@@ -104,6 +118,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     maxBodyBytes: served.maxBodyBytes,
     service,
     close: async () => {
+      tunnels.closeAll();
       await lifecycle.close();
       runnerListener.closeAllConnections();
       await checker.close();

@@ -17,6 +17,8 @@ export interface AgentRun {
   maxOutputTokens: number;
   modelBaseUrl: string;
   token: string;
+  /** The egress proxy on loopback, for the agent's tools (npm, pip, git, curl). */
+  proxyUrl?: string;
   /** Receives each stream-json line the agent prints (for progress reporting). */
   onEvent?: (event: Record<string, unknown>) => void;
 }
@@ -46,8 +48,18 @@ export function agentEnvironment(run: Omit<AgentRun, 'prompt' | 'resumeSessionId
     ANTHROPIC_SMALL_FAST_MODEL: run.smallFastModel,
     CLAUDE_CODE_SUBAGENT_MODEL: run.model,
     CLAUDE_CODE_MAX_OUTPUT_TOKENS: String(run.maxOutputTokens),
+    ...(run.proxyUrl !== undefined ? proxyEnvironment(run.proxyUrl, run.modelBaseUrl) : {}),
     ...(existsSync(SHELL_PREFIX) ? { CLAUDE_CODE_SHELL_PREFIX: SHELL_PREFIX } : {}),
   };
+}
+
+/**
+ * Both spellings: curl reads only the lower-case http_proxy, most others either. The model proxy
+ * stays direct (in the cloud it is the API's own host, which the egress policy need not allow).
+ */
+function proxyEnvironment(url: string, modelBaseUrl: string): NodeJS.ProcessEnv {
+  const direct = [...new Set(['localhost', '127.0.0.1', new URL(modelBaseUrl).hostname])].join(',');
+  return { HTTPS_PROXY: url, HTTP_PROXY: url, https_proxy: url, http_proxy: url, NO_PROXY: direct, no_proxy: direct };
 }
 
 export function runAgent(run: AgentRun): Promise<AgentOutcome> {

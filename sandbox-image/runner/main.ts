@@ -1,6 +1,7 @@
 import { runAgent } from './agent.js';
 import { Readable } from 'node:stream';
 import { ApiError, RunnerApi } from './api-client.js';
+import { apiTunnels, startEgressProxy } from './egress-proxy.js';
 import { ProgressReporter, progressEvents } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
@@ -40,6 +41,8 @@ async function main(): Promise<number> {
       if (archive !== undefined) await restoreState(Readable.from([archive]), turn.maxRestoreBytes);
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
+    // Up before the agent, so that its first tool finds it; the token stays with the runner.
+    const proxy = await startEgressProxy(apiTunnels(apiUrl, turnId, token));
     const outcome = await runAgent({
       prompt: turn.prompt,
       resumeSessionId: turn.sessionId,
@@ -48,8 +51,9 @@ async function main(): Promise<number> {
       maxOutputTokens: turn.maxOutputTokens,
       modelBaseUrl: api.modelBaseUrl,
       token,
+      proxyUrl: proxy.url,
       onEvent: (line) => progress.push(progressEvents(line)),
-    });
+    }).finally(() => proxy.close());
     await progress.flush();
     if (outcome.ok) {
       const archive = await archiveState({ home, workspace }, turn.maxStateBytes);

@@ -3,7 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { fillPath, INTERNAL_ROUTES } from '../../functions/src/contract/routes.js';
+import { TurnTokens } from '../../functions/src/conversations/turn-token.js';
+import { parseControl, TUNNEL_CLOSE } from '../../functions/src/egress/tunnel-protocol.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import { startFakeCloudRun, type FakeCloudRun } from '../fixtures/fake-cloud-run.js';
+import { ManualLauncher } from '../support/manual-launcher.js';
 import { prompt } from '../support/service.js';
 import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 
@@ -11,6 +17,25 @@ import { startServiceProcess, type ServiceProcess } from '../support/service-pro
  * The function as Cloud Functions runs it: `functions-framework --target=clauderun`, whose own
  * server parses bodies before our code runs (functions-framework-nodejs#686).
  */
+const TOKEN_SECRET = 'function-entry-test-secret-of-32-characters-or-more';
+
+/** What a tunnel's WebSocket met: the HTTP answer that refused the upgrade, or the controls and close it got. */
+function openTunnel(url: string, token: string): Promise<{ status?: number; controls: unknown[]; close?: { code: number; reason: string } }> {
+  return new Promise((resolve) => {
+    const controls: unknown[] = [];
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+    ws.on('unexpected-response', (_req, res) => {
+      res.resume();
+      resolve({ status: res.statusCode, controls });
+    });
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary) controls.push(parseControl(String(data)));
+    });
+    ws.on('error', () => {});
+    ws.on('close', (code, reason) => resolve({ controls, close: { code, reason: reason.toString() } }));
+  });
+}
+
 describe("the HTTP function on the Functions Framework's own server", () => {
   let fake: FakeAnthropic;
   let dataDir: string;
@@ -18,7 +43,10 @@ describe("the HTTP function on the Functions Framework's own server", () => {
   beforeAll(async () => {
     fake = await startFakeAnthropic();
     dataDir = await mkdtemp(path.join(tmpdir(), 'clauderun-function-'));
-    fn = await startServiceProcess({ CLAUDERUN_DATA_DIR: dataDir, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url }, 'function');
+    fn = await startServiceProcess(
+      { CLAUDERUN_DATA_DIR: dataDir, ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url, CLAUDERUN_TOKEN_SECRET: TOKEN_SECRET },
+      'function',
+    );
   });
   afterAll(async () => {
     await fn?.stop();
@@ -85,5 +113,56 @@ describe("the HTTP function on the Functions Framework's own server", () => {
       expect(response.status).toBe(413);
       expect(await response.json()).toMatchObject({ error: { code: 'too_large', message: expect.stringMatching(/request body over the limit/) } });
     }
+  });
+});
+
+/**
+ * The runner's routes on the framework's port, as a cloud deployment serves them. The fake Cloud
+ * Run takes the launch and starts nothing, so that the turn stays unfinished and its token valid.
+ */
+describe("the egress route on the Functions Framework's own server", () => {
+  let cloud: ServiceProcess;
+  let dataDir: string;
+  let cloudRun: FakeCloudRun;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'clauderun-function-'));
+    cloudRun = await startFakeCloudRun({ sandboxFor: async () => new ManualLauncher(), startDelayMs: 10 * 60_000 });
+    cloud = await startServiceProcess(
+      {
+        CLAUDERUN_DATA_DIR: dataDir,
+        CLAUDERUN_TOKEN_SECRET: TOKEN_SECRET,
+        CLAUDERUN_SANDBOX: 'cloudrun',
+        CLAUDERUN_CLOUDRUN_JOB: 'projects/test/locations/here/jobs/sandbox',
+        CLAUDERUN_CLOUDRUN_ENDPOINT: `http://${cloudRun.host}:${cloudRun.port}`,
+        // Where sandboxes would reach the API: no sandbox starts here.
+        CLAUDERUN_API_URL: 'http://127.0.0.1:9',
+      },
+      'function',
+    );
+  });
+  afterAll(async () => {
+    await cloud?.stop();
+    await cloudRun?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("takes the egress route's WebSocket upgrade, which the framework's server passes on as a request: the tunnel authenticates and asks the policy (none configured: refused)", async () => {
+    const started = await prompt(cloud, 'cloud-egress', { message: 'bash: node -e "setTimeout(() => {}, 20000)"' }, { prefer: 'respond-async' });
+    expect(started.status, JSON.stringify(started.body)).toBe(202);
+    const { turnId, conversationId } = started.body as { turnId: string; conversationId: string };
+    const path = `${fillPath(INTERNAL_ROUTES.egress, { turnId })}?host=example.com&port=443&mode=tls`;
+    const url = `${cloud.url.replace(/^http/, 'ws')}${path}`;
+
+    expect(await openTunnel(url, 'crt1.forged.token')).toMatchObject({ status: 401 });
+    const token = new TurnTokens(TOKEN_SECRET).mint({ turnId, conversationId, userId: 'cloud-egress', exp: Math.floor(Date.now() / 1000) + 60 });
+    const tunnel = await openTunnel(url, token);
+    expect(tunnel.close?.code, cloud.output()).toBe(TUNNEL_CLOSE.refused);
+    expect(tunnel.controls).toEqual([
+      { t: 'refused', code: TUNNEL_CLOSE.refused, reason: expect.stringContaining('does not allow connections out (example.com:443)') },
+    ]);
+    await fetch(`${cloud.url}/api/conversations/${conversationId}/turns/${turnId}/cancel`, {
+      method: 'POST',
+      headers: { 'x-user-id': 'cloud-egress' },
+    });
   });
 });

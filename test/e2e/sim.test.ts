@@ -120,6 +120,15 @@ describeWithEmulator(
         expect(await processState(instance?.pid ?? 0)).toBe('T');
       });
 
+      // The tunnel's WebSocket goes through the front (an upgrade, under the function's path) to a
+      // framework instance, whose policy (none configured) refuses: the tool's 403 says so.
+      it("carries a tool's connection out through the front to the runner's function, which refuses it by policy", async () => {
+        const answer = await prompt(sim(), 'sim-egress', { message: "bash: curl -sS -w ' status=%{http_code}' http://example.com/" });
+        expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
+        expect(answer.body.text).toContain('status=403');
+        expect(answer.body.text).toContain('does not allow connections out (example.com:80)');
+      });
+
       // The Functions Framework's own server parses the body before the function runs; its own
       // answer to unparseable JSON was an HTML page.
       it('answers broken JSON with a JSON 400 on the deployed entry point', async () => {

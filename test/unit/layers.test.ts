@@ -35,7 +35,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
     'sandbox/launcher.ts',
     'model/upstream.ts',
   ],
-  http: ['http/', 'conversations/', 'domain/', 'contract/', 'auth/', 'model/', 'config.ts', 'project-root.ts'],
+  http: ['http/', 'conversations/', 'domain/', 'contract/', 'auth/', 'model/', 'egress/', 'config.ts', 'project-root.ts'],
   // The browser's page: the contract's zod-free modules (a bundle test keeps zod out).
   web: ['web/', 'contract/'],
 };

@@ -10,6 +10,7 @@ export const TurnEventType = {
   tool_use: 'tool_use',
   tool_result: 'tool_result',
   events_dropped: 'events_dropped',
+  egress: 'egress',
   result: 'result',
 } as const satisfies { readonly [K in Name]: K };
 export type TurnEventType = Name;

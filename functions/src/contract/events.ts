@@ -7,7 +7,8 @@ import { RUNNER_LIMITS } from './runner-limits.js';
 /*
  * What a turn's event stream carries, each type with its data: `status` (starting, running), the
  * agent's steps as the runner posts them (`text`, `tool_use`, `tool_result`), `events_dropped`
- * once if the turn's progress went over its budget (later steps are not stored), and one final
+ * once if the turn's progress went over its budget (later steps are not stored), `egress` for
+ * each connection the sandbox's tools tried to open out (at its end, or at its refusal), and one final
  * `result` holding the turn. Their names as zod-free values are in event-types.ts.
  */
 
@@ -21,6 +22,18 @@ export const ToolResultData = z.object({ summary: z.string().max(RUNNER_LIMITS.s
 export type ToolResultData = z.infer<typeof ToolResultData>;
 export const EventsDroppedData = z.object({ message: z.string(), maxEvents: z.number(), maxBytes: z.number() });
 export type EventsDroppedData = z.infer<typeof EventsDroppedData>;
+export const EgressData = z.object({
+  host: z.string().max(253),
+  port: z.number().int(),
+  allowed: z.boolean(),
+  /** Why it was refused, or why an allowed connection failed or was cut. */
+  reason: z.string().optional(),
+  /** Bytes the sandbox sent, and received, through this connection. */
+  bytesOut: z.number(),
+  bytesIn: z.number(),
+  durationMs: z.number(),
+});
+export type EgressData = z.infer<typeof EgressData>;
 
 /** An event as its writer makes it: its type and data (the store numbers and dates it). */
 export const TurnEventBody = z.discriminatedUnion('type', [
@@ -29,6 +42,7 @@ export const TurnEventBody = z.discriminatedUnion('type', [
   z.object({ type: z.literal('tool_use'), data: ToolUseData }),
   z.object({ type: z.literal('tool_result'), data: ToolResultData }),
   z.object({ type: z.literal('events_dropped'), data: EventsDroppedData }),
+  z.object({ type: z.literal('egress'), data: EgressData }),
   z.object({ type: z.literal('result'), data: TurnView }),
 ]);
 export type TurnEventBody = z.infer<typeof TurnEventBody>;
@@ -42,6 +56,8 @@ export type TurnEventView = z.infer<typeof TurnEventView>;
 export const statusEvent = (status: TurnStatus): TurnEventOf<'status'> => ({ type: 'status', data: { status } });
 
 export const resultEvent = (turn: TurnView): TurnEventOf<'result'> => ({ type: 'result', data: turn });
+
+export const egressEvent = (data: EgressData): TurnEventOf<'egress'> => ({ type: 'egress', data });
 
 export const eventsDroppedEvent = (data: EventsDroppedData): TurnEventOf<'events_dropped'> => ({ type: 'events_dropped', data });
 

@@ -23,6 +23,8 @@ export const INTERNAL_ROUTES = {
   state: '/internal/turns/:turnId/state',
   events: '/internal/turns/:turnId/events',
   result: '/internal/turns/:turnId/result',
+  /** GET, a WebSocket upgrade: one connection out through the egress tunnel (egress/tunnel-protocol.ts). */
+  egress: '/internal/turns/:turnId/egress',
   /** The model proxy: the Messages API's own paths go under it. */
   modelBase: '/internal/model',
 } as const;

@@ -6,6 +6,7 @@ export const runnerPaths = {
   state: (turnId: string) => fillPath(INTERNAL_ROUTES.state, { turnId }),
   events: (turnId: string) => fillPath(INTERNAL_ROUTES.events, { turnId }),
   result: (turnId: string) => fillPath(INTERNAL_ROUTES.result, { turnId }),
+  egress: (turnId: string) => fillPath(INTERNAL_ROUTES.egress, { turnId }),
   modelBase: INTERNAL_ROUTES.modelBase,
 } as const;
 

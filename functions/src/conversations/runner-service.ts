@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
-import { agentStepEvent } from '../contract/events.js';
+import { agentStepEvent, egressEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import { budgetHit } from '../domain/quota.js';
@@ -166,6 +166,14 @@ export class RunnerService {
   async recordAgentEvents(claims: TurnClaims, events: AgentEvent[]): Promise<void> {
     const appended = await this.deps.store.appendEvents(claims.turnId, events.map(agentStepEvent), this.deps.limits.events);
     if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
+  }
+
+  /**
+   * One connection the sandbox tried to open out, as an event of its turn, within the turn's
+   * budget; dropped once the turn is final (a tunnel may outlive its turn by a moment).
+   */
+  async recordEgress(turnId: string, attempt: EgressData): Promise<void> {
+    await this.deps.store.appendEvents(turnId, [egressEvent(attempt)], this.deps.limits.events);
   }
 
   /**

@@ -1,5 +1,6 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
 import { NoInstanceError, type InstancePool, type Lease } from './pool.js';
 
@@ -63,6 +64,7 @@ export interface FrontServer {
 
 export async function startFront(route: Router, log: (message: string) => void, port = 0): Promise<FrontServer> {
   const server = http.createServer((req, res) => void serve(req, res, route, log));
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void serveUpgrade(req, socket, head, route, log));
   // Google's front end holds a request as long as the function's timeout allows, not Node's defaults.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -101,6 +103,52 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, route:
   }
   if (clientGone) return lease.release();
   proxy(req, res, target.path, lease, target.pool.timeoutSeconds);
+}
+
+/**
+ * "Cloud Run supports WebSockets [...] WebSockets requests are treated as long-running HTTP
+ * requests in Cloud Run. They are subject to request timeouts [...] even if your application
+ * enforces idle timeouts" (https://cloud.google.com/run/docs/triggering/websockets): an upgrade
+ * holds one of its instance's concurrent requests, and is cut at the request timeout.
+ */
+async function serveUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, route: Router, log: (message: string) => void): Promise<void> {
+  socket.on('error', () => {});
+  const refuse = (status: number, text: string) => void socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+  const target = route(req.url ?? '');
+  if (target === undefined) return refuse(404, 'Not Found');
+  let lease: Lease;
+  try {
+    lease = await target.pool.acquire();
+  } catch (error) {
+    if (error instanceof NoInstanceError) return refuse(429, 'Too Many Requests');
+    log(`front: ${(error as Error).message}`);
+    return refuse(503, 'Service Unavailable');
+  }
+  if (socket.destroyed) return lease.release();
+  const upstream = net.connect(lease.instance.port, '127.0.0.1');
+  const timer = setTimeout(() => drop(), target.pool.timeoutSeconds * 1000);
+  let released = false;
+  const drop = () => {
+    clearTimeout(timer);
+    socket.destroy();
+    upstream.destroy();
+    if (!released) lease.release();
+    released = true;
+  };
+  upstream.on('error', drop).on('close', drop);
+  socket.on('close', drop);
+  const lines = [`${req.method} ${target.path} HTTP/1.1`];
+  // The upgrade's own Connection and Upgrade go on (the instance must see them); the front adds its X-Forwarded-For.
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i] ?? '';
+    if (!['x-forwarded-for', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization'].includes(name.toLowerCase())) {
+      lines.push(`${name}: ${req.rawHeaders[i + 1] ?? ''}`);
+    }
+  }
+  lines.push(`x-forwarded-for: ${req.socket.remoteAddress ?? '127.0.0.1'}`);
+  upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+  if (head.length > 0) upstream.write(head);
+  socket.pipe(upstream).pipe(socket);
 }
 
 function proxy(req: http.IncomingMessage, res: http.ServerResponse, path: string, lease: Lease, timeoutSeconds: number): void {

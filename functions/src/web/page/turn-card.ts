@@ -58,6 +58,10 @@ export class TurnCard {
         return this.toolResult(event.data);
       case TurnEventType.events_dropped:
         return event.data.message;
+      case TurnEventType.egress: {
+        const { host, port, allowed, reason } = event.data;
+        return allowed && reason === undefined ? `connected to ${host}:${port}` : `${host}:${port}: ${reason ?? 'refused'}`;
+      }
       case TurnEventType.result: {
         const turn = event.data;
         this.finish(turn);

@@ -1,0 +1,104 @@
+import { Duplex } from 'node:stream';
+import type { RawData, WebSocket } from 'ws';
+import { closeReason, parseControl, TUNNEL_CLOSE, type TunnelControl } from './tunnel-protocol.js';
+
+/** The WebSocket closed otherwise than after both ends: `code` is one of TUNNEL_CLOSE's, or the peer's. */
+export class TunnelClosedError extends Error {
+  constructor(
+    readonly code: number,
+    readonly reason: string,
+  ) {
+    super(reason === '' ? `the tunnel closed (${code})` : reason);
+  }
+}
+
+function bytesOf(data: RawData): Buffer {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.isBuffer(data) ? data : Buffer.from(data);
+}
+
+/**
+ * A tunnel's WebSocket as a byte stream, the same on both sides. Backpressure: a write completes
+ * once ws has handed its frame to the socket, and a reader that stops reading pauses the socket.
+ * Ending the write side sends `end`; the WebSocket closes normally once both sides have ended.
+ */
+export class TunnelStream extends Duplex {
+  private sentEnd = false;
+  private gotEnd = false;
+  /** The refusal the API explained before closing, kept for the error the close becomes. */
+  private refusal: { reason: string; code: number } | undefined;
+
+  constructor(readonly ws: WebSocket) {
+    super({ allowHalfOpen: true });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        if (this.gotEnd) return;
+        if (!this.push(bytesOf(data))) ws.pause();
+        return;
+      }
+      const control = parseControl(bytesOf(data).toString('utf8'));
+      if (control === undefined) return;
+      if (control.t === 'end') {
+        this.gotEnd = true;
+        this.push(null);
+        this.closeIfDone();
+      } else if (control.t === 'refused') {
+        this.refusal = { reason: control.reason, code: control.code };
+      } else {
+        this.emit('control', control);
+      }
+    });
+    ws.on('close', (code, reason) => {
+      if (code === TUNNEL_CLOSE.normal && this.gotEnd) return;
+      const refusal = this.refusal;
+      this.destroy(new TunnelClosedError(refusal?.code ?? code, refusal?.reason ?? reason.toString('utf8')));
+    });
+    ws.on('error', (error) => this.destroy(error));
+  }
+
+  sendControl(control: TunnelControl): void {
+    this.ws.send(JSON.stringify(control));
+  }
+
+  /** Closes the tunnel with a code and the full reason (the close frame's own is cut to fit). */
+  closeWith(code: number, reason: string): void {
+    if (code === TUNNEL_CLOSE.refused) this.sendControl({ t: 'refused', reason, code });
+    this.ws.close(code, closeReason(reason));
+  }
+
+  override _read(): void {
+    if (this.ws.isPaused) this.ws.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.ws.readyState !== this.ws.OPEN) {
+      callback(new TunnelClosedError(1006, 'the tunnel is closed'));
+      return;
+    }
+    this.ws.send(chunk, { binary: true }, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.ws.readyState !== this.ws.OPEN) {
+      callback();
+      return;
+    }
+    this.ws.send(JSON.stringify({ t: 'end' } satisfies TunnelControl), (error) => {
+      this.sentEnd = true;
+      this.closeIfDone();
+      callback(error);
+    });
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
+      if (error === null) this.ws.close(TUNNEL_CLOSE.normal);
+      else this.ws.terminate();
+    }
+    callback(error);
+  }
+
+  private closeIfDone(): void {
+    if (this.sentEnd && this.gotEnd && this.ws.readyState === this.ws.OPEN) this.ws.close(TUNNEL_CLOSE.normal);
+  }
+}

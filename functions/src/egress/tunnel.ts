@@ -1,0 +1,294 @@
+import net from 'node:net';
+import type { WebSocket } from 'ws';
+import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from './client-hello.js';
+import type { EgressDecision, EgressPolicy, EgressTarget } from './egress-policy.js';
+import { TUNNEL_CLOSE, type TunnelMode } from './tunnel-protocol.js';
+import { TunnelStream } from './tunnel-stream.js';
+
+/** One attempt to connect out, as the turn's `egress` event records it. */
+export interface EgressAttempt {
+  host: string;
+  port: number;
+  allowed: boolean;
+  reason?: string;
+  bytesOut: number;
+  bytesIn: number;
+  durationMs: number;
+}
+
+export interface TunnelLimits {
+  /** Connections a turn may open (refused ones count: each costs a policy decision). */
+  maxConnectionsPerTurn: number;
+  /** Bytes a turn's connections may carry, both ways together; a connection over it is cut. */
+  maxBytesPerTurn: number;
+  /** How long the first bytes may take to say what they are. */
+  peekTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
+  maxConnectionsPerTurn: 256,
+  maxBytesPerTurn: 1024 * 1024 * 1024,
+  peekTimeoutMs: 10_000,
+  connectTimeoutMs: 10_000,
+};
+
+/** A policy for a deployment that allows nothing: what the service runs with until one is configured. */
+export const DENY_ALL_POLICY: EgressPolicy = {
+  decide: async ({ host, port }) => ({ allowed: false, reason: `this deployment does not allow connections out (${host}:${port})` }),
+};
+
+export interface TunnelRequest extends EgressTarget {
+  turnId: string;
+  mode: TunnelMode;
+}
+
+export interface TunnelDeps {
+  policy: EgressPolicy;
+  /** Records an attempt once it is over (refused, failed or ended). */
+  record: (turnId: string, attempt: EgressAttempt) => Promise<void>;
+  log: (message: string) => void;
+  limits?: Partial<TunnelLimits>;
+  /** Opens the connection out (tests point it elsewhere). */
+  connect?: (address: string, port: number) => net.Socket;
+}
+
+interface TurnUsage {
+  connections: number;
+  bytes: number;
+  lastSeen: number;
+}
+
+/** Turns not heard of for this long are forgotten: their caps no longer matter. */
+const FORGET_AFTER_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The API's end of the egress tunnel: judges each connection a sandbox asks for, checks its first
+ * bytes, connects to an address the policy decided and carries bytes both ways. The caps hold per
+ * process: in the cloud, per instance of the runner function.
+ */
+export class EgressTunnels {
+  private readonly limits: TunnelLimits;
+  private readonly usage = new Map<string, TurnUsage>();
+  private readonly open = new Set<TunnelStream>();
+
+  constructor(private readonly deps: TunnelDeps) {
+    this.limits = { ...DEFAULT_TUNNEL_LIMITS, ...deps.limits };
+  }
+
+  /** Carries one connection; resolves once it is over and recorded. */
+  async carry(ws: WebSocket, request: TunnelRequest): Promise<void> {
+    const started = Date.now();
+    const tunnel = new TunnelStream(ws);
+    this.open.add(tunnel);
+    tunnel.on('error', () => {});
+    const counts = { bytesOut: 0, bytesIn: 0 };
+    const record = (allowed: boolean, reason?: string) =>
+      this.deps
+        .record(request.turnId, {
+          host: request.host,
+          port: request.port,
+          allowed,
+          ...(reason !== undefined ? { reason } : {}),
+          ...counts,
+          durationMs: Date.now() - started,
+        })
+        .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${request.turnId}: ${String(error)}`));
+    const refuse = (reason: string) => {
+      tunnel.closeWith(TUNNEL_CLOSE.refused, reason);
+      return record(false, reason);
+    };
+    try {
+      const usage = this.usageOf(request.turnId);
+      if (usage.connections >= this.limits.maxConnectionsPerTurn) {
+        return await refuse(`this turn has opened its ${this.limits.maxConnectionsPerTurn} connections out; no more are allowed`);
+      }
+      usage.connections += 1;
+      if (usage.bytes >= this.limits.maxBytesPerTurn)
+        return await refuse(`this turn has carried its ${this.limits.maxBytesPerTurn} bytes out and in`);
+      const decision = await this.decide(request);
+      if (!decision.allowed) return await refuse(decision.reason);
+      tunnel.sendControl({ t: 'allowed' });
+      const first = await this.firstBytes(tunnel, request);
+      if (typeof first === 'string') return await refuse(first);
+      const target = await this.connectOut(decision.addresses, request.port);
+      if (target === undefined) {
+        const reason = `could not connect to ${request.host}:${request.port}`;
+        tunnel.closeWith(TUNNEL_CLOSE.unreachable, reason);
+        return await record(true, reason);
+      }
+      const cut = await this.pipe(tunnel, target, first, usage, counts, request.mode === 'http' ? requestBytes(first) : undefined);
+      return await record(true, cut);
+    } catch (error) {
+      tunnel.destroy();
+      return await record(true, `the tunnel broke: ${(error as Error).message}`);
+    } finally {
+      this.open.delete(tunnel);
+    }
+  }
+
+  /** Ends every open tunnel (the service is stopping). */
+  closeAll(): void {
+    for (const tunnel of this.open) tunnel.destroy();
+  }
+
+  private usageOf(turnId: string): TurnUsage {
+    const now = Date.now();
+    for (const [id, usage] of this.usage) if (now - usage.lastSeen > FORGET_AFTER_MS) this.usage.delete(id);
+    const usage = this.usage.get(turnId) ?? { connections: 0, bytes: 0, lastSeen: now };
+    usage.lastSeen = now;
+    this.usage.set(turnId, usage);
+    return usage;
+  }
+
+  private async decide(target: EgressTarget): Promise<EgressDecision> {
+    try {
+      const decision = await this.deps.policy.decide({ host: target.host, port: target.port });
+      if (decision.allowed && decision.addresses.length === 0) return { allowed: false, reason: `${target.host} has no address` };
+      return decision;
+    } catch (error) {
+      this.deps.log(`egress: the policy failed on ${target.host}:${target.port}: ${String(error)}`);
+      return { allowed: false, reason: `could not decide whether ${target.host}:${target.port} is allowed` };
+    }
+  }
+
+  /**
+   * The connection's first bytes, once they say what they are: a Buffer when they fit the mode,
+   * the refusal's reason otherwise. They are read before anything is opened, so that nothing
+   * reaches an address shared by many hosts in another host's name.
+   */
+  private firstBytes(tunnel: TunnelStream, request: TunnelRequest): Promise<Buffer | string> {
+    return new Promise((resolve) => {
+      let bytes = Buffer.alloc(0);
+      const done = (result: Buffer | string) => {
+        clearTimeout(timer);
+        tunnel.off('data', onData).off('end', onEnd).off('close', onEnd);
+        tunnel.pause();
+        resolve(result);
+      };
+      const timer = setTimeout(
+        () => done(`no ${request.mode === 'tls' ? 'TLS ClientHello' : 'HTTP request'} within ${this.limits.peekTimeoutMs} ms`),
+        this.limits.peekTimeoutMs,
+      );
+      const onEnd = () => done('the connection ended before it said what it is');
+      const onData = (chunk: Buffer) => {
+        bytes = Buffer.concat([bytes, chunk]);
+        const verdict = request.mode === 'tls' ? tlsVerdict(bytes, request.host) : httpVerdict(bytes, request);
+        if (verdict !== 'incomplete') done(verdict === 'ok' ? bytes : verdict);
+      };
+      tunnel.on('data', onData).once('end', onEnd).once('close', onEnd);
+    });
+  }
+
+  private async connectOut(addresses: readonly string[], port: number): Promise<net.Socket | undefined> {
+    for (const address of addresses) {
+      const socket = this.deps.connect?.(address, port) ?? net.connect({ host: address, port, allowHalfOpen: true });
+      const connected = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), this.limits.connectTimeoutMs);
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+        socket.once('error', () => {
+          clearTimeout(timer);
+          resolve(false);
+        });
+      });
+      if (connected) return socket;
+      socket.destroy();
+    }
+    return undefined;
+  }
+
+  /** Carries bytes both ways until both sides have ended or either fails; resolves with why it was cut, if it was. */
+  private pipe(
+    tunnel: TunnelStream,
+    target: net.Socket,
+    first: Buffer,
+    usage: TurnUsage,
+    counts: { bytesOut: number; bytesIn: number },
+    /** The most the sandbox may send (a plain-HTTP connection carries its one checked request). */
+    maxOut?: number,
+  ): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      let cut: string | undefined;
+      let closed = 0;
+      const onClose = () => {
+        closed += 1;
+        if (closed === 2) resolve(cut);
+      };
+      const fail = (reason: string) => {
+        cut ??= reason;
+        target.destroy();
+        tunnel.destroy();
+      };
+      const count = (bytes: number, way: 'bytesOut' | 'bytesIn') => {
+        counts[way] += bytes;
+        usage.bytes += bytes;
+        if (usage.bytes > this.limits.maxBytesPerTurn) fail(`cut: this turn went over its ${this.limits.maxBytesPerTurn} bytes out and in`);
+        if (maxOut !== undefined && counts.bytesOut > maxOut) fail('cut: a plain-HTTP connection carries one request, whose Host was checked');
+      };
+      target.once('close', onClose).on('error', (error) => fail(`the connection out failed: ${error.message}`));
+      tunnel.once('close', onClose).on('error', (error) => fail(`the tunnel broke: ${error.message}`));
+      count(first.length, 'bytesOut');
+      target.write(first);
+      forward(tunnel, target, (n) => count(n, 'bytesOut'));
+      forward(target, tunnel, (n) => count(n, 'bytesIn'));
+    });
+  }
+}
+
+/** Bytes one way, pausing the source while the sink is full, and ending the sink when the source ends (a half-close). */
+function forward(from: NodeJS.ReadableStream & { destroyed?: boolean }, to: NodeJS.WritableStream, count: (bytes: number) => void): void {
+  from.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.on('end', () => to.end());
+  from.resume();
+}
+
+/** CONNECT carries TLS alone: a ClientHello whose server name is the host asked for. */
+function tlsVerdict(bytes: Buffer, host: string): 'ok' | 'incomplete' | string {
+  const peek = peekClientHello(bytes);
+  if (peek.kind === 'incomplete') return 'incomplete';
+  if (peek.kind === 'not_tls') return `only TLS is carried to ${host} through CONNECT; the connection did not start with a TLS ClientHello`;
+  if (peek.serverName === null) return `the TLS ClientHello names no server; it must name ${host}`;
+  if (peek.serverName.toLowerCase() !== host.toLowerCase()) return `the TLS ClientHello names ${peek.serverName}, not ${host}`;
+  return 'ok';
+}
+
+const MAX_REQUEST_HEAD_BYTES = MAX_CLIENT_HELLO_BYTES;
+
+/** A plain request's head: its Host must name the host (and port) the tunnel was opened for. */
+function httpVerdict(bytes: Buffer, target: EgressTarget): 'ok' | 'incomplete' | string {
+  const end = bytes.indexOf('\r\n\r\n');
+  if (end === -1) return bytes.length > MAX_REQUEST_HEAD_BYTES ? 'the HTTP request head is too large' : 'incomplete';
+  const [requestLine = '', ...lines] = bytes.subarray(0, end).toString('latin1').split('\r\n');
+  if (!/^[A-Z]+ \/\S* HTTP\/1\.[01]$/.test(requestLine)) return 'only HTTP/1.x requests in origin form are carried as plain HTTP';
+  const hosts = lines
+    .filter((line) => /^host\s*:/i.test(line))
+    .map((line) =>
+      line
+        .slice(line.indexOf(':') + 1)
+        .trim()
+        .toLowerCase(),
+    );
+  const expected =
+    target.port === 80 ? [target.host.toLowerCase(), `${target.host.toLowerCase()}:80`] : [`${target.host.toLowerCase()}:${target.port}`];
+  if (hosts.length !== 1 || !expected.includes(hosts[0] ?? '')) return `the request's Host must be ${expected[0]}`;
+  // A second request on the connection would go unchecked: its end must be known, so no chunked bodies.
+  if (lines.some((line) => /^transfer-encoding\s*:/i.test(line)))
+    return 'a plain-HTTP request must give its Content-Length (chunked bodies go over HTTPS)';
+  const lengths = lines.filter((line) => /^content-length\s*:/i.test(line)).map((line) => line.slice(line.indexOf(':') + 1).trim());
+  if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return 'the request has no single, valid Content-Length';
+  return 'ok';
+}
+
+/** The bytes of the one request a plain-HTTP connection's first bytes begin (its head checked by httpVerdict). */
+function requestBytes(first: Buffer): number {
+  const end = first.indexOf('\r\n\r\n') + 4;
+  const length = /\r\ncontent-length\s*:\s*(\d+)/i.exec(first.subarray(0, end).toString('latin1'))?.[1];
+  return end + Number(length ?? 0);
+}

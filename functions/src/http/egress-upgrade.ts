@@ -1,0 +1,87 @@
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Router } from 'express';
+import { WebSocketServer } from 'ws';
+import { INTERNAL_ROUTES } from '../contract/routes.js';
+import type { RunnerService } from '../conversations/runner-service.js';
+import type { EgressTunnels } from '../egress/tunnel.js';
+import type { TunnelMode } from '../egress/tunnel-protocol.js';
+
+/** Larger frames are refused: the runner sends what a socket read gives, well under this. */
+const MAX_FRAME_BYTES = 1024 * 1024;
+
+const EGRESS_PATH = new RegExp(`^${INTERNAL_ROUTES.egress.replace(':turnId', '([^/]+)')}$`);
+
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+/**
+ * The egress route: a WebSocket upgrade, authenticated by the turn token as the runner's other
+ * routes are, whose connection the tunnels then carry. `upgrade` serves a server's 'upgrade'
+ * event; `router` serves the same request where it arrives as a plain request, as it does on a
+ * server with no 'upgrade' listener (the Functions Framework's): Node then passes it to the
+ * request handler with the socket still usable, and a WebSocket client sends nothing before the
+ * 101, so no bytes are lost.
+ */
+export function egressUpgrade(
+  service: RunnerService,
+  tunnels: EgressTunnels,
+  log: (message: string) => void,
+): { upgrade: UpgradeHandler; router: Router } {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: false });
+
+  const upgrade: UpgradeHandler = (req, socket, head) => {
+    socket.on('error', () => {});
+    // An 'upgrade' listener that throws takes the process down: a malformed request is answered instead.
+    let url: URL;
+    let turnId: string | undefined;
+    try {
+      url = new URL(req.url ?? '/', 'http://api.invalid');
+      const segment = EGRESS_PATH.exec(url.pathname)?.[1];
+      turnId = segment === undefined ? undefined : decodeURIComponent(segment);
+    } catch {
+      return answer(socket, 400, 'malformed request target');
+    }
+    if (turnId === undefined) return answer(socket, 404, `no route for ${req.method} ${url.pathname}`);
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return answer(socket, 426, 'the egress route takes a WebSocket');
+    const host = url.searchParams.get('host') ?? '';
+    const port = Number(url.searchParams.get('port'));
+    const mode = url.searchParams.get('mode');
+    if (!validHost(host) || !Number.isInteger(port) || port < 1 || port > 65535 || (mode !== 'tls' && mode !== 'http')) {
+      return answer(socket, 400, 'egress needs host, port (1-65535) and mode (tls or http)');
+    }
+    const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    service.authenticateRunner(token, turnId).then(
+      (turn) => {
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          void tunnels.carry(ws, { turnId: turn.id, host, port, mode: mode satisfies TunnelMode });
+        });
+      },
+      (error: unknown) => {
+        const unauthenticated = (error as { code?: unknown }).code === 'unauthenticated';
+        if (!unauthenticated) log(`egress: could not authenticate a tunnel: ${String(error)}`);
+        answer(socket, unauthenticated ? 401 : 503, unauthenticated ? 'invalid or expired turn token' : 'try again');
+      },
+    );
+  };
+
+  const router = Router();
+  router.get(INTERNAL_ROUTES.egress, (req, res, next) => {
+    if (req.headers.upgrade === undefined) return next();
+    // The response is never sent: the socket is the WebSocket's from here on.
+    res.detachSocket(req.socket);
+    upgrade(req, req.socket, Buffer.alloc(0));
+  });
+  return { upgrade, router };
+}
+
+/** A host name or an IPv4 literal as a URL would carry it; the policy judges it, this only keeps junk out. */
+function validHost(host: string): boolean {
+  return host.length > 0 && host.length <= 253 && /^[a-z0-9.-]+$/i.test(host);
+}
+
+function answer(socket: Duplex, status: number, message: string): void {
+  const body = JSON.stringify({ error: { code: status === 401 ? 'unauthenticated' : 'invalid_request', message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Refused'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
