@@ -22,7 +22,8 @@ import { opsRoutes } from './http/ops-routes.js';
 import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
 import type { EgressPolicy } from './egress/egress-policy.js';
-import { DENY_ALL_POLICY, EgressTunnels, type TunnelLimits } from './egress/tunnel.js';
+import { createEgressPolicy } from './egress/policy.js';
+import { EgressTunnels, type TunnelLimits } from './egress/tunnel.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import { serveWith } from './sandbox/local/api-bridge.js';
 import type { ApiKeyStore } from './store/api-key-store.js';
@@ -45,7 +46,7 @@ export interface Clauderun {
 export interface Overrides {
   /** Replaces the configured launcher (tests of the service logic alone). */
   launcher?: SandboxLauncher;
-  /** Judges the sandboxes' connections out; without one, none is allowed. */
+  /** Replaces the configured egress policy (CLAUDERUN_EGRESS_ALLOW; tests of the tunnel alone). */
   egressPolicy?: EgressPolicy;
   egressLimits?: Partial<TunnelLimits>;
   log?: (message: string) => void;
@@ -93,10 +94,10 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   };
   const checker = new PolicyChecker(policy);
   const tunnels = new EgressTunnels({
-    policy: overrides.egressPolicy ?? DENY_ALL_POLICY,
+    policy: overrides.egressPolicy ?? createEgressPolicy(config.egress),
     record: (turnId, attempt) => runner.recordEgress(turnId, attempt),
     log,
-    ...(overrides.egressLimits !== undefined ? { limits: overrides.egressLimits } : {}),
+    limits: { maxConnectionsPerTurn: config.egress.maxConnectionsPerTurn, maxBytesPerTurn: config.egress.maxBytesPerTurn, ...overrides.egressLimits },
   });
   const egress = egressUpgrade(runner, tunnels, log);
   const runnerRouters = [internalRoutes(runner), egress.router, modelProxyRoutes(runner, upstream, policy, checker, log)];

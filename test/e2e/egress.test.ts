@@ -230,3 +230,51 @@ describe("egress within a turn's caps", () => {
     expect(Number(attempt?.bytesIn)).toBeLessThan(1024 * 1024);
   });
 });
+
+/**
+ * The deployment's own policy, as configured: CLAUDERUN_EGRESS_ALLOW judges the name and port,
+ * and the test-only CLAUDERUN_EGRESS_TEST_RESOLVE sends the allowed name to a server on loopback.
+ */
+describe('egress by the configured allowlist', () => {
+  let fake: FakeAnthropic;
+  let service: RunningService;
+  let target: http.Server;
+  let connections = 0;
+  beforeAll(async () => {
+    target = http.createServer((req, res) => res.end(`registry says hello (${req.headers.host} ${req.url})`));
+    target.on('connection', () => connections++);
+    await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
+    const port = (target.address() as net.AddressInfo).port;
+    fake = await startFakeAnthropic();
+    service = await startService({
+      ANTHROPIC_API_KEY: fake.apiKey,
+      ANTHROPIC_BASE_URL: fake.url,
+      CLAUDERUN_EGRESS_ALLOW: 'registry.allowed.test:80',
+      CLAUDERUN_EGRESS_TEST_RESOLVE: `registry.allowed.test=127.0.0.1:${port}`,
+    });
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await fake?.close();
+    target?.closeAllConnections();
+    await new Promise<void>((resolve) => target?.close(() => resolve()));
+  });
+
+  const run = async (command: string) => {
+    const answer = await prompt(service, `allowlist-${randomUUID()}`, { message: `bash: ${command}` });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    return String(answer.body.text);
+  };
+
+  it('reaches the allowed name and port, and refuses another port and another name before connecting', async () => {
+    expect(await run('curl -sS http://registry.allowed.test/pkg')).toContain('registry says hello (registry.allowed.test /pkg)');
+    const before = connections;
+    const otherPort = await run(`curl -sS -w ' status=%{http_code}' http://registry.allowed.test:8081/pkg`);
+    expect(otherPort).toContain('status=403');
+    expect(otherPort).toContain('registry.allowed.test:8081');
+    const otherName = await run(`curl -sS -w ' status=%{http_code}' http://evil.test/`);
+    expect(otherName).toContain('status=403');
+    expect(otherName).toContain('evil.test:80');
+    expect(connections).toBe(before);
+  });
+});

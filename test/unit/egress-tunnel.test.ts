@@ -25,7 +25,12 @@ async function listen(server: net.Server | WebSocketServer): Promise<number> {
 /** The API's end on a loopback port, carrying to `targetPort`; the client's end as the runner opens it. */
 async function tunnelTo(targetPort: number, policy: EgressPolicy = allowAll) {
   const attempts: EgressAttempt[] = [];
-  const tunnels = new EgressTunnels({ policy, record: async (_turn, attempt) => void attempts.push(attempt), log: () => {} });
+  const tunnels = new EgressTunnels({
+    policy,
+    record: async (_turn, attempt) => void attempts.push(attempt),
+    log: () => {},
+    limits: { maxConnectionsPerTurn: 100, maxBytesPerTurn: 1 << 30 },
+  });
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   wss.on('connection', (ws) => void tunnels.carry(ws, { turnId: 't', host: 'h.test', port: targetPort, mode: 'http' }));
   const port = await listen(wss);

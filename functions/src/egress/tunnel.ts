@@ -26,17 +26,8 @@ export interface TunnelLimits {
   connectTimeoutMs: number;
 }
 
-export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
-  maxConnectionsPerTurn: 256,
-  maxBytesPerTurn: 1024 * 1024 * 1024,
-  peekTimeoutMs: 10_000,
-  connectTimeoutMs: 10_000,
-};
-
-/** A policy for a deployment that allows nothing: what the service runs with until one is configured. */
-export const DENY_ALL_POLICY: EgressPolicy = {
-  decide: async ({ host, port }) => ({ allowed: false, reason: `this deployment does not allow connections out (${host}:${port})` }),
-};
+/** The caps are settings (config.ts, CLAUDERUN_EGRESS_MAX_*); the waits are the tunnel's own. */
+const DEFAULT_WAITS: Pick<TunnelLimits, 'peekTimeoutMs' | 'connectTimeoutMs'> = { peekTimeoutMs: 10_000, connectTimeoutMs: 10_000 };
 
 export interface TunnelRequest extends EgressTarget {
   turnId: string;
@@ -48,7 +39,7 @@ export interface TunnelDeps {
   /** Records an attempt once it is over (refused, failed or ended). */
   record: (turnId: string, attempt: EgressAttempt) => Promise<void>;
   log: (message: string) => void;
-  limits?: Partial<TunnelLimits>;
+  limits: Pick<TunnelLimits, 'maxConnectionsPerTurn' | 'maxBytesPerTurn'> & Partial<TunnelLimits>;
   /** Opens the connection out (tests point it elsewhere). */
   connect?: (address: string, port: number) => net.Socket;
 }
@@ -73,7 +64,7 @@ export class EgressTunnels {
   private readonly open = new Set<TunnelStream>();
 
   constructor(private readonly deps: TunnelDeps) {
-    this.limits = { ...DEFAULT_TUNNEL_LIMITS, ...deps.limits };
+    this.limits = { ...DEFAULT_WAITS, ...deps.limits };
   }
 
   /** Carries one connection; resolves once it is over and recorded. */
@@ -111,7 +102,8 @@ export class EgressTunnels {
       tunnel.sendControl({ t: 'allowed' });
       const first = await this.firstBytes(tunnel, request);
       if (typeof first === 'string') return await refuse(first);
-      const target = await this.connectOut(decision.addresses, request.port);
+      // A name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE goes to its test server's port.
+      const target = await this.connectOut(decision.addresses, decision.port ?? request.port);
       if (target === undefined) {
         const reason = `could not connect to ${request.host}:${request.port}`;
         tunnel.closeWith(TUNNEL_CLOSE.unreachable, reason);
