@@ -22,6 +22,7 @@ export const API_RUNTIME_DEPENDENCIES = [
   'google-auth-library',
   'jose',
   'ipaddr.js',
+  'ws',
 ] as const;
 
 /** The entry module: it registers the HTTP function `clauderun` (functions/src/index.ts). */

@@ -146,7 +146,7 @@ describe("the egress route on the Functions Framework's own server", () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it("takes the egress route's WebSocket upgrade, which the framework's server passes on as a request: the tunnel authenticates and asks the policy (none configured: refused)", async () => {
+  it("takes the egress route's WebSocket upgrade, which the framework's server passes on as a request: the tunnel authenticates and asks the policy (an empty allowlist: refused)", async () => {
     const started = await prompt(cloud, 'cloud-egress', { message: 'bash: node -e "setTimeout(() => {}, 20000)"' }, { prefer: 'respond-async' });
     expect(started.status, JSON.stringify(started.body)).toBe(202);
     const { turnId, conversationId } = started.body as { turnId: string; conversationId: string };
@@ -158,7 +158,7 @@ describe("the egress route on the Functions Framework's own server", () => {
     const tunnel = await openTunnel(url, token);
     expect(tunnel.close?.code, cloud.output()).toBe(TUNNEL_CLOSE.refused);
     expect(tunnel.controls).toEqual([
-      { t: 'refused', code: TUNNEL_CLOSE.refused, reason: expect.stringContaining('does not allow connections out (example.com:443)') },
+      { t: 'refused', code: TUNNEL_CLOSE.refused, reason: expect.stringContaining('this deployment does not allow example.com:443') },
     ]);
     await fetch(`${cloud.url}/api/conversations/${conversationId}/turns/${turnId}/cancel`, {
       method: 'POST',

@@ -121,12 +121,12 @@ describeWithEmulator(
       });
 
       // The tunnel's WebSocket goes through the front (an upgrade, under the function's path) to a
-      // framework instance, whose policy (none configured) refuses: the tool's 403 says so.
+      // framework instance, whose policy (an empty allowlist) refuses: the tool's 403 says so.
       it("carries a tool's connection out through the front to the runner's function, which refuses it by policy", async () => {
         const answer = await prompt(sim(), 'sim-egress', { message: "bash: curl -sS -w ' status=%{http_code}' http://example.com/" });
         expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
         expect(answer.body.text).toContain('status=403');
-        expect(answer.body.text).toContain('does not allow connections out (example.com:80)');
+        expect(answer.body.text).toContain('this deployment does not allow example.com:80');
       });
 
       // The Functions Framework's own server parses the body before the function runs; its own

@@ -65,9 +65,23 @@ describe('peekClientHello', () => {
   });
 
   it('joins a ClientHello fragmented over many records, at every cut', () => {
-    const fragmented = records(handshakeOf(named), 7);
+    const fragmented = records(handshakeOf(named), Math.ceil(handshakeOf(named).length / 32));
     expect(peekClientHello(fragmented)).toEqual({ kind: 'client_hello', serverName: 'Registry.NPMjs.org' });
     for (let length = 0; length < fragmented.length; length += 3) expect(peekClientHello(fragmented.subarray(0, length)).kind).toBe('incomplete');
+  });
+
+  it('refuses a ClientHello cut into more records than a client sends, at once rather than re-reading them all', () => {
+    // 1-byte records: joined and read again on every read, they cost the API's event loop seconds.
+    const tiny = records(handshakeOf(named), 1);
+    expect(peekClientHello(tiny)).toEqual({ kind: 'not_tls' });
+    // Past the 32nd record it is refused whatever follows.
+    expect(peekClientHello(tiny.subarray(0, 6 * 33))).toEqual({ kind: 'not_tls' });
+  });
+
+  it('refuses an Encrypted Client Hello: the server would route by a name this check cannot read', () => {
+    const ech = Buffer.concat([u16(0xfe0d), vec16(Buffer.alloc(40, 1))]);
+    expect(peekClientHello(hello([sni('tls.test'), ech]))).toEqual({ kind: 'not_tls' });
+    expect(peekClientHello(hello([sni('tls.test')]))).toEqual({ kind: 'client_hello', serverName: 'tls.test' });
   });
 
   it('leaves what follows a whole ClientHello alone', () => {

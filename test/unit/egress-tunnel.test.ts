@@ -129,6 +129,10 @@ describe('the egress tunnel', () => {
   it.each([
     ['a chunked body', 'Transfer-Encoding: chunked\r\n'],
     ['two lengths', 'Content-Length: 1\r\nContent-Length: 2\r\n'],
+    // Servers that take a bare LF as a line end read a second request with another Host here.
+    ['a bare LF', 'X: y\n\nGET /smuggled HTTP/1.1\nHost: evil.test\nX: z\r\n'],
+    ['a folded line', 'X: y\r\n Host: evil.test\r\n'],
+    ['a field name cut from its colon', 'Content-Length\r\n: 60\r\n'],
   ])('refuses a plain-HTTP request with %s, whose end it could not know', async (_what, extra) => {
     const target = net.createServer((socket) => socket.destroy());
     const port = await listen(target);

@@ -14,6 +14,17 @@ const SERVER_NAME_EXTENSION = 0;
 const HOST_NAME = 0;
 /** RFC 8446 section 5.1: a record's plaintext is at most 2^14 bytes. */
 const MAX_RECORD = 1 << 14;
+/**
+ * Records a ClientHello may be split over before it is whole. Real clients send one (two with
+ * large post-quantum key shares); a hello cut into more of tiny records is refused, since
+ * joining and re-reading them on every read would cost the API's event loop for every user.
+ */
+const MAX_HANDSHAKE_RECORDS = 32;
+/**
+ * encrypted_client_hello (RFC 9849 / draft-ietf-tls-esni): the server behind a shared front end
+ * would route by the inner, encrypted name, which this check cannot see.
+ */
+const ENCRYPTED_CLIENT_HELLO_EXTENSION = 0xfe0d;
 
 /**
  * Reads a connection's first bytes as TLS (RFC 8446 sections 4.1.2 and 5.1, RFC 6066 section
@@ -49,6 +60,7 @@ function handshakeBytes(bytes: Buffer): Buffer | 'not_tls' {
     const length = header.readUInt16BE(3);
     if (length === 0 || length > MAX_RECORD) return 'not_tls';
     const fragment = bytes.subarray(offset + RECORD_HEADER, offset + RECORD_HEADER + length);
+    if (fragments.length === MAX_HANDSHAKE_RECORDS) return 'not_tls';
     fragments.push(fragment);
     if (fragment.length < length) break;
     offset += RECORD_HEADER + length;
@@ -76,6 +88,7 @@ function serverNameOf(body: Buffer): string | null | 'malformed' {
     const type = list.uint16();
     const data = list.vector(2);
     if (type === undefined || data === undefined) return 'malformed';
+    if (type === ENCRYPTED_CLIENT_HELLO_EXTENSION) return 'malformed';
     if (type !== SERVER_NAME_EXTENSION) continue;
     // RFC 8446 4.2: an extension appears at most once; two names would leave which one counts to the server.
     if (seen) return 'malformed';

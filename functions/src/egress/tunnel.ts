@@ -252,12 +252,19 @@ function tlsVerdict(bytes: Buffer, host: string): 'ok' | 'incomplete' | string {
 }
 
 const MAX_REQUEST_HEAD_BYTES = MAX_CLIENT_HELLO_BYTES;
+/** `token ":" value` (RFC 9110 5.1, 5.5): no folding, no space before the colon, no control characters. */
+const HEADER_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*$/;
 
 /** A plain request's head: its Host must name the host (and port) the tunnel was opened for. */
 function httpVerdict(bytes: Buffer, target: EgressTarget): 'ok' | 'incomplete' | string {
   const end = bytes.indexOf('\r\n\r\n');
-  if (end === -1) return bytes.length > MAX_REQUEST_HEAD_BYTES ? 'the HTTP request head is too large' : 'incomplete';
-  const [requestLine = '', ...lines] = bytes.subarray(0, end).toString('latin1').split('\r\n');
+  if (end === -1 || end > MAX_REQUEST_HEAD_BYTES) return bytes.length > MAX_REQUEST_HEAD_BYTES ? 'the HTTP request head is too large' : 'incomplete';
+  const head = bytes.subarray(0, end).toString('latin1');
+  // Servers differ on a bare LF, a lone CR or a folded line: one reading another request (or
+  // another Host) into what this check read as one would pass it by. RFC 9112 2.2 and 5.
+  if (/\r(?!\n)|(?<!\r)\n/.test(head)) return 'a plain-HTTP request head must end its lines with CRLF alone';
+  const [requestLine = '', ...lines] = head.split('\r\n');
+  if (lines.some((line) => !HEADER_LINE.test(line))) return 'a plain-HTTP request head has a line that is not a header field';
   if (!/^[A-Z]+ \/\S* HTTP\/1\.[01]$/.test(requestLine)) return 'only HTTP/1.x requests in origin form are carried as plain HTTP';
   const hosts = lines
     .filter((line) => /^host\s*:/i.test(line))
@@ -280,7 +287,13 @@ function httpVerdict(bytes: Buffer, target: EgressTarget): 'ok' | 'incomplete' |
 
 /** The bytes of the one request a plain-HTTP connection's first bytes begin (its head checked by httpVerdict). */
 function requestBytes(first: Buffer): number {
-  const end = first.indexOf('\r\n\r\n') + 4;
-  const length = /\r\ncontent-length\s*:\s*(\d+)/i.exec(first.subarray(0, end).toString('latin1'))?.[1];
-  return end + Number(length ?? 0);
+  const end = first.indexOf('\r\n\r\n');
+  // The same lines httpVerdict judged: CRLF-separated header fields, one Content-Length at most.
+  const field = first
+    .subarray(0, end)
+    .toString('latin1')
+    .split('\r\n')
+    .slice(1)
+    .find((line) => /^content-length:/i.test(line));
+  return end + 4 + Number(field?.slice(field.indexOf(':') + 1).trim() ?? 0);
 }

@@ -44,7 +44,9 @@ export function egressUpgrade(
     if (turnId === undefined) return answer(socket, 404, `no route for ${req.method} ${url.pathname}`);
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return answer(socket, 426, 'the egress route takes a WebSocket');
     const host = url.searchParams.get('host') ?? '';
-    const port = Number(url.searchParams.get('port'));
+    // Digits only, as a URL writes a port: Number() would take 0x50, 8e1 or " 80" as 80.
+    const portText = url.searchParams.get('port') ?? '';
+    const port = /^[1-9][0-9]{0,4}$/.test(portText) ? Number(portText) : Number.NaN;
     const mode = url.searchParams.get('mode');
     if (!validHost(host) || !Number.isInteger(port) || port < 1 || port > 65535 || (mode !== 'tls' && mode !== 'http')) {
       return answer(socket, 400, 'egress needs host, port (1-65535) and mode (tls or http)');

@@ -5,6 +5,7 @@ import firestorePackage, {
   type CollectionReference,
   type DocumentReference,
   type DocumentSnapshot,
+  type QuerySnapshot,
   type Query,
   type Firestore,
   type Transaction,
@@ -42,6 +43,8 @@ const { GrpcStatus } = firestorePackage;
  * attempts was nearly used up by 10 racing writers on the emulator (it locks pessimistically).
  */
 const RETRY_CONTENDED = { maxAttempts: 10 };
+/** How often a watch for a turn's result reads it again, beside its listener. */
+const RESULT_RECHECK_MS = 10_000;
 
 // A document is the record itself: parsing strips the adapter's own fields (activeTurnId,
 // lastEventSeq) and catches drifted documents.
@@ -307,20 +310,33 @@ export class FirestoreConversationStore implements ConversationStore {
   /** A query for the one result event: the listener reads nothing else of the turn as it runs. */
   watchResult(turnId: string, listener: (result: ResultEvent) => void): () => void {
     let delivered = false;
-    return this.events(turnId)
-      .where('type', '==', TurnEventType.result)
-      .limit(1)
-      .onSnapshot(
-        (snap) => {
-          const stored = snap.docs[0];
-          if (stored === undefined || delivered) return;
-          const result = toEvent(stored);
-          if (!isResult(result)) return;
-          delivered = true;
-          listener(result);
-        },
-        (error) => console.error(`clauderun: watching the result of turn ${turnId} failed: ${error.message}`),
-      );
+    const query = this.events(turnId).where('type', '==', TurnEventType.result).limit(1);
+    const deliver = (snap: QuerySnapshot) => {
+      const stored = snap.docs[0];
+      if (stored === undefined || delivered) return;
+      const result = toEvent(stored);
+      if (!isResult(result)) return;
+      delivered = true;
+      stop();
+      listener(result);
+    };
+    const unsubscribe = query.onSnapshot(deliver, (error) =>
+      console.error(`clauderun: watching the result of turn ${turnId} failed: ${error.message}`),
+    );
+    // A listener ends on an error and says so only once: a waiting request looks again now and
+    // then (one read each), so that it never depends on the listener alone.
+    const recheck = setInterval(() => {
+      query
+        .get()
+        .then(deliver)
+        .catch(() => {});
+    }, RESULT_RECHECK_MS);
+    recheck.unref();
+    const stop = () => {
+      clearInterval(recheck);
+      unsubscribe();
+    };
+    return stop;
   }
 
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {
