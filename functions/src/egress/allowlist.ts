@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { z } from 'zod';
+import { settingSchema } from './setting-schema.js';
 
 /*
  * Which hosts a deployment lets sandboxes reach (CLAUDERUN_EGRESS_ALLOW): host patterns with an
@@ -122,19 +122,7 @@ export function parseEgressAllow(text: string): EgressAllowlist {
  * The setting as a zod schema, for the service's configuration and the stack's alike: the same
  * syntax is refused in both places, with `name` (the variable or the stack key) in the message.
  */
-export const egressAllowSchema = (name: string) =>
-  z
-    .string()
-    .optional()
-    .transform((v, ctx): EgressAllowlist => {
-      try {
-        return parseEgressAllow(v ?? '');
-      } catch (error) {
-        if (!(error instanceof EgressPatternError)) throw error;
-        ctx.addIssue({ code: 'custom', message: `${name}: malformed pattern ${error.message}` });
-        return z.NEVER;
-      }
-    });
+export const egressAllowSchema = (name: string) => settingSchema(name, parseEgressAllow, EgressPatternError, 'malformed pattern ');
 
 /** Whether `host` (normalized) on `port` is allowed: exact names alone, wildcards subdomains alone. */
 export function allows(allow: EgressAllowlist, host: string, port: number): boolean {

@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { z } from 'zod';
+import { settingSchema } from './setting-schema.js';
 import { hostNameProblem, normalizeHostName } from './allowlist.js';
 
 /*
@@ -46,16 +46,4 @@ export function parseTestResolve(text: string): TestResolve {
   return new Map(entries);
 }
 
-export const testResolveSchema = (name: string) =>
-  z
-    .string()
-    .optional()
-    .transform((v, ctx): TestResolve => {
-      try {
-        return parseTestResolve(v ?? '');
-      } catch (error) {
-        if (!(error instanceof TestResolveError)) throw error;
-        ctx.addIssue({ code: 'custom', message: `${name}: ${error.message}` });
-        return z.NEVER;
-      }
-    });
+export const testResolveSchema = (name: string) => settingSchema(name, parseTestResolve, TestResolveError);
