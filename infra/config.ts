@@ -31,6 +31,7 @@ export const CONFIG_KEYS = [
   'clauderun:maxOpenRequestsPerUser',
   'clauderun:dailyTokenLimit',
   'clauderun:dailyCostLimitUsd',
+  'clauderun:dailyEgressLimitBytes',
   'clauderun:egressAllow',
   'clauderun:firestoreLocation',
   'clauderun:deletedStateRetentionDays',
@@ -82,6 +83,7 @@ export interface Settings {
   /** Daily budgets per user; null: no limit. */
   dailyTokenLimit: number | null;
   dailyCostLimitUsd: number | null;
+  dailyEgressLimitBytes: number | null;
   /**
    * Hosts sandboxes may connect to through the runner (the service's CLAUDERUN_EGRESS_ALLOW, same
    * syntax, checked by the service's own parser); empty: none.
@@ -179,6 +181,7 @@ const Schema = z.object({
   'clauderun:maxOpenRequestsPerUser': whole('clauderun:maxOpenRequestsPerUser', 1, UNBOUNDED, DEFAULT_LIMITS.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER),
   'clauderun:dailyTokenLimit': budget('clauderun:dailyTokenLimit', 'whole', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
   'clauderun:dailyCostLimitUsd': budget('clauderun:dailyCostLimitUsd', 'any', DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD),
+  'clauderun:dailyEgressLimitBytes': budget('clauderun:dailyEgressLimitBytes', 'whole', DEFAULT_LIMITS.CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES),
   'clauderun:egressAllow': z.preprocess(trimmed, z.string().default('')).superRefine((v, ctx) => {
     const checked = egressAllowSchema('clauderun:egressAllow').safeParse(v);
     for (const issue of checked.error?.issues ?? []) ctx.addIssue({ code: 'custom', message: issue.message });
@@ -236,6 +239,7 @@ export function parseSettings(raw: RawSettings): Settings {
     maxOpenRequestsPerUser: c['clauderun:maxOpenRequestsPerUser'],
     dailyTokenLimit: c['clauderun:dailyTokenLimit'],
     dailyCostLimitUsd: c['clauderun:dailyCostLimitUsd'],
+    dailyEgressLimitBytes: c['clauderun:dailyEgressLimitBytes'],
     egressAllow: c['clauderun:egressAllow'],
     deletedStateRetentionDays: c['clauderun:deletedStateRetentionDays'],
     firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],

@@ -98,8 +98,11 @@ export const PLATFORM_VARIABLES = ['LOG_EXECUTION_ID', 'NODE_ENV'] as const;
  */
 type ReservedName = 'PORT' | 'K_SERVICE' | 'K_REVISION' | 'K_CONFIGURATION' | 'FUNCTION_TARGET' | 'FUNCTION_SIGNATURE_TYPE';
 
+/** Settings that exist for tests alone: a deployment that set one would not compile. */
+type TestOnlySetting = 'CLAUDERUN_TEST_SETTINGS_IN_CLOUD' | 'CLAUDERUN_EGRESS_TEST_RESOLVE';
+
 /** A name the service reads that a deployment may set. */
-export type DeployableSetting = Exclude<SettingName, ReservedName>;
+export type DeployableSetting = Exclude<SettingName, ReservedName | TestOnlySetting>;
 
 /**
  * A function's environment, by the names the service reads (functions/src/config.ts): a name it
@@ -134,6 +137,8 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     CLAUDERUN_MAX_TURNS_PER_MINUTE: String(s.maxTurnsPerMinute),
     CLAUDERUN_DAILY_TOKEN_LIMIT: budget(s.dailyTokenLimit),
     CLAUDERUN_DAILY_COST_LIMIT_USD: budget(s.dailyCostLimitUsd),
+    // The runner counts it on each connection out; the public function shows it in /api/usage.
+    CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: budget(s.dailyEgressLimitBytes),
     // The only writable place in a function's filesystem; nothing durable is kept there.
     CLAUDERUN_DATA_DIR: '/tmp/clauderun',
     // Cloud Functions adds LOG_EXECUTION_ID=true to every function it deploys through its v2 API

@@ -23,7 +23,8 @@ import { publicRoutes } from './http/public-routes.js';
 import { webRoutes } from './http/web-routes.js';
 import type { EgressPolicy } from './egress/egress-policy.js';
 import { createEgressPolicy } from './egress/policy.js';
-import { EgressTunnels, type TunnelLimits } from './egress/tunnel.js';
+import { EgressTunnels } from './egress/tunnel.js';
+import type { EgressCaps } from './domain/egress-budget.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import { serveWith } from './sandbox/local/api-bridge.js';
 import type { ApiKeyStore } from './store/api-key-store.js';
@@ -48,7 +49,6 @@ export interface Overrides {
   launcher?: SandboxLauncher;
   /** Replaces the configured egress policy (CLAUDERUN_EGRESS_ALLOW; tests of the tunnel alone). */
   egressPolicy?: EgressPolicy;
-  egressLimits?: Partial<TunnelLimits>;
   log?: (message: string) => void;
 }
 
@@ -93,11 +93,15 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     requestBytesPerMinute: config.agent.modelRequestBytesPerMinute,
   };
   const checker = new PolicyChecker(policy);
+  const egressCaps: EgressCaps = {
+    maxConnectionsPerTurn: config.egress.maxConnectionsPerTurn,
+    maxBytesPerTurn: config.egress.maxBytesPerTurn,
+    dailyBytesPerUser: config.quota.dailyEgressBytes,
+  };
   const tunnels = new EgressTunnels({
     policy: overrides.egressPolicy ?? createEgressPolicy(config.egress),
-    record: (turnId, attempt) => runner.recordEgress(turnId, attempt),
+    meter: { open: (turn) => runner.openEgress(turn, egressCaps), record: (turn, attempt) => runner.recordEgress(turn, attempt) },
     log,
-    limits: { maxConnectionsPerTurn: config.egress.maxConnectionsPerTurn, maxBytesPerTurn: config.egress.maxBytesPerTurn, ...overrides.egressLimits },
   });
   const egress = egressUpgrade(runner, tunnels, log);
   const runnerRouters = [internalRoutes(runner), egress.router, modelProxyRoutes(runner, upstream, policy, checker, log)];

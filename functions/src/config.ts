@@ -43,6 +43,8 @@ export const DEFAULT_LIMITS = {
   /** null: no limit. */
   CLAUDERUN_DAILY_TOKEN_LIMIT: null,
   CLAUDERUN_DAILY_COST_LIMIT_USD: 10,
+  /** Eight turns' worth of the per-turn egress cap. */
+  CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: 2 * 1024 * 1024 * 1024,
   CLAUDERUN_MAX_OUTPUT_TOKENS: 32_000,
   CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT: 8,
   CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE: 256 * 1024 * 1024,
@@ -164,6 +166,7 @@ const EnvSchema = z.object({
   CLAUDERUN_MAX_RUNNING_SANDBOXES: positiveInt('CLAUDERUN_MAX_RUNNING_SANDBOXES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES),
   CLAUDERUN_DAILY_TOKEN_LIMIT: budget('CLAUDERUN_DAILY_TOKEN_LIMIT', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
   CLAUDERUN_DAILY_COST_LIMIT_USD: budget('CLAUDERUN_DAILY_COST_LIMIT_USD', DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD),
+  CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: budget('CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES', DEFAULT_LIMITS.CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES),
   /** The secret that signs turn tokens; generated and kept in the data dir when not given. */
   CLAUDERUN_TOKEN_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
     error: 'CLAUDERUN_TOKEN_SECRET must be at least 32 characters',
@@ -230,10 +233,11 @@ const EnvSchema = z.object({
   CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN: positiveInt('CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN),
   /** Where the local sandbox looks for bwrap, socat and setpriv. */
   PATH: z.string().default('/usr/local/bin:/usr/bin:/bin'),
-  /** Lets header auth start where K_SERVICE is set: for tests that imitate the cloud, never for a deployment. */
-  CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: z
-    .enum(['true', 'false'], { error: 'CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD must be true or false' })
-    .default('false'),
+  /**
+   * Lets the settings that exist for tests (header auth, CLAUDERUN_EGRESS_TEST_RESOLVE) start
+   * where K_SERVICE is set: for tests that imitate the cloud, never for a deployment.
+   */
+  CLAUDERUN_TEST_SETTINGS_IN_CLOUD: z.enum(['true', 'false'], { error: 'CLAUDERUN_TEST_SETTINGS_IN_CLOUD must be true or false' }).default('false'),
   /** Set by Cloud Run / Cloud Functions; header auth refuses to run there. */
   K_SERVICE: optionalString,
 });
@@ -366,12 +370,13 @@ export function loadConfig(env: Env): Config {
   if (e.CLAUDERUN_SANDBOX === 'local' && e.CLAUDERUN_SERVE !== undefined && e.CLAUDERUN_SERVE !== 'public') {
     throw new ConfigError("CLAUDERUN_SERVE: local sandboxes reach the runner's routes through their bridge; the port serves only `public`");
   }
-  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.header) && e.K_SERVICE !== undefined && e.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD !== 'true') {
+  const inTheCloud = e.K_SERVICE !== undefined && e.CLAUDERUN_TEST_SETTINGS_IN_CLOUD !== 'true';
+  if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.header) && inTheCloud) {
     throw new ConfigError(
       'CLAUDERUN_AUTH: header auth trusts X-User-Id and is for local use only; it refuses to run in the cloud (K_SERVICE is set)',
     );
   }
-  if (e.CLAUDERUN_EGRESS_TEST_RESOLVE.size > 0 && e.K_SERVICE !== undefined) {
+  if (e.CLAUDERUN_EGRESS_TEST_RESOLVE.size > 0 && inTheCloud) {
     throw new ConfigError(
       'CLAUDERUN_EGRESS_TEST_RESOLVE: it sends allowed names to unchecked addresses and is for tests only; it refuses to run in the cloud (K_SERVICE is set)',
     );
@@ -450,6 +455,7 @@ export function loadConfig(env: Env): Config {
         (e.CLAUDERUN_SANDBOX === 'cloudrun' ? DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE : Number.POSITIVE_INFINITY),
       dailyTokens: e.CLAUDERUN_DAILY_TOKEN_LIMIT === null ? null : Math.floor(e.CLAUDERUN_DAILY_TOKEN_LIMIT),
       dailyCostUsd: e.CLAUDERUN_DAILY_COST_LIMIT_USD,
+      dailyEgressBytes: e.CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES === null ? null : Math.floor(e.CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES),
     },
     serve: e.CLAUDERUN_SERVE ?? (e.CLAUDERUN_SANDBOX === 'local' ? 'public' : 'all'),
     sweeper:

@@ -18,15 +18,28 @@ export class TunnelRefused extends Error {
 
 export type TunnelOpener = (host: string, port: number, mode: TunnelMode) => Promise<Duplex>;
 
+export interface ApiTunnels {
+  open: TunnelOpener;
+  /**
+   * Resolves once the API has closed every tunnel (it closes each after recording it, so that
+   * every connection's event is in before the turn's result), or after `timeoutMs`, when the
+   * ones left are dropped.
+   */
+  settled(timeoutMs: number): Promise<void>;
+}
+
 /** Opens tunnels to the API's egress route with the turn token (which the agent never sees). */
-export function apiTunnels(apiUrl: string, turnId: string, token: string): TunnelOpener {
-  return (host, port, mode) =>
+export function apiTunnels(apiUrl: string, turnId: string, token: string): ApiTunnels {
+  const live = new Set<WebSocket>();
+  const open: TunnelOpener = (host, port, mode) =>
     new Promise((resolve, reject) => {
       const url = runnerUrl(apiUrl, runnerPaths.egress(turnId));
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
       url.search = new URLSearchParams({ host, port: String(port), mode }).toString();
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, handshakeTimeout: 30_000 });
-      const stream = new TunnelStream(ws);
+      live.add(ws);
+      ws.once('close', () => live.delete(ws));
+      const stream = new TunnelStream(ws, { abortOnDestroy: true });
       const refuse = (error: Error) => {
         stream.destroy();
         if (error instanceof TunnelClosedError && error.code === TUNNEL_CLOSE.refused) reject(new TunnelRefused(403, error.reason));
@@ -35,6 +48,7 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string): Tunne
       stream.once('error', refuse);
       ws.once('unexpected-response', (_req, res) => {
         res.resume();
+        live.delete(ws);
         refuse(new Error(`the API answered ${res.statusCode}`));
       });
       stream.once('control', () => {
@@ -42,6 +56,19 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string): Tunne
         resolve(stream);
       });
     });
+  const settled = async (timeoutMs: number) => {
+    const closes = [...live].map(
+      (ws) => new Promise<void>((resolve) => (ws.readyState === ws.CLOSED ? resolve() : ws.once('close', () => resolve()))),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([Promise.all(closes), timeout]);
+    clearTimeout(timer);
+    for (const ws of live) ws.terminate();
+  };
+  return { open, settled };
 }
 
 /** Headers that belong to one hop (RFC 9110 7.6.1), and the proxy's own. */

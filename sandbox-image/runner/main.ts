@@ -17,6 +17,13 @@ const failed = (reason: string, text?: string): RunnerResult => ({
 });
 
 /**
+ * How long the runner waits, once the agent is done, for the API to record the connections out
+ * that are still closing; one still in use then (a tool left running) is cut, and its event may
+ * come too late to be kept.
+ */
+const TUNNELS_SETTLE_MS = 5_000;
+
+/**
  * The in-sandbox runner. It knows three things (RUNNER_ENV: the turn, the API's URL, the turn's
  * token) and talks only to the API: fetch the turn, restore the conversation's state, run the
  * agent, save, report.
@@ -42,7 +49,8 @@ async function main(): Promise<number> {
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
     // Up before the agent, so that its first tool finds it; the token stays with the runner.
-    const proxy = await startEgressProxy(apiTunnels(apiUrl, turnId, token));
+    const tunnels = apiTunnels(apiUrl, turnId, token);
+    const proxy = await startEgressProxy(tunnels.open);
     const outcome = await runAgent({
       prompt: turn.prompt,
       resumeSessionId: turn.sessionId,
@@ -53,7 +61,10 @@ async function main(): Promise<number> {
       token,
       proxyUrl: proxy.url,
       onEvent: (line) => progress.push(progressEvents(line)),
-    }).finally(() => proxy.close());
+    }).finally(async () => {
+      proxy.close();
+      await tunnels.settled(TUNNELS_SETTLE_MS);
+    });
     await progress.flush();
     if (outcome.ok) {
       const archive = await archiveState({ home, workspace }, turn.maxStateBytes);

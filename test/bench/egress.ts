@@ -59,7 +59,8 @@ function parseTransfers(output: string, expected: number): Transfer[] {
 /** In a sandbox, through the egress path: the tool's own output carries curl's timings. */
 async function throughTunnel(service: RunningService, urls: string[]): Promise<Transfer[]> {
   const answer = await prompt(service, 'bench-egress', { message: `bash: ${curlCommand(urls)}` });
-  if (answer.status !== 200 || answer.body.status !== 'succeeded') throw new Error(`egress turn failed (HTTP ${answer.status}): ${JSON.stringify(answer.body)}`);
+  if (answer.status !== 200 || answer.body.status !== 'succeeded')
+    throw new Error(`egress turn failed (HTTP ${answer.status}): ${JSON.stringify(answer.body)}`);
   return parseTransfers(String(answer.body.text), urls.length);
 }
 
@@ -72,7 +73,9 @@ async function direct(urls: string[]): Promise<Transfer[]> {
 const mbPerSecond = (t: Transfer) => `${(t.bytes / t.seconds / 1e6).toFixed(0)} MB/s`;
 
 export async function egressCost(fake: FakeAnthropic, runs: number): Promise<boolean> {
-  console.log(`\negress: ${SMALL_CONNECTIONS} small downloads (one connection each) and one of ${BIG_BYTES / 1024 / 1024} MiB, direct on loopback vs through the tunnel`);
+  console.log(
+    `\negress: ${SMALL_CONNECTIONS} small downloads (one connection each) and one of ${BIG_BYTES / 1024 / 1024} MiB, direct on loopback vs through the tunnel`,
+  );
   const { server, port } = await startByteServer();
   const service = await startService({
     ANTHROPIC_API_KEY: fake.apiKey,

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Browser, Request as BrowserRequest } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runKeysCommand } from '../../functions/src/keys-cli.js';
@@ -571,5 +573,44 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     await expectText(notice(page), 'Your sign-in has expired. Sign in again.');
     await page.getByLabel('Email').waitFor();
     expect(await sessionStorageSize(page)).toBe(0);
+  });
+});
+
+describeInBrowser("the web page, a turn's connections out, in Chromium", () => {
+  let model: FakeAnthropic;
+  let service: RunningService;
+  let registry: http.Server;
+  const open = useBrowser();
+
+  beforeAll(async () => {
+    registry = http.createServer((_req, res) => res.end('x'.repeat(2500)));
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve));
+    model = await startFakeAnthropic();
+    service = await startService({
+      ANTHROPIC_API_KEY: model.apiKey,
+      ANTHROPIC_BASE_URL: model.url,
+      CLAUDERUN_EGRESS_ALLOW: 'registry.allowed.test:80',
+      CLAUDERUN_EGRESS_TEST_RESOLVE: `registry.allowed.test=127.0.0.1:${(registry.address() as AddressInfo).port}`,
+    });
+  });
+  afterAll(async () => {
+    await service?.stop({ removeData: true });
+    await model?.close();
+    registry?.closeAllConnections();
+    await new Promise<void>((resolve) => registry?.close(() => resolve()));
+  });
+
+  it('lists each connection under the turn, allowed with its bytes or refused with why, and counts them in its usage and the day', async () => {
+    const { page } = await open(service.url);
+    await signInWithUserId(page, unique('egress'));
+    await send(page, 'bash: curl -sS -o /dev/null http://registry.allowed.test/pkg; curl -sS -o /dev/null http://elsewhere.test/');
+    await waitForTurnEnd(page, 'Done');
+    const list = lastTurn(page).getByRole('list', { name: 'Connections out' });
+    await eventually(() => list.locator('li').allTextContents()).toEqual([
+      expect.stringMatching(/^registry\.allowed\.test:80 · 2\.\d kB in, \d+ B out$/),
+      expect.stringMatching(/^elsewhere\.test:80 · refused: this deployment does not allow elsewhere\.test:80/),
+    ]);
+    await expectText(lastTurn(page).locator('.usage'), /· 2 connections out \(2\.\d kB\) ·/);
+    await expectText(page.locator('#usage-today'), /· 2\.\d kB of 2\.1 GB out and in$/);
   });
 });

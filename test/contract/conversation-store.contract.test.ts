@@ -7,6 +7,8 @@ import type { ToolUseData } from '../../functions/src/contract/events.js';
 import { emptyUsage, type TurnStatus } from '../../functions/src/contract/turn.js';
 import { turnView } from '../../functions/src/conversations/views.js';
 import type { Conversation } from '../../functions/src/domain/conversation.js';
+import type { EgressCaps } from '../../functions/src/domain/egress-budget.js';
+import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { NO_LIMITS, type Quota } from '../../functions/src/domain/quota.js';
 import type { NewTurnEvent, TurnEvent } from '../../functions/src/domain/turn-event.js';
 import { FINAL_STATUSES, UNFINISHED } from '../../functions/src/domain/turn-state.js';
@@ -537,6 +539,93 @@ function storeContract(adapter: Adapter): void {
         expect(await store.startTurn(turn('t0', { conversationId: 'u1-c0' }), limit)).toEqual({ started: true });
         await store.deleteConversation('u1-c0');
         expect(await store.startTurn(turn('t1', { conversationId: 'u1-c1' }), limit)).toEqual({ started: true });
+      });
+    });
+
+    describe('egress counters', () => {
+      const caps = (overrides: Partial<EgressCaps> = {}): EgressCaps => ({
+        maxConnectionsPerTurn: 5,
+        maxBytesPerTurn: 1000,
+        dailyBytesPerUser: null,
+        ...overrides,
+      });
+      const conversations = async (n: number) => {
+        for (let i = 0; i < n; i++) await store.createConversation(conversation(`u1-c${i}`));
+      };
+      const egress = (bytes: number): NewTurnEvent => ({
+        type: 'egress',
+        data: { host: 'h.test', port: 443, allowed: true, bytesOut: bytes, bytesIn: 0, durationMs: 1 },
+      });
+
+      it('of 20 concurrent connections of one turn, exactly its cap open; the others say why', async () => {
+        await store.startTurn(turn('t1'));
+        const results = await Promise.all(Array.from({ length: 20 }, () => store.openEgress(turn('t1'), caps(), new Date())));
+        expect(results.filter((r) => r?.admitted)).toHaveLength(5);
+        expect(results.filter((r) => r?.admitted === false)).toHaveLength(15);
+        expect(results.find((r) => r?.admitted === false)).toEqual({
+          admitted: false,
+          reason: 'this turn has opened its 5 connections out; no more are allowed',
+        });
+        expect(await store.getTurn('t1')).toMatchObject({ egressConnections: 5, egressBytes: 0 });
+      });
+
+      it("counts recorded bytes on the turn and the user's day, and admits a connection to what is left of the tighter cap", async () => {
+        await store.startTurn(turn('t1'));
+        await Promise.all(Array.from({ length: 4 }, () => store.recordEgress(turn('t1'), egress(100), 100, NO_EVENT_BUDGET)));
+        expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 400 });
+        expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(400);
+        expect((await store.listEvents('t1', 0)).filter((e) => e.type === 'egress')).toHaveLength(4);
+        expect(await store.openEgress(turn('t1'), caps(), new Date())).toMatchObject({ admitted: true, bytes: 600 });
+        expect(await store.openEgress(turn('t1'), caps({ dailyBytesPerUser: 500 }), new Date())).toEqual({
+          admitted: true,
+          bytes: 100,
+          over: 'cut: the daily egress budget of 500 bytes is used up',
+        });
+        expect(await store.openEgress(turn('t1'), caps({ dailyBytesPerUser: 400 }), new Date())).toEqual({
+          admitted: false,
+          reason: 'the daily egress budget of 400 bytes is used up (400 carried today, UTC)',
+        });
+        expect(await store.openEgress(turn('t1'), caps({ maxBytesPerTurn: 400 }), new Date())).toMatchObject({
+          admitted: false,
+          reason: 'this turn has carried its 400 bytes out and in',
+        });
+      });
+
+      it("a new UTC day starts the user's egress from zero; another turn of the user shares the day", async () => {
+        await conversations(1);
+        await store.startTurn(turn('t1'));
+        await store.startTurn(turn('t2', { conversationId: 'u1-c0' }));
+        await store.recordEgress(turn('t1'), egress(300), 300, NO_EVENT_BUDGET);
+        const day = caps({ dailyBytesPerUser: 300 });
+        expect(await store.openEgress(turn('t2'), day, new Date())).toMatchObject({ admitted: false });
+        expect(await store.openEgress(turn('t2'), day, new Date(Date.now() + 24 * 3600_000))).toMatchObject({ admitted: true, bytes: 300 });
+      });
+
+      it('a final turn opens nothing, and its late connection counts its bytes but adds no event after the result', async () => {
+        await store.startTurn(turn('t1'));
+        await store.updateTurn('t1', UNFINISHED, { status: 'succeeded' });
+        expect(await store.openEgress(turn('t1'), caps(), new Date())).toBeUndefined();
+        await store.recordEgress(turn('t1'), egress(50), 50, NO_EVENT_BUDGET);
+        expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 50 });
+        expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(50);
+        expect(await store.listEvents('t1', 0)).toEqual([]);
+      });
+
+      it('the bytes of a connection whose turn was deleted still count for its user', async () => {
+        await conversations(1);
+        await store.startTurn(turn('t1', { conversationId: 'u1-c0' }));
+        await store.deleteConversation('u1-c0');
+        await store.recordEgress(turn('t1'), egress(70), 70, NO_EVENT_BUDGET);
+        expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(70);
+        expect(await store.getTurn('t1')).toBeUndefined();
+      });
+
+      it("keeps an egress event within the turn's event budget", async () => {
+        await store.startTurn(turn('t1'));
+        const budget = { maxEvents: 2, maxBytes: 1_000_000 };
+        for (let i = 0; i < 4; i++) await store.recordEgress(turn('t1'), egress(10), 10, budget);
+        expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual(['egress', 'egress', 'events_dropped']);
+        expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 40 });
       });
     });
 

@@ -49,7 +49,7 @@ describe('turns as Cloud Run Job executions', () => {
         CLAUDERUN_API_URL: service.url,
         CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS),
         // K_SERVICE is set on the platform: header auth, the tests' way of naming users, must be allowed.
-        CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true',
+        CLAUDERUN_TEST_SETTINGS_IN_CLOUD: 'true',
       },
     });
   });

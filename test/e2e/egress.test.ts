@@ -11,7 +11,7 @@ import type { EgressPolicy } from '../../functions/src/egress/egress-policy.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
 import { fillPath, PUBLIC_ROUTES } from '../../functions/src/contract/routes.js';
 import { readEvents } from '../support/sse.js';
-import { prompt, startService, type RunningService } from '../support/service.js';
+import { call, prompt, startService, type RunningService } from '../support/service.js';
 
 /** Allows two made-up names, mapped to the test server on loopback; refuses the rest as a deployment would. */
 const policy: EgressPolicy = {
@@ -191,14 +191,22 @@ describe("egress within a turn's caps", () => {
   let target: http.Server;
   let targetPort: number;
   beforeAll(async () => {
-    target = http.createServer((req, res) => res.end(req.url === '/big' ? Buffer.alloc(1024 * 1024, 'x') : 'small'));
+    const sizes: Record<string, number> = { '/big': 1024 * 1024, '/mid': 200 * 1024 };
+    target = http.createServer((req, res) => res.end(Buffer.alloc(sizes[req.url ?? ''] ?? 5, 'x')));
     await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
     targetPort = (target.address() as net.AddressInfo).port;
     fake = await startFakeAnthropic();
-    service = await startService({ ANTHROPIC_API_KEY: fake.apiKey, ANTHROPIC_BASE_URL: fake.url }, undefined, {
-      egressPolicy: policy,
-      egressLimits: { maxConnectionsPerTurn: 3, maxBytesPerTurn: 256 * 1024 },
-    });
+    service = await startService(
+      {
+        ANTHROPIC_API_KEY: fake.apiKey,
+        ANTHROPIC_BASE_URL: fake.url,
+        CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN: '3',
+        CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN: String(256 * 1024),
+        CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: String(500 * 1024),
+      },
+      undefined,
+      { egressPolicy: policy },
+    );
   });
   afterAll(async () => {
     await service?.stop({ removeData: true });
@@ -228,6 +236,36 @@ describe("egress within a turn's caps", () => {
     const [attempt] = await egressOf(answer, 'big');
     expect(attempt).toMatchObject({ allowed: true, reason: `cut: this turn went over its ${256 * 1024} bytes out and in` });
     expect(Number(attempt?.bytesIn)).toBeLessThan(1024 * 1024);
+  });
+
+  it("counts every turn's bytes in the user's day, shown in /api/usage, and refuses a connection once the day's budget is used up", async () => {
+    const user = `daily-${randomUUID()}`;
+    const download = `bash: curl -sS -o /dev/null -w '%{http_code} %{size_download}' http://allowed.test:${targetPort}/mid; echo " exit=$?"`;
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push(await prompt(service, user, { message: download }));
+    const texts = answers.map((answer) => String(answer.body.text));
+    expect(texts[0]).toContain(`200 ${200 * 1024} exit=0`);
+    expect(texts[1]).toContain(`200 ${200 * 1024} exit=0`);
+    // The third is admitted with what is left of the day, and cut past it; the fourth is refused.
+    expect(texts[2]).toMatch(/exit=(18|56)/);
+    expect(texts[3]).toContain('403');
+    const [, , cut, refused] = await Promise.all(answers.map((answer) => egressOf(answer, user)));
+    expect(cut?.[0]?.reason).toBe(`cut: the daily egress budget of ${500 * 1024} bytes is used up`);
+    expect(refused?.[0]).toMatchObject({
+      allowed: false,
+      reason: expect.stringMatching(/^the daily egress budget of 512000 bytes is used up \(\d+ carried today, UTC\)$/),
+    });
+
+    const usage = await call(service, 'GET', '/api/usage', { userId: user });
+    expect(usage.body.limits).toMatchObject({ dailyEgressBytes: 500 * 1024 });
+    expect(Number(usage.body.egressBytes)).toBeGreaterThanOrEqual(500 * 1024);
+    // Each stored turn counts its own connections and bytes.
+    const first = await call(service, 'GET', `/api/conversations/${String(answers[0]?.body.conversationId)}`, { userId: user });
+    const [turn] = first.body.turns as Array<{ egress: { connections: number; bytes: number } }>;
+    expect(turn?.egress.connections).toBe(1);
+    expect(turn?.egress.bytes).toBeGreaterThan(200 * 1024);
+    // Another user's day is their own.
+    expect((await call(service, 'GET', '/api/usage', { userId: `other-${randomUUID()}` })).body.egressBytes).toBe(0);
   });
 });
 

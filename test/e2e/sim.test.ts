@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import type { Turn } from '../../functions/src/domain/turn.js';
 import { openFirestore } from '../../functions/src/store/firestore-client.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fake-anthropic.js';
+import { HOST_NPM, INSTALL_AND_USE, PACKAGE, REGISTRY_HOST, startNpmRegistry, type NpmRegistry } from '../fixtures/npm-registry.js';
 import { PUBLIC_FUNCTION, RUNNER_FUNCTION, startSimulation, type Simulation, type SimulationOptions } from '../sim/simulation.js';
 import { firestoreEmulatorUnavailable } from '../support/firestore-emulator.js';
 import { call, linkPath, prompt, TEST_QUOTA_ENV } from '../support/service.js';
@@ -43,11 +45,18 @@ describeWithEmulator(
       await rm(dataDir, { recursive: true, force: true });
     });
 
-    /** A simulation in this process, stopped after the describe's tests; its log is kept for failure messages. */
-    function useSimulation(options: Omit<SimulationOptions, 'dataDir' | 'log'>, dir: string): { sim: () => Simulation; logs: () => string } {
+    type Options = Omit<SimulationOptions, 'dataDir' | 'log'>;
+
+    /**
+     * A simulation in this process, stopped after the describe's tests; its log is kept for
+     * failure messages. Options given as a function are read when it starts (after the
+     * describe's earlier beforeAll hooks).
+     */
+    function useSimulation(given: Options | (() => Options), dir: string): { sim: () => Simulation; logs: () => string } {
       let sim: Simulation | undefined;
       const logs: string[] = [];
       beforeAll(async () => {
+        const options = typeof given === 'function' ? given() : given;
         sim = await startSimulation({
           ...options,
           dataDir: path.join(dataDir, dir),
@@ -155,6 +164,39 @@ describeWithEmulator(
         });
         expect([401, 403]).toContain(stranger.status);
       });
+    });
+
+    describe('egress through the runner function', () => {
+      let registry: NpmRegistry | undefined;
+      beforeAll(async () => {
+        registry = await startNpmRegistry();
+      });
+      afterAll(async () => registry?.close());
+      // The runner's function alone judges and carries connections out (infra/function-roles.ts).
+      const { sim, logs } = useSimulation(
+        () => ({ layout: 'split', sandboxUrl: 'root', functionEnv: { [RUNNER_FUNCTION]: registry?.egressEnv ?? {} } }),
+        'egress',
+      );
+
+      it.skipIf(!existsSync(HOST_NPM))(
+        "a sandbox's npm installs a package from the allowed registry through the front, and is refused the public one; every attempt is an event (needs /usr/bin/npm)",
+        async () => {
+          const client = { url: sim().rootUrl };
+          const answer = await prompt(client, 'sim-npm', {
+            message: `bash: ${INSTALL_AND_USE}; npm view left-pad version --no-update-notifier --fetch-retries=0 --cache /tmp/npm-cache 2>&1 | grep -m1 'Forbidden - GET'`,
+          });
+          expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
+          expect(String(answer.body.text)).toContain('padded:...x');
+          expect(String(answer.body.text)).toContain('403 Forbidden - GET https://registry.npmjs.org/left-pad');
+          expect(registry?.requested).toContain(`GET /${PACKAGE}/-/${PACKAGE}-1.0.0.tgz`);
+          const path = `/api/conversations/${String(answer.body.conversationId)}/turns/${String(answer.body.turnId)}/events`;
+          const { events } = await readEvents(`${client.url}${path}`, { 'x-user-id': 'sim-npm' });
+          const egress = events.filter((e) => e.event === 'egress').map((e) => e.data.data as { host: string; allowed: boolean });
+          expect(egress.filter((e) => e.host === REGISTRY_HOST && e.allowed).length).toBeGreaterThanOrEqual(1);
+          expect(egress).toContainEqual(expect.objectContaining({ host: 'registry.npmjs.org', allowed: false }));
+          expect(answer.body.egress).toMatchObject({ connections: egress.length });
+        },
+      );
     });
 
     describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {

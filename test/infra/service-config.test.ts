@@ -86,6 +86,7 @@ describe.each(functions)("the $serve function's environment, through the service
       sandboxStartsPerMinute: DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE,
       dailyTokens: DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT,
       dailyCostUsd: DEFAULT_LIMITS.CLAUDERUN_DAILY_COST_LIMIT_USD,
+      dailyEgressBytes: DEFAULT_LIMITS.CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES,
     });
   });
 
@@ -118,6 +119,7 @@ describe('every stack setting the service shares reaches it as the service reads
     'clauderun:maxOpenRequestsPerUser': '5',
     'clauderun:dailyTokenLimit': '1000000',
     'clauderun:dailyCostLimitUsd': '2.5',
+    'clauderun:dailyEgressLimitBytes': '1000000000',
     'clauderun:egressAllow': 'npm, *.example.com:8443',
   });
 
@@ -133,6 +135,7 @@ describe('every stack setting the service shares reaches it as the service reads
       sandboxStartsPerMinute: 7,
       dailyTokens: 1_000_000,
       dailyCostUsd: 2.5,
+      dailyEgressBytes: 1_000_000_000,
     });
     if (serve === 'public') expect(config.limits.openRequestsPerUser).toBe(5);
     // The runner judges the sandboxes' connections out; the public function opens none.

@@ -103,9 +103,10 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
       CLAUDERUN_GOOGLE_JWKS_URL: tokens.jwksUrl,
       ...defined(options.env ?? {}),
     };
-    // K_SERVICE is set on the platform, where header auth refuses to start: the simulation is
-    // the one place it is wanted there, as the tests' way of naming a user.
-    if ((env.CLAUDERUN_AUTH ?? 'header').split(',').some((m) => m.trim() === 'header')) env.CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD = 'true';
+    // K_SERVICE is set on the platform, where header auth and the egress test mapping refuse to
+    // start: the simulation is the one place they are wanted there, as the tests' way of naming
+    // a user and of standing in for an allowed host.
+    env.CLAUDERUN_TEST_SETTINGS_IN_CLOUD = 'true';
     const turnTimeout = Number(env.CLAUDERUN_TURN_TIMEOUT_SECONDS ?? DEFAULT_TURN_TIMEOUT_SECONDS);
     // infra/api-function.ts: 80 requests per instance, 10 instances by default.
     // Only the function serving the public routes takes the sweeper's calls (infra/function-roles.ts).

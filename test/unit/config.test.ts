@@ -102,9 +102,18 @@ describe('config', () => {
       sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
       dailyTokens: null,
       dailyCostUsd: 10,
+      dailyEgressBytes: 2 * 1024 ** 3,
     });
-    const set = loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: '2000000', CLAUDERUN_DAILY_COST_LIMIT_USD: 'none', CLAUDERUN_MAX_RUNNING_SANDBOXES: '5' });
-    expect(set.quota).toMatchObject({ dailyTokens: 2_000_000, dailyCostUsd: null, runningSandboxes: 5 });
+    const set = loadConfig({
+      CLAUDERUN_DAILY_TOKEN_LIMIT: '2000000',
+      CLAUDERUN_DAILY_COST_LIMIT_USD: 'none',
+      CLAUDERUN_MAX_RUNNING_SANDBOXES: '5',
+      CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: 'none',
+    });
+    expect(set.quota).toMatchObject({ dailyTokens: 2_000_000, dailyCostUsd: null, runningSandboxes: 5, dailyEgressBytes: null });
+    expect(() => loadConfig({ CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: '0' })).toThrow(
+      /CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES must be a positive number or none/,
+    );
     expect(() => loadConfig({ CLAUDERUN_DAILY_COST_LIMIT_USD: '-1' })).toThrow(/CLAUDERUN_DAILY_COST_LIMIT_USD must be a positive number or none/);
     expect(() => loadConfig({ CLAUDERUN_DAILY_TOKEN_LIMIT: 'lots' })).toThrow(/CLAUDERUN_DAILY_TOKEN_LIMIT must be a positive number or none/);
     expect(() => loadConfig({ CLAUDERUN_MAX_TURNS_PER_MINUTE: '0' })).toThrow(/CLAUDERUN_MAX_TURNS_PER_MINUTE must be positive/);
@@ -112,7 +121,7 @@ describe('config', () => {
 
   it('refuses header auth in the cloud', () => {
     expect(() => loadConfig({ K_SERVICE: 'clauderun' })).toThrow(/header auth .* refuses to run in the cloud/);
-    expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);
-    expect(loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_FORCE_HEADER_AUTH_IN_CLOUD: 'true' }).auth.modes).toEqual(['header']);
+    expect(() => loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_TEST_SETTINGS_IN_CLOUD: 'yes' })).toThrow(/must be true or false/);
+    expect(loadConfig({ K_SERVICE: 'clauderun', CLAUDERUN_TEST_SETTINGS_IN_CLOUD: 'true' }).auth.modes).toEqual(['header']);
   });
 });

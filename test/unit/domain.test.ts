@@ -48,6 +48,8 @@ describe('turn records', () => {
       stoppedBy: null,
       resultDigest: null,
       holdsSandbox: false,
+      egressConnections: 0,
+      egressBytes: 0,
     });
   });
 

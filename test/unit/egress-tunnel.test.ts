@@ -1,9 +1,17 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
+import { egressEvent } from '../../functions/src/contract/events.js';
+import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
+import { newTurn } from '../../functions/src/domain/turn.js';
 import type { EgressPolicy } from '../../functions/src/egress/egress-policy.js';
-import { EgressTunnels, type EgressAttempt } from '../../functions/src/egress/tunnel.js';
+import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
+import { admitEgress, type EgressCaps } from '../../functions/src/domain/egress-budget.js';
+import { EgressTunnels, type EgressAttempt, type EgressMeter } from '../../functions/src/egress/tunnel.js';
 import { TunnelStream } from '../../functions/src/egress/tunnel-stream.js';
 
 const allowAll: EgressPolicy = { decide: async () => ({ allowed: true, addresses: ['127.0.0.1'] }) };
@@ -22,26 +30,53 @@ async function listen(server: net.Server | WebSocketServer): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-/** The API's end on a loopback port, carrying to `targetPort`; the client's end as the runner opens it. */
-async function tunnelTo(targetPort: number, policy: EgressPolicy = allowAll) {
+const OPEN_CAPS: EgressCaps = { maxConnectionsPerTurn: 100, maxBytesPerTurn: 1 << 30, dailyBytesPerUser: null };
+const TURN = { id: 't', userId: 'u' };
+
+/** A meter of its own, as the store counts: the attempts it recorded, in order. */
+function memoryMeter(caps: EgressCaps = OPEN_CAPS): EgressMeter & { attempts: EgressAttempt[] } {
   const attempts: EgressAttempt[] = [];
-  const tunnels = new EgressTunnels({
-    policy,
-    record: async (_turn, attempt) => void attempts.push(attempt),
-    log: () => {},
-    limits: { maxConnectionsPerTurn: 100, maxBytesPerTurn: 1 << 30 },
-  });
+  let used = { egressConnections: 0, egressBytes: 0 };
+  return {
+    attempts,
+    open: async () => {
+      const admission = admitEgress(used, undefined, caps, new Date());
+      if (admission.admitted) used = { ...used, egressConnections: used.egressConnections + 1 };
+      return admission;
+    },
+    record: async (_turn, attempt) => {
+      attempts.push(attempt);
+      used = { ...used, egressBytes: used.egressBytes + attempt.bytesIn + attempt.bytesOut };
+    },
+  };
+}
+
+/** An API instance: its end of the tunnel on a loopback port, counting by `meter`. */
+async function apiInstance(meter: EgressMeter, policy: EgressPolicy = allowAll) {
+  const tunnels = new EgressTunnels({ policy, meter, log: () => {} });
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  wss.on('connection', (ws) => void tunnels.carry(ws, { turnId: 't', host: 'h.test', port: targetPort, mode: 'http' }));
+  wss.on('connection', (ws, req) => {
+    const target = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('port'));
+    void tunnels.carry(ws, { turn: TURN, host: 'h.test', port: target, mode: 'http' });
+  });
   const port = await listen(wss);
   closers.push(() => wss.close());
-  const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/`));
-  client.on('error', () => {});
-  const allowed = new Promise<boolean>((resolve) => {
-    client.once('control', () => resolve(true));
-    client.once('close', () => resolve(false));
-  });
-  return { client, allowed, attempts };
+  /** The client's end as the runner opens it, for a connection to `targetPort`. */
+  return (targetPort: number) => {
+    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}`), { abortOnDestroy: true });
+    client.on('error', () => {});
+    const allowed = new Promise<boolean>((resolve) => {
+      client.once('control', () => resolve(true));
+      client.once('close', () => resolve(false));
+    });
+    return { client, allowed };
+  };
+}
+
+async function tunnelTo(targetPort: number, policy: EgressPolicy = allowAll) {
+  const meter = memoryMeter();
+  const connect = await apiInstance(meter, policy);
+  return { ...connect(targetPort), attempts: meter.attempts };
 }
 
 const head = (port: number, length = 0) => `POST / HTTP/1.1\r\nHost: h.test:${port}\r\nContent-Length: ${length}\r\n\r\n`;
@@ -144,9 +179,127 @@ describe('the egress tunnel', () => {
     await expect.poll(() => attempts).toEqual([expect.objectContaining({ allowed: false })]);
   });
 
+  // The runner reports the turn once the API has closed its tunnels: an event recorded after the
+  // turn's result would be dropped.
+  it('closes the tunnel only once the connection is recorded, whether it ended or was refused', async () => {
+    const target = net.createServer((socket) => socket.once('data', () => socket.end('answer')));
+    const port = await listen(target);
+    closers.push(() => target.close());
+    const events: string[] = [];
+    const slow = memoryMeter({ ...OPEN_CAPS, maxConnectionsPerTurn: 1 });
+    const meter: EgressMeter = {
+      open: slow.open,
+      record: async (turn, attempt) => {
+        await sleep(300);
+        events.push(`recorded ${attempt.allowed ? 'allowed' : 'refused'}`);
+        await slow.record(turn, attempt);
+      },
+    };
+    const connect = await apiInstance(meter);
+    const ended = connect(port);
+    expect(await ended.allowed).toBe(true);
+    ended.client.end(head(port));
+    expect(await readAll(ended.client)).toBe('answer');
+    await new Promise((resolve) => ended.client.ws.once('close', resolve));
+    events.push('closed');
+    const refused = connect(port);
+    expect(await refused.allowed).toBe(false);
+    events.push('refused');
+    expect(events).toEqual(['recorded allowed', 'closed', 'recorded refused', 'refused']);
+  });
+
   it('refuses when the policy fails, rather than connecting', async () => {
     const { allowed, attempts } = await tunnelTo(9, { decide: async () => Promise.reject(new Error('lookup failed')) });
     expect(await allowed).toBe(false);
     await expect.poll(() => attempts).toEqual([expect.objectContaining({ allowed: false, reason: 'could not decide whether h.test:9 is allowed' })]);
+  });
+});
+
+/**
+ * In the cloud a turn's connections arrive at whichever instance of the runner function takes
+ * them: the caps are counted in the store that all instances share (here the SQLite one).
+ */
+describe('the egress caps across instances of the API', () => {
+  let dir: string;
+  let store: SqliteConversationStore;
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'clauderun-egress-caps-'));
+    store = new SqliteConversationStore(path.join(dir, 'store.sqlite'));
+    const now = new Date().toISOString();
+    await store.createConversation({ id: 'c', userId: TURN.userId, title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+    await store.startTurn(newTurn({ id: TURN.id, conversationId: 'c', userId: TURN.userId, prompt: 'p', createdAt: now, deadlineAt: now }));
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const storeMeter = (caps: EgressCaps): EgressMeter => ({
+    open: (turn) => store.openEgress(turn, caps, new Date()),
+    record: (turn, attempt) => store.recordEgress(turn, egressEvent(attempt), attempt.bytesOut + attempt.bytesIn, NO_EVENT_BUDGET),
+  });
+
+  /** A server that answers each request with `bytes` bytes, then closes. */
+  async function download(bytes: number): Promise<number> {
+    const target = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.end(Buffer.alloc(bytes, 'x')));
+    });
+    const port = await listen(target);
+    closers.push(() => target.close());
+    return port;
+  }
+
+  /** How many bytes arrive before the stream ends or breaks (a cut connection breaks). */
+  const bytesUntilClosed = (stream: NodeJS.ReadableStream): Promise<number> =>
+    new Promise((resolve) => {
+      let n = 0;
+      stream.on('data', (chunk: Buffer) => (n += chunk.length));
+      stream
+        .once('end', () => resolve(n))
+        .once('error', () => resolve(n))
+        .once('close', () => resolve(n));
+    });
+
+  it("counts a turn's connections at two instances against one cap", async () => {
+    const caps = { ...OPEN_CAPS, maxConnectionsPerTurn: 3 };
+    const [a, b] = [await apiInstance(storeMeter(caps)), await apiInstance(storeMeter(caps))];
+    const port = await download(10);
+    const opened = await Promise.all([a(port), a(port), b(port), b(port)].map((c) => c.allowed));
+    expect(opened.filter(Boolean)).toHaveLength(3);
+    expect(await store.getTurn(TURN.id)).toMatchObject({ egressConnections: 3 });
+  });
+
+  it('a connection at one instance is judged by the bytes one at another instance carried', async () => {
+    const caps = { ...OPEN_CAPS, maxBytesPerTurn: 300_000 };
+    const [a, b] = [await apiInstance(storeMeter(caps)), await apiInstance(storeMeter(caps))];
+    const port = await download(250_000);
+    const first = a(port);
+    expect(await first.allowed).toBe(true);
+    first.client.end(head(port));
+    expect(await bytesUntilClosed(first.client)).toBe(250_000);
+    await expect.poll(async () => (await store.getTurn(TURN.id))?.egressBytes).toBeGreaterThan(250_000);
+    const second = b(port);
+    expect(await second.allowed).toBe(true);
+    second.client.end(head(port));
+    expect(await bytesUntilClosed(second.client)).toBeLessThan(250_000);
+    await expect
+      .poll(async () => (await store.listEvents(TURN.id, 0)).map((e) => (e.data as { reason?: string }).reason))
+      .toEqual([undefined, 'cut: this turn went over its 300000 bytes out and in']);
+  });
+
+  it('two connections open at once on one instance share what the turn has left', async () => {
+    const caps = { ...OPEN_CAPS, maxBytesPerTurn: 300_000 };
+    const a = await apiInstance(storeMeter(caps));
+    const port = await download(200_000);
+    const both = [a(port), a(port)];
+    expect(await Promise.all(both.map((c) => c.allowed))).toEqual([true, true]);
+    const received = await Promise.all(
+      both.map((c) => {
+        c.client.end(head(port));
+        return bytesUntilClosed(c.client);
+      }),
+    );
+    expect(received.reduce((sum, n) => sum + n, 0)).toBeLessThanOrEqual(300_000);
+    expect(received.filter((n) => n === 200_000).length).toBeLessThanOrEqual(1);
   });
 });

@@ -43,6 +43,8 @@ export const TurnView = z.object({
   finishedAt: z.string().nullable(),
   /** The fair-use limit that stopped the turn (`daily_tokens`, `daily_cost`), if one did. */
   stoppedBy: LimitName.nullable(),
+  /** The connections out its sandbox opened, and the bytes they carried both ways (each one is an `egress` event). */
+  egress: z.object({ connections: z.number(), bytes: z.number() }),
 });
 export type TurnView = z.infer<typeof TurnView>;
 
@@ -72,12 +74,15 @@ export const UsageView = z.object({
   turns: z.number(),
   tokens: z.number(),
   costUsd: z.number(),
+  /** Bytes the user's sandboxes carried out and in through egress today. */
+  egressBytes: z.number(),
   runningTurns: z.number(),
   limits: z.object({
     runningTurns: z.number(),
     turnsPerMinute: z.number(),
     dailyTokens: z.number().nullable(),
     dailyCostUsd: z.number().nullable(),
+    dailyEgressBytes: z.number().nullable(),
   }),
   resetsAt: z.string(),
 });

@@ -4,6 +4,7 @@ import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { agentStepEvent, egressEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
+import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
@@ -168,12 +169,17 @@ export class RunnerService {
     if (appended === undefined) throw new ServiceError('unauthenticated', 'the turn is no longer running');
   }
 
+  /** Counts a connection the sandbox opens out against its turn's and its user's caps; undefined once the turn is over. */
+  openEgress(turn: Pick<Turn, 'id' | 'userId'>, caps: EgressCaps): Promise<EgressAdmission | undefined> {
+    return this.deps.store.openEgress(turn, caps, new Date());
+  }
+
   /**
-   * One connection the sandbox tried to open out, as an event of its turn, within the turn's
-   * budget; dropped once the turn is final (a tunnel may outlive its turn by a moment).
+   * A connection out is over: its event goes on the turn within the turn's budget (not once the
+   * turn is final: a tunnel may outlive its turn by a moment), its bytes on the turn and the user's day.
    */
-  async recordEgress(turnId: string, attempt: EgressData): Promise<void> {
-    await this.deps.store.appendEvents(turnId, [egressEvent(attempt)], this.deps.limits.events);
+  async recordEgress(turn: Pick<Turn, 'id' | 'userId'>, attempt: EgressData): Promise<void> {
+    await this.deps.store.recordEgress(turn, egressEvent(attempt), attempt.bytesOut + attempt.bytesIn, this.deps.limits.events);
   }
 
   /**

@@ -141,12 +141,14 @@ export class ConversationService {
       turns: ledger.turns,
       tokens: ledger.tokens,
       costUsd: ledger.costUsd,
+      egressBytes: ledger.egressBytes,
       runningTurns,
       limits: {
         runningTurns: quota.runningTurnsPerUser,
         turnsPerMinute: quota.turnsPerMinute,
         dailyTokens: quota.dailyTokens,
         dailyCostUsd: quota.dailyCostUsd,
+        dailyEgressBytes: quota.dailyEgressBytes,
       },
       resetsAt: nextUtcDay(ledger.day).toISOString(),
     };

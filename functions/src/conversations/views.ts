@@ -19,6 +19,7 @@ export function turnView(turn: Turn): TurnView {
     createdAt: turn.createdAt,
     finishedAt: turn.finishedAt,
     stoppedBy: turn.stoppedBy,
+    egress: { connections: turn.egressConnections, bytes: turn.egressBytes },
   };
 }
 

@@ -20,6 +20,8 @@ export interface Quota {
   dailyTokens: number | null;
   /** Model cost one user may spend in a UTC day, in USD; null: no limit. */
   dailyCostUsd: number | null;
+  /** Bytes one user's sandboxes may carry out and in through egress in a UTC day; null: no limit. */
+  dailyEgressBytes: number | null;
 }
 
 /** No limits: the store still keeps the ledger (imports, tests of other rules). */
@@ -30,6 +32,7 @@ export const NO_LIMITS: Quota = {
   sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
   dailyTokens: null,
   dailyCostUsd: null,
+  dailyEgressBytes: null,
 };
 
 export interface LimitHit {
@@ -46,6 +49,8 @@ export const UserLedger = z.object({
   turns: z.number().int().nonnegative(),
   tokens: z.number().int().nonnegative(),
   costUsd: z.number().nonnegative(),
+  /** Bytes the user's connections out carried, both ways (a ledger written before egress existed has none). */
+  egressBytes: z.number().int().nonnegative().default(0),
   /** ISO times of the user's turn starts within the last minute, oldest first. */
   recentStarts: z.array(z.string()),
 });
@@ -67,7 +72,7 @@ export const secondsUntilNextUtcDay = (now: Date): number => Math.max(1, Math.ce
 export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger {
   const day = utcDay(now);
   const recentStarts = (ledger?.recentStarts ?? []).filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
-  if (ledger === undefined || ledger.day !== day) return { day, turns: 0, tokens: 0, costUsd: 0, recentStarts };
+  if (ledger === undefined || ledger.day !== day) return { day, turns: 0, tokens: 0, costUsd: 0, egressBytes: 0, recentStarts };
   return { ...ledger, recentStarts };
 }
 

@@ -41,6 +41,9 @@ export const TurnRecord = z.object({
    * execution is stopped): it still counts against the running limits until that is seen.
    */
   holdsSandbox: z.boolean().default(false),
+  /** Connections out the turn's sandbox opened, and the bytes they carried both ways (domain/egress-budget.ts). */
+  egressConnections: z.number().int().nonnegative().default(0),
+  egressBytes: z.number().int().nonnegative().default(0),
 });
 export type Turn = z.infer<typeof TurnRecord>;
 
@@ -51,10 +54,22 @@ export type NewTurn = z.input<typeof TurnRecord>;
 export const newTurn = (fields: NewTurn): Turn => TurnRecord.parse(fields);
 
 /**
- * The fields a turn is made with and keeps. Usage and cost change only by addition (the store's
- * addUsage), never by a patch, so that concurrent model calls all count.
+ * The fields a turn is made with and keeps. Usage, cost and egress change only by addition (the
+ * store's addUsage, openEgress and recordEgress), never by a patch, so that concurrent model calls
+ * and connections all count.
  */
-type Fixed = 'id' | 'conversationId' | 'userId' | 'prompt' | 'createdAt' | 'deadlineAt' | 'idempotencyKey' | 'usage' | 'costUsd';
+type Fixed =
+  | 'id'
+  | 'conversationId'
+  | 'userId'
+  | 'prompt'
+  | 'createdAt'
+  | 'deadlineAt'
+  | 'idempotencyKey'
+  | 'usage'
+  | 'costUsd'
+  | 'egressConnections'
+  | 'egressBytes';
 
 /** What an update of a turn may change. */
 export type TurnPatch = Partial<Omit<Turn, Fixed>>;

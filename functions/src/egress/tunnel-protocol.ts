@@ -20,6 +20,8 @@ export const TUNNEL_CLOSE = {
   refused: 4403,
   /** Allowed, but no address of the host could be reached. */
   unreachable: 4502,
+  /** The API failed while carrying it (RFC 6455 7.4.1: an unexpected condition). */
+  broken: 1011,
 } as const;
 
 /** The controls, as text frames. */

@@ -20,7 +20,9 @@ function bytesOf(data: RawData): Buffer {
 /**
  * A tunnel's WebSocket as a byte stream, the same on both sides. Backpressure: a write completes
  * once ws has handed its frame to the socket, and a reader that stops reading pauses the socket.
- * Ending the write side sends `end`; the WebSocket closes normally once both sides have ended.
+ * Ending the write side sends `end`. Once both sides have ended, the WebSocket is left for the
+ * API to close, which it does after it has recorded the connection (with `refused` and the
+ * reason when a cap cut it); the runner waits for those closes before it reports the turn.
  */
 export class TunnelStream extends Duplex {
   private sentEnd = false;
@@ -28,7 +30,14 @@ export class TunnelStream extends Duplex {
   /** The refusal the API explained before closing, kept for the error the close becomes. */
   private refusal: { reason: string; code: number } | undefined;
 
-  constructor(readonly ws: WebSocket) {
+  /**
+   * `abortOnDestroy`: destroying the stream before both sides ended closes the WebSocket at once
+   * (the runner's side: the tool went away). The API's side closes it itself, after the record.
+   */
+  constructor(
+    readonly ws: WebSocket,
+    private readonly options: { abortOnDestroy: boolean },
+  ) {
     super({ allowHalfOpen: true });
     ws.on('message', (data, isBinary) => {
       if (isBinary) {
@@ -41,7 +50,6 @@ export class TunnelStream extends Duplex {
       if (control.t === 'end') {
         this.gotEnd = true;
         this.push(null);
-        this.closeIfDone();
       } else if (control.t === 'refused') {
         this.refusal = { reason: control.reason, code: control.code };
       } else {
@@ -62,6 +70,7 @@ export class TunnelStream extends Duplex {
 
   /** Closes the tunnel with a code and the full reason (the close frame's own is cut to fit). */
   closeWith(code: number, reason: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
     if (code === TUNNEL_CLOSE.refused) this.sendControl({ t: 'refused', reason, code });
     this.ws.close(code, closeReason(reason));
   }
@@ -85,20 +94,15 @@ export class TunnelStream extends Duplex {
     }
     this.ws.send(JSON.stringify({ t: 'end' } satisfies TunnelControl), (error) => {
       this.sentEnd = true;
-      this.closeIfDone();
       callback(error);
     });
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
-      if (error === null) this.ws.close(TUNNEL_CLOSE.normal);
-      else this.ws.terminate();
+      if (error !== null) this.ws.terminate();
+      else if (this.options.abortOnDestroy && !(this.sentEnd && this.gotEnd)) this.ws.close(TUNNEL_CLOSE.normal);
     }
     callback(error);
-  }
-
-  private closeIfDone(): void {
-    if (this.sentEnd && this.gotEnd && this.ws.readyState === this.ws.OPEN) this.ws.close(TUNNEL_CLOSE.normal);
   }
 }

@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { WebSocket } from 'ws';
+import type { EgressAdmission } from '../domain/egress-budget.js';
 import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from './client-hello.js';
 import type { EgressDecision, EgressPolicy, EgressTarget } from './egress-policy.js';
 import { TUNNEL_CLOSE, type TunnelMode } from './tunnel-protocol.js';
@@ -16,121 +17,169 @@ export interface EgressAttempt {
   durationMs: number;
 }
 
-export interface TunnelLimits {
-  /** Connections a turn may open (refused ones count: each costs a policy decision). */
-  maxConnectionsPerTurn: number;
-  /** Bytes a turn's connections may carry, both ways together; a connection over it is cut. */
-  maxBytesPerTurn: number;
+export interface TunnelWaits {
   /** How long the first bytes may take to say what they are. */
   peekTimeoutMs: number;
   connectTimeoutMs: number;
 }
 
-/** The caps are settings (config.ts, CLAUDERUN_EGRESS_MAX_*); the waits are the tunnel's own. */
-const DEFAULT_WAITS: Pick<TunnelLimits, 'peekTimeoutMs' | 'connectTimeoutMs'> = { peekTimeoutMs: 10_000, connectTimeoutMs: 10_000 };
+const DEFAULT_WAITS: TunnelWaits = { peekTimeoutMs: 10_000, connectTimeoutMs: 10_000 };
+
+/** The turn a tunnel belongs to, as its token proved it. */
+export interface TunnelTurn {
+  id: string;
+  userId: string;
+}
 
 export interface TunnelRequest extends EgressTarget {
-  turnId: string;
+  turn: TunnelTurn;
   mode: TunnelMode;
+}
+
+/** Where the caps are counted (the store, so that every instance sees every connection). */
+export interface EgressMeter {
+  /** Counts a new connection against the caps: how much it may carry, or why it may not open; undefined once the turn is over. */
+  open(turn: TunnelTurn): Promise<EgressAdmission | undefined>;
+  /** Records an attempt once it is over (refused, failed or ended), with its bytes. */
+  record(turn: TunnelTurn, attempt: EgressAttempt): Promise<void>;
 }
 
 export interface TunnelDeps {
   policy: EgressPolicy;
-  /** Records an attempt once it is over (refused, failed or ended). */
-  record: (turnId: string, attempt: EgressAttempt) => Promise<void>;
+  meter: EgressMeter;
   log: (message: string) => void;
-  limits: Pick<TunnelLimits, 'maxConnectionsPerTurn' | 'maxBytesPerTurn'> & Partial<TunnelLimits>;
+  waits?: Partial<TunnelWaits>;
   /** Opens the connection out (tests point it elsewhere). */
   connect?: (address: string, port: number) => net.Socket;
 }
 
-interface TurnUsage {
-  connections: number;
-  bytes: number;
-  lastSeen: number;
+/** Bytes one connection has carried, both ways. */
+interface Counts {
+  bytesOut: number;
+  bytesIn: number;
 }
 
-/** Turns not heard of for this long are forgotten: their caps no longer matter. */
-const FORGET_AFTER_MS = 24 * 60 * 60 * 1000;
+/**
+ * A turn's connections open on this instance. The store knows the bytes of connections that are
+ * over; these carry bytes it does not know of yet, so each byte any of them carries is taken from
+ * what the latest admission left.
+ */
+interface TurnFlow {
+  /** Bytes the turn may still carry on this instance before a connection is cut. */
+  left: number;
+  /** Why a connection is cut past it. */
+  over: string;
+  open: Set<Counts>;
+}
+
+const carried = (counts: Counts): number => counts.bytesOut + counts.bytesIn;
+
+/** What became of an attempt: its record, and how the tunnel is closed once it is recorded. */
+interface Outcome {
+  allowed: boolean;
+  reason?: string;
+  close: number;
+}
 
 /**
  * The API's end of the egress tunnel: judges each connection a sandbox asks for, checks its first
- * bytes, connects to an address the policy decided and carries bytes both ways. The caps hold per
- * process: in the cloud, per instance of the runner function.
+ * bytes, connects to an address the policy decided and carries bytes both ways. The caps are
+ * counted by the meter, in the store: a turn's connections count wherever they arrive. Bytes are
+ * recorded when a connection is over, so connections of one turn open at the same time on
+ * different instances (each judged by what was recorded when it opened) may together pass the
+ * byte caps by what each was left; on one instance they never do.
  */
 export class EgressTunnels {
-  private readonly limits: TunnelLimits;
-  private readonly usage = new Map<string, TurnUsage>();
+  private readonly waits: TunnelWaits;
+  private readonly flows = new Map<string, TurnFlow>();
   private readonly open = new Set<TunnelStream>();
 
   constructor(private readonly deps: TunnelDeps) {
-    this.limits = { ...DEFAULT_WAITS, ...deps.limits };
+    this.waits = { ...DEFAULT_WAITS, ...deps.waits };
   }
 
-  /** Carries one connection; resolves once it is over and recorded. */
+  /**
+   * Carries one connection; resolves once it is over and recorded. The tunnel is closed only
+   * after the record: the runner waits for its tunnels' closes before it reports the turn's
+   * result, so no attempt's event comes after the result (where it would be dropped).
+   */
   async carry(ws: WebSocket, request: TunnelRequest): Promise<void> {
     const started = Date.now();
-    const tunnel = new TunnelStream(ws);
+    const tunnel = new TunnelStream(ws, { abortOnDestroy: false });
     this.open.add(tunnel);
     tunnel.on('error', () => {});
-    const counts = { bytesOut: 0, bytesIn: 0 };
-    const record = (allowed: boolean, reason?: string) =>
-      this.deps
-        .record(request.turnId, {
+    const counts: Counts = { bytesOut: 0, bytesIn: 0 };
+    const flow: { joined?: TurnFlow } = {};
+    const { turn } = request;
+    try {
+      const outcome = await this.attempt(tunnel, request, counts, flow).catch(
+        (error: unknown): Outcome => ({ allowed: true, reason: `the tunnel broke: ${(error as Error).message}`, close: TUNNEL_CLOSE.broken }),
+      );
+      await this.deps.meter
+        .record(turn, {
           host: request.host,
           port: request.port,
-          allowed,
-          ...(reason !== undefined ? { reason } : {}),
+          allowed: outcome.allowed,
+          ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
           ...counts,
           durationMs: Date.now() - started,
         })
-        .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${request.turnId}: ${String(error)}`));
-    const refuse = (reason: string) => {
-      tunnel.closeWith(TUNNEL_CLOSE.refused, reason);
-      return record(false, reason);
-    };
-    try {
-      const usage = this.usageOf(request.turnId);
-      if (usage.connections >= this.limits.maxConnectionsPerTurn) {
-        return await refuse(`this turn has opened its ${this.limits.maxConnectionsPerTurn} connections out; no more are allowed`);
-      }
-      usage.connections += 1;
-      if (usage.bytes >= this.limits.maxBytesPerTurn)
-        return await refuse(`this turn has carried its ${this.limits.maxBytesPerTurn} bytes out and in`);
-      const decision = await this.decide(request);
-      if (!decision.allowed) return await refuse(decision.reason);
-      tunnel.sendControl({ t: 'allowed' });
-      const first = await this.firstBytes(tunnel, request);
-      if (typeof first === 'string') return await refuse(first);
-      // A name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE goes to its test server's port.
-      const target = await this.connectOut(decision.addresses, decision.port ?? request.port);
-      if (target === undefined) {
-        const reason = `could not connect to ${request.host}:${request.port}`;
-        tunnel.closeWith(TUNNEL_CLOSE.unreachable, reason);
-        return await record(true, reason);
-      }
-      const cut = await this.pipe(tunnel, target, first, usage, counts, request.mode === 'http' ? requestBytes(first) : undefined);
-      return await record(true, cut);
-    } catch (error) {
-      tunnel.destroy();
-      return await record(true, `the tunnel broke: ${(error as Error).message}`);
+        .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${turn.id}: ${String(error)}`));
+      tunnel.closeWith(outcome.close, outcome.reason ?? '');
     } finally {
       this.open.delete(tunnel);
+      if (flow.joined !== undefined) this.leave(turn.id, flow.joined, counts);
     }
+  }
+
+  /** Judges the connection and, when it is allowed, carries it to its end: what became of it. */
+  private async attempt(tunnel: TunnelStream, request: TunnelRequest, counts: Counts, flow: { joined?: TurnFlow }): Promise<Outcome> {
+    const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
+    const admission = await this.deps.meter.open(request.turn);
+    if (admission === undefined) return refused('the turn is over');
+    if (!admission.admitted) return refused(admission.reason);
+    flow.joined = this.join(request.turn.id, admission.bytes, admission.over, counts);
+    if (flow.joined.left <= 0) return refused(admission.over.replace(/^cut: /, ''));
+    const decision = await this.decide(request);
+    if (!decision.allowed) return refused(decision.reason);
+    tunnel.sendControl({ t: 'allowed' });
+    const first = await this.firstBytes(tunnel, request);
+    if (typeof first === 'string') return refused(first);
+    // A name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE goes to its test server's port.
+    const target = await this.connectOut(decision.addresses, decision.port ?? request.port);
+    if (target === undefined)
+      return { allowed: true, reason: `could not connect to ${request.host}:${request.port}`, close: TUNNEL_CLOSE.unreachable };
+    const cut = await this.pipe(tunnel, target, first, flow.joined, counts, request.mode === 'http' ? requestBytes(first) : undefined);
+    // Cut by a cap, the connection is refused the rest: the tool's side learns why.
+    return cut === undefined ? { allowed: true, close: TUNNEL_CLOSE.normal } : { allowed: true, reason: cut, close: TUNNEL_CLOSE.refused };
   }
 
   /** Ends every open tunnel (the service is stopping). */
   closeAll(): void {
-    for (const tunnel of this.open) tunnel.destroy();
+    for (const tunnel of this.open) {
+      tunnel.ws.terminate();
+      tunnel.destroy();
+    }
   }
 
-  private usageOf(turnId: string): TurnUsage {
-    const now = Date.now();
-    for (const [id, usage] of this.usage) if (now - usage.lastSeen > FORGET_AFTER_MS) this.usage.delete(id);
-    const usage = this.usage.get(turnId) ?? { connections: 0, bytes: 0, lastSeen: now };
-    usage.lastSeen = now;
-    this.usage.set(turnId, usage);
-    return usage;
+  /**
+   * A new connection of the turn joins its flow here. The admission counted every connection
+   * recorded; the ones still open on this instance are not recorded yet, so what they carried
+   * is taken from it.
+   */
+  private join(turnId: string, admitted: number, over: string, counts: Counts): TurnFlow {
+    const flow = this.flows.get(turnId) ?? { left: 0, over, open: new Set<Counts>() };
+    const unrecorded = [...flow.open].reduce((sum, other) => sum + carried(other), 0);
+    flow.left = admitted - unrecorded;
+    flow.over = over;
+    flow.open.add(counts);
+    this.flows.set(turnId, flow);
+    return flow;
+  }
+
+  private leave(turnId: string, flow: TurnFlow, counts: Counts): void {
+    flow.open.delete(counts);
+    if (flow.open.size === 0) this.flows.delete(turnId);
   }
 
   private async decide(target: EgressTarget): Promise<EgressDecision> {
@@ -159,8 +208,8 @@ export class EgressTunnels {
         resolve(result);
       };
       const timer = setTimeout(
-        () => done(`no ${request.mode === 'tls' ? 'TLS ClientHello' : 'HTTP request'} within ${this.limits.peekTimeoutMs} ms`),
-        this.limits.peekTimeoutMs,
+        () => done(`no ${request.mode === 'tls' ? 'TLS ClientHello' : 'HTTP request'} within ${this.waits.peekTimeoutMs} ms`),
+        this.waits.peekTimeoutMs,
       );
       const onEnd = () => done('the connection ended before it said what it is');
       const onData = (chunk: Buffer) => {
@@ -176,7 +225,7 @@ export class EgressTunnels {
     for (const address of addresses) {
       const socket = this.deps.connect?.(address, port) ?? net.connect({ host: address, port, allowHalfOpen: true });
       const connected = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), this.limits.connectTimeoutMs);
+        const timer = setTimeout(() => resolve(false), this.waits.connectTimeoutMs);
         socket.once('connect', () => {
           clearTimeout(timer);
           resolve(true);
@@ -197,8 +246,8 @@ export class EgressTunnels {
     tunnel: TunnelStream,
     target: net.Socket,
     first: Buffer,
-    usage: TurnUsage,
-    counts: { bytesOut: number; bytesIn: number },
+    flow: TurnFlow,
+    counts: Counts,
     /** The most the sandbox may send (a plain-HTTP connection carries its one checked request). */
     maxOut?: number,
   ): Promise<string | undefined> {
@@ -216,8 +265,8 @@ export class EgressTunnels {
       };
       const count = (bytes: number, way: 'bytesOut' | 'bytesIn') => {
         counts[way] += bytes;
-        usage.bytes += bytes;
-        if (usage.bytes > this.limits.maxBytesPerTurn) fail(`cut: this turn went over its ${this.limits.maxBytesPerTurn} bytes out and in`);
+        flow.left -= bytes;
+        if (flow.left < 0) fail(flow.over);
         if (maxOut !== undefined && counts.bytesOut > maxOut) fail('cut: a plain-HTTP connection carries one request, whose Host was checked');
       };
       target.once('close', onClose).on('error', (error) => fail(`the connection out failed: ${error.message}`));

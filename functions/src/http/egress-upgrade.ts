@@ -55,7 +55,7 @@ export function egressUpgrade(
     service.authenticateRunner(token, turnId).then(
       (turn) => {
         wss.handleUpgrade(req, socket, head, (ws) => {
-          void tunnels.carry(ws, { turnId: turn.id, host, port, mode: mode satisfies TunnelMode });
+          void tunnels.carry(ws, { turn: { id: turn.id, userId: turn.userId }, host, port, mode: mode satisfies TunnelMode });
         });
       },
       (error: unknown) => {

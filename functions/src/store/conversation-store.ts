@@ -1,5 +1,6 @@
 import type { TurnStatus, Usage } from '../contract/turn.js';
 import type { Conversation, ListCursor, StateCommit } from '../domain/conversation.js';
+import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
 import type { EventBudget } from '../domain/event-budget.js';
 import type { LimitHit, Quota, UserLedger } from '../domain/quota.js';
 import type { NewTurnEvent, ResultEvent, TurnEvent } from '../domain/turn-event.js';
@@ -70,6 +71,17 @@ export interface ConversationStore {
   addUsage(turn: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger>;
   /** The user's ledger as it stands at `now`, and how many of their turns are unfinished. */
   getUsage(userId: string, now: Date): Promise<UserUsage>;
+  /**
+   * Counts one more connection out of an unfinished turn when the caps allow it (admitEgress);
+   * undefined when the turn is gone or final. The turn's count is exact across instances; the
+   * user's day is judged as last recorded.
+   */
+  openEgress(turn: Pick<Turn, 'id' | 'userId'>, caps: EgressCaps, now: Date): Promise<EgressAdmission | undefined>;
+  /**
+   * A connection out is over: its event goes on the turn (within the budget, while the turn is
+   * unfinished), and its bytes on the turn (while it exists) and on its user's day, at once.
+   */
+  recordEgress(turn: Pick<Turn, 'id' | 'userId'>, event: NewTurnEvent, bytes: number, budget: EventBudget): Promise<void>;
   /**
    * Appends events to an unfinished turn, numbering them; returns them with their numbers, or
    * undefined when the turn does not exist or is final (its result is its last event). With a

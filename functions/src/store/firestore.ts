@@ -15,6 +15,7 @@ import { TurnEventType } from '../contract/event-types.js';
 import type { TurnStatus, Usage } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
+import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
 import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
@@ -279,17 +280,60 @@ export class FirestoreConversationStore implements ConversationStore {
     return { ledger: ledgerAt(ledgerOf(user), now), runningTurns: running };
   }
 
+  /**
+   * The turn's count is read and written in the transaction; the user's document is read beside
+   * it, so that a connection does not queue behind the user's model calls and other connections.
+   */
+  async openEgress(of: Pick<Turn, 'id' | 'userId'>, caps: EgressCaps, now: Date): Promise<EgressAdmission | undefined> {
+    const user = this.users.doc(of.userId).get();
+    return this.transaction(async (tx) => {
+      const snap = await tx.get(this.turns.doc(of.id));
+      if (!snap.exists) return undefined;
+      const turn = toTurn(snap);
+      if (isFinal(turn.status)) return undefined;
+      const admission = admitEgress(turn, ledgerOf(await user), caps, now);
+      if (admission.admitted) tx.update(snap.ref, { egressConnections: FieldValue.increment(1) });
+      return admission;
+    });
+  }
+
+  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, event: NewTurnEvent, bytes: number, budget: EventBudget): Promise<void> {
+    await this.transaction(async (tx) => {
+      const userRef = this.users.doc(of.userId);
+      const [snap, user] = await Promise.all([tx.get(this.turns.doc(of.id)), tx.get(userRef)]);
+      tx.set(userRef, { ledger: spendEgress(ledgerOf(user), bytes, new Date()) }, { merge: true });
+      if (!snap.exists) return;
+      const changes = { egressBytes: FieldValue.increment(bytes) };
+      // A tunnel may outlive its turn by a moment: its bytes count, its event is not added after the result.
+      if (isFinal(toTurn(snap).status)) tx.update(snap.ref, changes);
+      else this.appendInTransaction(tx, snap, [event], budget, changes);
+    });
+  }
+
   async appendEvents(turnId: string, events: NewTurnEvent[], budget?: EventBudget): Promise<TurnEvent[] | undefined> {
     return this.transaction(async (tx) => {
-      const ref = this.turns.doc(turnId);
-      const snap = await tx.get(ref);
+      const snap = await tx.get(this.turns.doc(turnId));
       if (!snap.exists || isFinal(toTurn(snap).status)) return undefined;
-      const last = lastEventSeqOf(snap);
-      const { kept, tally } = withinBudget(eventTallyOf(snap, last), events, budget ?? NO_EVENT_BUDGET);
-      if (kept.length === 0) return [];
-      tx.update(ref, { lastEventSeq: last + kept.length, eventBytes: tally.bytes, ...(tally.capped ? { eventsCapped: true } : {}) });
-      return this.writeEvents(tx, turnId, last, kept);
+      return this.appendInTransaction(tx, snap, events, budget ?? NO_EVENT_BUDGET);
     });
+  }
+
+  /** Appends to the turn read in `tx` what fits the budget, with `changes` of the turn in the same write. */
+  private appendInTransaction(
+    tx: Transaction,
+    snap: DocumentSnapshot,
+    events: NewTurnEvent[],
+    budget: EventBudget,
+    changes: Record<string, unknown> = {},
+  ): TurnEvent[] {
+    const last = lastEventSeqOf(snap);
+    const { kept, tally } = withinBudget(eventTallyOf(snap, last), events, budget);
+    if (kept.length === 0) {
+      if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
+      return [];
+    }
+    tx.update(snap.ref, { ...changes, lastEventSeq: last + kept.length, eventBytes: tally.bytes, ...(tally.capped ? { eventsCapped: true } : {}) });
+    return this.writeEvents(tx, snap.id, last, kept);
   }
 
   /** Numbers events after `last` and creates them; the caller stores the new last number on the turn. */

@@ -4,6 +4,7 @@ import { TurnEventType } from '../contract/event-types.js';
 import { Usage, type TurnStatus } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
+import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
 import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
@@ -43,6 +44,8 @@ const TURN_COLUMNS = {
   stoppedBy: 'TEXT',
   resultDigest: 'TEXT',
   holdsSandbox: 'INTEGER NOT NULL DEFAULT 0',
+  egressConnections: 'INTEGER NOT NULL DEFAULT 0',
+  egressBytes: 'INTEGER NOT NULL DEFAULT 0',
 } as const satisfies Record<keyof Turn, string>;
 
 type TurnField = keyof typeof TURN_COLUMNS;
@@ -269,6 +272,27 @@ export class SqliteConversationStore implements ConversationStore {
 
   async getUsage(userId: string, now: Date): Promise<UserUsage> {
     return { ledger: ledgerAt(this.ledgerOf(userId), now), runningTurns: this.unfinishedTurns(userId) };
+  }
+
+  async openEgress(of: Pick<Turn, 'id' | 'userId'>, caps: EgressCaps, now: Date): Promise<EgressAdmission | undefined> {
+    return this.transaction(() => {
+      const row = this.db.prepare(`SELECT egress_connections, egress_bytes FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(of.id);
+      if (!row) return undefined;
+      const used = { egressConnections: Number(row.egress_connections), egressBytes: Number(row.egress_bytes) };
+      const admission = admitEgress(used, this.ledgerOf(of.userId), caps, now);
+      if (admission.admitted) this.db.prepare('UPDATE turns SET egress_connections = egress_connections + 1 WHERE id = ?').run(of.id);
+      return admission;
+    });
+  }
+
+  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, event: NewTurnEvent, bytes: number, budget: EventBudget): Promise<void> {
+    const appended = this.transaction(() => {
+      this.saveLedger(of.userId, spendEgress(this.ledgerOf(of.userId), bytes, new Date()));
+      this.db.prepare('UPDATE turns SET egress_bytes = egress_bytes + ? WHERE id = ?').run(bytes, of.id);
+      const unfinished = this.db.prepare(`SELECT 1 FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(of.id);
+      return unfinished ? this.insertEvents(of.id, withinBudget(this.eventTally(of.id), [event], budget).kept) : [];
+    });
+    this.announce(of.id, appended);
   }
 
   private serviceStarts(): string[] {

@@ -1,4 +1,5 @@
 import type { TurnView, UsageView } from '../../contract/api.js';
+import type { EgressData } from '../../contract/events.js';
 
 const count = new Intl.NumberFormat('en');
 
@@ -14,8 +15,29 @@ export function formatDuration(ms: number): string {
   return ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
 }
 
-/** The turn's tokens, cost and time on one line. */
-export function usageLine(turn: Pick<TurnView, 'usage' | 'costUsd' | 'durationMs'>): string {
+const BYTE_UNITS = ['B', 'kB', 'MB', 'GB', 'TB'];
+
+/** Bytes in decimal units, as a download tool shows them: 999 B, 1.2 kB, 34 MB. */
+export function formatBytes(bytes: number): string {
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit === 0 || value >= 10 ? Math.round(value) : value.toFixed(1)} ${BYTE_UNITS[unit]}`;
+}
+
+/** One connection out, as the list under a turn shows it: where to, and what it carried or why it was refused. */
+export function egressLine(attempt: EgressData): string {
+  const where = `${attempt.host}:${attempt.port}`;
+  if (!attempt.allowed) return `${where} · refused: ${attempt.reason ?? 'not allowed'}`;
+  const carried = `${formatBytes(attempt.bytesIn)} in, ${formatBytes(attempt.bytesOut)} out`;
+  return attempt.reason === undefined ? `${where} · ${carried}` : `${where} · ${carried} · ${attempt.reason}`;
+}
+
+/** The turn's tokens, cost, connections out and time on one line. */
+export function usageLine(turn: Pick<TurnView, 'usage' | 'costUsd' | 'durationMs' | 'egress'>): string {
   const { usage } = turn;
   const input = usage.inputTokens + usage.cacheCreationInputTokens + usage.cacheReadInputTokens;
   const parts = [
@@ -24,6 +46,9 @@ export function usageLine(turn: Pick<TurnView, 'usage' | 'costUsd' | 'durationMs
     plural(usage.modelCalls, 'model call', 'model calls'),
     `cost ${formatCost(turn.costUsd)}`,
   ];
+  if (turn.egress.connections > 0) {
+    parts.push(`${plural(turn.egress.connections, 'connection out', 'connections out')} (${formatBytes(turn.egress.bytes)})`);
+  }
   if (turn.durationMs !== null) parts.push(formatDuration(turn.durationMs));
   return parts.join(' · ');
 }
@@ -47,5 +72,7 @@ export function usageToday(usage: UsageView): string {
     `Today: ${plural(usage.turns, 'turn', 'turns')}`,
     `${count.format(usage.tokens)}${budget(usage.limits.dailyTokens, (n) => count.format(n))} tokens`,
     `${formatCost(usage.costUsd)}${budget(usage.limits.dailyCostUsd, (n) => `$${n.toFixed(2)}`)}`,
+    // Most users' turns open no connection out: the day's egress shows once there is some.
+    ...(usage.egressBytes > 0 ? [`${formatBytes(usage.egressBytes)}${budget(usage.limits.dailyEgressBytes, formatBytes)} out and in`] : []),
   ].join(' · ');
 }

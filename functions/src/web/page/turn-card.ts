@@ -3,7 +3,7 @@ import { TurnEventType } from '../../contract/event-types.js';
 import type { ToolResultData, ToolUseData, TurnEventView } from '../../contract/events.js';
 import { el } from './dom.js';
 import { describeStatus, describeTurnEnd } from './errors.js';
-import { doneLine, usageLine } from './format.js';
+import { doneLine, egressLine, usageLine } from './format.js';
 import { renderMarkdown } from './markdown.js';
 
 /** An event of a type this page does not know is left out; one the contract has and `apply` lacks fails to compile. */
@@ -20,6 +20,8 @@ export class TurnCard {
   private readonly answer: HTMLDivElement;
   private readonly status: HTMLParagraphElement;
   private readonly usage: HTMLParagraphElement;
+  /** Every connection out the sandbox tried, compactly. */
+  private readonly egress: HTMLUListElement;
   /** The agent's latest text: the answer so far, until a tool step shows it was a step itself. */
   private latestText: string | undefined;
   private lastTool = 'The tool';
@@ -29,13 +31,24 @@ export class TurnCard {
     this.answer = el('div', { className: 'answer markdown' });
     this.status = el('p', { className: 'turn-status' });
     this.usage = el('p', { className: 'usage' });
+    this.egress = el('ul', { className: 'egress', attrs: { 'aria-label': 'Connections out' } });
     this.steps.hidden = true;
+    this.egress.hidden = true;
     this.usage.hidden = true;
     this.element = el(
       'li',
       { className: 'turn' },
       el('div', { className: 'prompt' }, el('span', { className: 'who', text: 'You' }), el('p', { className: 'prompt-text', text: prompt })),
-      el('div', { className: 'reply' }, el('span', { className: 'who', text: 'Agent' }), this.steps, this.answer, this.status, this.usage),
+      el(
+        'div',
+        { className: 'reply' },
+        el('span', { className: 'who', text: 'Agent' }),
+        this.steps,
+        this.answer,
+        this.egress,
+        this.status,
+        this.usage,
+      ),
     );
   }
 
@@ -59,8 +72,10 @@ export class TurnCard {
       case TurnEventType.events_dropped:
         return event.data.message;
       case TurnEventType.egress: {
-        const { host, port, allowed, reason } = event.data;
-        return allowed && reason === undefined ? `connected to ${host}:${port}` : `${host}:${port}: ${reason ?? 'refused'}`;
+        const attempt = event.data;
+        this.egress.hidden = false;
+        this.egress.append(el('li', { className: attempt.allowed ? 'egress-allowed' : 'egress-refused', text: egressLine(attempt) }));
+        return attempt.allowed ? `Connected to ${attempt.host}:${attempt.port}` : `Refused ${attempt.host}:${attempt.port}`;
       }
       case TurnEventType.result: {
         const turn = event.data;
