@@ -23,6 +23,7 @@ describe('stack settings', () => {
       maxOpenRequestsPerUser: 20,
       dailyTokenLimit: null,
       dailyCostLimitUsd: 10,
+      dailyEgressLimitBytes: 2 * 1024 ** 3,
       egressAllow: '',
       deletedStateRetentionDays: 7,
       firestoreIndexesFile: 'firestore.indexes.json',
@@ -36,6 +37,10 @@ describe('stack settings', () => {
       dailyCostLimitUsd: null,
     });
     expect(parseSettings({ ...base, 'clauderun:dailyCostLimitUsd': ' 2.5 ' })).toMatchObject({ dailyCostLimitUsd: 2.5 });
+    expect(parseSettings({ ...base, 'clauderun:dailyEgressLimitBytes': 'none' })).toMatchObject({ dailyEgressLimitBytes: null });
+    expect(() => parseSettings({ ...base, 'clauderun:dailyEgressLimitBytes': '1.5' })).toThrow(
+      /dailyEgressLimitBytes must be a positive whole number or none/,
+    );
   });
 
   test("egress takes the service's syntax, kept as written for the runner's environment", () => {

@@ -463,6 +463,7 @@ describe('the two functions', () => {
     CLAUDERUN_MAX_TURNS_PER_MINUTE: '10',
     CLAUDERUN_DAILY_TOKEN_LIMIT: 'none',
     CLAUDERUN_DAILY_COST_LIMIT_USD: '10',
+    CLAUDERUN_DAILY_EGRESS_LIMIT_BYTES: String(2 * 1024 ** 3),
     CLAUDERUN_DATA_DIR: '/tmp/clauderun',
     LOG_EXECUTION_ID: 'true',
     NODE_ENV: 'production',
