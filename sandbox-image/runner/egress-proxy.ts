@@ -39,7 +39,7 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string): ApiTu
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, handshakeTimeout: 30_000 });
       live.add(ws);
       ws.once('close', () => live.delete(ws));
-      const stream = new TunnelStream(ws, { abortOnDestroy: true });
+      const stream = new TunnelStream(ws, 'runner');
       const refuse = (error: Error) => {
         stream.destroy();
         if (error instanceof TunnelClosedError && error.code === TUNNEL_CLOSE.refused) reject(new TunnelRefused(403, error.reason));

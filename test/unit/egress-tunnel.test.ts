@@ -63,7 +63,7 @@ async function apiInstance(meter: EgressMeter, policy: EgressPolicy = allowAll) 
   closers.push(() => wss.close());
   /** The client's end as the runner opens it, for a connection to `targetPort`. */
   return (targetPort: number) => {
-    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}`), { abortOnDestroy: true });
+    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}`), 'runner');
     client.on('error', () => {});
     const allowed = new Promise<boolean>((resolve) => {
       client.once('control', () => resolve(true));
@@ -206,6 +206,49 @@ describe('the egress tunnel', () => {
     expect(await refused.allowed).toBe(false);
     events.push('refused');
     expect(events).toEqual(['recorded allowed', 'closed', 'recorded refused', 'refused']);
+  });
+
+  it('refuses a connection it could not count, rather than opening it uncounted', async () => {
+    const attempts: EgressAttempt[] = [];
+    const connect = await apiInstance({
+      open: async () => Promise.reject(new Error('ABORTED: too much contention')),
+      record: async (_turn, attempt) => void attempts.push(attempt),
+    });
+    const { allowed } = connect(9);
+    expect(await allowed).toBe(false);
+    await expect
+      .poll(() => attempts)
+      .toEqual([expect.objectContaining({ allowed: false, reason: 'the connection could not be counted against the caps; try again' })]);
+  });
+
+  it("records a connection the sandbox's side abandons midway before the WebSocket closes, with what it carried", async () => {
+    const target = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.write('x'.repeat(1000)));
+    });
+    const port = await listen(target);
+    closers.push(() => target.close());
+    const order: string[] = [];
+    const meter = memoryMeter();
+    const connect = await apiInstance({
+      open: meter.open,
+      record: async (turn, attempt) => {
+        await sleep(200);
+        order.push('recorded');
+        await meter.record(turn, attempt);
+      },
+    });
+    const { client, allowed } = connect(port);
+    expect(await allowed).toBe(true);
+    client.write(head(port));
+    await new Promise((resolve) => client.once('data', resolve));
+    const closed = new Promise((resolve) => client.ws.once('close', resolve));
+    client.destroy();
+    await closed;
+    order.push('closed');
+    expect(order).toEqual(['recorded', 'closed']);
+    expect(meter.attempts).toEqual([expect.objectContaining({ allowed: true, bytesIn: 1000 })]);
+    expect(meter.attempts[0]?.reason).toBeUndefined();
   });
 
   it('refuses when the policy fails, rather than connecting', async () => {

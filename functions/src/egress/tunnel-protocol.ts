@@ -31,14 +31,19 @@ export type TunnelControl =
   /** The API's word that it will not connect, with the policy's reason, before it closes with `refused`. */
   | { t: 'refused'; reason: string; code: number }
   /** The sender has no more bytes (a half-close): the other side ends its write side. */
-  | { t: 'end' };
+  | { t: 'end' }
+  /**
+   * The runner's word that its side went away before both ended (the tool hung up): the API
+   * records the connection, then closes, as it does for every connection.
+   */
+  | { t: 'abort' };
 
 export function parseControl(text: string): TunnelControl | undefined {
   try {
     const value: unknown = JSON.parse(text);
     if (typeof value !== 'object' || value === null) return undefined;
     const control = value as Record<string, unknown>;
-    if (control.t === 'allowed' || control.t === 'end') return { t: control.t };
+    if (control.t === 'allowed' || control.t === 'end' || control.t === 'abort') return { t: control.t };
     if (control.t === 'refused' && typeof control.reason === 'string' && typeof control.code === 'number') {
       return { t: 'refused', reason: control.reason, code: control.code };
     }

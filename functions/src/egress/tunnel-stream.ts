@@ -12,6 +12,16 @@ export class TunnelClosedError extends Error {
   }
 }
 
+/** The runner's side went away before both sides ended (its `abort`). */
+export class TunnelAbortedError extends Error {
+  constructor() {
+    super('the sandbox ended the connection before its end');
+  }
+}
+
+/** How long an aborting side waits for the API's close before it drops the WebSocket. */
+const ABORT_CLOSE_WAIT_MS = 10_000;
+
 function bytesOf(data: RawData): Buffer {
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -31,12 +41,13 @@ export class TunnelStream extends Duplex {
   private refusal: { reason: string; code: number } | undefined;
 
   /**
-   * `abortOnDestroy`: destroying the stream before both sides ended closes the WebSocket at once
-   * (the runner's side: the tool went away). The API's side closes it itself, after the record.
+   * `side`: the API's stream never closes its WebSocket (the tunnel closes it after the record).
+   * The runner's, destroyed before both sides ended (the tool went away), sends `abort` and leaves
+   * the close to the API for a while; destroyed by an error, it drops the WebSocket.
    */
   constructor(
     readonly ws: WebSocket,
-    private readonly options: { abortOnDestroy: boolean },
+    private readonly side: 'api' | 'runner',
   ) {
     super({ allowHalfOpen: true });
     ws.on('message', (data, isBinary) => {
@@ -50,6 +61,8 @@ export class TunnelStream extends Duplex {
       if (control.t === 'end') {
         this.gotEnd = true;
         this.push(null);
+      } else if (control.t === 'abort') {
+        this.destroy(new TunnelAbortedError());
       } else if (control.t === 'refused') {
         this.refusal = { reason: control.reason, code: control.code };
       } else {
@@ -99,9 +112,12 @@ export class TunnelStream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
-      if (error !== null) this.ws.terminate();
-      else if (this.options.abortOnDestroy && !(this.sentEnd && this.gotEnd)) this.ws.close(TUNNEL_CLOSE.normal);
+    if (this.side === 'runner' && (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING)) {
+      if (error !== null || this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
+      else if (!(this.sentEnd && this.gotEnd)) {
+        this.sendControl({ t: 'abort' });
+        setTimeout(() => this.ws.terminate(), ABORT_CLOSE_WAIT_MS).unref();
+      }
     }
     callback(error);
   }

@@ -4,7 +4,7 @@ import type { EgressAdmission } from '../domain/egress-budget.js';
 import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from './client-hello.js';
 import type { EgressDecision, EgressPolicy, EgressTarget } from './egress-policy.js';
 import { TUNNEL_CLOSE, type TunnelMode } from './tunnel-protocol.js';
-import { TunnelStream } from './tunnel-stream.js';
+import { TunnelAbortedError, TunnelStream } from './tunnel-stream.js';
 
 /** One attempt to connect out, as the turn's `egress` event records it. */
 export interface EgressAttempt {
@@ -105,7 +105,7 @@ export class EgressTunnels {
    */
   async carry(ws: WebSocket, request: TunnelRequest): Promise<void> {
     const started = Date.now();
-    const tunnel = new TunnelStream(ws, { abortOnDestroy: false });
+    const tunnel = new TunnelStream(ws, 'api');
     this.open.add(tunnel);
     tunnel.on('error', () => {});
     const counts: Counts = { bytesOut: 0, bytesIn: 0 };
@@ -135,7 +135,12 @@ export class EgressTunnels {
   /** Judges the connection and, when it is allowed, carries it to its end: what became of it. */
   private async attempt(tunnel: TunnelStream, request: TunnelRequest, counts: Counts, flow: { joined?: TurnFlow }): Promise<Outcome> {
     const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
-    const admission = await this.deps.meter.open(request.turn);
+    const admission = await this.deps.meter.open(request.turn).catch((error: unknown) => {
+      this.deps.log(`egress: could not count a connection of turn ${request.turn.id}: ${String(error)}`);
+      return null;
+    });
+    // Uncounted, it is not opened: the caps never fail open.
+    if (admission === null) return refused('the connection could not be counted against the caps; try again');
     if (admission === undefined) return refused('the turn is over');
     if (!admission.admitted) return refused(admission.reason);
     flow.joined = this.join(request.turn.id, admission.bytes, admission.over, counts);
@@ -258,10 +263,13 @@ export class EgressTunnels {
         closed += 1;
         if (closed === 2) resolve(cut);
       };
-      const fail = (reason: string) => {
-        cut ??= reason;
+      const stop = () => {
         target.destroy();
         tunnel.destroy();
+      };
+      const fail = (reason: string) => {
+        cut ??= reason;
+        stop();
       };
       const count = (bytes: number, way: 'bytesOut' | 'bytesIn') => {
         counts[way] += bytes;
@@ -270,7 +278,10 @@ export class EgressTunnels {
         if (maxOut !== undefined && counts.bytesOut > maxOut) fail('cut: a plain-HTTP connection carries one request, whose Host was checked');
       };
       target.once('close', onClose).on('error', (error) => fail(`the connection out failed: ${error.message}`));
-      tunnel.once('close', onClose).on('error', (error) => fail(`the tunnel broke: ${error.message}`));
+      // The tool hanging up is how many connections end: nothing went wrong.
+      tunnel
+        .once('close', onClose)
+        .on('error', (error) => (error instanceof TunnelAbortedError ? stop() : fail(`the tunnel broke: ${error.message}`)));
       count(first.length, 'bytesOut');
       target.write(first);
       forward(tunnel, target, (n) => count(n, 'bytesOut'));
