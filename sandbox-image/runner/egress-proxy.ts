@@ -28,17 +28,43 @@ export interface ApiTunnels {
   settled(timeoutMs: number): Promise<void>;
 }
 
+/**
+ * Tunnels one turn may have open at once; more wait for one to close. Each holds one of the
+ * runner function's requests, which the sandboxes' model calls need too (npm opens up to 15
+ * connections per host, and reuses them).
+ */
+export const MAX_OPEN_TUNNELS = 8;
+
 /** Opens tunnels to the API's egress route with the turn token (which the agent never sees). */
-export function apiTunnels(apiUrl: string, turnId: string, token: string): ApiTunnels {
+export function apiTunnels(apiUrl: string, turnId: string, token: string, maxOpen = MAX_OPEN_TUNNELS): ApiTunnels {
   const live = new Set<WebSocket>();
-  const open: TunnelOpener = (host, port, mode) =>
+  let inUse = 0;
+  /** Openings waiting for a slot, oldest first. */
+  const queued: (() => void)[] = [];
+  const release = () => {
+    inUse -= 1;
+    const next = queued.shift();
+    if (next !== undefined) {
+      inUse += 1;
+      next();
+    }
+  };
+  const open: TunnelOpener = async (host, port, mode) => {
+    if (inUse < maxOpen) inUse += 1;
+    else await new Promise<void>((resolve) => queued.push(resolve));
+    return connect(host, port, mode);
+  };
+  const connect: TunnelOpener = (host, port, mode) =>
     new Promise((resolve, reject) => {
       const url = runnerUrl(apiUrl, runnerPaths.egress(turnId));
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
       url.search = new URLSearchParams({ host, port: String(port), mode }).toString();
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, handshakeTimeout: 30_000 });
       live.add(ws);
-      ws.once('close', () => live.delete(ws));
+      ws.once('close', () => {
+        live.delete(ws);
+        release();
+      });
       const stream = new TunnelStream(ws, 'runner');
       const refuse = (error: Error) => {
         stream.destroy();
@@ -48,8 +74,8 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string): ApiTu
       stream.once('error', refuse);
       ws.once('unexpected-response', (_req, res) => {
         res.resume();
-        live.delete(ws);
         refuse(new Error(`the API answered ${res.statusCode}`));
+        ws.terminate();
       });
       stream.once('control', () => {
         stream.off('error', refuse);

@@ -571,7 +571,7 @@ function storeContract(adapter: Adapter): void {
 
       it("counts recorded bytes on the turn and the user's day, and admits a connection to what is left of the tighter cap", async () => {
         await store.startTurn(turn('t1'));
-        await Promise.all(Array.from({ length: 4 }, () => store.recordEgress(turn('t1'), egress(100), 100, NO_EVENT_BUDGET)));
+        await Promise.all(Array.from({ length: 4 }, () => store.recordEgress(turn('t1'), [egress(100)], 100, NO_EVENT_BUDGET)));
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 400 });
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(400);
         expect((await store.listEvents('t1', 0)).filter((e) => e.type === 'egress')).toHaveLength(4);
@@ -595,7 +595,7 @@ function storeContract(adapter: Adapter): void {
         await conversations(1);
         await store.startTurn(turn('t1'));
         await store.startTurn(turn('t2', { conversationId: 'u1-c0' }));
-        await store.recordEgress(turn('t1'), egress(300), 300, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(300)], 300, NO_EVENT_BUDGET);
         const day = caps({ dailyBytesPerUser: 300 });
         expect(await store.openEgress(turn('t2'), day, new Date())).toMatchObject({ admitted: false });
         expect(await store.openEgress(turn('t2'), day, new Date(Date.now() + 24 * 3600_000))).toMatchObject({ admitted: true, bytes: 300 });
@@ -605,7 +605,7 @@ function storeContract(adapter: Adapter): void {
         await store.startTurn(turn('t1'));
         await store.updateTurn('t1', UNFINISHED, { status: 'succeeded' });
         expect(await store.openEgress(turn('t1'), caps(), new Date())).toBeUndefined();
-        await store.recordEgress(turn('t1'), egress(50), 50, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(50)], 50, NO_EVENT_BUDGET);
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 50 });
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(50);
         expect(await store.listEvents('t1', 0)).toEqual([]);
@@ -615,7 +615,7 @@ function storeContract(adapter: Adapter): void {
         await conversations(1);
         await store.startTurn(turn('t1', { conversationId: 'u1-c0' }));
         await store.deleteConversation('u1-c0');
-        await store.recordEgress(turn('t1'), egress(70), 70, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(70)], 70, NO_EVENT_BUDGET);
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(70);
         expect(await store.getTurn('t1')).toBeUndefined();
       });
@@ -623,7 +623,7 @@ function storeContract(adapter: Adapter): void {
       it("keeps an egress event within the turn's event budget", async () => {
         await store.startTurn(turn('t1'));
         const budget = { maxEvents: 2, maxBytes: 1_000_000 };
-        for (let i = 0; i < 4; i++) await store.recordEgress(turn('t1'), egress(10), 10, budget);
+        for (let i = 0; i < 4; i++) await store.recordEgress(turn('t1'), [egress(10)], 10, budget);
         expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual(['egress', 'egress', 'events_dropped']);
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 40 });
       });

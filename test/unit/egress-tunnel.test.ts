@@ -10,6 +10,7 @@ import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { newTurn } from '../../functions/src/domain/turn.js';
 import type { EgressPolicy } from '../../functions/src/egress/egress-policy.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
+import { apiTunnels } from '../../sandbox-image/runner/egress-proxy.js';
 import { admitEgress, type EgressCaps } from '../../functions/src/domain/egress-budget.js';
 import { EgressTunnels, type EgressAttempt, type EgressMeter } from '../../functions/src/egress/tunnel.js';
 import { TunnelStream } from '../../functions/src/egress/tunnel-stream.js';
@@ -278,7 +279,7 @@ describe('the egress caps across instances of the API', () => {
   });
   const storeMeter = (caps: EgressCaps): EgressMeter => ({
     open: (turn) => store.openEgress(turn, caps, new Date()),
-    record: (turn, attempt) => store.recordEgress(turn, egressEvent(attempt), attempt.bytesOut + attempt.bytesIn, NO_EVENT_BUDGET),
+    record: (turn, attempt) => store.recordEgress(turn, [egressEvent(attempt)], attempt.bytesOut + attempt.bytesIn, NO_EVENT_BUDGET),
   });
 
   /** A server that answers each request with `bytes` bytes, then closes. */
@@ -344,5 +345,29 @@ describe('the egress caps across instances of the API', () => {
     );
     expect(received.reduce((sum, n) => sum + n, 0)).toBeLessThanOrEqual(300_000);
     expect(received.filter((n) => n === 200_000).length).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("the runner's tunnels", () => {
+  it('holds a turn to its number of open tunnels: one more waits until one closes', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    const open: WebSocket[] = [];
+    wss.on('connection', (ws) => {
+      open.push(ws);
+      ws.send(JSON.stringify({ t: 'allowed' }));
+    });
+    const port = await listen(wss);
+    closers.push(() => wss.close());
+    const tunnels = apiTunnels(`http://127.0.0.1:${port}`, 't', 'token', 2);
+    // The proxy listens for errors of the streams it is given; so does this test.
+    const opened = [1, 2, 3].map(() => tunnels.open('h.test', 443, 'tls').then((stream) => stream.on('error', () => {})));
+    await Promise.all(opened.slice(0, 2));
+    await sleep(200);
+    expect(open).toHaveLength(2);
+    open[0]?.close(1000);
+    await opened[2];
+    expect(open).toHaveLength(3);
+    for (const ws of open) ws.close(1000);
+    await tunnels.settled(1000);
   });
 });

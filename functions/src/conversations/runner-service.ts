@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
-import { agentStepEvent, egressEvent, type EgressData } from '../contract/events.js';
+import { agentStepEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
+import { EgressRecords } from './egress-records.js';
 import { ServiceError } from './errors.js';
 import { statusEvents, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
@@ -48,7 +49,11 @@ function unfinished(turn: Turn | undefined): Turn {
  * place for the new state, progress and the result. Every call checks the token first.
  */
 export class RunnerService {
-  constructor(private readonly lifecycle: TurnLifecycle) {}
+  private readonly egressRecords: EgressRecords;
+
+  constructor(private readonly lifecycle: TurnLifecycle) {
+    this.egressRecords = new EgressRecords(lifecycle.deps.store, lifecycle.deps.limits.events);
+  }
 
   private get deps() {
     return this.lifecycle.deps;
@@ -178,8 +183,8 @@ export class RunnerService {
    * A connection out is over: its event goes on the turn within the turn's budget (not once the
    * turn is final: a tunnel may outlive its turn by a moment), its bytes on the turn and the user's day.
    */
-  async recordEgress(turn: Pick<Turn, 'id' | 'userId'>, attempt: EgressData): Promise<void> {
-    await this.deps.store.recordEgress(turn, egressEvent(attempt), attempt.bytesOut + attempt.bytesIn, this.deps.limits.events);
+  recordEgress(turn: Pick<Turn, 'id' | 'userId'>, attempt: EgressData): Promise<void> {
+    return this.egressRecords.record(turn, attempt);
   }
 
   /**

@@ -297,7 +297,7 @@ export class FirestoreConversationStore implements ConversationStore {
     });
   }
 
-  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, event: NewTurnEvent, bytes: number, budget: EventBudget): Promise<void> {
+  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void> {
     await this.transaction(async (tx) => {
       const userRef = this.users.doc(of.userId);
       const [snap, user] = await Promise.all([tx.get(this.turns.doc(of.id)), tx.get(userRef)]);
@@ -306,7 +306,7 @@ export class FirestoreConversationStore implements ConversationStore {
       const changes = { egressBytes: FieldValue.increment(bytes) };
       // A tunnel may outlive its turn by a moment: its bytes count, its event is not added after the result.
       if (isFinal(toTurn(snap).status)) tx.update(snap.ref, changes);
-      else this.appendInTransaction(tx, snap, [event], budget, changes);
+      else this.appendInTransaction(tx, snap, events, budget, changes);
     });
   }
 
