@@ -575,11 +575,15 @@ function storeContract(adapter: Adapter): void {
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 400 });
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(400);
         expect((await store.listEvents('t1', 0)).filter((e) => e.type === 'egress')).toHaveLength(4);
-        expect(await store.openEgress(turn('t1'), caps(), new Date())).toMatchObject({ admitted: true, bytes: 600 });
+        expect(await store.openEgress(turn('t1'), caps(), new Date())).toMatchObject({
+          admitted: true,
+          turn: { bytes: 600 },
+          day: { bytes: Number.POSITIVE_INFINITY },
+        });
         expect(await store.openEgress(turn('t1'), caps({ dailyBytesPerUser: 500 }), new Date())).toEqual({
           admitted: true,
-          bytes: 100,
-          over: 'cut: the daily egress budget of 500 bytes is used up',
+          turn: { bytes: 600, over: 'cut: this turn went over its 1000 bytes out and in' },
+          day: { bytes: 100, over: 'cut: the daily egress budget of 500 bytes is used up' },
         });
         expect(await store.openEgress(turn('t1'), caps({ dailyBytesPerUser: 400 }), new Date())).toEqual({
           admitted: false,
@@ -598,7 +602,7 @@ function storeContract(adapter: Adapter): void {
         await store.recordEgress(turn('t1'), [egress(300)], 300, NO_EVENT_BUDGET);
         const day = caps({ dailyBytesPerUser: 300 });
         expect(await store.openEgress(turn('t2'), day, new Date())).toMatchObject({ admitted: false });
-        expect(await store.openEgress(turn('t2'), day, new Date(Date.now() + 24 * 3600_000))).toMatchObject({ admitted: true, bytes: 300 });
+        expect(await store.openEgress(turn('t2'), day, new Date(Date.now() + 24 * 3600_000))).toMatchObject({ admitted: true, day: { bytes: 300 } });
       });
 
       it('a final turn opens nothing, and its late connection counts its bytes but adds no event after the result', async () => {

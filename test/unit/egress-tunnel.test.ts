@@ -57,14 +57,15 @@ async function apiInstance(meter: EgressMeter, policy: EgressPolicy = allowAll) 
   const tunnels = new EgressTunnels({ policy, meter, log: () => {} });
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   wss.on('connection', (ws, req) => {
-    const target = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('port'));
-    void tunnels.carry(ws, { turn: TURN, host: 'h.test', port: target, mode: 'http' });
+    const query = new URL(req.url ?? '/', 'http://x').searchParams;
+    const turn = { ...TURN, id: query.get('turn') ?? TURN.id };
+    void tunnels.carry(ws, { turn, host: 'h.test', port: Number(query.get('port')), mode: 'http' });
   });
   const port = await listen(wss);
   closers.push(() => wss.close());
   /** The client's end as the runner opens it, for a connection to `targetPort`. */
-  return (targetPort: number) => {
-    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}`), 'runner');
+  return (targetPort: number, turnId = TURN.id) => {
+    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}&turn=${turnId}`), 'runner');
     client.on('error', () => {});
     const allowed = new Promise<boolean>((resolve) => {
       client.once('control', () => resolve(true));
@@ -329,6 +330,23 @@ describe('the egress caps across instances of the API', () => {
     await expect
       .poll(async () => (await store.listEvents(TURN.id, 0)).map((e) => (e.data as { reason?: string }).reason))
       .toEqual([undefined, 'cut: this turn went over its 300000 bytes out and in']);
+  });
+
+  it("two turns of one user with connections open at once on one instance share what the user's day has left", async () => {
+    const now = new Date().toISOString();
+    await store.createConversation({ id: 'c2', userId: TURN.userId, title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+    await store.startTurn(newTurn({ id: 't2', conversationId: 'c2', userId: TURN.userId, prompt: 'p', createdAt: now, deadlineAt: now }));
+    const a = await apiInstance(storeMeter({ ...OPEN_CAPS, dailyBytesPerUser: 300_000 }));
+    const port = await download(200_000);
+    const both = [a(port, TURN.id), a(port, 't2')];
+    expect(await Promise.all(both.map((c) => c.allowed))).toEqual([true, true]);
+    const received = await Promise.all(
+      both.map((c) => {
+        c.client.end(head(port));
+        return bytesUntilClosed(c.client);
+      }),
+    );
+    expect(received.reduce((sum, n) => sum + n, 0)).toBeLessThanOrEqual(300_000);
   });
 
   it('two connections open at once on one instance share what the turn has left', async () => {

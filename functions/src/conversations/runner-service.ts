@@ -5,6 +5,7 @@ import { agentStepEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
+import { NO_EVENT_BUDGET } from '../domain/event-budget.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
@@ -52,7 +53,10 @@ export class RunnerService {
   private readonly egressRecords: EgressRecords;
 
   constructor(private readonly lifecycle: TurnLifecycle) {
-    this.egressRecords = new EgressRecords(lifecycle.deps.store, lifecycle.deps.limits.events);
+    // Egress events are held to the turn's connection cap (each counted connection is one; a
+    // refusal past the caps is recorded once), not to the budget of its progress events: tool
+    // steps filling that must not hide where the sandbox connected.
+    this.egressRecords = new EgressRecords(lifecycle.deps.store, NO_EVENT_BUDGET);
   }
 
   private get deps() {

@@ -20,9 +20,15 @@ export interface TurnEgress {
   egressBytes: number;
 }
 
+/** What is left of one byte cap, and why a connection is cut past it. */
+export interface ByteAllowance {
+  bytes: number;
+  over: string;
+}
+
 export type EgressAdmission =
-  /** `bytes`: the most the new connection may carry (what is left of the tightest cap); `over`: why it is cut past them. */
-  { admitted: true; bytes: number; over: string } | { admitted: false; reason: string };
+  /** What is left of the turn's bytes and of its user's day (Infinity with no daily limit), as recorded. */
+  { admitted: true; turn: ByteAllowance; day: ByteAllowance } | { admitted: false; reason: string };
 
 /** Whether one more connection may open, given what the turn and its user have used; the connection counts only when admitted. */
 export function admitEgress(turn: TurnEgress, ledger: UserLedger | undefined, caps: EgressCaps, now: Date): EgressAdmission {
@@ -39,9 +45,11 @@ export function admitEgress(turn: TurnEgress, ledger: UserLedger | undefined, ca
       reason: `the daily egress budget of ${caps.dailyBytesPerUser} bytes is used up (${today.egressBytes} carried today, UTC)`,
     };
   }
-  return turnLeft <= dayLeft
-    ? { admitted: true, bytes: turnLeft, over: `cut: this turn went over its ${caps.maxBytesPerTurn} bytes out and in` }
-    : { admitted: true, bytes: dayLeft, over: `cut: the daily egress budget of ${caps.dailyBytesPerUser} bytes is used up` };
+  return {
+    admitted: true,
+    turn: { bytes: turnLeft, over: `cut: this turn went over its ${caps.maxBytesPerTurn} bytes out and in` },
+    day: { bytes: dayLeft, over: `cut: the daily egress budget of ${caps.dailyBytesPerUser} bytes is used up` },
+  };
 }
 
 /** The ledger with a connection's bytes added (on the day it ended). */

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { WebSocket } from 'ws';
-import type { EgressAdmission } from '../domain/egress-budget.js';
+import type { ByteAllowance, EgressAdmission } from '../domain/egress-budget.js';
 import { MAX_CLIENT_HELLO_BYTES, peekClientHello } from './client-hello.js';
 import type { EgressDecision, EgressPolicy, EgressTarget } from './egress-policy.js';
 import { TUNNEL_CLOSE, type TunnelMode } from './tunnel-protocol.js';
@@ -60,12 +60,13 @@ interface Counts {
 }
 
 /**
- * A turn's connections open on this instance. The store knows the bytes of connections that are
- * over; these carry bytes it does not know of yet, so each byte any of them carries is taken from
- * what the latest admission left.
+ * The connections of one turn, or of one user (whose turns share the day's budget), open on this
+ * instance. The store knows the bytes of connections that are over; these carry bytes it does not
+ * know of yet, so each byte any of them carries is taken from what the latest admission left.
  */
-interface TurnFlow {
-  /** Bytes the turn may still carry on this instance before a connection is cut. */
+interface Flow {
+  key: string;
+  /** Bytes they may still carry on this instance before a connection is cut. */
   left: number;
   /** Why a connection is cut past it. */
   over: string;
@@ -79,7 +80,12 @@ interface Outcome {
   allowed: boolean;
   reason?: string;
   close: number;
+  /** Refused before the caps counted it (they were used up, or it could not be counted). */
+  uncounted?: true;
 }
+
+/** Turns whose uncounted refusals this instance remembers, at most: the oldest are forgotten first. */
+const REMEMBERED_TURNS = 10_000;
 
 /**
  * The API's end of the egress tunnel: judges each connection a sandbox asks for, checks its first
@@ -91,8 +97,10 @@ interface Outcome {
  */
 export class EgressTunnels {
   private readonly waits: TunnelWaits;
-  private readonly flows = new Map<string, TurnFlow>();
+  private readonly flows = new Map<string, Flow>();
   private readonly open = new Set<TunnelStream>();
+  /** Per turn, the reasons of uncounted refusals already recorded on this instance. */
+  private readonly refusedUncounted = new Map<string, Set<string>>();
 
   constructor(private readonly deps: TunnelDeps) {
     this.waits = { ...DEFAULT_WAITS, ...deps.waits };
@@ -109,42 +117,62 @@ export class EgressTunnels {
     this.open.add(tunnel);
     tunnel.on('error', () => {});
     const counts: Counts = { bytesOut: 0, bytesIn: 0 };
-    const flow: { joined?: TurnFlow } = {};
+    const joined: Flow[] = [];
     const { turn } = request;
     try {
-      const outcome = await this.attempt(tunnel, request, counts, flow).catch(
+      const outcome = await this.attempt(tunnel, request, counts, joined).catch(
         (error: unknown): Outcome => ({ allowed: true, reason: `the tunnel broke: ${(error as Error).message}`, close: TUNNEL_CLOSE.broken }),
       );
-      await this.deps.meter
-        .record(turn, {
-          host: request.host,
-          port: request.port,
-          allowed: outcome.allowed,
-          ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
-          ...counts,
-          durationMs: Date.now() - started,
-        })
-        .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${turn.id}: ${String(error)}`));
+      if (!this.isRepeat(turn.id, outcome))
+        await this.deps.meter
+          .record(turn, {
+            host: request.host,
+            port: request.port,
+            allowed: outcome.allowed,
+            ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
+            ...counts,
+            durationMs: Date.now() - started,
+          })
+          .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${turn.id}: ${String(error)}`));
       tunnel.closeWith(outcome.close, outcome.reason ?? '');
     } finally {
       this.open.delete(tunnel);
-      if (flow.joined !== undefined) this.leave(turn.id, flow.joined, counts);
+      for (const flow of joined) this.leave(flow, counts);
     }
   }
 
+  /**
+   * Whether this is an uncounted refusal this instance already recorded for the turn. Past its
+   * caps a turn may try again and again: the first refusal for each reason is its record, and
+   * the rest would fill the turn's events and cost a store write each.
+   */
+  private isRepeat(turnId: string, outcome: Outcome): boolean {
+    if (outcome.uncounted !== true) return false;
+    const reasons = this.refusedUncounted.get(turnId) ?? new Set<string>();
+    const repeat = reasons.has(outcome.reason ?? '');
+    reasons.add(outcome.reason ?? '');
+    this.refusedUncounted.delete(turnId);
+    this.refusedUncounted.set(turnId, reasons);
+    const oldest = this.refusedUncounted.keys().next().value;
+    if (this.refusedUncounted.size > REMEMBERED_TURNS && oldest !== undefined) this.refusedUncounted.delete(oldest);
+    return repeat;
+  }
+
   /** Judges the connection and, when it is allowed, carries it to its end: what became of it. */
-  private async attempt(tunnel: TunnelStream, request: TunnelRequest, counts: Counts, flow: { joined?: TurnFlow }): Promise<Outcome> {
+  private async attempt(tunnel: TunnelStream, request: TunnelRequest, counts: Counts, joined: Flow[]): Promise<Outcome> {
     const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
+    const uncounted = (reason: string): Outcome => ({ ...refused(reason), uncounted: true });
     const admission = await this.deps.meter.open(request.turn).catch((error: unknown) => {
       this.deps.log(`egress: could not count a connection of turn ${request.turn.id}: ${String(error)}`);
       return null;
     });
     // Uncounted, it is not opened: the caps never fail open.
-    if (admission === null) return refused('the connection could not be counted against the caps; try again');
-    if (admission === undefined) return refused('the turn is over');
-    if (!admission.admitted) return refused(admission.reason);
-    flow.joined = this.join(request.turn.id, admission.bytes, admission.over, counts);
-    if (flow.joined.left <= 0) return refused(admission.over.replace(/^cut: /, ''));
+    if (admission === null) return uncounted('the connection could not be counted against the caps; try again');
+    if (admission === undefined) return uncounted('the turn is over');
+    if (!admission.admitted) return uncounted(admission.reason);
+    joined.push(this.join(`turn ${request.turn.id}`, admission.turn, counts), this.join(`user ${request.turn.userId}`, admission.day, counts));
+    const spent = joined.find((flow) => flow.left <= 0);
+    if (spent !== undefined) return refused(spent.over.replace(/^cut: /, ''));
     const decision = await this.decide(request);
     if (!decision.allowed) return refused(decision.reason);
     tunnel.sendControl({ t: 'allowed' });
@@ -154,7 +182,7 @@ export class EgressTunnels {
     const target = await this.connectOut(decision.addresses, decision.port ?? request.port);
     if (target === undefined)
       return { allowed: true, reason: `could not connect to ${request.host}:${request.port}`, close: TUNNEL_CLOSE.unreachable };
-    const cut = await this.pipe(tunnel, target, first, flow.joined, counts, request.mode === 'http' ? requestBytes(first) : undefined);
+    const cut = await this.pipe(tunnel, target, first, joined, counts, request.mode === 'http' ? requestBytes(first) : undefined);
     // Cut by a cap, the connection is refused the rest: the tool's side learns why.
     return cut === undefined ? { allowed: true, close: TUNNEL_CLOSE.normal } : { allowed: true, reason: cut, close: TUNNEL_CLOSE.refused };
   }
@@ -168,23 +196,23 @@ export class EgressTunnels {
   }
 
   /**
-   * A new connection of the turn joins its flow here. The admission counted every connection
-   * recorded; the ones still open on this instance are not recorded yet, so what they carried
-   * is taken from it.
+   * A new connection joins the flow of its turn or its user here. The admission counted every
+   * connection recorded; the ones still open on this instance are not recorded yet, so what they
+   * carried is taken from it.
    */
-  private join(turnId: string, admitted: number, over: string, counts: Counts): TurnFlow {
-    const flow = this.flows.get(turnId) ?? { left: 0, over, open: new Set<Counts>() };
+  private join(key: string, allowance: ByteAllowance, counts: Counts): Flow {
+    const flow = this.flows.get(key) ?? { key, left: 0, over: allowance.over, open: new Set<Counts>() };
     const unrecorded = [...flow.open].reduce((sum, other) => sum + carried(other), 0);
-    flow.left = admitted - unrecorded;
-    flow.over = over;
+    flow.left = allowance.bytes - unrecorded;
+    flow.over = allowance.over;
     flow.open.add(counts);
-    this.flows.set(turnId, flow);
+    this.flows.set(key, flow);
     return flow;
   }
 
-  private leave(turnId: string, flow: TurnFlow, counts: Counts): void {
+  private leave(flow: Flow, counts: Counts): void {
     flow.open.delete(counts);
-    if (flow.open.size === 0) this.flows.delete(turnId);
+    if (flow.open.size === 0) this.flows.delete(flow.key);
   }
 
   private async decide(target: EgressTarget): Promise<EgressDecision> {
@@ -251,7 +279,7 @@ export class EgressTunnels {
     tunnel: TunnelStream,
     target: net.Socket,
     first: Buffer,
-    flow: TurnFlow,
+    flows: Flow[],
     counts: Counts,
     /** The most the sandbox may send (a plain-HTTP connection carries its one checked request). */
     maxOut?: number,
@@ -273,8 +301,10 @@ export class EgressTunnels {
       };
       const count = (bytes: number, way: 'bytesOut' | 'bytesIn') => {
         counts[way] += bytes;
-        flow.left -= bytes;
-        if (flow.left < 0) fail(flow.over);
+        for (const flow of flows) {
+          flow.left -= bytes;
+          if (flow.left < 0) fail(flow.over);
+        }
         if (maxOut !== undefined && counts.bytesOut > maxOut) fail('cut: a plain-HTTP connection carries one request, whose Host was checked');
       };
       target.once('close', onClose).on('error', (error) => fail(`the connection out failed: ${error.message}`));

@@ -7,8 +7,11 @@ import type { RunnerService } from '../conversations/runner-service.js';
 import type { EgressTunnels } from '../egress/tunnel.js';
 import type { TunnelMode } from '../egress/tunnel-protocol.js';
 
-/** Larger frames are refused: the runner sends what a socket read gives, well under this. */
-const MAX_FRAME_BYTES = 1024 * 1024;
+/**
+ * Larger frames are refused: the runner sends what one socket read gives (Node reads 64 KiB at
+ * most), and a frame is buffered whole before it is seen, so this bounds what each tunnel holds.
+ */
+const MAX_FRAME_BYTES = 64 * 1024;
 
 const EGRESS_PATH = new RegExp(`^${INTERNAL_ROUTES.egress.replace(':turnId', '([^/]+)')}$`);
 

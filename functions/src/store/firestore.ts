@@ -299,13 +299,16 @@ export class FirestoreConversationStore implements ConversationStore {
 
   async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void> {
     await this.transaction(async (tx) => {
+      // A refused attempt carried nothing: its user's document is neither read nor written.
       const userRef = this.users.doc(of.userId);
-      const [snap, user] = await Promise.all([tx.get(this.turns.doc(of.id)), tx.get(userRef)]);
-      tx.set(userRef, { ledger: spendEgress(ledgerOf(user), bytes, new Date()) }, { merge: true });
+      const [snap, user] = await Promise.all([tx.get(this.turns.doc(of.id)), bytes > 0 ? tx.get(userRef) : undefined]);
+      if (user !== undefined) tx.set(userRef, { ledger: spendEgress(ledgerOf(user), bytes, new Date()) }, { merge: true });
       if (!snap.exists) return;
-      const changes = { egressBytes: FieldValue.increment(bytes) };
+      const changes = bytes > 0 ? { egressBytes: FieldValue.increment(bytes) } : {};
       // A tunnel may outlive its turn by a moment: its bytes count, its event is not added after the result.
-      if (isFinal(toTurn(snap).status)) tx.update(snap.ref, changes);
+      if (isFinal(toTurn(snap).status)) {
+        if (bytes > 0) tx.update(snap.ref, changes);
+      }
       else this.appendInTransaction(tx, snap, events, budget, changes);
     });
   }

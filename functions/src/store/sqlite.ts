@@ -287,8 +287,11 @@ export class SqliteConversationStore implements ConversationStore {
 
   async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void> {
     const appended = this.transaction(() => {
-      this.saveLedger(of.userId, spendEgress(this.ledgerOf(of.userId), bytes, new Date()));
-      this.db.prepare('UPDATE turns SET egress_bytes = egress_bytes + ? WHERE id = ?').run(bytes, of.id);
+      // A refused attempt carried nothing: its user's day is left as it is.
+      if (bytes > 0) {
+        this.saveLedger(of.userId, spendEgress(this.ledgerOf(of.userId), bytes, new Date()));
+        this.db.prepare('UPDATE turns SET egress_bytes = egress_bytes + ? WHERE id = ?').run(bytes, of.id);
+      }
       const unfinished = this.db.prepare(`SELECT 1 FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(of.id);
       return unfinished ? this.insertEvents(of.id, withinBudget(this.eventTally(of.id), events, budget).kept) : [];
     });
