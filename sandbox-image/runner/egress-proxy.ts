@@ -35,7 +35,11 @@ export interface ApiTunnels {
  */
 export const MAX_OPEN_TUNNELS = 8;
 
-/** Opens tunnels to the API's egress route with the turn token (which the agent never sees). */
+/**
+ * Opens tunnels to the API's egress route with the turn token. The token is not the agent's to
+ * use, but a hostile tool in the sandbox can read it (/proc/<runner>/environ): everything it
+ * allows the API holds to this turn, its caps and its deadline.
+ */
 export function apiTunnels(apiUrl: string, turnId: string, token: string, maxOpen = MAX_OPEN_TUNNELS): ApiTunnels {
   const live = new Set<WebSocket>();
   let inUse = 0;
@@ -72,10 +76,19 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string, maxOpe
         else reject(new TunnelRefused(502, `the egress tunnel to ${host}:${port} failed: ${error.message}`));
       };
       stream.once('error', refuse);
+      // The API answers a refusal before any WebSocket, with its reason in the error body.
       ws.once('unexpected-response', (_req, res) => {
-        res.resume();
-        refuse(new Error(`the API answered ${res.statusCode}`));
-        ws.terminate();
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          if (body.length < MAX_ANSWER_CHARS) body += chunk;
+        });
+        res.once('end', () => {
+          const message = messageOfAnswer(body);
+          if (res.statusCode === 403) refuse(new TunnelClosedError(TUNNEL_CLOSE.refused, message ?? 'refused'));
+          else refuse(new Error(`the API answered ${res.statusCode}${message === undefined ? '' : `: ${message}`}`));
+          ws.terminate();
+        });
       });
       stream.once('control', () => {
         stream.off('error', refuse);
@@ -95,6 +108,19 @@ export function apiTunnels(apiUrl: string, turnId: string, token: string, maxOpe
     for (const ws of live) ws.terminate();
   };
   return { open, settled };
+}
+
+/** The most of an answer's body that is read for its message. */
+const MAX_ANSWER_CHARS = 8 * 1024;
+
+/** The message of the API's error body (contract/api.ts ErrorBody), if it is one. */
+function messageOfAnswer(body: string): string | undefined {
+  try {
+    const message: unknown = (JSON.parse(body) as { error?: { message?: unknown } }).error?.message;
+    return typeof message === 'string' ? message : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Headers that belong to one hop (RFC 9110 7.6.1), and the proxy's own. */

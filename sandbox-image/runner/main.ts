@@ -48,7 +48,7 @@ async function main(): Promise<number> {
       if (archive !== undefined) await restoreState(Readable.from([archive]), turn.maxRestoreBytes);
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
-    // Up before the agent, so that its first tool finds it; the token stays with the runner.
+    // Up before the agent, so that its first tool finds it.
     const tunnels = apiTunnels(apiUrl, turnId, token);
     const proxy = await startEgressProxy(tunnels.open);
     const outcome = await runAgent({

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,6 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { egressEvent } from '../../functions/src/contract/events.js';
+import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
+import { egressUpgrade } from '../../functions/src/http/egress-upgrade.js';
 import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { newTurn } from '../../functions/src/domain/turn.js';
 import type { EgressPolicy } from '../../functions/src/egress/egress-policy.js';
@@ -32,7 +35,8 @@ async function listen(server: net.Server | WebSocketServer): Promise<number> {
 }
 
 const OPEN_CAPS: EgressCaps = { maxConnectionsPerTurn: 100, maxBytesPerTurn: 1 << 30, dailyBytesPerUser: null };
-const TURN = { id: 't', userId: 'u' };
+/** A turn with time left. */
+const TURN = { id: 't', userId: 'u', deadlineAt: new Date(Date.now() + 3600_000).toISOString() };
 
 /** A meter of its own, as the store counts: the attempts it recorded, in order. */
 function memoryMeter(caps: EgressCaps = OPEN_CAPS): EgressMeter & { attempts: EgressAttempt[] } {
@@ -52,20 +56,26 @@ function memoryMeter(caps: EgressCaps = OPEN_CAPS): EgressMeter & { attempts: Eg
   };
 }
 
-/** An API instance: its end of the tunnel on a loopback port, counting by `meter`. */
+/**
+ * An API instance: the real egress route on a loopback port, counting by `meter`. Its turns are
+ * made up: the route's token check is stood in for by one that takes the token as the turn's
+ * deadline (test/e2e/egress-route.test.ts checks real tokens).
+ */
 async function apiInstance(meter: EgressMeter, policy: EgressPolicy = allowAll) {
   const tunnels = new EgressTunnels({ policy, meter, log: () => {} });
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  wss.on('connection', (ws, req) => {
-    const query = new URL(req.url ?? '/', 'http://x').searchParams;
-    const turn = { ...TURN, id: query.get('turn') ?? TURN.id };
-    void tunnels.carry(ws, { turn, host: 'h.test', port: Number(query.get('port')), mode: 'http' });
+  const authenticateRunner = async (token: string | undefined, turnId?: string) =>
+    newTurn({ id: turnId ?? '', conversationId: 'c', userId: TURN.userId, prompt: 'p', createdAt: TURN.deadlineAt, deadlineAt: token ?? '' });
+  const route = egressUpgrade({ authenticateRunner }, tunnels, () => {});
+  const server = http.createServer((_req, res) => res.end()).on('upgrade', route.upgrade);
+  const port = await listen(server);
+  closers.push(() => {
+    server.closeAllConnections();
+    server.close();
   });
-  const port = await listen(wss);
-  closers.push(() => wss.close());
   /** The client's end as the runner opens it, for a connection to `targetPort`. */
-  return (targetPort: number, turnId = TURN.id) => {
-    const client = new TunnelStream(new WebSocket(`ws://127.0.0.1:${port}/?port=${targetPort}&turn=${turnId}`), 'runner');
+  return (targetPort: number, turnId = TURN.id, deadlineAt = TURN.deadlineAt) => {
+    const url = `ws://127.0.0.1:${port}${runnerPaths.egress(turnId)}?host=h.test&port=${targetPort}&mode=http`;
+    const client = new TunnelStream(new WebSocket(url, { headers: { authorization: `Bearer ${deadlineAt}` } }), 'runner');
     client.on('error', () => {});
     const allowed = new Promise<boolean>((resolve) => {
       client.once('control', () => resolve(true));
@@ -251,6 +261,23 @@ describe('the egress tunnel', () => {
     expect(order).toEqual(['recorded', 'closed']);
     expect(meter.attempts).toEqual([expect.objectContaining({ allowed: true, bytesIn: 1000 })]);
     expect(meter.attempts[0]?.reason).toBeUndefined();
+  });
+
+  it("cuts a connection still open when its turn's time is up", async () => {
+    const target = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.write('first bytes'));
+    });
+    const port = await listen(target);
+    closers.push(() => target.close());
+    const meter = memoryMeter();
+    const connect = await apiInstance(meter);
+    const { client, allowed } = connect(port, TURN.id, new Date(Date.now() + 500).toISOString());
+    expect(await allowed).toBe(true);
+    client.write(head(port));
+    client.on('data', () => {});
+    await new Promise((resolve) => client.ws.once('close', resolve));
+    expect(meter.attempts).toEqual([expect.objectContaining({ allowed: true, reason: "cut: the turn's time is up", bytesIn: 11 })]);
   });
 
   it('refuses when the policy fails, rather than connecting', async () => {

@@ -91,6 +91,8 @@ export type UsageView = z.infer<typeof UsageView>;
 export const ErrorCode = z.enum([
   'invalid_request',
   'unauthenticated',
+  /** The deployment does not allow it (a sandbox's connection out, by policy or cap). */
+  'forbidden',
   'not_found',
   'conflict',
   'too_large',

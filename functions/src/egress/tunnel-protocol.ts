@@ -1,8 +1,10 @@
 /*
  * The egress tunnel's wire protocol, shared by the runner (inside the sandbox) and the API. One
  * WebSocket per connection: GET <API_URL>/internal/turns/:turnId/egress?host=H&port=P&mode=M with
- * the turn token as `Authorization: Bearer`. Binary frames carry the connection's bytes; text
- * frames are the controls below. Imports nothing: the runner's bundle takes it as it is.
+ * the turn token as `Authorization: Bearer`. A connection the caps or the policy refuse is
+ * answered 403 with the API's error body (its message the reason) and never upgraded. Binary
+ * frames carry the connection's bytes; text frames are the controls below. Imports nothing: the
+ * runner's bundle takes it as it is.
  */
 
 /**
@@ -10,6 +12,12 @@
  * naming the host), `http` for a plain request the proxy forwards (its Host must be the host).
  */
 export type TunnelMode = 'tls' | 'http';
+
+/**
+ * The largest binary frame either side sends; the API refuses larger ones. A frame is buffered
+ * whole before it is seen, so this bounds what each tunnel holds in flight.
+ */
+export const MAX_FRAME_BYTES = 64 * 1024;
 
 export const TUNNEL_CLOSE = {
   /** Both sides ended their bytes. */

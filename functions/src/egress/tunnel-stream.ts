@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
-import { closeReason, parseControl, TUNNEL_CLOSE, type TunnelControl } from './tunnel-protocol.js';
+import { closeReason, MAX_FRAME_BYTES, parseControl, TUNNEL_CLOSE, type TunnelControl } from './tunnel-protocol.js';
 
 /** The WebSocket closed otherwise than after both ends: `code` is one of TUNNEL_CLOSE's, or the peer's. */
 export class TunnelClosedError extends Error {
@@ -97,7 +97,15 @@ export class TunnelStream extends Duplex {
       callback(new TunnelClosedError(1006, 'the tunnel is closed'));
       return;
     }
-    this.ws.send(chunk, { binary: true }, callback);
+    if (chunk.length === 0) {
+      callback();
+      return;
+    }
+    // A chunk over the frame limit goes as several frames; the last one's callback is the write's.
+    for (let at = 0; at < chunk.length; at += MAX_FRAME_BYTES) {
+      const last = at + MAX_FRAME_BYTES >= chunk.length;
+      this.ws.send(chunk.subarray(at, at + MAX_FRAME_BYTES), { binary: true }, last ? callback : undefined);
+    }
   }
 
   override _final(callback: (error?: Error | null) => void): void {

@@ -29,6 +29,8 @@ const DEFAULT_WAITS: TunnelWaits = { peekTimeoutMs: 10_000, connectTimeoutMs: 10
 export interface TunnelTurn {
   id: string;
   userId: string;
+  /** When the turn's time is up (ISO): no connection of it outlives that. */
+  deadlineAt: string;
 }
 
 export interface TunnelRequest extends EgressTarget {
@@ -84,6 +86,23 @@ interface Outcome {
   uncounted?: true;
 }
 
+/** A connection the caps counted and the policy allowed, on its way to being carried. */
+export interface AdmittedConnection {
+  request: TunnelRequest;
+  started: number;
+  counts: Counts;
+  /** The flows (its turn's, its user's) whose bytes it shares. */
+  joined: Flow[];
+  /** Where it goes: the policy's addresses, and the port (a test mapping's own). */
+  addresses: readonly string[];
+  port: number;
+}
+
+export type Admission = { admitted: AdmittedConnection } | { refused: string };
+
+/** setTimeout's longest wait; a turn's deadline is far sooner. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Turns whose uncounted refusals this instance remembers, at most: the oldest are forgotten first. */
 const REMEMBERED_TURNS = 10_000;
 
@@ -107,38 +126,66 @@ export class EgressTunnels {
   }
 
   /**
-   * Carries one connection; resolves once it is over and recorded. The tunnel is closed only
-   * after the record: the runner waits for its tunnels' closes before it reports the turn's
+   * Judges a connection before its WebSocket is accepted: the caps count it, the policy decides.
+   * A refusal is recorded before it is answered (as a plain 403, so that a refused tunnel costs
+   * the API no WebSocket); an admitted connection goes on to `carry` once upgraded, or to
+   * `abandon` if its socket goes first.
+   */
+  async admit(request: TunnelRequest): Promise<Admission> {
+    const started = Date.now();
+    const admitted: AdmittedConnection = { request, started, counts: { bytesOut: 0, bytesIn: 0 }, joined: [], addresses: [], port: request.port };
+    const outcome = await this.judge(admitted).catch(
+      (error: unknown): Outcome => ({
+        allowed: false,
+        reason: `could not judge the connection: ${(error as Error).message}`,
+        close: TUNNEL_CLOSE.refused,
+      }),
+    );
+    if (outcome === undefined) return { admitted };
+    await this.record(admitted, outcome);
+    this.abandon(admitted);
+    return { refused: outcome.reason ?? 'refused' };
+  }
+
+  /**
+   * Carries an admitted connection; resolves once it is over and recorded. The tunnel is closed
+   * only after the record: the runner waits for its tunnels' closes before it reports the turn's
    * result, so no attempt's event comes after the result (where it would be dropped).
    */
-  async carry(ws: WebSocket, request: TunnelRequest): Promise<void> {
-    const started = Date.now();
+  async carry(ws: WebSocket, admitted: AdmittedConnection): Promise<void> {
     const tunnel = new TunnelStream(ws, 'api');
     this.open.add(tunnel);
     tunnel.on('error', () => {});
-    const counts: Counts = { bytesOut: 0, bytesIn: 0 };
-    const joined: Flow[] = [];
-    const { turn } = request;
     try {
-      const outcome = await this.attempt(tunnel, request, counts, joined).catch(
+      const outcome = await this.attempt(tunnel, admitted).catch(
         (error: unknown): Outcome => ({ allowed: true, reason: `the tunnel broke: ${(error as Error).message}`, close: TUNNEL_CLOSE.broken }),
       );
-      if (!this.isRepeat(turn.id, outcome))
-        await this.deps.meter
-          .record(turn, {
-            host: request.host,
-            port: request.port,
-            allowed: outcome.allowed,
-            ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
-            ...counts,
-            durationMs: Date.now() - started,
-          })
-          .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${turn.id}: ${String(error)}`));
+      await this.record(admitted, outcome);
       tunnel.closeWith(outcome.close, outcome.reason ?? '');
     } finally {
       this.open.delete(tunnel);
-      for (const flow of joined) this.leave(flow, counts);
+      this.abandon(admitted);
     }
+  }
+
+  /** An admitted connection that will not be carried (its socket closed before the upgrade) leaves the flows it joined. */
+  abandon(admitted: AdmittedConnection): void {
+    for (const flow of admitted.joined.splice(0)) this.leave(flow, admitted.counts);
+  }
+
+  private async record(admitted: AdmittedConnection, outcome: Outcome): Promise<void> {
+    const { request, counts } = admitted;
+    if (this.isRepeat(request.turn.id, outcome)) return;
+    await this.deps.meter
+      .record(request.turn, {
+        host: request.host,
+        port: request.port,
+        allowed: outcome.allowed,
+        ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
+        ...counts,
+        durationMs: Date.now() - admitted.started,
+      })
+      .catch((error: unknown) => this.deps.log(`egress: could not record an attempt of turn ${request.turn.id}: ${String(error)}`));
   }
 
   /**
@@ -158,8 +205,9 @@ export class EgressTunnels {
     return repeat;
   }
 
-  /** Judges the connection and, when it is allowed, carries it to its end: what became of it. */
-  private async attempt(tunnel: TunnelStream, request: TunnelRequest, counts: Counts, joined: Flow[]): Promise<Outcome> {
+  /** The caps and the policy on a connection: why it is refused, or undefined when it may open. */
+  private async judge(admitted: AdmittedConnection): Promise<Outcome | undefined> {
+    const { request } = admitted;
     const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
     const uncounted = (reason: string): Outcome => ({ ...refused(reason), uncounted: true });
     const admission = await this.deps.meter.open(request.turn).catch((error: unknown) => {
@@ -170,19 +218,39 @@ export class EgressTunnels {
     if (admission === null) return uncounted('the connection could not be counted against the caps; try again');
     if (admission === undefined) return uncounted('the turn is over');
     if (!admission.admitted) return uncounted(admission.reason);
-    joined.push(this.join(`turn ${request.turn.id}`, admission.turn, counts), this.join(`user ${request.turn.userId}`, admission.day, counts));
-    const spent = joined.find((flow) => flow.left <= 0);
+    admitted.joined.push(
+      this.join(`turn ${request.turn.id}`, admission.turn, admitted.counts),
+      this.join(`user ${request.turn.userId}`, admission.day, admitted.counts),
+    );
+    const spent = admitted.joined.find((flow) => flow.left <= 0);
     if (spent !== undefined) return refused(spent.over.replace(/^cut: /, ''));
     const decision = await this.decide(request);
     if (!decision.allowed) return refused(decision.reason);
+    admitted.addresses = decision.addresses;
+    // A name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE goes to its test server's port.
+    admitted.port = decision.port ?? request.port;
+    return undefined;
+  }
+
+  /** Checks the first bytes of an admitted connection and carries it to its end: what became of it. */
+  private async attempt(tunnel: TunnelStream, admitted: AdmittedConnection): Promise<Outcome> {
+    const { request, counts, joined } = admitted;
+    const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
     tunnel.sendControl({ t: 'allowed' });
     const first = await this.firstBytes(tunnel, request);
     if (typeof first === 'string') return refused(first);
-    // A name mapped by CLAUDERUN_EGRESS_TEST_RESOLVE goes to its test server's port.
-    const target = await this.connectOut(decision.addresses, decision.port ?? request.port);
+    const target = await this.connectOut(admitted.addresses, admitted.port);
     if (target === undefined)
       return { allowed: true, reason: `could not connect to ${request.host}:${request.port}`, close: TUNNEL_CLOSE.unreachable };
-    const cut = await this.pipe(tunnel, target, first, joined, counts, request.mode === 'http' ? requestBytes(first) : undefined);
+    const cut = await this.pipe(
+      tunnel,
+      target,
+      first,
+      joined,
+      counts,
+      Date.parse(request.turn.deadlineAt),
+      request.mode === 'http' ? requestBytes(first) : undefined,
+    );
     // Cut by a cap, the connection is refused the rest: the tool's side learns why.
     return cut === undefined ? { allowed: true, close: TUNNEL_CLOSE.normal } : { allowed: true, reason: cut, close: TUNNEL_CLOSE.refused };
   }
@@ -281,15 +349,24 @@ export class EgressTunnels {
     first: Buffer,
     flows: Flow[],
     counts: Counts,
+    /**
+     * When the turn's time is up: its sandbox is stopped then, but its token may have left it,
+     * and a connection opened with it elsewhere must not go on carrying bytes for a final turn.
+     */
+    deadlineMs: number,
     /** The most the sandbox may send (a plain-HTTP connection carries its one checked request). */
     maxOut?: number,
   ): Promise<string | undefined> {
     return new Promise((resolve) => {
       let cut: string | undefined;
       let closed = 0;
+      const deadline = setTimeout(() => fail("cut: the turn's time is up"), Math.min(MAX_TIMER_MS, Math.max(0, deadlineMs - Date.now())));
       const onClose = () => {
         closed += 1;
-        if (closed === 2) resolve(cut);
+        if (closed === 2) {
+          clearTimeout(deadline);
+          resolve(cut);
+        }
       };
       const stop = () => {
         target.destroy();

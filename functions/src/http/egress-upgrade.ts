@@ -1,17 +1,13 @@
-import type http from 'node:http';
+import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Router } from 'express';
 import { WebSocketServer } from 'ws';
+import type { ErrorBody, ErrorCode } from '../contract/api.js';
 import { INTERNAL_ROUTES } from '../contract/routes.js';
+import { STATUS_OF } from './errors.js';
 import type { RunnerService } from '../conversations/runner-service.js';
 import type { EgressTunnels } from '../egress/tunnel.js';
-import type { TunnelMode } from '../egress/tunnel-protocol.js';
-
-/**
- * Larger frames are refused: the runner sends what one socket read gives (Node reads 64 KiB at
- * most), and a frame is buffered whole before it is seen, so this bounds what each tunnel holds.
- */
-const MAX_FRAME_BYTES = 64 * 1024;
+import { MAX_FRAME_BYTES, type TunnelMode } from '../egress/tunnel-protocol.js';
 
 const EGRESS_PATH = new RegExp(`^${INTERNAL_ROUTES.egress.replace(':turnId', '([^/]+)')}$`);
 
@@ -26,7 +22,7 @@ export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: B
  * 101, so no bytes are lost.
  */
 export function egressUpgrade(
-  service: RunnerService,
+  service: Pick<RunnerService, 'authenticateRunner'>,
   tunnels: EgressTunnels,
   log: (message: string) => void,
 ): { upgrade: UpgradeHandler; router: Router } {
@@ -42,29 +38,40 @@ export function egressUpgrade(
       const segment = EGRESS_PATH.exec(url.pathname)?.[1];
       turnId = segment === undefined ? undefined : decodeURIComponent(segment);
     } catch {
-      return answer(socket, 400, 'malformed request target');
+      return answer(socket, 'invalid_request', 'malformed request target');
     }
-    if (turnId === undefined) return answer(socket, 404, `no route for ${req.method} ${url.pathname}`);
-    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return answer(socket, 426, 'the egress route takes a WebSocket');
+    if (turnId === undefined) return answer(socket, 'not_found', `no route for ${req.method} ${url.pathname}`);
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return answer(socket, 'invalid_request', 'the egress route takes a WebSocket');
     const host = url.searchParams.get('host') ?? '';
     // Digits only, as a URL writes a port: Number() would take 0x50, 8e1 or " 80" as 80.
     const portText = url.searchParams.get('port') ?? '';
     const port = /^[1-9][0-9]{0,4}$/.test(portText) ? Number(portText) : Number.NaN;
     const mode = url.searchParams.get('mode');
     if (!validHost(host) || !Number.isInteger(port) || port < 1 || port > 65535 || (mode !== 'tls' && mode !== 'http')) {
-      return answer(socket, 400, 'egress needs host, port (1-65535) and mode (tls or http)');
+      return answer(socket, 'invalid_request', 'egress needs host, port (1-65535) and mode (tls or http)');
     }
+    const tunnelMode: TunnelMode = mode;
     const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     service.authenticateRunner(token, turnId).then(
-      (turn) => {
+      async (turn) => {
+        const request = { turn: { id: turn.id, userId: turn.userId, deadlineAt: turn.deadlineAt }, host, port, mode: tunnelMode };
+        const admission = await tunnels.admit(request);
+        // Refused, it is answered without a WebSocket: a refusal holds nothing of the API's.
+        if ('refused' in admission) return answer(socket, 'forbidden', admission.refused);
+        const { admitted } = admission;
+        let carried = false;
+        socket.once('close', () => {
+          if (!carried) tunnels.abandon(admitted);
+        });
         wss.handleUpgrade(req, socket, head, (ws) => {
-          void tunnels.carry(ws, { turn: { id: turn.id, userId: turn.userId }, host, port, mode: mode satisfies TunnelMode });
+          carried = true;
+          void tunnels.carry(ws, admitted);
         });
       },
       (error: unknown) => {
         const unauthenticated = (error as { code?: unknown }).code === 'unauthenticated';
         if (!unauthenticated) log(`egress: could not authenticate a tunnel: ${String(error)}`);
-        answer(socket, unauthenticated ? 401 : 503, unauthenticated ? 'invalid or expired turn token' : 'try again');
+        answer(socket, unauthenticated ? 'unauthenticated' : 'unavailable', unauthenticated ? 'invalid or expired turn token' : 'try again');
       },
     );
   };
@@ -84,9 +91,11 @@ function validHost(host: string): boolean {
   return host.length > 0 && host.length <= 253 && /^[a-z0-9.-]+$/i.test(host);
 }
 
-function answer(socket: Duplex, status: number, message: string): void {
-  const body = JSON.stringify({ error: { code: status === 401 ? 'unauthenticated' : 'invalid_request', message } });
+/** An answer written on the raw socket (no response object exists for an upgrade), as the API's other errors are. */
+function answer(socket: Duplex, code: ErrorCode, message: string): void {
+  const status = STATUS_OF[code];
+  const body = JSON.stringify({ error: { code, message } } satisfies ErrorBody);
   socket.end(
-    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Refused'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }

@@ -8,6 +8,7 @@ import { ServiceError } from '../conversations/errors.js';
 export const STATUS_OF: Record<ErrorCode, number> = {
   invalid_request: 400,
   unauthenticated: 401,
+  forbidden: 403,
   not_found: 404,
   conflict: 409,
   too_large: 413,

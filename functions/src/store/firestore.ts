@@ -308,8 +308,7 @@ export class FirestoreConversationStore implements ConversationStore {
       // A tunnel may outlive its turn by a moment: its bytes count, its event is not added after the result.
       if (isFinal(toTurn(snap).status)) {
         if (bytes > 0) tx.update(snap.ref, changes);
-      }
-      else this.appendInTransaction(tx, snap, events, budget, changes);
+      } else this.appendInTransaction(tx, snap, events, budget, changes);
     });
   }
 

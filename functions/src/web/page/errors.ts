@@ -31,6 +31,7 @@ const LIMITS: Record<string, string> = {
 const SUMMARIES: Record<ErrorCode | 'network', (error: ApiError) => string> = {
   network: () => 'Cannot reach the service. Check the connection and try again.',
   unauthenticated: () => 'Your sign-in was not accepted.',
+  forbidden: () => 'The service does not allow that.',
   not_found: () => 'That conversation does not exist, or it is not yours.',
   conflict: (error) =>
     error.details?.activeTurnId !== undefined
