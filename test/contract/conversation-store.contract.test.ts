@@ -8,7 +8,6 @@ import { emptyUsage, type TurnStatus } from '../../functions/src/contract/turn.j
 import { turnView } from '../../functions/src/conversations/views.js';
 import type { Conversation } from '../../functions/src/domain/conversation.js';
 import type { EgressCaps } from '../../functions/src/domain/egress-budget.js';
-import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { NO_LIMITS, type Quota } from '../../functions/src/domain/quota.js';
 import type { NewTurnEvent, TurnEvent } from '../../functions/src/domain/turn-event.js';
 import { FINAL_STATUSES, UNFINISHED } from '../../functions/src/domain/turn-state.js';
@@ -571,7 +570,7 @@ function storeContract(adapter: Adapter): void {
 
       it("counts recorded bytes on the turn and the user's day, and admits a connection to what is left of the tighter cap", async () => {
         await store.startTurn(turn('t1'));
-        await Promise.all(Array.from({ length: 4 }, () => store.recordEgress(turn('t1'), [egress(100)], 100, NO_EVENT_BUDGET)));
+        await Promise.all(Array.from({ length: 4 }, () => store.recordEgress(turn('t1'), [egress(100)], 100)));
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 400 });
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(400);
         expect((await store.listEvents('t1', 0)).filter((e) => e.type === 'egress')).toHaveLength(4);
@@ -599,7 +598,7 @@ function storeContract(adapter: Adapter): void {
         await conversations(1);
         await store.startTurn(turn('t1'));
         await store.startTurn(turn('t2', { conversationId: 'u1-c0' }));
-        await store.recordEgress(turn('t1'), [egress(300)], 300, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(300)], 300);
         const day = caps({ dailyBytesPerUser: 300 });
         expect(await store.openEgress(turn('t2'), day, new Date())).toMatchObject({ admitted: false });
         expect(await store.openEgress(turn('t2'), day, new Date(Date.now() + 24 * 3600_000))).toMatchObject({ admitted: true, day: { bytes: 300 } });
@@ -609,7 +608,7 @@ function storeContract(adapter: Adapter): void {
         await store.startTurn(turn('t1'));
         await store.updateTurn('t1', UNFINISHED, { status: 'succeeded' });
         expect(await store.openEgress(turn('t1'), caps(), new Date())).toBeUndefined();
-        await store.recordEgress(turn('t1'), [egress(50)], 50, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(50)], 50);
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 50 });
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(50);
         expect(await store.listEvents('t1', 0)).toEqual([]);
@@ -619,16 +618,27 @@ function storeContract(adapter: Adapter): void {
         await conversations(1);
         await store.startTurn(turn('t1', { conversationId: 'u1-c0' }));
         await store.deleteConversation('u1-c0');
-        await store.recordEgress(turn('t1'), [egress(70)], 70, NO_EVENT_BUDGET);
+        await store.recordEgress(turn('t1'), [egress(70)], 70);
         expect((await store.getUsage('u1', new Date())).ledger.egressBytes).toBe(70);
         expect(await store.getTurn('t1')).toBeUndefined();
       });
 
-      it("keeps an egress event within the turn's event budget", async () => {
+      it('keeps egress events apart from the budget of progress events: they neither use it nor are dropped once it is used up', async () => {
         await store.startTurn(turn('t1'));
         const budget = { maxEvents: 2, maxBytes: 1_000_000 };
-        for (let i = 0; i < 4; i++) await store.recordEgress(turn('t1'), [egress(10)], 10, budget);
-        expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual(['egress', 'egress', 'events_dropped']);
+        for (let i = 0; i < 3; i++) await store.recordEgress(turn('t1'), [egress(10)], 10);
+        await store.appendEvents('t1', [text('a'), text('b')], budget);
+        await store.appendEvents('t1', [text('c')], budget);
+        await store.recordEgress(turn('t1'), [egress(10)], 10);
+        expect((await store.listEvents('t1', 0)).map((e) => e.type)).toEqual([
+          'egress',
+          'egress',
+          'egress',
+          'text',
+          'text',
+          'events_dropped',
+          'egress',
+        ]);
         expect(await store.getTurn('t1')).toMatchObject({ egressBytes: 40 });
       });
     });

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
@@ -73,6 +74,25 @@ describe('the egress route', () => {
     });
     expect(posted.status).toBe(200);
     expect(await upgrade(egressUrl(a.turnId, query), a.token)).toMatchObject({ status: 401 });
+  });
+
+  it('refuses a handshake ws would refuse (here: no Sec-WebSocket-Key) with a 400, before it counts it', async () => {
+    const t = await startTurn('route-handshake');
+    const path = `${runnerPaths.egress(t.turnId)}?host=example.com&port=443&mode=tls`;
+    const { port } = new URL(service.internalUrl);
+    const socket = net.connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += String(chunk)));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${t.token}\r\n\r\n`,
+    );
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('not a WebSocket handshake');
+    const turn = await call(service, 'GET', `/api/conversations/${t.conversationId}/turns/${t.turnId}`, { userId: t.userId });
+    expect(turn.body.egress).toEqual({ connections: 0, bytes: 0 });
   });
 
   // A refused tunnel costs the API no WebSocket: a flood of them held open would each hold its buffers.

@@ -5,7 +5,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EgressData } from '../../functions/src/contract/events.js';
 import { EgressRecords } from '../../functions/src/conversations/egress-records.js';
-import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { newTurn } from '../../functions/src/domain/turn.js';
 import type { ConversationStore } from '../../functions/src/store/conversation-store.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
@@ -47,7 +46,7 @@ describe('egress records', () => {
   });
 
   it("writes a turn's attempts that end while a write is in flight together in the next write, every one kept", async () => {
-    const records = new EgressRecords(slowStore, NO_EVENT_BUDGET);
+    const records = new EgressRecords(slowStore);
     await Promise.all(Array.from({ length: 20 }, (_, i) => records.record(TURN, attempt(i))));
     expect(writes).toEqual([1, 19]);
     expect((await store.listEvents('t', 0)).map((e) => (e.data as EgressData).bytesIn)).toEqual(Array.from({ length: 20 }, (_, i) => i));
@@ -55,14 +54,14 @@ describe('egress records', () => {
   });
 
   it('writes a lone attempt at once, and the next one after it alone', async () => {
-    const records = new EgressRecords(slowStore, NO_EVENT_BUDGET);
+    const records = new EgressRecords(slowStore);
     await records.record(TURN, attempt(5));
     await records.record(TURN, attempt(6));
     expect(writes).toEqual([1, 1]);
   });
 
   it('a failed write fails the attempts it carried, and the next batch is still written', async () => {
-    const records = new EgressRecords(slowStore, NO_EVENT_BUDGET);
+    const records = new EgressRecords(slowStore);
     failNext = true;
     const first = records.record(TURN, attempt(1));
     const later = [records.record(TURN, attempt(2)), records.record(TURN, attempt(3))];

@@ -9,7 +9,6 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { egressEvent } from '../../functions/src/contract/events.js';
 import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
 import { egressUpgrade } from '../../functions/src/http/egress-upgrade.js';
-import { NO_EVENT_BUDGET } from '../../functions/src/domain/event-budget.js';
 import { newTurn } from '../../functions/src/domain/turn.js';
 import type { EgressPolicy } from '../../functions/src/egress/egress-policy.js';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
@@ -307,7 +306,7 @@ describe('the egress caps across instances of the API', () => {
   });
   const storeMeter = (caps: EgressCaps): EgressMeter => ({
     open: (turn) => store.openEgress(turn, caps, new Date()),
-    record: (turn, attempt) => store.recordEgress(turn, [egressEvent(attempt)], attempt.bytesOut + attempt.bytesIn, NO_EVENT_BUDGET),
+    record: (turn, attempt) => store.recordEgress(turn, [egressEvent(attempt)], attempt.bytesOut + attempt.bytesIn),
   });
 
   /** A server that answers each request with `bytes` bytes, then closes. */

@@ -1,5 +1,4 @@
 import { egressEvent, type EgressData } from '../contract/events.js';
-import type { EventBudget } from '../domain/event-budget.js';
 import type { Turn } from '../domain/turn.js';
 import type { ConversationStore } from '../store/conversation-store.js';
 
@@ -23,10 +22,7 @@ export class EgressRecords {
   private readonly writing = new Map<string, Promise<void>>();
   private readonly waiting = new Map<string, Batch>();
 
-  constructor(
-    private readonly store: Pick<ConversationStore, 'recordEgress'>,
-    private readonly budget: EventBudget,
-  ) {}
+  constructor(private readonly store: Pick<ConversationStore, 'recordEgress'>) {}
 
   /** Resolves once the attempt is in the store (or rejects with the write's error). */
   record(turn: TurnRef, attempt: EgressData): Promise<void> {
@@ -47,7 +43,7 @@ export class EgressRecords {
     }
     this.waiting.delete(turnId);
     const bytes = batch.attempts.reduce((sum, a) => sum + a.bytesOut + a.bytesIn, 0);
-    const written = this.store.recordEgress(batch.turn, batch.attempts.map(egressEvent), bytes, this.budget).then(
+    const written = this.store.recordEgress(batch.turn, batch.attempts.map(egressEvent), bytes).then(
       () => {
         for (const { resolve } of batch.settle) resolve();
       },

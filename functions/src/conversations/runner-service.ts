@@ -5,7 +5,6 @@ import { agentStepEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
-import { NO_EVENT_BUDGET } from '../domain/event-budget.js';
 import { budgetHit } from '../domain/quota.js';
 import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
@@ -56,7 +55,7 @@ export class RunnerService {
     // Egress events are held to the turn's connection cap (each counted connection is one; a
     // refusal past the caps is recorded once), not to the budget of its progress events: tool
     // steps filling that must not hide where the sandbox connected.
-    this.egressRecords = new EgressRecords(lifecycle.deps.store, NO_EVENT_BUDGET);
+    this.egressRecords = new EgressRecords(lifecycle.deps.store);
   }
 
   private get deps() {

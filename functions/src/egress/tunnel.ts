@@ -112,7 +112,9 @@ const REMEMBERED_TURNS = 10_000;
  * counted by the meter, in the store: a turn's connections count wherever they arrive. Bytes are
  * recorded when a connection is over, so connections of one turn open at the same time on
  * different instances (each judged by what was recorded when it opened) may together pass the
- * byte caps by what each was left; on one instance they never do.
+ * byte caps by what each was left. On one instance the open ones share what is left; with an
+ * asynchronous store (Firestore), a connection recorded while another's admission is being
+ * read may be counted by neither.
  */
 export class EgressTunnels {
   private readonly waits: TunnelWaits;
@@ -168,8 +170,13 @@ export class EgressTunnels {
     }
   }
 
-  /** An admitted connection that will not be carried (its socket closed before the upgrade) leaves the flows it joined. */
-  abandon(admitted: AdmittedConnection): void {
+  /** An admitted connection that will not be carried (its socket went before the upgrade): recorded, and out of the flows it joined. */
+  async unused(admitted: AdmittedConnection): Promise<void> {
+    await this.record(admitted, { allowed: true, reason: 'the connection closed before its WebSocket opened', close: TUNNEL_CLOSE.normal });
+    this.abandon(admitted);
+  }
+
+  private abandon(admitted: AdmittedConnection): void {
     for (const flow of admitted.joined.splice(0)) this.leave(flow, admitted.counts);
   }
 
@@ -196,8 +203,10 @@ export class EgressTunnels {
   private isRepeat(turnId: string, outcome: Outcome): boolean {
     if (outcome.uncounted !== true) return false;
     const reasons = this.refusedUncounted.get(turnId) ?? new Set<string>();
-    const repeat = reasons.has(outcome.reason ?? '');
-    reasons.add(outcome.reason ?? '');
+    // The same refusal with other figures in it (the bytes carried today) is the same refusal.
+    const kind = (outcome.reason ?? '').replace(/\d+/g, '#');
+    const repeat = reasons.has(kind);
+    reasons.add(kind);
     this.refusedUncounted.delete(turnId);
     this.refusedUncounted.set(turnId, reasons);
     const oldest = this.refusedUncounted.keys().next().value;

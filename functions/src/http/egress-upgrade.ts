@@ -50,7 +50,15 @@ export function egressUpgrade(
     if (!validHost(host) || !Number.isInteger(port) || port < 1 || port > 65535 || (mode !== 'tls' && mode !== 'http')) {
       return answer(socket, 'invalid_request', 'egress needs host, port (1-65535) and mode (tls or http)');
     }
+    // What ws checks before it upgrades: a handshake it would refuse is refused before it counts.
+    const key = req.headers['sec-websocket-key'] ?? '';
+    const version = req.headers['sec-websocket-version'] ?? '';
+    if (!/^[+/0-9A-Za-z]{22}==$/.test(key) || (version !== '8' && version !== '13')) {
+      return answer(socket, 'invalid_request', 'not a WebSocket handshake (Sec-WebSocket-Key, Sec-WebSocket-Version 13)');
+    }
     const tunnelMode: TunnelMode = mode;
+    let gone = false;
+    socket.once('close', () => (gone = true));
     const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     service.authenticateRunner(token, turnId).then(
       async (turn) => {
@@ -59,9 +67,11 @@ export function egressUpgrade(
         // Refused, it is answered without a WebSocket: a refusal holds nothing of the API's.
         if ('refused' in admission) return answer(socket, 'forbidden', admission.refused);
         const { admitted } = admission;
+        // ws gives a socket that went meanwhile no WebSocket, and says nothing.
+        if (gone) return void tunnels.unused(admitted);
         let carried = false;
         socket.once('close', () => {
-          if (!carried) tunnels.abandon(admitted);
+          if (!carried) void tunnels.unused(admitted);
         });
         wss.handleUpgrade(req, socket, head, (ws) => {
           carried = true;
@@ -95,6 +105,8 @@ function validHost(host: string): boolean {
 function answer(socket: Duplex, code: ErrorCode, message: string): void {
   const status = STATUS_OF[code];
   const body = JSON.stringify({ error: { code, message } } satisfies ErrorBody);
+  // Ended and then destroyed, as ws ends a handshake it refuses: a client that never closes its side holds nothing.
+  socket.once('finish', () => socket.destroy());
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );

@@ -78,10 +78,12 @@ export interface ConversationStore {
    */
   openEgress(turn: Pick<Turn, 'id' | 'userId'>, caps: EgressCaps, now: Date): Promise<EgressAdmission | undefined>;
   /**
-   * Connections out are over: their events go on the turn (within the budget, while the turn is
-   * unfinished), and their bytes on the turn (while it exists) and on its user's day, at once.
+   * Connections out are over: their events go on the turn (while it is unfinished), and their
+   * bytes on the turn (while it exists) and on its user's day, at once. Egress events are held
+   * to the turn's connection cap by the tunnel, not to the budget of its progress events: they
+   * neither use that budget nor are dropped once it is used up.
    */
-  recordEgress(turn: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void>;
+  recordEgress(turn: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number): Promise<void>;
   /**
    * Appends events to an unfinished turn, numbering them; returns them with their numbers, or
    * undefined when the turn does not exist or is final (its result is its last event). With a

@@ -73,8 +73,14 @@ const lastEventSeqOf = (snap: DocumentSnapshot): number =>
     .int()
     .parse(snap.get('lastEventSeq') ?? 0);
 /** Every event of the turn counts; the bytes are those of the progress the runner posted. */
+/** The turn's progress events as its budget counts them: its egress events are held to the connection cap instead. */
 const eventTallyOf = (snap: DocumentSnapshot, events: number): EventTally => ({
-  events,
+  events:
+    events -
+    z
+      .number()
+      .int()
+      .parse(snap.get('egressEvents') ?? 0),
   bytes: z
     .number()
     .int()
@@ -297,7 +303,7 @@ export class FirestoreConversationStore implements ConversationStore {
     });
   }
 
-  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void> {
+  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number): Promise<void> {
     await this.transaction(async (tx) => {
       // A refused attempt carried nothing: its user's document is neither read nor written.
       const userRef = this.users.doc(of.userId);
@@ -306,9 +312,14 @@ export class FirestoreConversationStore implements ConversationStore {
       if (!snap.exists) return;
       const changes = bytes > 0 ? { egressBytes: FieldValue.increment(bytes) } : {};
       // A tunnel may outlive its turn by a moment: its bytes count, its event is not added after the result.
-      if (isFinal(toTurn(snap).status)) {
+      if (isFinal(toTurn(snap).status) || events.length === 0) {
         if (bytes > 0) tx.update(snap.ref, changes);
-      } else this.appendInTransaction(tx, snap, events, budget, changes);
+        return;
+      }
+      // Numbered with the turn's other events, counted apart from them (eventTallyOf).
+      const last = lastEventSeqOf(snap);
+      tx.update(snap.ref, { ...changes, lastEventSeq: last + events.length, egressEvents: FieldValue.increment(events.length) });
+      this.writeEvents(tx, snap.id, last, events);
     });
   }
 
@@ -321,20 +332,11 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /** Appends to the turn read in `tx` what fits the budget, with `changes` of the turn in the same write. */
-  private appendInTransaction(
-    tx: Transaction,
-    snap: DocumentSnapshot,
-    events: NewTurnEvent[],
-    budget: EventBudget,
-    changes: Record<string, unknown> = {},
-  ): TurnEvent[] {
+  private appendInTransaction(tx: Transaction, snap: DocumentSnapshot, events: NewTurnEvent[], budget: EventBudget): TurnEvent[] {
     const last = lastEventSeqOf(snap);
     const { kept, tally } = withinBudget(eventTallyOf(snap, last), events, budget);
-    if (kept.length === 0) {
-      if (Object.keys(changes).length > 0) tx.update(snap.ref, changes);
-      return [];
-    }
-    tx.update(snap.ref, { ...changes, lastEventSeq: last + kept.length, eventBytes: tally.bytes, ...(tally.capped ? { eventsCapped: true } : {}) });
+    if (kept.length === 0) return [];
+    tx.update(snap.ref, { lastEventSeq: last + kept.length, eventBytes: tally.bytes, ...(tally.capped ? { eventsCapped: true } : {}) });
     return this.writeEvents(tx, snap.id, last, kept);
   }
 

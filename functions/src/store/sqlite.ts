@@ -285,7 +285,7 @@ export class SqliteConversationStore implements ConversationStore {
     });
   }
 
-  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number, budget: EventBudget): Promise<void> {
+  async recordEgress(of: Pick<Turn, 'id' | 'userId'>, events: NewTurnEvent[], bytes: number): Promise<void> {
     const appended = this.transaction(() => {
       // A refused attempt carried nothing: its user's day is left as it is.
       if (bytes > 0) {
@@ -293,7 +293,7 @@ export class SqliteConversationStore implements ConversationStore {
         this.db.prepare('UPDATE turns SET egress_bytes = egress_bytes + ? WHERE id = ?').run(bytes, of.id);
       }
       const unfinished = this.db.prepare(`SELECT 1 FROM turns WHERE id = ? AND status NOT IN ${FINAL_SQL}`).get(of.id);
-      return unfinished ? this.insertEvents(of.id, withinBudget(this.eventTally(of.id), events, budget).kept) : [];
+      return unfinished ? this.insertEvents(of.id, events) : [];
     });
     this.announce(of.id, appended);
   }
@@ -338,9 +338,9 @@ export class SqliteConversationStore implements ConversationStore {
     const row = this.db
       .prepare(
         `SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) AS bytes, COALESCE(MAX(type = ?), 0) AS capped
-         FROM turn_events WHERE turn_id = ?`,
+         FROM turn_events WHERE turn_id = ? AND type <> ?`,
       )
-      .get(TurnEventType.events_dropped, turnId);
+      .get(TurnEventType.events_dropped, turnId, TurnEventType.egress);
     return { events: Number(row?.n ?? 0), bytes: Number(row?.bytes ?? 0), capped: Number(row?.capped ?? 0) === 1 };
   }
 
