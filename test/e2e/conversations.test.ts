@@ -57,6 +57,40 @@ describe('conversations as a product', () => {
     expect(bad.status).toBe(400);
   });
 
+  it('creates an empty conversation (201, Location), which lists and opens with no turn, and takes a first prompt; another user cannot use it', async () => {
+    const user = `creator-${Date.now()}`;
+    const created = await fetch(`${running.service.url}/api/conversations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-user-id': user },
+      body: JSON.stringify({ title: '  Refactor   the parser ' }),
+    });
+    expect(created.status).toBe(201);
+    const { conversationId } = (await created.json()) as { conversationId: string };
+    expect(new URL(created.headers.get('location') ?? '', created.url).pathname).toBe(`/api/conversations/${conversationId}`);
+    const opened = await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: user });
+    expect(opened.body).toMatchObject({ conversationId, title: 'Refactor the parser', turns: [] });
+    const listed = await call(running.service, 'GET', '/api/conversations', { userId: user });
+    expect((listed.body.conversations as Array<{ conversationId: string }>).map((c) => c.conversationId)).toEqual([conversationId]);
+    const untitled = await call(running.service, 'POST', '/api/conversations', { userId: user, body: {} });
+    expect(untitled.status).toBe(201);
+    expect((await call(running.service, 'GET', `/api/conversations/${String(untitled.body.conversationId)}`, { userId: user })).body.title).toBe(
+      'New conversation',
+    );
+
+    const answer = await prompt(running.service, user, { message: 'first words', conversationId });
+    expect(answer.body).toMatchObject({ conversationId, status: 'succeeded', text: 'echo: first words' });
+    expect((await prompt(running.service, 'intruder', { message: 'mine now', conversationId })).status).toBe(404);
+    for (const [body, rule] of [
+      [{ title: 5 }, 'title must be a string'],
+      [{ title: 'x'.repeat(201) }, 'title must be at most 200 characters'],
+      [{ name: 'x' }, 'name'],
+    ] as const) {
+      const refused = await call(running.service, 'POST', '/api/conversations', { userId: user, body });
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.body)).toContain(rule);
+    }
+  });
+
   it('shows one conversation with its turns and one turn; another user gets 404 for both', async () => {
     const opened = await prompt(running.service, 'viewer', { message: 'look at me' });
     const { conversationId, turnId } = opened.body as { conversationId: string; turnId: string };

@@ -17,6 +17,15 @@ export const PostConversationRequest = z.strictObject({
 });
 export type PostConversationRequest = z.infer<typeof PostConversationRequest>;
 
+/** `POST /api/conversations`: a conversation with no turn yet (a title of its own, or one from its first prompt's words later). */
+export const CreateConversationRequest = z.strictObject({
+  title: z.string({ error: 'title must be a string' }).max(200, 'title must be at most 200 characters').optional(),
+});
+export type CreateConversationRequest = z.infer<typeof CreateConversationRequest>;
+
+export const CreatedConversation = z.object({ conversationId: z.string() });
+export type CreatedConversation = z.infer<typeof CreatedConversation>;
+
 export const ConversationSummary = z.object({
   conversationId: z.string(),
   title: z.string(),

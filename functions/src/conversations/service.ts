@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
+import type { CreateConversationRequest, PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { TurnEventType } from '../contract/event-types.js';
 import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { nextUtcDay } from '../domain/quota.js';
@@ -16,6 +16,22 @@ export class ConversationService {
 
   private get deps() {
     return this.lifecycle.deps;
+  }
+
+  /** A conversation of the user's with no turn yet. */
+  async createConversation(userId: string, request: CreateConversationRequest): Promise<Conversation> {
+    const now = new Date().toISOString();
+    const conversation: Conversation = {
+      id: randomUUID(),
+      userId,
+      title: titleOf(request.title ?? '') || 'New conversation',
+      createdAt: now,
+      updatedAt: now,
+      sessionId: null,
+      stateKey: null,
+    };
+    await this.deps.store.createConversation(conversation);
+    return conversation;
   }
 
   async submit(userId: string, request: PostConversationRequest, idempotencyKey?: string): Promise<Turn> {

@@ -2,14 +2,17 @@ import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Authenticator } from '../auth/authenticator.js';
 import {
+  CreateConversationRequest,
   ListConversationsQuery,
   PostConversationRequest,
   ResourceId,
   type ConversationList,
+  type CreatedConversation,
   type ConversationView,
   type TurnView,
 } from '../contract/api.js';
-import { PUBLIC_ROUTES } from '../contract/routes.js';
+import { relativeLink } from '../contract/relative-link.js';
+import { fillPath, PUBLIC_ROUTES } from '../contract/routes.js';
 import { startedTurnView } from '../contract/turn-links.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../domain/quota.js';
@@ -80,6 +83,15 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
 
   router.get(PUBLIC_ROUTES.usage, async (req, res) => {
     res.json(await service.usage(await userOf(req)));
+  });
+
+  router.post(PUBLIC_ROUTES.conversations, async (req, res) => {
+    const conversation = await service.createConversation(await userOf(req), parse(CreateConversationRequest, await jsonBody(req)));
+    const body: CreatedConversation = { conversationId: conversation.id };
+    // Relative to the path as the client sent it, as the 202's links are (contract/turn-links.ts).
+    const requestPath = new URL(req.originalUrl, 'http://request.invalid').pathname;
+    const target = fillPath(PUBLIC_ROUTES.conversation, { conversationId: conversation.id });
+    res.status(201).location(relativeLink(requestPath, target)).json(body);
   });
 
   router.get(PUBLIC_ROUTES.conversations, async (req, res) => {
