@@ -331,6 +331,15 @@ describe('the egress caps across instances of the API', () => {
         .once('close', () => resolve(n));
     });
 
+  /** Sends each connection's request at once; the bytes each received before it ended or was cut. */
+  const downloadTogether = (connections: { client: TunnelStream }[], port: number) =>
+    Promise.all(
+      connections.map(({ client }) => {
+        client.end(head(port));
+        return bytesUntilClosed(client);
+      }),
+    );
+
   it("counts a turn's connections at two instances against one cap", async () => {
     const caps = { ...OPEN_CAPS, maxConnectionsPerTurn: 3 };
     const [a, b] = [await apiInstance(storeMeter(caps)), await apiInstance(storeMeter(caps))];
@@ -366,12 +375,7 @@ describe('the egress caps across instances of the API', () => {
     const port = await download(200_000);
     const both = [a(port, TURN.id), a(port, 't2')];
     expect(await Promise.all(both.map((c) => c.allowed))).toEqual([true, true]);
-    const received = await Promise.all(
-      both.map((c) => {
-        c.client.end(head(port));
-        return bytesUntilClosed(c.client);
-      }),
-    );
+    const received = await downloadTogether(both, port);
     expect(received.reduce((sum, n) => sum + n, 0)).toBeLessThanOrEqual(300_000);
   });
 
@@ -381,12 +385,7 @@ describe('the egress caps across instances of the API', () => {
     const port = await download(200_000);
     const both = [a(port), a(port)];
     expect(await Promise.all(both.map((c) => c.allowed))).toEqual([true, true]);
-    const received = await Promise.all(
-      both.map((c) => {
-        c.client.end(head(port));
-        return bytesUntilClosed(c.client);
-      }),
-    );
+    const received = await downloadTogether(both, port);
     expect(received.reduce((sum, n) => sum + n, 0)).toBeLessThanOrEqual(300_000);
     expect(received.filter((n) => n === 200_000).length).toBeLessThanOrEqual(1);
   });

@@ -18,8 +18,8 @@ interface Batch {
  * it. A lone attempt is written at once: nothing waits on a timer.
  */
 export class EgressRecords {
-  /** Per turn: the batch being written, if any, and the one waiting for it. */
-  private readonly writing = new Map<string, Promise<void>>();
+  /** The turns with a write in flight, and per turn the batch waiting for it. */
+  private readonly writing = new Set<string>();
   private readonly waiting = new Map<string, Batch>();
 
   constructor(private readonly store: Pick<ConversationStore, 'recordEgress'>) {}
@@ -42,18 +42,18 @@ export class EgressRecords {
       return;
     }
     this.waiting.delete(turnId);
+    this.writing.add(turnId);
     const bytes = batch.attempts.reduce((sum, a) => sum + a.bytesOut + a.bytesIn, 0);
-    const written = this.store.recordEgress(batch.turn, batch.attempts.map(egressEvent), bytes).then(
-      () => {
-        for (const { resolve } of batch.settle) resolve();
-      },
-      (error: unknown) => {
-        for (const { reject } of batch.settle) reject(error);
-      },
-    );
-    this.writing.set(
-      turnId,
-      written.finally(() => this.writeNext(turnId)),
-    );
+    this.store
+      .recordEgress(batch.turn, batch.attempts.map(egressEvent), bytes)
+      .then(
+        () => {
+          for (const { resolve } of batch.settle) resolve();
+        },
+        (error: unknown) => {
+          for (const { reject } of batch.settle) reject(error);
+        },
+      )
+      .finally(() => this.writeNext(turnId));
   }
 }

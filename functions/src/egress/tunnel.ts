@@ -103,6 +103,9 @@ export type Admission = { admitted: AdmittedConnection } | { refused: string };
 /** setTimeout's longest wait; a turn's deadline is far sooner. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** A connection refused, before any byte of it flowed or for its first bytes. */
+const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
+
 /** Turns whose uncounted refusals this instance remembers, at most: the oldest are forgotten first. */
 const REMEMBERED_TURNS = 10_000;
 
@@ -136,13 +139,7 @@ export class EgressTunnels {
   async admit(request: TunnelRequest): Promise<Admission> {
     const started = Date.now();
     const admitted: AdmittedConnection = { request, started, counts: { bytesOut: 0, bytesIn: 0 }, joined: [], addresses: [], port: request.port };
-    const outcome = await this.judge(admitted).catch(
-      (error: unknown): Outcome => ({
-        allowed: false,
-        reason: `could not judge the connection: ${(error as Error).message}`,
-        close: TUNNEL_CLOSE.refused,
-      }),
-    );
+    const outcome = await this.judge(admitted).catch((error: unknown) => refused(`could not judge the connection: ${(error as Error).message}`));
     if (outcome === undefined) return { admitted };
     await this.record(admitted, outcome);
     this.abandon(admitted);
@@ -217,7 +214,6 @@ export class EgressTunnels {
   /** The caps and the policy on a connection: why it is refused, or undefined when it may open. */
   private async judge(admitted: AdmittedConnection): Promise<Outcome | undefined> {
     const { request } = admitted;
-    const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
     const uncounted = (reason: string): Outcome => ({ ...refused(reason), uncounted: true });
     const admission = await this.deps.meter.open(request.turn).catch((error: unknown) => {
       this.deps.log(`egress: could not count a connection of turn ${request.turn.id}: ${String(error)}`);
@@ -244,7 +240,6 @@ export class EgressTunnels {
   /** Checks the first bytes of an admitted connection and carries it to its end: what became of it. */
   private async attempt(tunnel: TunnelStream, admitted: AdmittedConnection): Promise<Outcome> {
     const { request, counts, joined } = admitted;
-    const refused = (reason: string): Outcome => ({ allowed: false, reason, close: TUNNEL_CLOSE.refused });
     tunnel.sendControl({ t: 'allowed' });
     const first = await this.firstBytes(tunnel, request);
     if (typeof first === 'string') return refused(first);
