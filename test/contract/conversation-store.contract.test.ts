@@ -426,6 +426,23 @@ function storeContract(adapter: Adapter): void {
         });
       });
 
+      it('counts an empty conversation created under a quota as a start of the minute, shared with turns', async () => {
+        const limit = limits({ turnsPerMinute: 2 });
+        const created = (id: string, second: number) => store.createConversation(conversation(id, { createdAt: at(second) }), limit.quota);
+        expect(await created('u1-e0', 0)).toEqual({ created: true });
+        expect(await created('u1-e1', 10)).toEqual({ created: true });
+        expect(await created('u1-e2', 20)).toEqual({
+          created: false,
+          limitHit: expect.objectContaining({ limit: 'turns_per_minute', max: 2, retryAfterSeconds: 40 }),
+        });
+        expect(await store.getConversation('u1-e2')).toBeUndefined();
+        expect(await store.startTurn(turn('t0', { conversationId: 'u1-e0', createdAt: at(30) }), limit)).toMatchObject({
+          limitHit: { limit: 'turns_per_minute' },
+        });
+        expect(await created('u1-e2', 61)).toEqual({ created: true });
+        expect((await store.getUsage('u1', new Date(at(61)))).ledger.turns).toBe(0);
+      });
+
       it('a final turn whose sandbox may not be gone still holds its running slot, until that is seen', async () => {
         for (const user of ['u1', 'u2']) await conversations(2, user);
         const limit = limits({ runningTurnsPerUser: 1, runningSandboxes: 1 });

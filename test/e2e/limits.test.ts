@@ -76,6 +76,15 @@ describe('fair use: limits on turns per user and on sandboxes overall', () => {
     expect(Number(fifth.retryAfter)).toBeLessThanOrEqual(60);
   });
 
+  it('counts empty conversations in the minute limit: a creation loop gets 429 and leaves nothing behind', async () => {
+    const answers = [];
+    for (let i = 0; i < 6; i++) answers.push(await call(service, 'POST', '/api/conversations', { userId: 'dave', body: {} }));
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201, 429, 429]);
+    expect(errorOf(answers[4]!.body)).toMatchObject({ code: 'rate_limited', details: { limit: 'turns_per_minute', max: 4 } });
+    expect((await call(service, 'GET', '/api/conversations', { userId: 'dave' })).body.conversations).toHaveLength(4);
+    expect((await startTurn(service, 'dave')).status).toBe(429);
+  });
+
   it('GET /api/usage needs a user like every other call', async () => {
     const answer = await call(service, 'GET', '/api/usage');
     expect(answer.status).toBe(401);

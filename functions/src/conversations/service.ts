@@ -2,13 +2,18 @@ import { randomUUID } from 'node:crypto';
 import type { CreateConversationRequest, PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { TurnEventType } from '../contract/event-types.js';
 import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
-import { nextUtcDay } from '../domain/quota.js';
+import { type LimitHit, nextUtcDay } from '../domain/quota.js';
 import type { TurnEvent } from '../domain/turn-event.js';
 import { isFinal } from '../domain/turn-state.js';
 import { newTurn, type Turn } from '../domain/turn.js';
 import type { StartTurnResult } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
+
+/** A start the quota refuses, as the client is told it. */
+function refusal({ limit, max, retryAfterSeconds, message }: LimitHit): ServiceError {
+  return new ServiceError('rate_limited', `limit ${limit} reached: ${message}`, { limit, max, retryAfterSeconds });
+}
 
 /** What clients ask of conversations: admit prompts, read, watch, cancel, delete. Knows nothing of HTTP. */
 export class ConversationService {
@@ -30,7 +35,8 @@ export class ConversationService {
       sessionId: null,
       stateKey: null,
     };
-    await this.deps.store.createConversation(conversation);
+    const created = await this.deps.store.createConversation(conversation, this.deps.quota);
+    if (!created.created) throw refusal(created.limitHit);
     return conversation;
   }
 
@@ -76,10 +82,7 @@ export class ConversationService {
     if (!started.started && !('existingTurnId' in started) && (await this.settleOverTurns(userId, started)) > 0) started = await start();
     if (!started.started) {
       if ('existingTurnId' in started) return this.lifecycle.requireTurn(started.existingTurnId);
-      if ('limitHit' in started) {
-        const { limit, max, retryAfterSeconds, message } = started.limitHit;
-        throw new ServiceError('rate_limited', `limit ${limit} reached: ${message}`, { limit, max, retryAfterSeconds });
-      }
+      if ('limitHit' in started) throw refusal(started.limitHit);
       throw new ServiceError('conflict', 'a turn is already running in this conversation', { activeTurnId: started.activeTurnId });
     }
     return this.lifecycle.startSandbox(turn);

@@ -51,7 +51,7 @@ export const UserLedger = z.object({
   costUsd: z.number().nonnegative(),
   /** Bytes the user's connections out carried, both ways (a ledger written before egress existed has none). */
   egressBytes: z.number().int().nonnegative().default(0),
-  /** ISO times of the user's turn starts within the last minute, oldest first. */
+  /** ISO times of the user's starts (turns and empty conversations) within the last minute, oldest first. */
   recentStarts: z.array(z.string()),
 });
 export type UserLedger = z.infer<typeof UserLedger>;
@@ -111,6 +111,35 @@ const withinMinute = (starts: readonly string[], now: Date): string[] => starts.
 const untilOldestLeaves = (starts: readonly string[], now: Date): number =>
   Math.max(1, Math.ceil((Date.parse(starts[0] ?? now.toISOString()) + MINUTE_MS - now.getTime()) / 1000));
 
+/** Whether the user started as many turns and conversations in the last minute as they may. */
+function startsPerMinuteHit(today: UserLedger, quota: Quota, now: Date): LimitHit | undefined {
+  if (today.recentStarts.length < quota.turnsPerMinute) return undefined;
+  return {
+    limit: 'turns_per_minute',
+    max: quota.turnsPerMinute,
+    retryAfterSeconds: untilOldestLeaves(today.recentStarts, now),
+    message: `more than ${quota.turnsPerMinute} turn(s) or new conversation(s) started in the last minute`,
+  };
+}
+
+/** The user's last minute with one more start in it, holding no more than the limit counts. */
+const withStart = (today: UserLedger, quota: Quota, now: Date): string[] => [...today.recentStarts, now.toISOString()].slice(-quota.turnsPerMinute);
+
+/**
+ * Whether a user may create an empty conversation now: each is a start in their last minute
+ * like a turn's (not a turn of their day), so that a loop cannot fill the store with them.
+ */
+export function admitConversation(
+  ledger: UserLedger | undefined,
+  quota: Quota,
+  now: Date,
+): { admitted: true; ledger: UserLedger } | { admitted: false; hit: LimitHit } {
+  const today = ledgerAt(ledger, now);
+  const tooFast = startsPerMinuteHit(today, quota, now);
+  if (tooFast !== undefined) return { admitted: false, hit: tooFast };
+  return { admitted: true, ledger: { ...today, recentStarts: withStart(today, quota, now) } };
+}
+
 /**
  * Whether a user may start a turn now, given their ledger, what is running and everyone's
  * sandbox starts of the last minute; when they may, the ledger and the starts with it counted.
@@ -131,14 +160,8 @@ export function admit(
       `${quota.runningTurnsPerUser} turn(s) already running; wait for one to finish`,
     );
   }
-  if (today.recentStarts.length >= quota.turnsPerMinute) {
-    return refuse(
-      'turns_per_minute',
-      quota.turnsPerMinute,
-      untilOldestLeaves(today.recentStarts, now),
-      `more than ${quota.turnsPerMinute} turn(s) started in the last minute`,
-    );
-  }
+  const tooFast = startsPerMinuteHit(today, quota, now);
+  if (tooFast !== undefined) return { admitted: false, hit: tooFast };
   const overBudget = budgetHit(today, quota, now);
   if (overBudget !== undefined) return { admitted: false, hit: overBudget };
   if (running.everyone >= quota.runningSandboxes) {
@@ -158,7 +181,7 @@ export function admit(
       `the service started its limit of ${quota.sandboxStartsPerMinute} sandboxes in the last minute`,
     );
   }
-  const starts = [...today.recentStarts, now.toISOString()].slice(-quota.turnsPerMinute);
+  const starts = withStart(today, quota, now);
   // Kept only when counted: with no limit the record would grow with every start.
   const nextServiceStarts = Number.isFinite(quota.sandboxStartsPerMinute) ? [...everyones, now.toISOString()] : [];
   return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts }, serviceStarts: nextServiceStarts };

@@ -25,6 +25,8 @@ export type StartTurnResult =
   /** Starting it would go over one of the quota's limits. */
   | { started: false; limitHit: LimitHit };
 
+export type CreateConversationResult = { created: true } | { created: false; limitHit: LimitHit };
+
 export interface StartTurnOptions {
   /** The limits to judge the start by; none by default. */
   quota?: Quota;
@@ -43,7 +45,11 @@ export interface UserUsage {
  * compare-and-set so that a duplicate or late writer can never overwrite a final turn.
  */
 export interface ConversationStore {
-  createConversation(conversation: Conversation): Promise<void>;
+  /**
+   * Inserts a conversation with no turn. With a quota it is judged and counted as a start in its
+   * user's last minute (admitConversation), in the same transaction; without one, neither.
+   */
+  createConversation(conversation: Conversation, quota?: Quota): Promise<CreateConversationResult>;
   getConversation(id: string): Promise<Conversation | undefined>;
   /** The user's conversations, most recently active first. */
   listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]>;

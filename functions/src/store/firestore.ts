@@ -16,11 +16,18 @@ import type { TurnStatus, Usage } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { admit, admitConversation, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
-import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
+import type {
+  ConversationStore,
+  CreateConversationResult,
+  StartTurnResult,
+  StartTurnOptions,
+  TurnUpdateExtras,
+  UserUsage,
+} from './conversation-store.js';
 import { readable } from './readable.js';
 
 /*
@@ -114,8 +121,17 @@ export class FirestoreConversationStore implements ConversationStore {
     this.serviceStartsRef = db.collection(`${prefix}service`).doc('sandboxStarts');
   }
 
-  async createConversation(conversation: Conversation): Promise<void> {
-    await this.conversations.doc(conversation.id).create({ ...conversation, activeTurnId: null });
+  async createConversation(conversation: Conversation, quota?: Quota): Promise<CreateConversationResult> {
+    return this.transaction(async (tx) => {
+      if (quota !== undefined) {
+        const userRef = this.users.doc(conversation.userId);
+        const admission = admitConversation(ledgerOf(await tx.get(userRef)), quota, new Date(conversation.createdAt));
+        if (!admission.admitted) return { created: false, limitHit: admission.hit };
+        tx.set(userRef, { ledger: admission.ledger }, { merge: true });
+      }
+      tx.create(this.conversations.doc(conversation.id), { ...conversation, activeTurnId: null });
+      return { created: true };
+    });
   }
 
   async getConversation(id: string): Promise<Conversation | undefined> {

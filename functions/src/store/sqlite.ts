@@ -5,11 +5,18 @@ import { Usage, type TurnStatus } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, ledgerAt, NO_LIMITS, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { admit, admitConversation, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
-import type { ConversationStore, StartTurnResult, StartTurnOptions, TurnUpdateExtras, UserUsage } from './conversation-store.js';
+import type {
+  ConversationStore,
+  CreateConversationResult,
+  StartTurnResult,
+  StartTurnOptions,
+  TurnUpdateExtras,
+  UserUsage,
+} from './conversation-store.js';
 import { openSqliteFile, str, type Row } from './sqlite-file.js';
 import { readable } from './readable.js';
 
@@ -155,8 +162,16 @@ export class SqliteConversationStore implements ConversationStore {
     }
   }
 
-  async createConversation(c: Conversation): Promise<void> {
-    this.insertConversation(c);
+  async createConversation(c: Conversation, quota?: Quota): Promise<CreateConversationResult> {
+    return this.transaction(() => {
+      if (quota !== undefined) {
+        const admission = admitConversation(this.ledgerOf(c.userId), quota, new Date(c.createdAt));
+        if (!admission.admitted) return { created: false, limitHit: admission.hit };
+        this.saveLedger(c.userId, admission.ledger);
+      }
+      this.insertConversation(c);
+      return { created: true };
+    });
   }
 
   private insertConversation(c: Conversation): void {
