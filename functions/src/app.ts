@@ -11,6 +11,8 @@ import type { Config } from './config.js';
 import { ensurePrivateDir } from './data-dir.js';
 import { RunnerService } from './conversations/runner-service.js';
 import { ConversationService } from './conversations/service.js';
+import { WorkspaceService } from './conversations/workspace-service.js';
+import { StateBlobs } from './workspace/state-blobs.js';
 import { TurnLifecycle } from './conversations/turn-lifecycle.js';
 import { TurnTokens } from './conversations/turn-token.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
@@ -62,9 +64,14 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   // Local sandboxes reach this listener, never the public port; it serves once the routes exist.
   const runnerListener = answerClientErrorsAsJson(http.createServer());
   const launcher = overrides.launcher ?? (await openSandboxLauncher(config, serveWith(runnerListener), log));
+  const states = new StateBlobs(blobs, {
+    maxStateBytes: config.limits.maxStateBytes,
+    // What a state may expand to is what a sandbox can hold: its disk and its file count.
+    archive: { maxExpandedBytes: config.limits.diskMb * 1024 * 1024, maxEntries: config.limits.files },
+  });
   const lifecycle = new TurnLifecycle({
     store,
-    blobs,
+    states,
     launcher,
     tokens: new TurnTokens(config.tokenSecret ?? persistentSecret(config.dataDir)),
     limits: { ...config.limits },
@@ -81,7 +88,13 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const servesModelCalls = config.sandbox.kind === 'local' || config.serve !== 'public';
   if (upstream.name === 'demo' && servesModelCalls) log('no ANTHROPIC_API_KEY: answering with the built-in demo model');
 
-  const publicRouters = [publicRoutes(service, auth.authenticator, { openRequestsPerUser: config.limits.openRequestsPerUser }), webRoutes(config)];
+  const publicRouters = [
+    publicRoutes(service, new WorkspaceService(lifecycle), auth.authenticator, {
+      openRequestsPerUser: config.limits.openRequestsPerUser,
+      maxFileBytes: config.limits.maxFileBytes,
+    }),
+    webRoutes(config),
+  ];
   if (config.sweeper !== undefined) {
     const { GoogleIdTokenVerifier } = await import('./auth/google-id-token.js');
     publicRouters.push(opsRoutes(lifecycle, new GoogleIdTokenVerifier(config.sweeper)));
@@ -109,8 +122,9 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   runnerListener.on('request', internalApp);
   runnerListener.on('upgrade', egress.upgrade);
 
-  // A prompt's JSON may escape every byte of it (\uXXXX); the runner's largest bodies are model calls and states.
-  const publicBodyBytes = 6 * config.limits.maxPromptBytes + 64 * 1024;
+  // A prompt's JSON may escape every byte of it (\uXXXX), and a client puts files whole; the runner's
+  // largest bodies are model calls and states.
+  const publicBodyBytes = Math.max(6 * config.limits.maxPromptBytes, config.limits.maxFileBytes) + 64 * 1024;
   const runnerBodyBytes = Math.max(MAX_MODEL_REQUEST_BYTES, config.limits.maxStateBytes) + 64 * 1024;
   const served = {
     public: { routers: publicRouters, maxBodyBytes: publicBodyBytes },

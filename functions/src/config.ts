@@ -32,6 +32,8 @@ export const DEFAULT_LIMITS = {
   CLAUDERUN_SANDBOX_FILES: 50_000,
   CLAUDERUN_MAX_PROMPT_BYTES: 100 * 1024,
   CLAUDERUN_MAX_STATE_BYTES: 25 * 1024 * 1024,
+  /** Under the 32 MB a request to a Cloud Run function may carry (cloud.google.com/functions/quotas). */
+  CLAUDERUN_MAX_FILE_BYTES: 16 * 1024 * 1024,
   CLAUDERUN_MAX_EVENTS_PER_TURN: 2000,
   CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: 2 * 1024 * 1024,
   CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER: 20,
@@ -151,6 +153,8 @@ const EnvSchema = z.object({
   CLAUDERUN_SANDBOX_FILES: positiveInt('CLAUDERUN_SANDBOX_FILES').default(DEFAULT_LIMITS.CLAUDERUN_SANDBOX_FILES),
   CLAUDERUN_MAX_PROMPT_BYTES: positiveInt('CLAUDERUN_MAX_PROMPT_BYTES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_PROMPT_BYTES),
   CLAUDERUN_MAX_STATE_BYTES: positiveInt('CLAUDERUN_MAX_STATE_BYTES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_STATE_BYTES),
+  /** The largest file a client may put into a workspace in one request. */
+  CLAUDERUN_MAX_FILE_BYTES: positiveInt('CLAUDERUN_MAX_FILE_BYTES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_FILE_BYTES),
   /** Progress one turn may store: events, and the bytes of their data; past either, events are dropped. */
   CLAUDERUN_MAX_EVENTS_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENTS_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_MAX_EVENTS_PER_TURN),
   CLAUDERUN_MAX_EVENT_BYTES_PER_TURN: positiveInt('CLAUDERUN_MAX_EVENT_BYTES_PER_TURN').default(DEFAULT_LIMITS.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN),
@@ -288,6 +292,7 @@ export interface Config {
     files: number;
     maxPromptBytes: number;
     maxStateBytes: number;
+    maxFileBytes: number;
     events: EventBudget;
     openRequestsPerUser: number;
   };
@@ -443,6 +448,7 @@ export function loadConfig(env: Env): Config {
       files: e.CLAUDERUN_SANDBOX_FILES,
       maxPromptBytes: e.CLAUDERUN_MAX_PROMPT_BYTES,
       maxStateBytes: e.CLAUDERUN_MAX_STATE_BYTES,
+      maxFileBytes: e.CLAUDERUN_MAX_FILE_BYTES,
       events: { maxEvents: e.CLAUDERUN_MAX_EVENTS_PER_TURN, maxBytes: e.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN },
       openRequestsPerUser: e.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER,
     },

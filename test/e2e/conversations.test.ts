@@ -114,7 +114,15 @@ describe('conversations as a product', () => {
     const opened = await prompt(running.service, 'deleter', { message: 'write: /workspace/x.txt something' });
     const conversationId = String(opened.body.conversationId);
     const stateDir = path.join(running.service.dataDir, 'blobs', 'conversations', conversationId);
-    expect(readdirSync(stateDir).length).toBe(1);
+    // The state, its manifest, and the workspace's export once it is downloaded: all go with the conversation.
+    expect((await fetch(`${running.service.url}/api/conversations/${conversationId}/archive`, { headers: { 'x-user-id': 'deleter' } })).status).toBe(
+      200,
+    );
+    expect(
+      readdirSync(stateDir)
+        .map((name) => name.replace(/^state-[^.]+/, 'state'))
+        .sort(),
+    ).toEqual(['state.tar.gz', 'state.tar.gz.manifest.json', 'state.tar.gz.workspace.tar.gz']);
     expect((await call(running.service, 'DELETE', `/api/conversations/${conversationId}`, { userId: 'stranger' })).status).toBe(404);
     expect((await call(running.service, 'DELETE', `/api/conversations/${conversationId}`, { userId: 'deleter' })).status).toBe(204);
     expect(readdirSync(stateDir)).toEqual([]);

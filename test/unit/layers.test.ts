@@ -24,9 +24,12 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   egress: ['egress/', 'domain/', 'contract/'],
   // The API-key authenticator reads keys through the store's port, never an adapter.
   auth: ['auth/', 'contract/', 'store/api-key-store.ts'],
+  // A conversation's state archive and what is derived from it, kept in the blob store's port.
+  workspace: ['workspace/', 'contract/', 'blobs/blob-store.ts', 'byte-limit.ts'],
   // The use cases reach storage, sandboxes and the model through their ports alone.
   conversations: [
     'conversations/',
+    'workspace/',
     'domain/',
     'contract/',
     'config.ts',

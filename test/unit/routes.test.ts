@@ -7,6 +7,7 @@ describe('the routes of the contract', () => {
   test('fill in each parameter as one escaped path segment', () => {
     expect(fillPath(PUBLIC_ROUTES.turnEvents, { conversationId: 'c1', turnId: 'a/b?' })).toBe('/api/conversations/c1/turns/a%2Fb%3F/events');
     expect(fillPath(PUBLIC_ROUTES.usage, {})).toBe('/api/usage');
+    expect(fillPath(PUBLIC_ROUTES.file, { conversationId: 'c1', path: 'src/a b/#1.ts' })).toBe('/api/conversations/c1/files/src/a%20b/%231.ts');
     expect(runnerPaths.result('t 1')).toBe('/internal/turns/t%201/result');
     expect(fillPath(INTERNAL_ROUTES.state, { turnId: 't' })).toBe(runnerPaths.state('t'));
   });

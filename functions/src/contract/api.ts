@@ -97,6 +97,28 @@ export const UsageView = z.object({
 });
 export type UsageView = z.infer<typeof UsageView>;
 
+/** What an entry of a conversation's workspace is; symlinks and hard links are listed, never followed. */
+export const WorkspaceEntryType = z.enum(['file', 'directory', 'symlink', 'hardlink', 'other']);
+export type WorkspaceEntryType = z.infer<typeof WorkspaceEntryType>;
+
+export const WorkspaceFile = z.object({
+  /** Relative to the workspace. */
+  path: z.string(),
+  type: WorkspaceEntryType,
+  size: z.number().int().nonnegative(),
+  /** Null when the archive's time is not a date. */
+  modifiedAt: z.string().nullable(),
+  /** What a symlink or hard link points to, as stored. */
+  target: z.string().optional(),
+});
+export type WorkspaceFile = z.infer<typeof WorkspaceFile>;
+
+/** The workspace as of its last stored state (a turn's that succeeded, or an upload). */
+export const WorkspaceListing = z.object({ files: z.array(WorkspaceFile), truncated: z.boolean() });
+export type WorkspaceListing = z.infer<typeof WorkspaceListing>;
+
+export const ArchiveQuery = z.strictObject({ format: z.enum(['tar.gz', 'zip']).default('tar.gz') });
+
 export const ErrorCode = z.enum([
   'invalid_request',
   'unauthenticated',

@@ -15,6 +15,12 @@ export const PUBLIC_ROUTES = {
   turn: '/api/conversations/:conversationId/turns/:turnId',
   turnEvents: '/api/conversations/:conversationId/turns/:turnId/events',
   turnCancel: '/api/conversations/:conversationId/turns/:turnId/cancel',
+  /** GET: the workspace's files as of its last stored state. */
+  files: '/api/conversations/:conversationId/files',
+  /** GET, PUT, DELETE: one file; the rest of the path is the file's, relative to the workspace. */
+  file: '/api/conversations/:conversationId/files/*path',
+  /** GET: the whole workspace as one archive (`?format=zip` for a zip). */
+  archive: '/api/conversations/:conversationId/archive',
 } as const;
 
 /** The runner's routes, authenticated by the turn token alone. */
@@ -34,15 +40,19 @@ export const OPS_ROUTES = {
   sweep: '/ops/sweep',
 } as const;
 
-/** The names of a route's `:name` parameters. */
+/** The names of a route's `:name` parameters and of its `*name` rest, if it has one. */
 export type RouteParams<T extends string> = T extends `${string}:${infer Name}/${infer Rest}`
   ? Name | RouteParams<`/${Rest}`>
   : T extends `${string}:${infer Name}`
     ? Name
-    : never;
+    : T extends `${string}*${infer Name}`
+      ? Name
+      : never;
 
-/** A route with its parameters filled in, each escaped as one path segment. */
+/** A route with its parameters filled in, each escaped as one path segment; a `*name` rest keeps its slashes. */
 export function fillPath<T extends string>(route: T, params: Record<RouteParams<T>, string>): string {
   const values: Record<string, string> = params;
-  return route.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(values[name] ?? ''));
+  return route
+    .replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(values[name] ?? ''))
+    .replace(/\*(\w+)$/, (_, name: string) => (values[name] ?? '').split('/').map(encodeURIComponent).join('/'));
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
+import type { StoredBlob } from '../blobs/blob-store.js';
 import { agentStepEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
@@ -10,6 +10,7 @@ import { isFinal, statesBefore, stayingIn } from '../domain/turn-state.js';
 import type { Turn } from '../domain/turn.js';
 import { EgressRecords } from './egress-records.js';
 import { ServiceError } from './errors.js';
+import { storeState } from './stored-state.js';
 import { statusEvents, type TurnLifecycle } from './turn-lifecycle.js';
 import type { TurnClaims } from './turn-token.js';
 import { headOf } from '../contract/runner-limits.js';
@@ -107,26 +108,22 @@ export class RunnerService {
 
   async openState(turn: Turn): Promise<StoredBlob | undefined> {
     const conversation = await this.deps.store.getConversation(turn.conversationId);
-    return conversation?.stateKey ? this.deps.blobs.get(conversation.stateKey) : undefined;
+    return conversation?.stateKey ? this.deps.states.open(conversation.stateKey) : undefined;
   }
 
-  /** Stores the state the runner uploads; it becomes the conversation's only when the turn succeeds. */
+  /**
+   * Stores the state the runner uploads, with its manifest; it becomes the conversation's only
+   * when the turn succeeds. One the API cannot read within the sandbox's limits is not stored.
+   */
   async saveState(claims: Pick<TurnClaims, 'turnId' | 'conversationId'>, body: Readable): Promise<void> {
     const key = `conversations/${claims.conversationId}/state-${claims.turnId}.tar.gz`;
-    try {
-      await this.deps.blobs.put(key, body, this.deps.limits.maxStateBytes);
-    } catch (error) {
-      if (error instanceof BlobTooLargeError) {
-        throw new ServiceError('too_large', `state archive over the limit of ${error.limitBytes} bytes`);
-      }
-      throw error;
-    }
+    await storeState(this.deps.states, key, body);
     const updated = await this.deps.store.updateTurn(claims.turnId, stayingIn('running'), { uploadedStateKey: key });
     if (updated === undefined) {
       // A late copy of an upload (a retry whose first try the API had taken after all) finds the
       // turn ended: if it succeeded, this key is the conversation's state now, and is kept.
       const committed = (await this.deps.store.getConversation(claims.conversationId))?.stateKey;
-      if (committed !== key) await this.deps.blobs.delete(key);
+      if (committed !== key) await this.deps.states.delete(key);
       throw new ServiceError('unauthenticated', 'the turn is no longer running');
     }
   }
@@ -166,7 +163,7 @@ export class RunnerService {
       saved === null ? undefined : { sessionId: result.sessionId, stateKey: saved },
     );
     if (finished.status === 'succeeded' && saved !== null && previous !== null && previous !== saved) {
-      await this.deps.blobs.delete(previous);
+      await this.deps.states.delete(previous);
     }
     return finished;
   }

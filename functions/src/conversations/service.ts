@@ -8,6 +8,7 @@ import { isFinal } from '../domain/turn-state.js';
 import { newTurn, type Turn } from '../domain/turn.js';
 import type { StartTurnResult } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
+import { ownConversation } from './owned.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
 
 /** A start the quota refuses, as the client is told it. */
@@ -106,7 +107,7 @@ export class ConversationService {
     const { turns } = await this.getConversation(userId, conversationId);
     for (const turn of turns.filter((t) => !isFinal(t.status))) await this.lifecycle.cancel(turn);
     const keys = await this.deps.store.deleteConversation(conversationId);
-    for (const key of keys) await this.deps.blobs.delete(key);
+    for (const key of keys) await this.deps.states.delete(key);
   }
 
   async getTurn(userId: string, conversationId: string, turnId: string): Promise<Turn> {
@@ -188,13 +189,8 @@ export class ConversationService {
     return (await this.lifecycle.sweep(everyone ? undefined : userId)).settled;
   }
 
-  private async ownConversation(userId: string, conversationId: string): Promise<Conversation> {
-    const conversation = await this.deps.store.getConversation(conversationId);
-    // Another user's conversation is "not found": existence is never leaked.
-    if (conversation === undefined || conversation.userId !== userId) {
-      throw new ServiceError('not_found', `conversation ${conversationId} not found`);
-    }
-    return conversation;
+  private ownConversation(userId: string, conversationId: string): Promise<Conversation> {
+    return ownConversation(this.deps.store, userId, conversationId);
   }
 }
 

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BlobStore } from '../blobs/blob-store.js';
 import type { AgentSettings } from '../config.js';
 import type { TurnView } from '../contract/api.js';
 import { resultEvent, statusEvent } from '../contract/events.js';
@@ -15,6 +14,7 @@ import type { ConversationStore } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnTokens } from './turn-token.js';
 import { turnView } from './views.js';
+import type { StateBlobs } from '../workspace/state-blobs.js';
 
 export interface Limits {
   turnTimeoutSeconds: number;
@@ -28,7 +28,8 @@ export interface Limits {
 
 export interface LifecycleDeps {
   store: ConversationStore;
-  blobs: BlobStore;
+  /** Conversation states with their manifests. */
+  states: StateBlobs;
   launcher: SandboxLauncher;
   tokens: TurnTokens;
   limits: Limits;
@@ -307,7 +308,7 @@ export class TurnLifecycle {
 
   /** The one way a turn becomes final: compare-and-set, then tell the watchers. Idempotent. */
   async finish(turnId: string, status: FinalStatus, patch: TurnPatch, commit?: StateCommit): Promise<Turn> {
-    const { store, blobs } = this.deps;
+    const { store, states } = this.deps;
     const finished = await store.updateTurn(
       turnId,
       statesBefore(status),
@@ -315,7 +316,7 @@ export class TurnLifecycle {
       { ...(commit ? { commit } : {}), events: (turn) => [resultEvent(turnView(turn))] },
     );
     if (finished === undefined) return this.requireTurn(turnId);
-    if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await blobs.delete(finished.uploadedStateKey);
+    if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await states.delete(finished.uploadedStateKey);
     return finished;
   }
 

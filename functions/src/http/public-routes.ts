@@ -17,16 +17,23 @@ import { startedTurnView } from '../contract/turn-links.js';
 import { ServiceError } from '../conversations/errors.js';
 import { secondsUntilNextUtcDay } from '../domain/quota.js';
 import type { ConversationService } from '../conversations/service.js';
+import type { WorkspaceService } from '../conversations/workspace-service.js';
 import { conversationSummary, turnView } from '../conversations/views.js';
 import { jsonBody } from './body.js';
 import { KeyedSlots } from './keyed-slots.js';
 import { sendError } from './errors.js';
 import { streamTurnEvents } from './turn-events-stream.js';
+import { addWorkspaceRoutes } from './workspace-routes.js';
 
 type Params = { conversationId: string; turnId: string };
 
 /** The public API: authenticate, validate, hand over to the service, map its answer. */
-export function publicRoutes(service: ConversationService, auth: Authenticator, limits: { openRequestsPerUser: number }): Router {
+export function publicRoutes(
+  service: ConversationService,
+  workspace: WorkspaceService,
+  auth: Authenticator,
+  limits: { openRequestsPerUser: number; maxFileBytes: number },
+): Router {
   const router = Router();
   // Each event stream and each answer waited for costs memory and a listener on the store: one
   // user holds only so many open at once.
@@ -56,6 +63,8 @@ export function publicRoutes(service: ConversationService, auth: Authenticator, 
       next(ResourceId.safeParse(value).success ? undefined : new ServiceError('not_found', `${what} not found`));
     });
   }
+
+  addWorkspaceRoutes(router, workspace, userOf, limits);
 
   router.post(PUBLIC_ROUTES.startTurn, async (req, res) => {
     const userId = await userOf(req);

@@ -27,6 +27,13 @@ export type StartTurnResult =
 
 export type CreateConversationResult = { created: true } | { created: false; limitHit: LimitHit };
 
+export type ReplaceStateResult =
+  | { replaced: true }
+  | { replaced: false; activeTurnId: string }
+  /** The state is no longer the one the change was made from. */
+  | { replaced: false; stateKey: string | null }
+  | { replaced: false; missing: true };
+
 export interface StartTurnOptions {
   /** The limits to judge the start by; none by default. */
   quota?: Quota;
@@ -53,6 +60,11 @@ export interface ConversationStore {
   getConversation(id: string): Promise<Conversation | undefined>;
   /** The user's conversations, most recently active first. */
   listConversations(userId: string, limit: number, after?: ListCursor): Promise<Conversation[]>;
+  /**
+   * Makes `to` the conversation's state in place of `from` (a client changed its files), keeping
+   * its agent session: a compare-and-set, refused while a turn of the conversation is unfinished.
+   */
+  replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult>;
   /** Removes the conversation with its turns and events; returns every state key it referenced. */
   deleteConversation(id: string): Promise<string[]>;
   /**

@@ -23,6 +23,7 @@ import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type {
   ConversationStore,
   CreateConversationResult,
+  ReplaceStateResult,
   StartTurnResult,
   StartTurnOptions,
   TurnUpdateExtras,
@@ -151,6 +152,20 @@ export class FirestoreConversationStore implements ConversationStore {
    * sees half of it and no turn can start or record events in it any more; the events of those
    * turns are deleted after it (a crash in between leaves only unreachable events behind).
    */
+  async replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult> {
+    return this.transaction(async (tx) => {
+      const ref = this.conversations.doc(conversationId);
+      const snap = await tx.get(ref);
+      if (!snap.exists) return { replaced: false, missing: true };
+      const activeTurnId = activeTurnOf(snap);
+      if (activeTurnId !== null) return { replaced: false, activeTurnId };
+      const { stateKey } = toConversation(snap);
+      if (stateKey !== from) return { replaced: false, stateKey };
+      tx.update(ref, { stateKey: to, updatedAt: new Date().toISOString() });
+      return { replaced: true };
+    });
+  }
+
   async deleteConversation(id: string): Promise<string[]> {
     const { keys, turnIds } = await this.transaction(async (tx) => {
       const conversationRef = this.conversations.doc(id);

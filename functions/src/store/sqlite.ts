@@ -12,6 +12,7 @@ import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.
 import type {
   ConversationStore,
   CreateConversationResult,
+  ReplaceStateResult,
   StartTurnResult,
   StartTurnOptions,
   TurnUpdateExtras,
@@ -195,6 +196,19 @@ export class SqliteConversationStore implements ConversationStore {
           .all(userId, after.updatedAt, after.updatedAt, after.id, limit)
       : this.db.prepare('SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, id DESC LIMIT ?').all(userId, limit);
     return readable(rows, toConversation, conversationNamed);
+  }
+
+  async replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult> {
+    return this.transaction(() => {
+      const row = this.db.prepare('SELECT state_key FROM conversations WHERE id = ?').get(conversationId);
+      if (!row) return { replaced: false, missing: true };
+      const active = this.db.prepare(`SELECT id FROM turns WHERE conversation_id = ? AND status NOT IN ${FINAL_SQL} LIMIT 1`).get(conversationId);
+      if (active) return { replaced: false, activeTurnId: str(active.id) };
+      const stateKey = row.state_key === null ? null : str(row.state_key);
+      if (stateKey !== from) return { replaced: false, stateKey };
+      this.db.prepare('UPDATE conversations SET state_key = ?, updated_at = ? WHERE id = ?').run(to, new Date().toISOString(), conversationId);
+      return { replaced: true };
+    });
   }
 
   async deleteConversation(id: string): Promise<string[]> {

@@ -1,0 +1,175 @@
+import { randomUUID } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import type { StoredBlob } from '../blobs/blob-store.js';
+import type { WorkspaceFile, WorkspaceListing } from '../contract/api.js';
+import type { Conversation } from '../domain/conversation.js';
+import { isFinal } from '../domain/turn-state.js';
+import { entryTypeOf, type Manifest } from '../workspace/manifest.js';
+import { readEntries } from '../workspace/state-archive.js';
+import type { ExportFormat } from '../workspace/state-blobs.js';
+import { changeConflict, changedState, type WorkspaceChange } from '../workspace/workspace-change.js';
+import { entryNameOf, pathRuleBroken } from '../workspace/workspace-path.js';
+import { ServiceError } from './errors.js';
+import { ownConversation } from './owned.js';
+import { asServiceError, storeState } from './stored-state.js';
+import type { TurnLifecycle } from './turn-lifecycle.js';
+
+/** The most entries one listing gives; past it the listing says it is truncated. */
+export const MAX_LISTED_FILES = 10_000;
+/** A change made from a state that another change replaced meanwhile is made again from the new one, this often. */
+const CHANGE_ATTEMPTS = 3;
+
+/** A workspace file being read: its entry, and its bytes as they are unpacked. */
+export interface OpenedFile {
+  file: WorkspaceFile;
+  stream: Readable;
+}
+
+/**
+ * A conversation's workspace files, read from and written to its stored state: no sandbox runs.
+ * A change makes a new state that takes the old one's place in one compare-and-set, or not at all.
+ */
+export class WorkspaceService {
+  /** The change of each conversation being made on this instance: the next waits for it rather than racing it. */
+  private readonly changing = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly lifecycle: TurnLifecycle) {}
+
+  private get deps() {
+    return this.lifecycle.deps;
+  }
+
+  async list(userId: string, conversationId: string): Promise<WorkspaceListing> {
+    const conversation = await ownConversation(this.deps.store, userId, conversationId);
+    const files = (await this.manifestOf(conversation)).entries.filter((entry) => entry.type !== 'directory');
+    return { files: files.slice(0, MAX_LISTED_FILES), truncated: files.length > MAX_LISTED_FILES };
+  }
+
+  /** A regular file of the workspace; found by the manifest, then unpacked from the state as it is read. */
+  async open(userId: string, conversationId: string, rawPath: string): Promise<OpenedFile> {
+    const path = checkedPath(rawPath);
+    const conversation = await ownConversation(this.deps.store, userId, conversationId);
+    const file = (await this.manifestOf(conversation)).entries.find((entry) => entry.path === path);
+    const absent = () => new ServiceError('not_found', `${path} is not in the workspace`);
+    if (file === undefined) throw absent();
+    if (file.type !== 'file') {
+      const to = file.target === undefined ? '' : ` to ${file.target}`;
+      throw new ServiceError('not_found', `${path} is a ${file.type}${to}, not a file: only files are downloaded (links are never followed)`);
+    }
+    const state = conversation.stateKey === null ? undefined : await this.deps.states.open(conversation.stateKey);
+    if (state === undefined) throw absent();
+    const stream = await this.unpackOne(state, entryNameOf(path));
+    if (stream === undefined) throw absent();
+    return { file, stream };
+  }
+
+  async put(userId: string, conversationId: string, rawPath: string, data: Buffer): Promise<void> {
+    await this.change(userId, conversationId, { kind: 'put', path: checkedPath(rawPath), data, at: new Date() });
+  }
+
+  async remove(userId: string, conversationId: string, rawPath: string): Promise<void> {
+    await this.change(userId, conversationId, { kind: 'delete', path: checkedPath(rawPath) });
+  }
+
+  /** The workspace as one archive, with its length (a response is sent with one). */
+  async archive(userId: string, conversationId: string, format: ExportFormat): Promise<{ conversation: Conversation; archive: StoredBlob }> {
+    const conversation = await ownConversation(this.deps.store, userId, conversationId);
+    try {
+      return { conversation, archive: await this.deps.states.export(conversation.stateKey, format) };
+    } catch (error) {
+      throw asServiceError(error);
+    }
+  }
+
+  private async manifestOf(conversation: Conversation): Promise<Manifest> {
+    try {
+      return await this.deps.states.manifest(conversation.stateKey);
+    } catch (error) {
+      throw asServiceError(error);
+    }
+  }
+
+  /** The bytes of one entry, read from the state up to it and no further; undefined when it is not there. */
+  private unpackOne(state: StoredBlob, entryName: string): Promise<Readable | undefined> {
+    return new Promise((resolve, reject) => {
+      let found: PassThrough | undefined;
+      const read = readEntries(state.stream, this.deps.states.limits.archive, (entry) => {
+        if (found !== undefined || entry.path !== entryName || entryTypeOf(entry) !== 'file') {
+          entry.resume();
+          return 'next';
+        }
+        found = new PassThrough();
+        // A client that goes away stops the read.
+        found.once('close', () => read.cancel());
+        entry.pipe(found);
+        resolve(found);
+        return 'stop';
+      });
+      read.done.then(
+        () => {
+          if (found === undefined) resolve(undefined);
+        },
+        (error: unknown) => {
+          if (found === undefined) reject(asServiceError(error));
+          else found.destroy(error as Error);
+        },
+      );
+    });
+  }
+
+  /**
+   * Changes of one conversation on one instance are made one after the other; across instances
+   * the compare-and-set decides, and a change that lost is made again from the state that won.
+   */
+  private change(userId: string, conversationId: string, change: WorkspaceChange): Promise<void> {
+    const before = this.changing.get(conversationId) ?? Promise.resolve();
+    const made = before.catch(() => undefined).then(() => this.makeChange(userId, conversationId, change));
+    this.changing.set(conversationId, made);
+    const forget = () => {
+      if (this.changing.get(conversationId) === made) this.changing.delete(conversationId);
+    };
+    made.then(forget, forget);
+    return made;
+  }
+
+  private async makeChange(userId: string, conversationId: string, change: WorkspaceChange): Promise<void> {
+    const { store, states } = this.deps;
+    for (let attempt = 1; attempt <= CHANGE_ATTEMPTS; attempt++) {
+      const conversation = await ownConversation(store, userId, conversationId);
+      // Refused before any work; the compare-and-set below refuses a turn that starts meanwhile.
+      await this.refuseWhileRunning(conversation);
+      const conflict = changeConflict(await this.manifestOf(conversation), change);
+      if (conflict !== undefined) throw new ServiceError(conflict.status, conflict.message);
+      const previous = conversation.stateKey === null ? undefined : await states.open(conversation.stateKey);
+      const key = `conversations/${conversation.id}/state-files-${randomUUID()}.tar.gz`;
+      await storeState(states, key, changedState(previous?.stream, change, states.limits.archive));
+      const replaced = await store.replaceState(conversation.id, conversation.stateKey, key);
+      if (replaced.replaced) {
+        if (conversation.stateKey !== null) await states.delete(conversation.stateKey);
+        return;
+      }
+      await states.delete(key);
+      if ('activeTurnId' in replaced) throw runningTurn(replaced.activeTurnId);
+      if ('missing' in replaced) throw new ServiceError('not_found', `conversation ${conversationId} not found`);
+    }
+    throw new ServiceError('conflict', `the workspace changed ${CHANGE_ATTEMPTS} times while this change was made; try again`);
+  }
+
+  /** A turn that still runs refuses the change; one that is over but not yet settled is settled first. */
+  private async refuseWhileRunning(conversation: Conversation): Promise<void> {
+    const unfinished = (await this.deps.store.listUnfinishedTurns(conversation.userId)).filter((turn) => turn.conversationId === conversation.id);
+    for (const turn of unfinished) {
+      const now = await this.lifecycle.reconcile(turn);
+      if (!isFinal(now.status)) throw runningTurn(now.id);
+    }
+  }
+}
+
+const runningTurn = (activeTurnId: string) =>
+  new ServiceError('conflict', 'a turn is running in this conversation: its files change when it ends', { activeTurnId });
+
+function checkedPath(raw: string): string {
+  const broken = pathRuleBroken(raw);
+  if (broken !== undefined) throw new ServiceError('invalid_request', `bad path: ${broken}`);
+  return raw;
+}

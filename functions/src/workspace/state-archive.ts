@@ -1,0 +1,138 @@
+import { type Readable, pipeline } from 'node:stream';
+import { createGunzip, createGzip } from 'node:zlib';
+import { Header, Pack, Parser, ReadEntry } from 'tar';
+import { byteLimit } from '../byte-limit.js';
+import { AGENT_USER } from '../contract/sandbox-layout.js';
+
+/**
+ * A conversation's state archive (a gzipped tar of the agent's session and workspace, written by
+ * the sandbox's runner) read and written on the API's side: as streams, entry by entry, never
+ * extracted anywhere. The archive comes from a sandbox, whose agent may be hostile: every read
+ * is held to the limits the sandbox itself has, and what tar would buffer is bounded.
+ */
+
+/** The sandbox's disk and its file count: a state that expands past them could not be restored either. */
+export interface ArchiveLimits {
+  maxExpandedBytes: number;
+  maxEntries: number;
+}
+
+/** A state the API will not read: over the limits, or not a gzipped tar. */
+export class StateArchiveError extends Error {
+  override name = 'StateArchiveError';
+  constructor(
+    message: string,
+    readonly kind: 'too_large' | 'unreadable',
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Long names and pax headers are read whole into memory: one past this is skipped unread (tar's
+ * parser then uses the entry's own short header), so a small archive cannot make it hold GBs.
+ */
+const MAX_META_BYTES = 64 * 1024;
+
+/** What a visitor does with an entry: it consumes or resumes the entry itself, and may end the read there. */
+export type Visit = 'next' | 'stop';
+
+export interface EntryRead {
+  /** Settles when the archive is read to its end, or to the end of the entry a visit stopped at. */
+  done: Promise<void>;
+  /** Stops reading (a client went away); `done` then settles as it is. */
+  cancel(): void;
+}
+
+/**
+ * Reads a state archive's entries in order, handing each to `visit` as it comes; an entry's data
+ * flows only as fast as the visitor takes it. Fails with StateArchiveError past the limits or on
+ * a damaged archive.
+ */
+export function readEntries(archive: Readable, limits: ArchiveLimits, visit: (entry: ReadEntry) => Visit): EntryRead {
+  let finish: (error?: Error) => void = () => undefined;
+  let cancel = (): undefined => undefined;
+  const done = new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const parser = new Parser({ strict: true, maxMetaEntrySize: MAX_META_BYTES });
+    const limiter = byteLimit(
+      limits.maxExpandedBytes,
+      () => new StateArchiveError(`the state expands to more than ${limits.maxExpandedBytes} bytes, the sandbox's disk`, 'too_large'),
+    );
+    const expanded = pipeline(archive, createGunzip(), limiter.stream, (error) => {
+      if (error)
+        finish(error instanceof StateArchiveError ? error : new StateArchiveError(`the state is not a gzipped tar: ${error.message}`, 'unreadable'));
+    });
+    finish = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      expanded.destroy();
+      archive.destroy();
+      if (error) reject(error);
+      else resolve();
+    };
+    cancel = () => {
+      finish();
+    };
+    let entries = 0;
+    const counted = (): boolean => {
+      entries += 1;
+      if (entries <= limits.maxEntries) return true;
+      finish(new StateArchiveError(`the state holds more than ${limits.maxEntries} files, the sandbox's limit`, 'too_large'));
+      return false;
+    };
+    parser.on('entry', (entry: ReadEntry) => {
+      if (settled || !counted()) {
+        entry.resume();
+        return;
+      }
+      if (visit(entry) === 'stop') entry.once('end', () => finish());
+    });
+    // An entry of a type tar does not know is not handed out, but it is one more file all the same.
+    parser.on('ignoredEntry', (entry: ReadEntry) => {
+      if (!entry.meta) counted();
+    });
+    parser.on('error', (error: Error) => finish(new StateArchiveError(`the state is not a readable tar: ${error.message}`, 'unreadable')));
+    parser.on('end', () => finish());
+    expanded.on('data', (chunk: Buffer) => {
+      if (!parser.write(chunk)) expanded.pause();
+    });
+    parser.on('drain', () => expanded.resume());
+    expanded.on('end', () => parser.end());
+  });
+  return { done, cancel: () => cancel() };
+}
+
+/** Reads every entry; `visit` must consume or resume each. */
+export const readAllEntries = (archive: Readable, limits: ArchiveLimits, visit: (entry: ReadEntry) => void): Promise<void> =>
+  readEntries(archive, limits, (entry) => {
+    visit(entry);
+    return 'next';
+  }).done;
+
+/** A new gzipped tar: entries added to `pack` come out of `output` compressed, in order. */
+export function newArchive(): { pack: Pack; output: Readable } {
+  const pack = new Pack({});
+  const gzip = createGzip();
+  pack.on('error', (error: unknown) => gzip.destroy(error as Error));
+  pack.pipe(gzip);
+  return { pack, output: gzip };
+}
+
+/** An entry for a file given whole, owned by the agent as the sandbox's own files are. */
+export function fileEntry(name: string, data: Buffer, mtime: Date): ReadEntry {
+  const header = new Header({
+    path: name,
+    type: 'File',
+    mode: 0o644,
+    size: data.length,
+    mtime,
+    uid: AGENT_USER.uid,
+    gid: AGENT_USER.gid,
+    uname: AGENT_USER.name,
+    gname: AGENT_USER.name,
+  });
+  const entry = new ReadEntry(header);
+  entry.end(data);
+  return entry;
+}

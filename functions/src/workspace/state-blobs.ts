@@ -1,0 +1,174 @@
+import { PassThrough, type Readable } from 'node:stream';
+import type { ReadEntry } from 'tar';
+import yazl from 'yazl';
+import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
+import { EMPTY_MANIFEST, entryTypeOf, Manifest, manifestOf } from './manifest.js';
+import { type ArchiveLimits, newArchive, readAllEntries } from './state-archive.js';
+import { workspacePathOfEntry } from './workspace-path.js';
+
+export type ExportFormat = 'tar.gz' | 'zip';
+
+/**
+ * A response streamed without a length is cut at 10 MB on Cloud Run functions, and one with a
+ * length may be 32 MB (cloud.google.com/functions/quotas): an export is stored first, then sent
+ * with its length, and may be no larger than one response can carry.
+ */
+export const MAX_EXPORT_BYTES = 32 * 1000 * 1000 - 64 * 1024;
+/** A manifest of the most files a state may hold, with room to spare. */
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+/** What is kept beside a state, under its key: all of it goes when the state goes. */
+const derivedKeys = (stateKey: string) => ({
+  manifest: `${stateKey}.manifest.json`,
+  'tar.gz': `${stateKey}.workspace.tar.gz`,
+  zip: `${stateKey}.workspace.zip`,
+});
+
+export interface StateLimits {
+  /** Compressed, as stored. */
+  maxStateBytes: number;
+  /** What a state may expand to in a sandbox. */
+  archive: ArchiveLimits;
+}
+
+/**
+ * Conversation states in the blob store, each with what is derived from it: its manifest,
+ * written as the state is stored, and its workspace's exports, made when first asked for.
+ */
+export class StateBlobs {
+  constructor(
+    private readonly blobs: BlobStore,
+    readonly limits: StateLimits,
+  ) {}
+
+  /**
+   * Stores a state and its manifest, read from the same stream as it arrives. A state that is
+   * over the limits or not a gzipped tar is not stored at all: the put fails with the reason.
+   */
+  async put(key: string, body: Readable): Promise<Manifest> {
+    const toBlob = new PassThrough();
+    const toManifest = new PassThrough();
+    body.on('error', (error) => {
+      toBlob.destroy(error);
+      toManifest.destroy(error);
+    });
+    body.pipe(toBlob);
+    body.pipe(toManifest);
+    const stored = this.blobs.put(key, toBlob, this.limits.maxStateBytes);
+    const read = manifestOf(toManifest, this.limits.archive);
+    // Either failing stops the other: nothing is read past a reason to refuse.
+    stored.catch(() => toManifest.destroy());
+    read.catch((error: unknown) => toBlob.destroy(error as Error));
+    const [storedResult, manifestResult] = await Promise.allSettled([stored, read]);
+    if (storedResult.status === 'rejected') throw storedResult.reason;
+    if (manifestResult.status === 'rejected') {
+      await this.blobs.delete(key);
+      throw manifestResult.reason;
+    }
+    await this.saveManifest(key, manifestResult.value);
+    return manifestResult.value;
+  }
+
+  open(key: string): Promise<StoredBlob | undefined> {
+    return this.blobs.get(key);
+  }
+
+  /** The state's manifest: the one stored beside it, else (a state stored before manifests were) read from it and kept. */
+  async manifest(key: string | null): Promise<Manifest> {
+    if (key === null) return EMPTY_MANIFEST;
+    const stored = await this.blobs.get(derivedKeys(key).manifest);
+    if (stored !== undefined) return Manifest.parse(JSON.parse((await textOf(stored.stream)) || 'null'));
+    const state = await this.blobs.get(key);
+    if (state === undefined) return EMPTY_MANIFEST;
+    const manifest = await manifestOf(state.stream, this.limits.archive);
+    await this.saveManifest(key, manifest);
+    return manifest;
+  }
+
+  /** The state's workspace alone as one archive, made once per state and kept until the state goes. */
+  async export(key: string | null, format: ExportFormat): Promise<StoredBlob> {
+    if (key === null) return this.exported(format, undefined);
+    const exportKey = derivedKeys(key)[format];
+    const kept = await this.blobs.get(exportKey);
+    if (kept !== undefined) return kept;
+    const state = await this.blobs.get(key);
+    if (state === undefined) return this.exported(format, undefined);
+    await this.blobs.put(exportKey, this.exportStream(state.stream, format), MAX_EXPORT_BYTES);
+    const made = await this.blobs.get(exportKey);
+    if (made === undefined) throw new Error(`the export ${exportKey} was stored but cannot be read`);
+    return made;
+  }
+
+  async delete(key: string): Promise<void> {
+    await Promise.all([key, ...Object.values(derivedKeys(key))].map((each) => this.blobs.delete(each)));
+  }
+
+  /** An export of an empty workspace, made on the spot: it is tiny. */
+  private async exported(format: ExportFormat, state: Readable | undefined): Promise<StoredBlob> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.exportStream(state, format)) chunks.push(chunk as Buffer);
+    const data = Buffer.concat(chunks);
+    return { stream: PassThrough.from([data]), bytes: data.length };
+  }
+
+  private exportStream(state: Readable | undefined, format: ExportFormat): Readable {
+    const workspaceOnly = (visit: (entry: ReadEntry) => void) => (entry: ReadEntry) => {
+      if (workspacePathOfEntry(entry.path) === undefined) entry.resume();
+      else visit(entry);
+    };
+    const read = (visit: (entry: ReadEntry) => void) =>
+      state === undefined ? Promise.resolve() : readAllEntries(state, this.limits.archive, workspaceOnly(visit));
+    if (format === 'tar.gz') {
+      const { pack, output } = newArchive();
+      read((entry) => pack.add(entry)).then(
+        () => pack.end(),
+        (error: unknown) => output.destroy(error as Error),
+      );
+      return output;
+    }
+    const zip = new yazl.ZipFile();
+    const output = new PassThrough();
+    zip.outputStream.pipe(output);
+    read((entry) => addToZip(zip, entry)).then(
+      () => zip.end(),
+      (error: unknown) => output.destroy(error as Error),
+    );
+    return output;
+  }
+
+  private async saveManifest(key: string, manifest: Manifest): Promise<void> {
+    await this.blobs.put(derivedKeys(key).manifest, PassThrough.from([Buffer.from(JSON.stringify(manifest))]), MAX_MANIFEST_BYTES);
+  }
+}
+
+/**
+ * Zip has no hard links or special files: those are left out of a zip (a tar.gz keeps them);
+ * a symlink is stored as zip tools store one, its target as the data under a link's mode.
+ */
+function addToZip(zip: yazl.ZipFile, entry: ReadEntry): void {
+  const name = entry.path.endsWith('/') ? entry.path.slice(0, -1) : entry.path;
+  const mtime = entry.mtime !== undefined && Number.isFinite(entry.mtime.getTime()) ? entry.mtime : new Date(0);
+  const permissions = (entry.mode ?? 0o644) & 0o777;
+  switch (entryTypeOf(entry)) {
+    case 'directory':
+      zip.addEmptyDirectory(name, { mtime, mode: 0o040000 | permissions });
+      entry.resume();
+      return;
+    case 'file':
+      // yazl reads what it is given in the order given: the tar's next entry waits for this one.
+      zip.addReadStream(entry as unknown as NodeJS.ReadableStream, name, { mtime, mode: 0o100000 | permissions, size: entry.size });
+      return;
+    case 'symlink':
+      zip.addBuffer(Buffer.from(entry.linkpath ?? ''), name, { mtime, mode: 0o120777, compress: false });
+      entry.resume();
+      return;
+    default:
+      entry.resume();
+  }
+}
+
+async function textOf(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
