@@ -6,28 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
 import { prompt, useServiceWithFake, type RunningService } from '../support/service.js';
 import { commandOutput, turnOf } from '../support/in-sandbox.js';
+import { tarHeader } from '../support/tar-bytes.js';
 
 const GiB = 1024 ** 3;
-
-/** A tar header (ustar) for one regular file of `size` bytes. */
-function tarHeader(name: string, size: number): Buffer {
-  const header = Buffer.alloc(512);
-  const field = (offset: number, length: number, value: string) => header.write(value.padEnd(length, '\0').slice(0, length), offset, 'ascii');
-  field(0, 100, name);
-  field(100, 8, '0000644');
-  field(108, 8, '0001750');
-  field(116, 8, '0001750');
-  field(124, 12, size.toString(8).padStart(11, '0'));
-  field(136, 12, '00000000000');
-  field(156, 1, '0');
-  field(257, 6, 'ustar');
-  field(263, 2, '00');
-  header.fill(' ', 148, 156);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  field(148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
-  return header;
-}
 
 /**
  * A gzip bomb as a conversation's state: one file of 4 GiB of zeros in the workspace, as a
@@ -73,6 +54,14 @@ describe("restoring a conversation's state", () => {
     // The previous state is the conversation's still, untouched.
     expect(await conversationStateKey(running.service, conversationId)).toBe(key);
     expect(createHash('sha256').update(readFileSync(blob)).digest('hex')).toBe(createHash('sha256').update(bomb).digest('hex'));
+    // The files API reads the same archive on the host, held to the same budget: 413, and nothing is written.
+    for (const route of ['files/note', 'archive', 'archive?format=zip']) {
+      const read = await fetch(`${running.service.url}/api/conversations/${conversationId}/${route}`, { headers: { 'x-user-id': 'bomb' } });
+      expect(read.status, route).toBe(413);
+      expect(await read.json()).toMatchObject({
+        error: { code: 'too_large', message: expect.stringContaining('expands to more than 536870912 bytes') },
+      });
+    }
     // And the service goes on: a new conversation works.
     expect(await commandOutput(running.service, 'echo fine')).toContain('fine');
   });

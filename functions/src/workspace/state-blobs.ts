@@ -52,6 +52,9 @@ export class StateBlobs {
       toBlob.destroy(error);
       toManifest.destroy(error);
     });
+    // Each branch's error reaches its reader's promise; once that has settled, a later one
+    // (the other branch failing) must not become an uncaught 'error' event.
+    for (const branch of [toBlob, toManifest]) branch.on('error', () => undefined);
     body.pipe(toBlob);
     body.pipe(toManifest);
     const stored = this.blobs.put(key, toBlob, this.limits.maxStateBytes);

@@ -1,0 +1,116 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { buffer } from 'node:stream/consumers';
+import { createGzip, gzipSync } from 'node:zlib';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FsBlobStore } from '../../functions/src/blobs/fs.js';
+import { StateArchiveError } from '../../functions/src/workspace/state-archive.js';
+import { StateBlobs } from '../../functions/src/workspace/state-blobs.js';
+import { TAR_END, tarEntry, tarHeader } from '../support/tar-bytes.js';
+
+/*
+ * A state archive comes from a sandbox, whose agent may be hostile (it can reach the runner's
+ * token): the API reads every one on the host, so each is held to the sandbox's own limits and
+ * none can make the API hold more than a little of it in memory.
+ */
+
+const MiB = 1024 * 1024;
+const LIMITS = { maxStateBytes: 8 * MiB, archive: { maxExpandedBytes: 300 * MiB, maxEntries: 100 } };
+
+describe('state archives from a hostile sandbox, read on the host', () => {
+  let root: string;
+  let states: StateBlobs;
+  const stored = () => readdirSync(path.join(root, 'c'), { recursive: true }).map(String);
+  const put = (archive: Buffer) => states.put('c/state.tar.gz', Readable.from([archive]));
+
+  beforeEach(() => {
+    root = mkdtempSync(path.join(tmpdir(), 'clauderun-states-'));
+    states = new StateBlobs(new FsBlobStore(root), LIMITS);
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  it('lists files, directories, symlinks, hard links and devices as what they are, and only the workspace', async () => {
+    const manifest = await put(
+      gzipSync(
+        Buffer.concat([
+          tarEntry('home/agent/.claude/projects/p/session.jsonl', Buffer.from('{}')),
+          tarEntry('workspace/', undefined, '5'),
+          tarEntry('workspace/a.txt', Buffer.from('hello')),
+          tarEntry('workspace/link', undefined, '2', '/etc/shadow'),
+          tarEntry('workspace/hard', undefined, '1', 'workspace/a.txt'),
+          tarEntry('workspace/null', undefined, '3'),
+          tarEntry('workspace/fifo', undefined, '6'),
+          TAR_END,
+        ]),
+      ),
+    );
+    expect(manifest.entries.map(({ path, type, size, target }) => ({ path, type, size, target }))).toEqual([
+      { path: 'a.txt', type: 'file', size: 5, target: undefined },
+      { path: 'link', type: 'symlink', size: 0, target: '/etc/shadow' },
+      { path: 'hard', type: 'hardlink', size: 0, target: 'a.txt' },
+      { path: 'null', type: 'other', size: 0, target: undefined },
+      { path: 'fifo', type: 'other', size: 0, target: undefined },
+    ]);
+    expect(await states.manifest('c/state.tar.gz')).toEqual(manifest);
+  });
+
+  it('refuses, storing nothing, a state that expands past the disk, holds too many files, names a path outside its root, or is not a gzipped tar', async () => {
+    const cases: Array<[string, Buffer, RegExp]> = [
+      [
+        'a gzip bomb',
+        gzipSync(Buffer.concat([tarHeader('workspace/zeros', 400 * MiB), Buffer.alloc(400 * MiB)])),
+        /expands to more than 314572800 bytes/,
+      ],
+      ['101 files', gzipSync(Buffer.concat([...Array.from({ length: 101 }, (_, i) => tarEntry(`workspace/f${i}`)), TAR_END])), /more than 100 files/],
+      ['an absolute name', gzipSync(Buffer.concat([tarEntry('/etc/cron.d/x', Buffer.from('x')), TAR_END])), /outside its root/],
+      ['a name climbing out', gzipSync(Buffer.concat([tarEntry('workspace/../../etc/x', Buffer.from('x')), TAR_END])), /outside its root/],
+      ['no gzip', Buffer.concat([tarEntry('workspace/a', Buffer.from('x')), TAR_END]), /not a gzipped tar/],
+      [
+        'a cut gzip',
+        gzipSync(Buffer.concat([tarEntry('workspace/a', Buffer.alloc(100_000, 1)), TAR_END])).subarray(0, 200),
+        /not a gzipped tar|not a readable tar/,
+      ],
+      ['no tar', gzipSync(Buffer.alloc(4096, 7)), /not a readable tar/],
+    ];
+    for (const [what, archive, reason] of cases) {
+      const refused = await put(archive).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(refused, what).toBeInstanceOf(StateArchiveError);
+      expect((refused as Error).message, what).toMatch(reason);
+      expect(
+        stored().filter((name) => name.startsWith('state')),
+        what,
+      ).toEqual([]);
+    }
+  });
+
+  it('skips a pax header of 200 MB unread instead of holding it in memory', async () => {
+    const paxBytes = 200 * MiB;
+    // Compressed a MiB at a time: the test itself never holds the header whole.
+    const gzip = createGzip();
+    const compressed = buffer(gzip);
+    gzip.write(tarHeader('PaxHeader/a', paxBytes, 'x'));
+    const mebibyte = Buffer.alloc(MiB, 'a');
+    for (let i = 0; i < paxBytes / MiB; i++) if (!gzip.write(mebibyte)) await once(gzip, 'drain');
+    gzip.end(Buffer.concat([tarEntry('workspace/after', Buffer.from('x')), TAR_END]));
+    const archive = await compressed;
+    const before = process.memoryUsage();
+    let peak = 0;
+    const sampler = setInterval(() => {
+      // The resident size: what tar's parser would hold is a string, which heap figures can miss.
+      peak = Math.max(peak, process.memoryUsage().rss - before.rss);
+    }, 5);
+    try {
+      const manifest = await put(archive);
+      expect(manifest.entries.map((entry) => entry.path)).toEqual(['after']);
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(peak).toBeLessThan(100 * MiB);
+  });
+});
