@@ -180,6 +180,95 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect((stored.body.turns as Array<{ status: string }>)[0]?.status).toBe('cancelled');
   });
 
+  it('deletes a conversation only once confirmed in its dialog, from the mouse or the keyboard, and says in words when it cannot', async () => {
+    const user = unique('deleter');
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, user);
+    const stored = async () =>
+      ((await call(running.service, 'GET', '/api/conversations', { userId: user })).body.conversations as Array<{ conversationId: string }>).map(
+        (c) => c.conversationId,
+      );
+    const openId = () => decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const deleteButton = page.getByRole('button', { name: 'Delete conversation' });
+    const dialog = page.getByRole('dialog', { name: 'Delete this conversation?' });
+    const listItems = page.locator('#conversation-list li');
+    // A new conversation has nothing to delete yet.
+    expect(await deleteButton.isHidden()).toBe(true);
+    await send(page, 'keep-or-delete');
+    await waitForTurnEnd(page, 'Done');
+    const kept = openId();
+
+    // Cancelled with its button, then with Escape: nothing is deleted.
+    await deleteButton.click();
+    await dialog.waitFor();
+    await expectText(dialog, '“keep-or-delete” and all its turns will be deleted');
+    expect(await page.locator(':focus').innerText()).toBe('Cancel');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await eventually(() => dialog.isVisible()).toBe(false);
+    await deleteButton.click();
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await eventually(() => dialog.isVisible()).toBe(false);
+    expect(await stored()).toEqual([kept]);
+    await expectText(listItems, 'keep-or-delete');
+    await expectText(page.locator('#conversation-title'), 'keep-or-delete');
+
+    // A refusal is told in words, and the conversation stays (the 503 is made up here, in the API's shape).
+    await page.route(`**/api/conversations/${kept}`, (route) =>
+      route.request().method() === 'DELETE'
+        ? route.fulfill({
+            status: 503,
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ error: { code: 'unavailable', message: 'the store is not answering' } }),
+          })
+        : route.continue(),
+    );
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await expectText(notice(page), 'The service is not available right now. Try again shortly.');
+    await expectText(notice(page), 'The service said: the store is not answering');
+    await expectText(listItems, 'keep-or-delete');
+    await expectText(page.locator('#conversation-title'), 'keep-or-delete');
+    await page.unroute(`**/api/conversations/${kept}`);
+
+    // Confirmed from the keyboard alone: it is gone from the service and the list, and a new conversation is open.
+    await deleteButton.focus();
+    await page.keyboard.press('Enter');
+    await dialog.waitFor();
+    await page.keyboard.press('Tab');
+    expect(await page.locator(':focus').innerText()).toBe('Delete');
+    await page.keyboard.press('Enter');
+    await eventually(stored).toEqual([]);
+    await eventually(() => listItems.count()).toBe(0);
+    await expectText(page.locator('#conversation-list-empty'), 'No conversations yet.');
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+    expect(new URL(page.url()).hash).toBe('#/new');
+    expect(await turns(page).count()).toBe(0);
+    expect(await deleteButton.isHidden()).toBe(true);
+    await eventually(() => notice(page).count()).toBe(0);
+
+    // A turn still running goes with its conversation; the page stops following it.
+    await send(page, `bash: ${WAIT_A_MINUTE}`);
+    await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await eventually(stored).toEqual([]);
+    await eventually(() => page.locator('#cancel').isHidden()).toBe(true);
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+    expect(await turns(page).count()).toBe(0);
+
+    // Deleted elsewhere meanwhile: said so, and it leaves the page all the same.
+    await send(page, 'deleted-elsewhere');
+    await waitForTurnEnd(page, 'Done');
+    const elsewhere = openId();
+    expect((await call(running.service, 'DELETE', `/api/conversations/${elsewhere}`, { userId: user })).status).toBe(204);
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await expectText(notice(page), 'That conversation does not exist, or it is not yours.');
+    await eventually(() => listItems.count()).toBe(0);
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+  });
+
   it('says in words why a prompt was refused, picks up a turn already running and cancels it', async () => {
     const user = unique('busy');
     const { page } = await open(running.service.url);

@@ -119,6 +119,11 @@ export class ApiClient {
     return { ...started, links: resolveTurnLinks(started.links, url) };
   }
 
+  /** Deletes the conversation with its state; the API cancels a turn still running in it. */
+  async deleteConversation(conversationId: string): Promise<void> {
+    await this.call('DELETE', fillPath(PUBLIC_ROUTES.conversation, { conversationId }));
+  }
+
   async usage(): Promise<UsageView> {
     return this.json<UsageView>('GET', PUBLIC_ROUTES.usage);
   }
@@ -128,13 +133,17 @@ export class ApiClient {
   }
 
   private async json<T>(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await request(apiUrl(url), {
+    const response = await this.call(method, url, body, headers);
+    // The API's own answers, typed by its contract (contract/api.ts).
+    return (await response.json()) as T;
+  }
+
+  private call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return request(apiUrl(url), {
       method,
       headers: { ...this.headers(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       cache: 'no-store',
     });
-    // The API's own answers, typed by its contract (contract/api.ts).
-    return (await response.json()) as T;
   }
 }
