@@ -605,11 +605,14 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     await identity?.close();
   });
 
-  it('tells the page where to sign in, and lets it reach only there besides the API', async () => {
+  it('tells the page where to sign in and renew its token (beside the emulated Identity Toolkit), and lets it reach only there besides the API', async () => {
     const config = await call(service, 'GET', '/api/client-config');
-    expect(config.body).toEqual({ authModes: ['firebase'], firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url } });
+    expect(config.body).toEqual({
+      authModes: ['firebase'],
+      firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url, tokenUrl: identity.tokenUrl },
+    });
     const csp = (await fetch(`${service.url}/`)).headers.get('content-security-policy') ?? '';
-    expect(csp).toContain(`connect-src 'self' ${identity.url};`);
+    expect(csp).toContain(`connect-src 'self' ${new URL(identity.url).origin};`);
   });
 
   it('signs in with email and password, says why a sign-in fails, and runs a turn as that user', async () => {
@@ -648,20 +651,77 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     expect((await service.clauderun.service.getConversation('uid-ada', conversationId)).turns).toHaveLength(1);
   });
 
-  it('asks to sign in again once the ID token has expired', async () => {
-    const { page } = await open(service.url);
-    await page.getByLabel('Email').fill('ada@example.com');
-    await page.getByLabel('Password').fill('correct horse');
-    await page.locator('#sign-in-firebase').getByRole('button', { name: 'Sign in' }).click();
-    await expectText(page.locator('#account-name'), 'ada@example.com');
-    // An hour later, as the page sees it.
-    await page.evaluate<void>(
-      "const kept = JSON.parse(sessionStorage.getItem('clauderun.identity')); kept.expiresAt = Date.now() - 1; sessionStorage.setItem('clauderun.identity', JSON.stringify(kept));",
-    );
+  /** Signs in as `email` in a fresh tab. */
+  async function signedIn(email: string, password: string) {
+    const tab = await open(service.url);
+    await tab.page.getByLabel('Email').fill(email);
+    await tab.page.getByLabel('Password').fill(password);
+    await tab.page.locator('#sign-in-firebase').getByRole('button', { name: 'Sign in' }).click();
+    await expectText(tab.page.locator('#account-name'), email);
+    return tab;
+  }
+
+  type Kept = { idToken: string; refreshToken: string; expiresAt: number };
+  const kept = (page: Tab['page']) => page.evaluate<Kept>("JSON.parse(sessionStorage.getItem('clauderun.identity'))");
+  /** Changes the kept identity as the page would find it later (an hour on, say). */
+  const keep = (page: Tab['page'], change: Partial<Kept>) =>
+    page.evaluate<void, Partial<Kept>>((values) => {
+      const key = 'clauderun.identity';
+      sessionStorage.setItem(key, JSON.stringify({ ...JSON.parse(sessionStorage.getItem(key) ?? '{}'), ...values }));
+    }, change);
+
+  it('renews an expired ID token with the refresh token, silently, and runs the turn as the same user', async () => {
+    const { page } = await signedIn('ada@example.com', 'correct horse');
+    const before = await kept(page);
+    expect(before.refreshToken).toMatch(/^fake-refresh-uid-ada-/);
+    const renewals = identity.renewals();
+    const signIns = identity.signIns();
+
+    // An hour later, as the page sees it: the first call renews the token before it goes.
+    await keep(page, { expiresAt: Date.now() - 1 });
     await page.reload();
-    await expectText(notice(page), 'Your sign-in has expired. Sign in again.');
+    await expectText(page.locator('#account-name'), 'ada@example.com');
+    await eventually(async () => (await kept(page)).expiresAt).toBeGreaterThan(Date.now() + 30 * 60_000);
+    expect(identity.renewals()).toBe(renewals + 1);
+    await send(page, 'bash: echo renewed-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'tool output: renewed-marker');
+    expect(await notice(page).count()).toBe(0);
+
+    // A token the API refuses though it has not expired yet, as the page counts (a clock off, say):
+    // renewed and the call sent again, once.
+    await keep(page, { idToken: 'not-a-token' });
+    await send(page, 'bash: echo retried-marker');
+    await waitForTurnEnd(page, 'Done');
+    expect(identity.renewals()).toBe(renewals + 2);
+    expect((await kept(page)).idToken).not.toBe('not-a-token');
+    expect(identity.signIns()).toBe(signIns);
+    expect(await notice(page).count()).toBe(0);
+
+    // Both turns are the token subject's.
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const { turns: stored } = await service.clauderun.service.getConversation('uid-ada', conversationId);
+    expect(stored.map((t) => t.prompt)).toEqual(['bash: echo renewed-marker', 'bash: echo retried-marker']);
+  });
+
+  it('asks to sign in again, saying why, once the refresh token is revoked', async () => {
+    const { page } = await signedIn('ada@example.com', 'correct horse');
+    identity.revoke('ada@example.com');
+    await keep(page, { expiresAt: Date.now() - 1 });
+    await page.reload();
+    await expectText(notice(page), 'Your sign-in is no longer valid (it was revoked, or the password was changed). Sign in again.');
+    await expectText(notice(page), 'The service said: TOKEN_EXPIRED');
     await page.getByLabel('Email').waitFor();
+    expect(await page.locator('#account').isHidden()).toBe(true);
     expect(await sessionStorageSize(page)).toBe(0);
+
+    // The same once signed in: a token the API refuses, and a refresh token that is no good either.
+    const again = (await signedIn('ada@example.com', 'correct horse')).page;
+    await keep(again, { idToken: 'not-a-token', refreshToken: 'fake-refresh-made-up' });
+    await type(again, 'never sent');
+    await expectText(notice(again), 'Your sign-in could not be renewed. Sign in again.');
+    await again.getByLabel('Email').waitFor();
+    expect(await sessionStorageSize(again)).toBe(0);
   });
 });
 

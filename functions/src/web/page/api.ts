@@ -16,7 +16,7 @@ import { resolveTurnLinks, turnLinks as linksFrom } from '../../contract/turn-li
 interface Credentials {
   header: { userId: string };
   apikey: { key: string };
-  firebase: { idToken: string; expiresAt: number; email: string };
+  firebase: { idToken: string; refreshToken: string; expiresAt: number; email: string };
 }
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
@@ -86,12 +86,44 @@ export async function request(url: string, init: RequestInit): Promise<Response>
   return response;
 }
 
-/** The service's public API, same origin, as whoever `identity()` names at the moment of each call. */
-export class ApiClient {
-  constructor(private readonly identity: () => Identity | undefined) {}
+/** Who each call is made as: read as it goes, so a renewed ID token is used at once. */
+export interface IdentitySource {
+  /** The identity to send now (a Firebase ID token is renewed first if it has expired). */
+  current(): Promise<Identity | undefined>;
+  /** After the API refused `refused` (401): an identity worth one more try, or undefined. */
+  afterRefusal(refused: Identity): Promise<Identity | undefined>;
+}
 
-  headers(): Record<string, string> {
-    return authHeaders(this.identity());
+/** One identity as it is, never renewed: none (client config), or the one being checked at sign-in. */
+export const fixedIdentity = (identity: Identity | undefined): IdentitySource => ({
+  current: async () => identity,
+  afterRefusal: async () => undefined,
+});
+
+const withAuth = (init: RequestInit, identity: Identity | undefined): RequestInit => ({
+  ...init,
+  // The page passes its headers as plain objects, never as a Headers or a list of pairs.
+  headers: { ...authHeaders(identity), ...(init.headers as Record<string, string> | undefined) },
+});
+
+/** The service's public API, same origin, as whoever `identities` names at the moment of each call. */
+export class ApiClient {
+  constructor(private readonly identities: IdentitySource) {}
+
+  /**
+   * request() with the caller's credentials; refused as unauthenticated, it is sent once more
+   * with a renewed ID token (one may have expired on the way, or been revoked and re-issued).
+   */
+  async send(url: string, init: RequestInit): Promise<Response> {
+    const identity = await this.identities.current();
+    try {
+      return await request(url, withAuth(init, identity));
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401) || identity === undefined) throw error;
+      const renewed = await this.identities.afterRefusal(identity);
+      if (renewed === undefined) throw error;
+      return request(url, withAuth(init, renewed));
+    }
   }
 
   async clientConfig(): Promise<ClientConfig> {
@@ -139,9 +171,9 @@ export class ApiClient {
   }
 
   private call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
-    return request(apiUrl(url), {
+    return this.send(apiUrl(url), {
       method,
-      headers: { ...this.headers(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+      headers: { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       cache: 'no-store',
     });

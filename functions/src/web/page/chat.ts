@@ -194,7 +194,7 @@ export class Chat {
     try {
       await followEvents({
         url: links.events,
-        headers: () => this.api.headers(),
+        send: (url, init) => this.api.send(url, init),
         signal: stop.signal,
         isLast: (event) => event.type === TurnEventType.result,
         onEvent: (event) => {
