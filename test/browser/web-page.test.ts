@@ -203,6 +203,7 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     await dialog.waitFor();
     await expectText(dialog, '“keep-or-delete” and all its turns will be deleted');
     expect(await page.locator(':focus').innerText()).toBe('Cancel');
+    await screenshot(page, 'web-page-delete-confirm.png');
     await dialog.getByRole('button', { name: 'Cancel' }).click();
     await eventually(() => dialog.isVisible()).toBe(false);
     await deleteButton.click();
