@@ -16,6 +16,21 @@ export type { AuthMode };
 
 /** Google's Identity Toolkit API, where Firebase email and password sign-in happens. */
 const FIREBASE_AUTH_URL = 'https://identitytoolkit.googleapis.com';
+/** Google's Secure Token API, where the page exchanges a refresh token for a new ID token. */
+const FIREBASE_TOKEN_URL = 'https://securetoken.googleapis.com';
+
+/**
+ * The web page's sign-in endpoints. ID tokens are renewed, unless set otherwise, beside an Identity
+ * Toolkit served under its host name (the Firebase Auth emulator's
+ * http://host:port/identitytoolkit.googleapis.com serves /securetoken.googleapis.com too), else at
+ * Google's: an emulator's refresh token sent to Google would only be refused.
+ */
+function webSignInOf(apiKey: string, authUrlSetting: string | undefined, tokenUrlSetting: string | undefined) {
+  const authUrl = (authUrlSetting ?? FIREBASE_AUTH_URL).replace(/\/+$/, '');
+  const beside = authUrl.replace(/\/identitytoolkit\.googleapis\.com$/, '/securetoken.googleapis.com');
+  const tokenUrl = tokenUrlSetting?.replace(/\/+$/, '') ?? (beside === authUrl ? FIREBASE_TOKEN_URL : beside);
+  return { apiKey, authUrl, tokenUrl };
+}
 
 /**
  * The limits' defaults, by the variable that changes each: the schema below and the deployment
@@ -135,6 +150,10 @@ const EnvSchema = z.object({
   /** The Identity Toolkit API the web page signs in at; the Firebase Auth emulator or a test fake can stand in. */
   CLAUDERUN_FIREBASE_AUTH_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), {
     error: 'CLAUDERUN_FIREBASE_AUTH_URL must be a URL',
+  }),
+  /** The Secure Token API the web page renews ID tokens at (see webSignInOf for its default). */
+  CLAUDERUN_FIREBASE_TOKEN_URL: optionalString.refine((v) => v === undefined || URL.canParse(v), {
+    error: 'CLAUDERUN_FIREBASE_TOKEN_URL must be a URL',
   }),
   CLAUDERUN_TURN_TIMEOUT_SECONDS: positiveInt('CLAUDERUN_TURN_TIMEOUT_SECONDS')
     .max(24 * 3600)
@@ -279,7 +298,7 @@ export interface Config {
     modes: AuthMode[];
     firebase: { projectId: string; jwksUrl: string | undefined } | undefined;
     /** Email and password sign-in on the web page: only with firebase mode and a Web API key. */
-    webSignIn: { apiKey: string; authUrl: string } | undefined;
+    webSignIn: { apiKey: string; authUrl: string; tokenUrl: string } | undefined;
   };
   tokenSecret: string | undefined;
   limits: {
@@ -434,7 +453,7 @@ export function loadConfig(env: Env): Config {
           : undefined,
       webSignIn:
         e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && e.FIREBASE_WEB_API_KEY !== undefined
-          ? { apiKey: e.FIREBASE_WEB_API_KEY, authUrl: (e.CLAUDERUN_FIREBASE_AUTH_URL ?? FIREBASE_AUTH_URL).replace(/\/+$/, '') }
+          ? webSignInOf(e.FIREBASE_WEB_API_KEY, e.CLAUDERUN_FIREBASE_AUTH_URL, e.CLAUDERUN_FIREBASE_TOKEN_URL)
           : undefined,
     },
     tokenSecret: e.CLAUDERUN_TOKEN_SECRET,

@@ -180,6 +180,96 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect((stored.body.turns as Array<{ status: string }>)[0]?.status).toBe('cancelled');
   });
 
+  it('deletes a conversation only once confirmed in its dialog, from the mouse or the keyboard, and says in words when it cannot', async () => {
+    const user = unique('deleter');
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, user);
+    const stored = async () =>
+      ((await call(running.service, 'GET', '/api/conversations', { userId: user })).body.conversations as Array<{ conversationId: string }>).map(
+        (c) => c.conversationId,
+      );
+    const openId = () => decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const deleteButton = page.getByRole('button', { name: 'Delete conversation' });
+    const dialog = page.getByRole('dialog', { name: 'Delete this conversation?' });
+    const listItems = page.locator('#conversation-list li');
+    // A new conversation has nothing to delete yet.
+    expect(await deleteButton.isHidden()).toBe(true);
+    await send(page, 'keep-or-delete');
+    await waitForTurnEnd(page, 'Done');
+    const kept = openId();
+
+    // Cancelled with its button, then with Escape: nothing is deleted.
+    await deleteButton.click();
+    await dialog.waitFor();
+    await expectText(dialog, '“keep-or-delete” and all its turns will be deleted');
+    expect(await page.locator(':focus').innerText()).toBe('Cancel');
+    await screenshot(page, 'web-page-delete-confirm.png');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await eventually(() => dialog.isVisible()).toBe(false);
+    await deleteButton.click();
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await eventually(() => dialog.isVisible()).toBe(false);
+    expect(await stored()).toEqual([kept]);
+    await expectText(listItems, 'keep-or-delete');
+    await expectText(page.locator('#conversation-title'), 'keep-or-delete');
+
+    // A refusal is told in words, and the conversation stays (the 503 is made up here, in the API's shape).
+    await page.route(`**/api/conversations/${kept}`, (route) =>
+      route.request().method() === 'DELETE'
+        ? route.fulfill({
+            status: 503,
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ error: { code: 'unavailable', message: 'the store is not answering' } }),
+          })
+        : route.continue(),
+    );
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await expectText(notice(page), 'The service is not available right now. Try again shortly.');
+    await expectText(notice(page), 'The service said: the store is not answering');
+    await expectText(listItems, 'keep-or-delete');
+    await expectText(page.locator('#conversation-title'), 'keep-or-delete');
+    await page.unroute(`**/api/conversations/${kept}`);
+
+    // Confirmed from the keyboard alone: it is gone from the service and the list, and a new conversation is open.
+    await deleteButton.focus();
+    await page.keyboard.press('Enter');
+    await dialog.waitFor();
+    await page.keyboard.press('Tab');
+    expect(await page.locator(':focus').innerText()).toBe('Delete');
+    await page.keyboard.press('Enter');
+    await eventually(stored).toEqual([]);
+    await eventually(() => listItems.count()).toBe(0);
+    await expectText(page.locator('#conversation-list-empty'), 'No conversations yet.');
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+    expect(new URL(page.url()).hash).toBe('#/new');
+    expect(await turns(page).count()).toBe(0);
+    expect(await deleteButton.isHidden()).toBe(true);
+    await eventually(() => notice(page).count()).toBe(0);
+
+    // A turn still running goes with its conversation; the page stops following it.
+    await send(page, `bash: ${WAIT_A_MINUTE}`);
+    await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await eventually(stored).toEqual([]);
+    await eventually(() => page.locator('#cancel').isHidden()).toBe(true);
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+    expect(await turns(page).count()).toBe(0);
+
+    // Deleted elsewhere meanwhile: said so, and it leaves the page all the same.
+    await send(page, 'deleted-elsewhere');
+    await waitForTurnEnd(page, 'Done');
+    const elsewhere = openId();
+    expect((await call(running.service, 'DELETE', `/api/conversations/${elsewhere}`, { userId: user })).status).toBe(204);
+    await deleteButton.click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await expectText(notice(page), 'That conversation does not exist, or it is not yours.');
+    await eventually(() => listItems.count()).toBe(0);
+    await expectText(page.locator('#conversation-title'), 'New conversation');
+  });
+
   it('says in words why a prompt was refused, picks up a turn already running and cancels it', async () => {
     const user = unique('busy');
     const { page } = await open(running.service.url);
@@ -516,11 +606,14 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     await identity?.close();
   });
 
-  it('tells the page where to sign in, and lets it reach only there besides the API', async () => {
+  it('tells the page where to sign in and renew its token (beside the emulated Identity Toolkit), and lets it reach only there besides the API', async () => {
     const config = await call(service, 'GET', '/api/client-config');
-    expect(config.body).toEqual({ authModes: ['firebase'], firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url } });
+    expect(config.body).toEqual({
+      authModes: ['firebase'],
+      firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url, tokenUrl: identity.tokenUrl },
+    });
     const csp = (await fetch(`${service.url}/`)).headers.get('content-security-policy') ?? '';
-    expect(csp).toContain(`connect-src 'self' ${identity.url};`);
+    expect(csp).toContain(`connect-src 'self' ${new URL(identity.url).origin};`);
   });
 
   it('signs in with email and password, says why a sign-in fails, and runs a turn as that user', async () => {
@@ -559,20 +652,77 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     expect((await service.clauderun.service.getConversation('uid-ada', conversationId)).turns).toHaveLength(1);
   });
 
-  it('asks to sign in again once the ID token has expired', async () => {
-    const { page } = await open(service.url);
-    await page.getByLabel('Email').fill('ada@example.com');
-    await page.getByLabel('Password').fill('correct horse');
-    await page.locator('#sign-in-firebase').getByRole('button', { name: 'Sign in' }).click();
-    await expectText(page.locator('#account-name'), 'ada@example.com');
-    // An hour later, as the page sees it.
-    await page.evaluate<void>(
-      "const kept = JSON.parse(sessionStorage.getItem('clauderun.identity')); kept.expiresAt = Date.now() - 1; sessionStorage.setItem('clauderun.identity', JSON.stringify(kept));",
-    );
+  /** Signs in as `email` in a fresh tab. */
+  async function signedIn(email: string, password: string) {
+    const tab = await open(service.url);
+    await tab.page.getByLabel('Email').fill(email);
+    await tab.page.getByLabel('Password').fill(password);
+    await tab.page.locator('#sign-in-firebase').getByRole('button', { name: 'Sign in' }).click();
+    await expectText(tab.page.locator('#account-name'), email);
+    return tab;
+  }
+
+  type Kept = { idToken: string; refreshToken: string; expiresAt: number };
+  const kept = (page: Tab['page']) => page.evaluate<Kept>("JSON.parse(sessionStorage.getItem('clauderun.identity'))");
+  /** Changes the kept identity as the page would find it later (an hour on, say). */
+  const keep = (page: Tab['page'], change: Partial<Kept>) =>
+    page.evaluate<void, Partial<Kept>>((values) => {
+      const key = 'clauderun.identity';
+      sessionStorage.setItem(key, JSON.stringify({ ...JSON.parse(sessionStorage.getItem(key) ?? '{}'), ...values }));
+    }, change);
+
+  it('renews an expired ID token with the refresh token, silently, and runs the turn as the same user', async () => {
+    const { page } = await signedIn('ada@example.com', 'correct horse');
+    const before = await kept(page);
+    expect(before.refreshToken).toMatch(/^fake-refresh-uid-ada-/);
+    const renewals = identity.renewals();
+    const signIns = identity.signIns();
+
+    // An hour later, as the page sees it: the first call renews the token before it goes.
+    await keep(page, { expiresAt: Date.now() - 1 });
     await page.reload();
-    await expectText(notice(page), 'Your sign-in has expired. Sign in again.');
+    await expectText(page.locator('#account-name'), 'ada@example.com');
+    await eventually(async () => (await kept(page)).expiresAt).toBeGreaterThan(Date.now() + 30 * 60_000);
+    expect(identity.renewals()).toBe(renewals + 1);
+    await send(page, 'bash: echo renewed-marker');
+    await waitForTurnEnd(page, 'Done');
+    await expectText(lastTurn(page).locator('.answer'), 'tool output: renewed-marker');
+    expect(await notice(page).count()).toBe(0);
+
+    // A token the API refuses though it has not expired yet, as the page counts (a clock off, say):
+    // renewed and the call sent again, once.
+    await keep(page, { idToken: 'not-a-token' });
+    await send(page, 'bash: echo retried-marker');
+    await waitForTurnEnd(page, 'Done');
+    expect(identity.renewals()).toBe(renewals + 2);
+    expect((await kept(page)).idToken).not.toBe('not-a-token');
+    expect(identity.signIns()).toBe(signIns);
+    expect(await notice(page).count()).toBe(0);
+
+    // Both turns are the token subject's.
+    const conversationId = decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const { turns: stored } = await service.clauderun.service.getConversation('uid-ada', conversationId);
+    expect(stored.map((t) => t.prompt)).toEqual(['bash: echo renewed-marker', 'bash: echo retried-marker']);
+  });
+
+  it('asks to sign in again, saying why, once the refresh token is revoked', async () => {
+    const { page } = await signedIn('ada@example.com', 'correct horse');
+    identity.revoke('ada@example.com');
+    await keep(page, { expiresAt: Date.now() - 1 });
+    await page.reload();
+    await expectText(notice(page), 'Your sign-in is no longer valid (it was revoked, or the password was changed). Sign in again.');
+    await expectText(notice(page), 'The service said: TOKEN_EXPIRED');
     await page.getByLabel('Email').waitFor();
+    expect(await page.locator('#account').isHidden()).toBe(true);
     expect(await sessionStorageSize(page)).toBe(0);
+
+    // The same once signed in: a token the API refuses, and a refresh token that is no good either.
+    const again = (await signedIn('ada@example.com', 'correct horse')).page;
+    await keep(again, { idToken: 'not-a-token', refreshToken: 'fake-refresh-made-up' });
+    await type(again, 'never sent');
+    await expectText(notice(again), 'Your sign-in could not be renewed. Sign in again.');
+    await again.getByLabel('Email').waitFor();
+    expect(await sessionStorageSize(again)).toBe(0);
   });
 });
 

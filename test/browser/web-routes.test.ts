@@ -59,7 +59,7 @@ describe("the web page's routes", () => {
     expect(await (await fetch(`${url}/app.js`)).text()).toBe('export {};');
   });
 
-  it('tells the page the auth modes; Firebase sign-in only with a Web API key, and the policy lets it reach that one origin', async () => {
+  it('tells the page the auth modes; Firebase sign-in only with a Web API key, and the policy lets it reach its origins only', async () => {
     const firebase = { CLAUDERUN_AUTH: 'apikey,firebase', FIREBASE_PROJECT_ID: 'p1' };
     const withoutKey = await serve(firebase, {});
     expect(await (await fetch(`${withoutKey}/api/client-config`)).json()).toEqual({ authModes: ['apikey', 'firebase'], firebase: null });
@@ -70,16 +70,30 @@ describe("the web page's routes", () => {
     );
     expect(await (await fetch(`${withKey}/api/client-config`)).json()).toEqual({
       authModes: ['apikey', 'firebase'],
-      firebase: { apiKey: 'web-key', projectId: 'p1', authUrl: 'http://127.0.0.1:9099/identitytoolkit.googleapis.com' },
+      // The emulator serves the Secure Token API beside the Identity Toolkit: one origin.
+      firebase: {
+        apiKey: 'web-key',
+        projectId: 'p1',
+        authUrl: 'http://127.0.0.1:9099/identitytoolkit.googleapis.com',
+        tokenUrl: 'http://127.0.0.1:9099/securetoken.googleapis.com',
+      },
     });
     expect((await fetch(`${withKey}/`)).headers.get('content-security-policy')).toContain("connect-src 'self' http://127.0.0.1:9099;");
 
-    const google = await serve({ ...firebase, FIREBASE_WEB_API_KEY: 'web-key' }, {});
-    const config = (await (await fetch(`${google}/api/client-config`)).json()) as { firebase: { authUrl: string } };
-    expect(config.firebase.authUrl).toBe('https://identitytoolkit.googleapis.com');
+    const google = await serve({ ...firebase, FIREBASE_WEB_API_KEY: 'web-key' }, { 'index.html': '<!doctype html>' });
+    const config = (await (await fetch(`${google}/api/client-config`)).json()) as { firebase: { authUrl: string; tokenUrl: string } };
+    expect(config.firebase).toMatchObject({ authUrl: 'https://identitytoolkit.googleapis.com', tokenUrl: 'https://securetoken.googleapis.com' });
+    expect((await fetch(`${google}/`)).headers.get('content-security-policy')).toContain(
+      "connect-src 'self' https://identitytoolkit.googleapis.com https://securetoken.googleapis.com;",
+    );
+
+    const elsewhere = await serve({ ...firebase, FIREBASE_WEB_API_KEY: 'web-key', CLAUDERUN_FIREBASE_TOKEN_URL: 'http://127.0.0.1:9098/' }, {});
+    const set = (await (await fetch(`${elsewhere}/api/client-config`)).json()) as { firebase: { tokenUrl: string } };
+    expect(set.firebase.tokenUrl).toBe('http://127.0.0.1:9098');
   });
 
   it('refuses a sign-in URL that is not one', () => {
     expect(() => loadConfig({ CLAUDERUN_FIREBASE_AUTH_URL: 'not a url' })).toThrow(/CLAUDERUN_FIREBASE_AUTH_URL must be a URL/);
+    expect(() => loadConfig({ CLAUDERUN_FIREBASE_TOKEN_URL: 'not a url' })).toThrow(/CLAUDERUN_FIREBASE_TOKEN_URL must be a URL/);
   });
 });

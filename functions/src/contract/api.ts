@@ -151,10 +151,11 @@ export type CloudAuthMode = z.infer<typeof CloudAuthMode>;
 /**
  * GET /api/client-config (no sign-in needed): what the web page needs before anyone signs in.
  * `firebase` is set when email and password sign-in is possible (firebase mode with a Web API key);
- * the page then signs in at `{authUrl}/v1/accounts:signInWithPassword?key={apiKey}`.
+ * the page then signs in at `{authUrl}/v1/accounts:signInWithPassword?key={apiKey}` and renews the
+ * ID token at `{tokenUrl}/v1/token?key={apiKey}`.
  */
 export const ClientConfig = z.object({
   authModes: z.array(AuthMode),
-  firebase: z.object({ apiKey: z.string(), projectId: z.string(), authUrl: z.string() }).nullable(),
+  firebase: z.object({ apiKey: z.string(), projectId: z.string(), authUrl: z.string(), tokenUrl: z.string() }).nullable(),
 });
 export type ClientConfig = z.infer<typeof ClientConfig>;

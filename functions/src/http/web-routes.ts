@@ -55,7 +55,7 @@ function clientConfigOf(config: Config): ClientConfig {
     authModes: [...config.auth.modes],
     firebase:
       firebase !== undefined && webSignIn !== undefined
-        ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl }
+        ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl, tokenUrl: webSignIn.tokenUrl }
         : null,
   };
 }
@@ -75,11 +75,13 @@ export function inlineScriptHashes(html: string): string[] {
 
 /**
  * Only our own files (and the page's own inline scripts, by hash) may run or style the page, and
- * it may talk only to the API (plus the sign-in endpoint when Firebase sign-in is on): injected
+ * it may talk only to the API (plus the sign-in and token endpoints when Firebase sign-in is on): injected
  * markup, were any to slip through, could neither run script nor send data elsewhere.
  */
 function contentSecurityPolicy(clientConfig: ClientConfig, scriptHashes: string[]): string {
-  const connect = ["'self'", ...(clientConfig.firebase === null ? [] : [new URL(clientConfig.firebase.authUrl).origin])];
+  const { firebase } = clientConfig;
+  const signInOrigins = firebase === null ? [] : [firebase.authUrl, firebase.tokenUrl].map((url) => new URL(url).origin);
+  const connect = ["'self'", ...new Set(signInOrigins)];
   return [
     "default-src 'self'",
     `script-src ${["'self'", ...scriptHashes].join(' ')}`,

@@ -16,7 +16,7 @@ import { resolveTurnLinks, turnLinks as linksFrom } from '../../contract/turn-li
 interface Credentials {
   header: { userId: string };
   apikey: { key: string };
-  firebase: { idToken: string; expiresAt: number; email: string };
+  firebase: { idToken: string; refreshToken: string; expiresAt: number; email: string };
 }
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
@@ -86,12 +86,44 @@ export async function request(url: string, init: RequestInit): Promise<Response>
   return response;
 }
 
-/** The service's public API, same origin, as whoever `identity()` names at the moment of each call. */
-export class ApiClient {
-  constructor(private readonly identity: () => Identity | undefined) {}
+/** Who each call is made as: read as it goes, so a renewed ID token is used at once. */
+export interface IdentitySource {
+  /** The identity to send now (a Firebase ID token is renewed first if it has expired). */
+  current(): Promise<Identity | undefined>;
+  /** After the API refused `refused` (401): an identity worth one more try, or undefined. */
+  afterRefusal(refused: Identity): Promise<Identity | undefined>;
+}
 
-  headers(): Record<string, string> {
-    return authHeaders(this.identity());
+/** One identity as it is, never renewed: none (client config), or the one being checked at sign-in. */
+export const fixedIdentity = (identity: Identity | undefined): IdentitySource => ({
+  current: async () => identity,
+  afterRefusal: async () => undefined,
+});
+
+const withAuth = (init: RequestInit, identity: Identity | undefined): RequestInit => ({
+  ...init,
+  // The page passes its headers as plain objects, never as a Headers or a list of pairs.
+  headers: { ...authHeaders(identity), ...(init.headers as Record<string, string> | undefined) },
+});
+
+/** The service's public API, same origin, as whoever `identities` names at the moment of each call. */
+export class ApiClient {
+  constructor(private readonly identities: IdentitySource) {}
+
+  /**
+   * request() with the caller's credentials; refused as unauthenticated, it is sent once more
+   * with a renewed ID token (one may have expired on the way, or been revoked and re-issued).
+   */
+  async send(url: string, init: RequestInit): Promise<Response> {
+    const identity = await this.identities.current();
+    try {
+      return await request(url, withAuth(init, identity));
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401) || identity === undefined) throw error;
+      const renewed = await this.identities.afterRefusal(identity);
+      if (renewed === undefined) throw error;
+      return request(url, withAuth(init, renewed));
+    }
   }
 
   async clientConfig(): Promise<ClientConfig> {
@@ -119,6 +151,11 @@ export class ApiClient {
     return { ...started, links: resolveTurnLinks(started.links, url) };
   }
 
+  /** Deletes the conversation with its state; the API cancels a turn still running in it. */
+  async deleteConversation(conversationId: string): Promise<void> {
+    await this.call('DELETE', fillPath(PUBLIC_ROUTES.conversation, { conversationId }));
+  }
+
   async usage(): Promise<UsageView> {
     return this.json<UsageView>('GET', PUBLIC_ROUTES.usage);
   }
@@ -128,13 +165,17 @@ export class ApiClient {
   }
 
   private async json<T>(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await request(apiUrl(url), {
+    const response = await this.call(method, url, body, headers);
+    // The API's own answers, typed by its contract (contract/api.ts).
+    return (await response.json()) as T;
+  }
+
+  private call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return this.send(apiUrl(url), {
       method,
-      headers: { ...this.headers(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+      headers: { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       cache: 'no-store',
     });
-    // The API's own answers, typed by its contract (contract/api.ts).
-    return (await response.json()) as T;
   }
 }

@@ -2,6 +2,7 @@ import { TurnEventType } from '../../contract/event-types.js';
 import type { TurnEventView } from '../../contract/events.js';
 import { ApiError, turnLinks, type ApiClient, type StartedTurn } from './api.js';
 import { conversationHref, type ConversationList } from './conversation-list.js';
+import { confirmAction } from './confirm.js';
 import { byId } from './dom.js';
 import type { Notice } from './notice.js';
 import { followEvents, type ServerEvent } from './sse.js';
@@ -49,6 +50,7 @@ export class Chat {
   private readonly input = byId('composer-input', HTMLTextAreaElement);
   private readonly sendButton = byId('send', HTMLButtonElement);
   private readonly cancelButton = byId('cancel', HTMLButtonElement);
+  private readonly deleteButton = byId('delete-conversation', HTMLButtonElement);
   private conversationId: string | undefined;
   private running: Running | undefined;
   private sending = false;
@@ -78,6 +80,7 @@ export class Chat {
       byId('composer-hint', HTMLParagraphElement).textContent = 'Enter starts a new line; the Send button sends.';
     }
     this.cancelButton.addEventListener('click', () => void this.cancel());
+    this.deleteButton.addEventListener('click', () => void this.deleteOpen());
   }
 
   /** Shows the conversation the location hash names, or a new one. */
@@ -99,6 +102,7 @@ export class Chat {
       const conversation = await this.api.conversation(conversationId);
       if (view !== this.view) return;
       this.title.textContent = conversation.title;
+      this.deleteButton.hidden = false;
       for (const turn of conversation.turns) {
         const card = new TurnCard(turn.prompt);
         this.turns.append(card.element);
@@ -134,6 +138,7 @@ export class Chat {
     this.running = undefined;
     this.turns.replaceChildren();
     this.title.textContent = 'New conversation';
+    this.deleteButton.hidden = true;
     this.setProgress('');
     return ++this.view;
   }
@@ -173,6 +178,7 @@ export class Chat {
       // pushState fires no hashchange: the pane already shows this conversation.
       history.pushState(null, '', conversationHref(started.conversationId));
       this.list.select(started.conversationId);
+      this.deleteButton.hidden = false;
       void this.list.reload().then((shown) => {
         const summary = shown.find((c) => c.conversationId === started.conversationId);
         if (summary !== undefined && view === this.view) this.title.textContent = summary.title;
@@ -188,7 +194,7 @@ export class Chat {
     try {
       await followEvents({
         url: links.events,
-        headers: () => this.api.headers(),
+        send: (url, init) => this.api.send(url, init),
         signal: stop.signal,
         isLast: (event) => event.type === TurnEventType.result,
         onEvent: (event) => {
@@ -225,6 +231,34 @@ export class Chat {
     } finally {
       this.cancelButton.disabled = false;
     }
+  }
+
+  /** Deletes the open conversation once confirmed, and carries on with a new one. */
+  private async deleteOpen(): Promise<void> {
+    const conversationId = this.conversationId;
+    if (conversationId === undefined) return;
+    const confirmed = await confirmAction({
+      title: 'Delete this conversation?',
+      message: `“${this.title.textContent ?? ''}” and all its turns will be deleted for good. A turn still running in it is cancelled.`,
+      confirmLabel: 'Delete',
+    });
+    if (!confirmed || conversationId !== this.conversationId) return;
+    this.deleteButton.disabled = true;
+    try {
+      await this.api.deleteConversation(conversationId);
+      this.notice.clear();
+    } catch (error) {
+      this.onError(error);
+      // Not found: deleted meanwhile (in another tab, say), so it goes from the page all the same.
+      if (!(error instanceof ApiError && error.code === 'not_found')) return;
+    } finally {
+      this.deleteButton.disabled = false;
+    }
+    this.list.remove(conversationId);
+    if (conversationId !== this.conversationId) return;
+    // The deleted conversation's address leads nowhere now: it does not stay in the history.
+    history.replaceState(null, '', '#/new');
+    await this.open(undefined);
   }
 
   private updateComposer(): void {

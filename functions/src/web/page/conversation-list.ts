@@ -48,6 +48,14 @@ export class ConversationList {
     this.current = undefined;
   }
 
+  /** Takes a deleted conversation off the list at once, without waiting for a reload. */
+  remove(conversationId: string): void {
+    for (const link of this.list.querySelectorAll('a')) {
+      if (link.dataset.conversationId === conversationId) link.closest('li')?.remove();
+    }
+    this.empty.hidden = this.list.childElementCount > 0;
+  }
+
   /** Marks the open conversation (undefined: a new one) and folds the list away on a phone. */
   select(conversationId: string | undefined): void {
     this.current = conversationId;

@@ -69,6 +69,14 @@ export class WordedError extends Error {
   }
 }
 
+/**
+ * The sign-in is over (a Firebase refresh token was refused, so no new ID token will come without
+ * the password): asking again will not help, the page goes back to sign-in, saying why.
+ */
+export class SignInEnded extends WordedError {
+  override name = 'SignInEnded';
+}
+
 export function describeError(error: unknown): Described {
   if (error instanceof WordedError) return { summary: error.summary, detail: error.detail };
   if (error instanceof ApiError) {

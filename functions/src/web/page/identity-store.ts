@@ -7,7 +7,8 @@ const KEY = 'clauderun.identity';
 /**
  * The signed-in identity, in sessionStorage: it lives as long as the tab, is never sent by the
  * browser on its own (unlike a cookie, so there is nothing to forge a request with) and is gone
- * at sign-out.
+ * at sign-out. With Firebase it includes the refresh token, which renews the ID token (see
+ * token-renewal.ts): it is no more exposed here than the ID token is, and it dies with the tab.
  */
 export class IdentityStore {
   constructor(private readonly storage: Storage) {}
@@ -38,8 +39,8 @@ const PARSERS: { [M in AuthMode]: (v: Record<string, unknown>) => Extract<Identi
   header: (v) => (isString(v.userId) ? { mode: 'header', userId: v.userId } : undefined),
   apikey: (v) => (isString(v.key) ? { mode: 'apikey', key: v.key } : undefined),
   firebase: (v) =>
-    isString(v.idToken) && isString(v.email) && typeof v.expiresAt === 'number'
-      ? { mode: 'firebase', idToken: v.idToken, email: v.email, expiresAt: v.expiresAt }
+    isString(v.idToken) && isString(v.refreshToken) && isString(v.email) && typeof v.expiresAt === 'number'
+      ? { mode: 'firebase', idToken: v.idToken, refreshToken: v.refreshToken, email: v.email, expiresAt: v.expiresAt }
       : undefined,
 };
 
@@ -58,7 +59,7 @@ export function displayName(identity: Identity): string {
   return `API key ${apiKeyIdOf(identity.key) ?? ''}`.trim();
 }
 
-/** True when a Firebase ID token has expired (they last an hour); other identities do not expire here. */
+/** True when a Firebase ID token has expired (they last an hour) and must be renewed; other identities do not expire here. */
 export function hasExpired(identity: Identity, now = Date.now()): boolean {
   return identity.mode === 'firebase' && identity.expiresAt <= now;
 }

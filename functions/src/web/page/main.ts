@@ -1,22 +1,23 @@
 import type { ClientConfig } from '../../contract/api.js';
-import { ApiClient, ApiError } from './api.js';
+import { ApiClient, ApiError, fixedIdentity } from './api.js';
 import { Chat } from './chat.js';
 import { ConversationList } from './conversation-list.js';
 import { byId } from './dom.js';
-import { displayName, hasExpired, IdentityStore } from './identity-store.js';
+import { SignInEnded } from './errors.js';
+import { displayName, IdentityStore } from './identity-store.js';
 import { Notice } from './notice.js';
 import { SignIn } from './sign-in.js';
+import { RenewingIdentities } from './token-renewal.js';
 import { UsageToday } from './usage-today.js';
 
 /** The page: sign-in or chat, whichever fits the identity kept for this tab. */
 async function start(): Promise<void> {
   const notice = new Notice(byId('notice', HTMLDivElement));
   const identities = new IdentityStore(sessionStorage);
-  const api = new ApiClient(() => identities.current());
   const loading = byId('loading', HTMLParagraphElement);
   let config: ClientConfig;
   try {
-    config = await api.clientConfig();
+    config = await new ApiClient(fixedIdentity(undefined)).clientConfig();
   } catch (error) {
     notice.show(error);
     return;
@@ -24,6 +25,8 @@ async function start(): Promise<void> {
     loading.hidden = true;
   }
 
+  const renewing = new RenewingIdentities(identities, config.firebase);
+  const api = new ApiClient(renewing);
   const account = byId('account', HTMLDivElement);
   const accountName = byId('account-name', HTMLElement);
   const signInView = byId('sign-in-view', HTMLElement);
@@ -31,8 +34,9 @@ async function start(): Promise<void> {
 
   const handleError = (error: unknown) => {
     notice.show(error);
-    // A refused identity (expired token, revoked key) is of no further use: back to sign-in.
-    if (error instanceof ApiError && error.code === 'unauthenticated' && identities.current() !== undefined) signOut();
+    // A refused identity (a revoked key, a token that could not be renewed) is of no further use: back to sign-in.
+    const refused = (error instanceof ApiError && error.code === 'unauthenticated') || error instanceof SignInEnded;
+    if (refused && identities.current() !== undefined) signOut();
   };
   const list = new ConversationList(api, handleError);
   const usage = new UsageToday(api);
@@ -84,11 +88,9 @@ async function start(): Promise<void> {
   });
   window.addEventListener('unhandledrejection', (event) => handleError(event.reason));
 
-  const kept = identities.current();
-  if (kept !== undefined && hasExpired(kept)) {
-    identities.clear();
-    notice.showText('Your sign-in has expired. Sign in again.');
-  }
+  // An ID token that expired while the tab was away is renewed before the chat shows, so that a
+  // refusal goes straight back to sign-in.
+  await renewing.current().catch(handleError);
   if (identities.current() === undefined) showSignIn();
   else showChat();
 }

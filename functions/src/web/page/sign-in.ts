@@ -1,5 +1,5 @@
 import type { ClientConfig } from '../../contract/api.js';
-import { ApiClient, type Identity } from './api.js';
+import { ApiClient, type Identity, fixedIdentity } from './api.js';
 import { byId } from './dom.js';
 import { signInWithPassword } from './firebase-sign-in.js';
 import type { Notice } from './notice.js';
@@ -58,7 +58,7 @@ export class SignIn {
     form.setAttribute('aria-busy', 'true');
     try {
       const identity = await identify();
-      await new ApiClient(() => identity).listConversations();
+      await new ApiClient(fixedIdentity(identity)).listConversations();
       this.notice.clear();
       form.reset();
       this.onSignedIn(identity);

@@ -1,4 +1,5 @@
-import { ApiError, errorOf, request } from './api.js';
+import { ApiError, errorOf } from './api.js';
+import { SignInEnded } from './errors.js';
 
 /** One Server-Sent Event: its id (the last one seen), its type and its data lines joined. */
 export interface ServerEvent {
@@ -68,8 +69,11 @@ export class EventStreamParser {
 
 export interface FollowOptions {
   url: string;
-  /** Read before every connection, so a reconnection carries the current credentials. */
-  headers: () => Record<string, string>;
+  /**
+   * Makes each connection, with the credentials current at that moment (a reconnection may need a
+   * renewed ID token): ApiClient.send.
+   */
+  send: (url: string, init: RequestInit) => Promise<Response>;
   onEvent: (event: ServerEvent) => void;
   /** The event after which the stream is complete (the turn's `result`). */
   isLast: (event: ServerEvent) => boolean;
@@ -103,8 +107,8 @@ export async function followEvents(options: FollowOptions): Promise<void> {
   while (!signal.aborted) {
     const resumeFrom = parser.lastEventId;
     try {
-      const response = await request(options.url, {
-        headers: { ...options.headers(), Accept: 'text/event-stream', ...(resumeFrom === undefined ? {} : { 'Last-Event-ID': resumeFrom }) },
+      const response = await options.send(options.url, {
+        headers: { Accept: 'text/event-stream', ...(resumeFrom === undefined ? {} : { 'Last-Event-ID': resumeFrom }) },
         cache: 'no-store',
         signal,
       });
@@ -122,9 +126,10 @@ export async function followEvents(options: FollowOptions): Promise<void> {
       }
     } catch (error) {
       if (signal.aborted) return;
-      // A refusal (signed out, not found) will not change by asking again; a lost connection or an
-      // overloaded service may.
+      // A refusal (signed out, not found, a sign-in that cannot be renewed) will not change by
+      // asking again; a lost connection or an overloaded service may.
       if (error instanceof ApiError && error.status !== undefined && error.status < 500) throw error;
+      if (error instanceof SignInEnded) throw error;
     }
     failures += 1;
     if (failures >= (options.maxFailures ?? 5)) {
