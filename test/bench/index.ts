@@ -8,6 +8,7 @@ import { prompt, startService, type RunningService } from '../support/service.js
 import { bareRun, cliVersion } from './bare-cli.js';
 import { cloudRunCalls } from './cloud-calls.js';
 import { egressCost } from './egress.js';
+import { workspaceFiles } from './files.js';
 import { eventStreamsMemory, listLatency } from './conversations.js';
 import { platformColdStart } from './platform.js';
 import { line, ms } from './report.js';
@@ -133,7 +134,7 @@ async function concurrent(service: RunningService, users: number): Promise<boole
 }
 
 /** `npm run bench -- cloud list` runs only the sections named; no names runs them all. */
-const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress'] as const;
+const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress', 'files'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function chosenSections(args: string[]): Set<Section> {
@@ -176,8 +177,9 @@ async function main(): Promise<number> {
     const cloudCorrect = sections.has('cloud') ? await cloudRunCalls(fake) : true;
     const platformCorrect = sections.has('platform') ? await platformColdStart(fake, runs) : true;
     const egressCorrect = sections.has('egress') ? await egressCost(fake, runs) : true;
+    const filesCorrect = sections.has('files') ? await workspaceFiles(fake) : true;
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    return correct && streamsCorrect && listCorrect && cloudCorrect && platformCorrect && egressCorrect ? 0 : 1;
+    return correct && streamsCorrect && listCorrect && cloudCorrect && platformCorrect && egressCorrect && filesCorrect ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
     await fake?.close();

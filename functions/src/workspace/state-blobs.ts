@@ -17,6 +17,12 @@ export const MAX_EXPORT_BYTES = 32 * 1000 * 1000 - 64 * 1024;
 /** A manifest of the most files a state may hold, with room to spare. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Manifests kept in memory, most recently used last, up to this many entries in all: a state never
+ * changes under its key, so a kept manifest is never stale, and listing skips the blob store.
+ */
+const CACHED_MANIFEST_ENTRIES = 100_000;
+
 /** What is kept beside a state, under its key: all of it goes when the state goes. */
 const derivedKeys = (stateKey: string) => ({
   manifest: `${stateKey}.manifest.json`,
@@ -36,6 +42,8 @@ export interface StateLimits {
  * written as the state is stored, and its workspace's exports, made when first asked for.
  */
 export class StateBlobs {
+  private readonly cached = new Map<string, Manifest>();
+
   constructor(
     private readonly blobs: BlobStore,
     readonly limits: StateLimits,
@@ -69,6 +77,7 @@ export class StateBlobs {
       throw manifestResult.reason;
     }
     await this.saveManifest(key, manifestResult.value);
+    this.remember(key, manifestResult.value);
     return manifestResult.value;
   }
 
@@ -79,13 +88,15 @@ export class StateBlobs {
   /** The state's manifest: the one stored beside it, else (a state stored before manifests were) read from it and kept. */
   async manifest(key: string | null): Promise<Manifest> {
     if (key === null) return EMPTY_MANIFEST;
+    const kept = this.cached.get(key);
+    if (kept !== undefined) return this.remember(key, kept);
     const stored = await this.blobs.get(derivedKeys(key).manifest);
-    if (stored !== undefined) return Manifest.parse(JSON.parse((await textOf(stored.stream)) || 'null'));
+    if (stored !== undefined) return this.remember(key, Manifest.parse(JSON.parse((await textOf(stored.stream)) || 'null')));
     const state = await this.blobs.get(key);
     if (state === undefined) return EMPTY_MANIFEST;
     const manifest = await manifestOf(state.stream, this.limits.archive);
     await this.saveManifest(key, manifest);
-    return manifest;
+    return this.remember(key, manifest);
   }
 
   /** The state's workspace alone as one archive, made once per state and kept until the state goes. */
@@ -103,6 +114,7 @@ export class StateBlobs {
   }
 
   async delete(key: string): Promise<void> {
+    this.cached.delete(key);
     await Promise.all([key, ...Object.values(derivedKeys(key))].map((each) => this.blobs.delete(each)));
   }
 
@@ -137,6 +149,19 @@ export class StateBlobs {
       (error: unknown) => output.destroy(error as Error),
     );
     return output;
+  }
+
+  private remember(key: string, manifest: Manifest): Manifest {
+    this.cached.delete(key);
+    this.cached.set(key, manifest);
+    let entries = 0;
+    for (const kept of this.cached.values()) entries += kept.entries.length;
+    for (const [oldest, kept] of this.cached) {
+      if (entries <= CACHED_MANIFEST_ENTRIES) break;
+      this.cached.delete(oldest);
+      entries -= kept.entries.length;
+    }
+    return manifest;
   }
 
   private async saveManifest(key: string, manifest: Manifest): Promise<void> {
