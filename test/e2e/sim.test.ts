@@ -263,6 +263,36 @@ describeWithEmulator(
         expect(String(read.body.text)).toContain(sum);
       });
 
+      it('workspace files on Cloud Storage: put through the public function, changed by the agent through the runner function, downloaded past 10 MB with their length', async () => {
+        const client = { url: sim().rootUrl };
+        const user = 'files-user';
+        const created = await call(client, 'POST', '/api/conversations', { userId: user, body: {} });
+        expect(created.status, `${JSON.stringify(created.body)}\n${logs()}`).toBe(201);
+        const files = `/api/conversations/${String(created.body.conversationId)}/files`;
+        const send = (method: string, route: string, body?: string) =>
+          fetch(`${client.url}${route}`, { method, headers: { 'x-user-id': user }, body });
+        expect((await send('PUT', `${files}/notes.txt`, 'draft\n')).status).toBe(201);
+        const turn = await prompt(client, user, {
+          conversationId: created.body.conversationId,
+          message: 'bash: sed -i s/draft/final/ notes.txt && head -c 12000000 /dev/urandom > big.bin',
+        });
+        expect(turn.status, `${JSON.stringify(turn.body)}\n${logs()}`).toBe(200);
+        const listed = await call(client, 'GET', files, { userId: user });
+        expect(listed.body.files).toEqual(
+          expect.arrayContaining([
+            expect.objectContaining({ path: 'notes.txt', size: 6 }),
+            expect.objectContaining({ path: 'big.bin', size: 12_000_000 }),
+          ]),
+        );
+        expect(await (await send('GET', `${files}/notes.txt`)).text()).toBe('final\n');
+        const big = await send('GET', `${files}/big.bin`);
+        expect(big.status).toBe(200);
+        expect((await big.arrayBuffer()).byteLength).toBe(12_000_000);
+        const archive = await send('GET', `/api/conversations/${String(created.body.conversationId)}/archive`);
+        expect(archive.status).toBe(200);
+        expect((await archive.arrayBuffer()).byteLength).toBeGreaterThan(12_000_000);
+      });
+
       // The runner function, handling the result post, must commit the turn before it stops the
       // sandbox: stopping it drops that very request, and the instance is frozen mid-handler. With
       // one function the client's own waiting request keeps the instance running, which hides it.
