@@ -57,6 +57,19 @@ describe('state archives from a hostile sandbox, read on the host', () => {
     expect(await states.manifest('c/state.tar.gz')).toEqual(manifest);
   });
 
+  it('reads the manifest of a state stored before manifests were from the state, once, and keeps it', async () => {
+    await new FsBlobStore(root).put(
+      'c/old.tar.gz',
+      Readable.from([gzipSync(Buffer.concat([tarEntry('workspace/kept.txt', Buffer.from('x')), TAR_END]))]),
+      MiB,
+    );
+    expect(stored()).toEqual(['old.tar.gz']);
+    expect((await states.manifest('c/old.tar.gz')).entries.map((entry) => entry.path)).toEqual(['kept.txt']);
+    expect(stored().sort()).toEqual(['old.tar.gz', 'old.tar.gz.manifest.json']);
+    await states.delete('c/old.tar.gz');
+    expect(stored()).toEqual([]);
+  });
+
   it('refuses, storing nothing, a state that expands past the disk, holds too many files, names a path outside its root, or is not a gzipped tar', async () => {
     const cases: Array<[string, Buffer, RegExp]> = [
       [
