@@ -30,6 +30,7 @@ import type { EgressCaps } from './domain/egress-budget.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import { serveWith } from './sandbox/local/api-bridge.js';
 import type { ApiKeyStore } from './store/api-key-store.js';
+import type { BodyLimits } from './http/body.js';
 
 export interface Clauderun {
   /**
@@ -40,8 +41,8 @@ export interface Clauderun {
   app: Express;
   /** The runner's routes and the model proxy alone: all a local sandbox's bridge leads to. */
   internalApp: Express;
-  /** The largest request body `app` reads: what its routes can take, so that nothing larger is buffered. */
-  maxBodyBytes: number;
+  /** The largest request bodies `app` reads: what its routes can take, so that nothing larger is buffered. */
+  bodyLimits: BodyLimits;
   service: ConversationService;
   close(): Promise<void>;
 }
@@ -53,6 +54,12 @@ export interface Overrides {
   egressPolicy?: EgressPolicy;
   log?: (message: string) => void;
 }
+
+/**
+ * Workspace files one instance receives at once: each is read whole (up to CLAUDERUN_MAX_FILE_BYTES)
+ * before anyone is authenticated, so this bounds what uploads can make the public function hold.
+ */
+const FILE_UPLOADS_IN_FLIGHT = 4;
 
 /** The composition root: wires the adapters adapters.ts picks into the service and its routes. */
 export async function createClauderun(config: Config, overrides: Overrides = {}): Promise<Clauderun> {
@@ -122,19 +129,20 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   runnerListener.on('request', internalApp);
   runnerListener.on('upgrade', egress.upgrade);
 
-  // A prompt's JSON may escape every byte of it (\uXXXX), and a client puts files whole; the runner's
+  // A prompt's JSON may escape every byte of it (\uXXXX); a client puts a file whole; the runner's
   // largest bodies are model calls and states.
-  const publicBodyBytes = Math.max(6 * config.limits.maxPromptBytes, config.limits.maxFileBytes) + 64 * 1024;
+  const publicBodyBytes = 6 * config.limits.maxPromptBytes + 64 * 1024;
+  const files = { maxBytes: config.limits.maxFileBytes + 64 * 1024, inFlight: FILE_UPLOADS_IN_FLIGHT };
   const runnerBodyBytes = Math.max(MAX_MODEL_REQUEST_BYTES, config.limits.maxStateBytes) + 64 * 1024;
   const served = {
-    public: { routers: publicRouters, maxBodyBytes: publicBodyBytes },
-    runner: { routers: runnerRouters, maxBodyBytes: runnerBodyBytes },
-    all: { routers: [...publicRouters, ...runnerRouters], maxBodyBytes: Math.max(publicBodyBytes, runnerBodyBytes) },
+    public: { routers: publicRouters, bodyLimits: { maxBytes: publicBodyBytes, files } },
+    runner: { routers: runnerRouters, bodyLimits: { maxBytes: runnerBodyBytes } },
+    all: { routers: [...publicRouters, ...runnerRouters], bodyLimits: { maxBytes: Math.max(publicBodyBytes, runnerBodyBytes), files } },
   }[config.serve];
   return {
     app: jsonApp(served.routers, log),
     internalApp,
-    maxBodyBytes: served.maxBodyBytes,
+    bodyLimits: served.bodyLimits,
     service,
     close: async () => {
       tunnels.closeAll();

@@ -9,5 +9,5 @@ import { guardFrameworkApps } from './http/json-final-handler.js';
  */
 const log = (message: string) => console.error(`clauderun: ${message}`);
 const clauderun = await createClauderun(loadConfig(process.env), { log });
-guardFrameworkApps(log, clauderun.maxBodyBytes);
+guardFrameworkApps(log, clauderun.bodyLimits);
 functions.http('clauderun', clauderun.app);

@@ -8,7 +8,7 @@ const log = (message: string) => console.error(`clauderun: ${message}`);
 try {
   const config = loadConfig(process.env);
   const clauderun = await createClauderun(config, { log });
-  const server = frameworkServer('clauderun', clauderun.app, log, clauderun.maxBodyBytes);
+  const server = frameworkServer('clauderun', clauderun.app, log, clauderun.bodyLimits);
   server.listen(config.port, '127.0.0.1', () => log(`listening on http://127.0.0.1:${config.port}`));
   const stop = (signal: string) => {
     log(`${signal}: stopping`);

@@ -1,4 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -117,6 +119,30 @@ describe("the HTTP function on the Functions Framework's own server", () => {
       expect(response.status).toBe(413);
       expect(await response.json()).toMatchObject({ error: { code: 'too_large', message: expect.stringMatching(/request body over the limit/) } });
     }
+  });
+
+  it('receives at most 4 workspace files at once before anyone is authenticated: a fifth is refused at once with 503, and a slot comes back when one ends', async () => {
+    const route = '/api/conversations/c1/files/big.bin';
+    const slow = Array.from({ length: 4 }, () => {
+      const request = http.request(fn.url, { method: 'PUT', path: route, headers: { 'content-length': String(1024 * 1024) } });
+      request.on('error', () => undefined);
+      request.write(Buffer.alloc(1024));
+      return request;
+    });
+    await sleep(300);
+    const fifth = await fetch(`${fn.url}/api/conversations/c1/files/small.txt`, { method: 'PUT', body: 'x' });
+    expect(fifth.status).toBe(503);
+    expect(fifth.headers.get('retry-after')).toBe('1');
+    expect(await fifth.json()).toMatchObject({
+      error: { code: 'unavailable', message: expect.stringContaining('4 file uploads are being received') },
+    });
+    // Other requests are not held up by them.
+    expect((await fetch(`${fn.url}/healthz`)).status).toBe(200);
+    slow[0]?.destroy();
+    await sleep(300);
+    const after = await fetch(`${fn.url}/api/conversations/c1/files/small.txt`, { method: 'PUT', headers: { 'x-user-id': 'fn-user' }, body: 'x' });
+    expect(after.status).toBe(404);
+    for (const request of slow) request.destroy();
   });
 });
 

@@ -52,7 +52,7 @@ export async function startService(env: Env = {}, dataDir?: string, overrides: O
   };
   const config = loadConfig({ CLAUDERUN_DATA_DIR: dir, ...TEST_QUOTA_ENV, ...env, PORT: String(port) });
   const clauderun = await createClauderun(config, { ...overrides, log });
-  const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log, clauderun.maxBodyBytes);
+  const server: http.Server = frameworkServer(`clauderun-test-${++instances}`, clauderun.app, log, clauderun.bodyLimits);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const internal = http.createServer(clauderun.internalApp);
   await new Promise<void>((resolve) => internal.listen(0, '127.0.0.1', resolve));

@@ -143,7 +143,11 @@ export class WorkspaceService {
       const previous = conversation.stateKey === null ? undefined : await states.open(conversation.stateKey);
       const key = `conversations/${conversation.id}/state-files-${randomUUID()}.tar.gz`;
       await storeState(states, key, changedState(previous?.stream, change, states.limits.archive));
-      const replaced = await store.replaceState(conversation.id, conversation.stateKey, key);
+      // A new state that did not become the conversation's is never left behind.
+      const replaced = await store.replaceState(conversation.id, conversation.stateKey, key).catch(async (error: unknown) => {
+        await states.delete(key);
+        throw error;
+      });
       if (replaced.replaced) {
         if (conversation.stateKey !== null) await states.delete(conversation.stateKey);
         return;

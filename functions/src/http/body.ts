@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { NextFunction, Request, Response } from 'express';
+import { PUBLIC_ROUTES } from '../contract/routes.js';
 import { ServiceError } from '../conversations/errors.js';
 import { sendError } from './errors.js';
 
@@ -59,17 +60,47 @@ export async function jsonBody(req: Request): Promise<unknown> {
   }
 }
 
+/** How much of a body is read before any route runs. */
+export interface BodyLimits {
+  /** Every body but a workspace file's. */
+  maxBytes: number;
+  /**
+   * A file put into a workspace (PUT …/files/<path>) may be larger; only so many such bodies are
+   * held at once on an instance, since each is read whole before anyone is authenticated.
+   */
+  files?: { maxBytes: number; inFlight: number };
+}
+
+/** The requests that put a file, matched as the router will (PUBLIC_ROUTES.file). */
+const FILE_PUT = new RegExp(`^${PUBLIC_ROUTES.file.replace(/:\w+/g, '[^/]+').replace(/\*\w+$/, '.+')}$`);
+
 /**
  * Reads every request's body before the Functions Framework's own parsers do (they accept a
- * gigabyte, before any authentication), refusing one over `maxBytes` as it arrives. The bytes
+ * gigabyte, before any authentication), refusing one over its limit as it arrives. The bytes
  * are kept where the framework keeps them (`rawBody`), and the framework's parsers, seeing the
  * body read, leave it alone.
  */
-export function bodyWithin(maxBytes: number) {
+export function bodyWithin(limits: BodyLimits) {
+  let filesInFlight = 0;
   return function readBodyWithin(req: Request, res: Response, next: NextFunction): void {
     const encoding = (req.get('content-encoding') ?? 'identity').trim().toLowerCase();
     if (encoding !== 'identity')
       return refuse(res, 'invalid_request', `Content-Encoding ${encoding.slice(0, 50)} is not accepted: send the body unencoded`);
+    const files = req.method === 'PUT' && FILE_PUT.test(req.path) ? limits.files : undefined;
+    if (files !== undefined) {
+      if (filesInFlight >= files.inFlight) {
+        return refuse(res, 'unavailable', `${files.inFlight} file uploads are being received already; retry in a moment`, { retryAfterSeconds: 1 });
+      }
+      filesInFlight += 1;
+      let released = false;
+      const release = () => {
+        if (!released) filesInFlight -= 1;
+        released = true;
+      };
+      res.once('close', release);
+      res.once('finish', release);
+    }
+    const maxBytes = files?.maxBytes ?? limits.maxBytes;
     const declared = Number(req.get('content-length'));
     if (declared > maxBytes) return refuse(res, 'too_large', `request body over the limit of ${maxBytes} bytes`);
     const chunks: Buffer[] = [];
@@ -98,8 +129,8 @@ export function bodyWithin(maxBytes: number) {
 }
 
 /** Answers at once and closes the connection, leaving the rest of the body unread. */
-function refuse(res: Response, code: 'invalid_request' | 'too_large', message: string): void {
+function refuse(res: Response, code: 'invalid_request' | 'too_large' | 'unavailable', message: string, details?: Record<string, unknown>): void {
   res.setHeader('connection', 'close');
-  sendError(res, code, message);
+  sendError(res, code, message, details);
   res.on('finish', () => res.req.socket.destroy());
 }

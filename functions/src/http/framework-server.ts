@@ -2,7 +2,7 @@ import http, { type RequestListener } from 'node:http';
 import * as functions from '@google-cloud/functions-framework';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import express, { type Express } from 'express';
-import { bodyWithin } from './body.js';
+import { type BodyLimits, bodyWithin } from './body.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly } from './errors.js';
 
 /**
@@ -11,7 +11,7 @@ import { answerClientErrorsAsJson, errorHandler, originFormOnly } from './errors
  * the function runs, such as unparseable JSON, with an HTML page and a stack trace
  * (functions-framework-nodejs#686); here they reach our JSON error handler instead.
  */
-export function frameworkServer(name: string, handler: Express, log: (message: string) => void, maxBodyBytes: number): http.Server {
+export function frameworkServer(name: string, handler: Express, log: (message: string) => void, bodyLimits: BodyLimits): http.Server {
   functions.http(name, handler);
   const [framework] = getTestServer(name).listeners('request') as RequestListener[];
   if (framework === undefined) throw new Error('the Functions Framework server has no request handler');
@@ -20,7 +20,7 @@ export function frameworkServer(name: string, handler: Express, log: (message: s
   const outer = express();
   outer.disable('x-powered-by');
   outer.use(originFormOnly);
-  outer.use(bodyWithin(maxBodyBytes));
+  outer.use(bodyWithin(bodyLimits));
   outer.use(callFramework);
   outer.use(errorHandler(log));
   return answerClientErrorsAsJson(http.createServer(outer));

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { bodyWithin } from './body.js';
+import { type BodyLimits, bodyWithin } from './body.js';
 import { errorHandler, sendError } from './errors.js';
 
 /**
@@ -12,18 +12,18 @@ import { errorHandler, sendError } from './errors.js';
  * copies `express.application` (the documented prototype of apps) into each app it creates, and
  * the framework creates its app only after it has loaded our module: replacing `handle` there
  * gives the framework's app, first to see each request, our body limit (bodyWithin: no encoded
- * bodies, nothing over `maxBodyBytes`, read before the framework's parsers, which then leave it
+ * bodies, nothing over its limits, read before the framework's parsers, which then leave it
  * alone) and every app our JSON errors. Our own apps never reach the final handler (they end
  * with a JSON 404 and a JSON error handler). One service per process: the deployed entry point.
  */
-export function guardFrameworkApps(log: (message: string) => void, maxBodyBytes: number): void {
+export function guardFrameworkApps(log: (message: string) => void, bodyLimits: BodyLimits): void {
   requireOneExpress();
   // Express's types do not declare `handle`, the method every request goes through.
   const application = express.application as unknown as { handle: Handle; [PATCHED]?: true };
   if (application[PATCHED]) throw new Error('the Functions Framework apps are guarded already: one service per process');
   const handle = application.handle;
   const jsonErrors = errorHandler(log);
-  const readBody = bodyWithin(maxBodyBytes);
+  const readBody = bodyWithin(bodyLimits);
   const bodiesRead = new WeakSet<Request>();
   application.handle = function guardedHandle(this: ExpressApp, req: Request, res: Response, callback?: NextFunction) {
     const done =
