@@ -55,9 +55,12 @@ export async function openBlobStore(config: Pick<Config, 'blobs' | 'dataDir'>): 
     import('google-auth-library'),
   ]);
   const { bucket, endpoint } = config.blobs;
-  const storage =
+  const storage = () =>
     endpoint === undefined ? new Storage() : new Storage({ apiEndpoint: endpoint.origin, projectId: 'local', authClient: new PassThroughClient() });
-  return new GcsBlobStore(storage.bucket(bucket));
+  // Uploads get a client of their own: starting a resumable upload without a precondition sets
+  // its client's shared retry options to no retries (@google-cloud/storage 8.4.0, File
+  // createResumableUpload and resumable-upload's Upload), and reads and deletes must keep theirs.
+  return new GcsBlobStore(storage().bucket(bucket), storage().bucket(bucket));
 }
 
 /** `connectApi` is where a local sandbox's connections to the API go; Cloud Run sandboxes reach `config.apiUrl`. */

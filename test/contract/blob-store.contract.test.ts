@@ -51,9 +51,9 @@ const adapters: Array<{ name: string; open(): Promise<Subject> }> = [
     async open() {
       const fake = await startFakeGcs();
       // Constructor options, not STORAGE_EMULATOR_HOST: nothing global to set and undo.
-      const storage = new Storage({ apiEndpoint: fake.url, projectId: 'test', authClient: new PassThroughClient() });
+      const storage = () => new Storage({ apiEndpoint: fake.url, projectId: 'test', authClient: new PassThroughClient() });
       return {
-        store: new GcsBlobStore(storage.bucket(BUCKET)),
+        store: new GcsBlobStore(storage().bucket(BUCKET), storage().bucket(BUCKET)),
         names: async () => [...fake.objects.keys()].map((k) => k.slice(BUCKET.length + 1)),
         heldInProcess: () => fake.heldBytes(),
         close: () => fake.close(),

@@ -17,11 +17,14 @@ const KEY = 'conversations/c1/state-t1.tar.gz';
 describe('the GCS blob store', () => {
   let fake: FakeGcs;
   let storage: Storage;
+  let uploads: Storage;
   let store: GcsBlobStore;
   beforeEach(async () => {
     fake = await startFakeGcs();
-    storage = new Storage({ apiEndpoint: fake.url, projectId: 'test', authClient: new PassThroughClient() });
-    store = new GcsBlobStore(storage.bucket(BUCKET));
+    const client = () => new Storage({ apiEndpoint: fake.url, projectId: 'test', authClient: new PassThroughClient() });
+    storage = client();
+    uploads = client();
+    store = new GcsBlobStore(storage.bucket(BUCKET), uploads.bucket(BUCKET));
   });
   afterEach(async () => {
     await fake.close();
@@ -36,6 +39,18 @@ describe('the GCS blob store', () => {
     expect(routes).toEqual([`POST /upload/storage/v1/b/${BUCKET}/o resumable false`, `PUT /upload/storage/v1/b/${BUCKET}/o resumable true`]);
     const [metadata] = await storage.bucket(BUCKET).file(KEY).getMetadata();
     expect(metadata).toMatchObject({ name: KEY, contentType: 'application/gzip', size: '1000' });
+  });
+
+  it("keeps the reads' and deletes' retries: a resumable upload turns its own client's off", async () => {
+    const retries = storage.retryOptions.maxRetries;
+    expect(retries).toBeGreaterThan(0);
+    await store.put(KEY, Readable.from([randomBytes(1000)]), 10_000);
+    await store.put('conversations/c1/state.tar.gz.manifest.json', Readable.from([Buffer.from('{}')]), 10_000);
+    expect(storage.retryOptions.maxRetries).toBe(retries);
+    // What the upload client shows is why it is a client of its own.
+    expect(uploads.retryOptions.maxRetries).toBe(0);
+    const [manifest] = await storage.bucket(BUCKET).file('conversations/c1/state.tar.gz.manifest.json').getMetadata();
+    expect(manifest.contentType).toBe('application/json');
   });
 
   it('cancels the session of a put over the limit and leaves no request open', async () => {

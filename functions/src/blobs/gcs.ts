@@ -4,7 +4,12 @@ import { pipeline } from 'node:stream/promises';
 import { byteLimit } from '../byte-limit.js';
 import { BlobTooLargeError, type BlobStore, type StoredBlob } from './blob-store.js';
 
-const CONTENT_TYPE = 'application/gzip';
+/** What an object holds, by its name's end: states and their exports are archives, manifests JSON. */
+function contentTypeOf(key: string): string {
+  if (key.endsWith('.json')) return 'application/json';
+  if (key.endsWith('.zip')) return 'application/zip';
+  return 'application/gzip';
+}
 
 /**
  * Blobs as objects in one Cloud Storage bucket, through the official client. Keys are object
@@ -23,17 +28,25 @@ const CONTENT_TYPE = 'application/gzip';
  * stream is destroyed without an error, which is what a failed pipeline does to it).
  */
 export class GcsBlobStore implements BlobStore {
-  constructor(private readonly bucket: Bucket) {}
+  /**
+   * `uploads` is the same bucket through a Storage client used for nothing else: a resumable
+   * upload without a precondition turns its client's retries off for every later call.
+   */
+  constructor(
+    private readonly bucket: Bucket,
+    private readonly uploads: Bucket,
+  ) {}
 
   async put(key: string, body: Readable, maxBytes: number): Promise<{ bytes: number }> {
-    const file = this.bucket.file(key);
-    const [sessionUri] = await file.createResumableUpload({ metadata: { contentType: CONTENT_TYPE } });
+    const file = this.uploads.file(key);
+    const contentType = contentTypeOf(key);
+    const [sessionUri] = await file.createResumableUpload({ metadata: { contentType } });
     const limiter = byteLimit(maxBytes, () => new BlobTooLargeError(maxBytes));
     // offset 0 with the session URI: the client starts sending at once instead of first asking
     // the new, empty session how much it holds. The content type went with the session; given
     // here too, it spares the client guessing one from the name. validation 'crc32c': the client
     // checksums what it sends against the stored object's (and deletes the object on a mismatch).
-    const upload = file.createWriteStream({ uri: sessionUri, offset: 0, resumable: true, contentType: CONTENT_TYPE, validation: 'crc32c' });
+    const upload = file.createWriteStream({ uri: sessionUri, offset: 0, resumable: true, contentType, validation: 'crc32c' });
     try {
       await pipeline(body, limiter.stream, upload);
       return { bytes: limiter.bytes() };

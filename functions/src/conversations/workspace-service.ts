@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import type { StoredBlob } from '../blobs/blob-store.js';
+import { BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import type { WorkspaceFile, WorkspaceListing } from '../contract/api.js';
 import type { Conversation } from '../domain/conversation.js';
 import { isFinal } from '../domain/turn-state.js';
 import { entryTypeOf, type Manifest } from '../workspace/manifest.js';
 import { readEntries } from '../workspace/state-archive.js';
-import type { ExportFormat } from '../workspace/state-blobs.js';
+import { type ExportFormat, MAX_DOWNLOAD_BYTES } from '../workspace/state-blobs.js';
 import { changeConflict, changedState, type WorkspaceChange } from '../workspace/workspace-change.js';
 import { entryNameOf, pathRuleBroken } from '../workspace/workspace-path.js';
 import { ServiceError } from './errors.js';
+import { Gate } from './gate.js';
 import { ownConversation } from './owned.js';
 import { asServiceError, storeState } from './stored-state.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
@@ -18,6 +19,11 @@ import type { TurnLifecycle } from './turn-lifecycle.js';
 export const MAX_LISTED_FILES = 10_000;
 /** A change made from a state that another change replaced meanwhile is made again from the new one, this often. */
 const CHANGE_ATTEMPTS = 3;
+/**
+ * States rewritten (a change) or exported at once on an instance: each is gunzip, tar and gzip of
+ * up to a whole state, CPU-bound, beside every other request the instance serves.
+ */
+const REWRITES_AT_ONCE = 2;
 
 /** A workspace file being read: its entry, and its bytes as they are unpacked. */
 export interface OpenedFile {
@@ -32,6 +38,7 @@ export interface OpenedFile {
 export class WorkspaceService {
   /** The change of each conversation being made on this instance: the next waits for it rather than racing it. */
   private readonly changing = new Map<string, Promise<unknown>>();
+  private readonly rewrites = new Gate(REWRITES_AT_ONCE);
 
   constructor(private readonly lifecycle: TurnLifecycle) {}
 
@@ -56,6 +63,12 @@ export class WorkspaceService {
       const to = file.target === undefined ? '' : ` to ${file.target}`;
       throw new ServiceError('not_found', `${path} is a ${file.type}${to}, not a file: only files are downloaded (links are never followed)`);
     }
+    if (file.size > MAX_DOWNLOAD_BYTES) {
+      throw new ServiceError(
+        'too_large',
+        `${path} is ${file.size} bytes, more than one response may carry (${MAX_DOWNLOAD_BYTES}): ask the agent to split or compress it`,
+      );
+    }
     const state = conversation.stateKey === null ? undefined : await this.deps.states.open(conversation.stateKey);
     if (state === undefined) throw absent();
     const stream = await this.unpackOne(state, entryNameOf(path));
@@ -75,8 +88,11 @@ export class WorkspaceService {
   async archive(userId: string, conversationId: string, format: ExportFormat): Promise<{ conversation: Conversation; archive: StoredBlob }> {
     const conversation = await ownConversation(this.deps.store, userId, conversationId);
     try {
-      return { conversation, archive: await this.deps.states.export(conversation.stateKey, format) };
+      return { conversation, archive: await this.rewrites.run(() => this.deps.states.export(conversation.stateKey, format)) };
     } catch (error) {
+      if (error instanceof BlobTooLargeError) {
+        throw new ServiceError('too_large', `the workspace's archive is more than ${error.limitBytes} bytes, more than one response may carry`);
+      }
       throw asServiceError(error);
     }
   }
@@ -123,7 +139,7 @@ export class WorkspaceService {
    */
   private change(userId: string, conversationId: string, change: WorkspaceChange): Promise<void> {
     const before = this.changing.get(conversationId) ?? Promise.resolve();
-    const made = before.catch(() => undefined).then(() => this.makeChange(userId, conversationId, change));
+    const made = before.catch(() => undefined).then(() => this.rewrites.run(() => this.makeChange(userId, conversationId, change)));
     this.changing.set(conversationId, made);
     const forget = () => {
       if (this.changing.get(conversationId) === made) this.changing.delete(conversationId);
@@ -149,7 +165,11 @@ export class WorkspaceService {
         throw error;
       });
       if (replaced.replaced) {
-        if (conversation.stateKey !== null) await states.delete(conversation.stateKey);
+        // The change is made: a state left behind costs storage, not the client's answer.
+        if (conversation.stateKey !== null) {
+          const old = conversation.stateKey;
+          await states.delete(old).catch((error: unknown) => this.deps.log(`could not delete the replaced state ${old}: ${String(error)}`));
+        }
         return;
       }
       await states.delete(key);

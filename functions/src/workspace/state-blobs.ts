@@ -10,18 +10,21 @@ export type ExportFormat = 'tar.gz' | 'zip';
 
 /**
  * A response streamed without a length is cut at 10 MB on Cloud Run functions, and one with a
- * length may be 32 MB (cloud.google.com/functions/quotas): an export is stored first, then sent
- * with its length, and may be no larger than one response can carry.
+ * length may be 32 MB (cloud.google.com/functions/quotas): a download is sent with its length (an
+ * export is stored first to know it), and may be no larger than one response can carry.
  */
-export const MAX_EXPORT_BYTES = 32 * 1000 * 1000 - 64 * 1024;
+export const MAX_DOWNLOAD_BYTES = 32 * 1000 * 1000 - 64 * 1024;
 /** A manifest of the most files a state may hold, with room to spare. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 /**
- * Manifests kept in memory, most recently used last, up to this many entries in all: a state never
- * changes under its key, so a kept manifest is never stale, and listing skips the blob store.
+ * Manifests kept in memory, most recently used last, up to about this many bytes in all: a state
+ * never changes under its key, so a kept manifest is never stale, and listing skips the blob store.
  */
-const CACHED_MANIFEST_ENTRIES = 100_000;
+const CACHED_MANIFEST_BYTES = 32 * 1024 * 1024;
+/** Roughly what a manifest holds in memory: its strings, and an object's worth per entry. */
+const sizeOf = (manifest: Manifest): number =>
+  manifest.entries.reduce((bytes, entry) => bytes + 2 * (entry.path.length + (entry.target?.length ?? 0)) + 160, 0);
 
 /** What is kept beside a state, under its key: all of it goes when the state goes. */
 const derivedKeys = (stateKey: string) => ({
@@ -42,7 +45,9 @@ export interface StateLimits {
  * written as the state is stored, and its workspace's exports, made when first asked for.
  */
 export class StateBlobs {
-  private readonly cached = new Map<string, Manifest>();
+  private readonly cached = new Map<string, { manifest: Manifest; bytes: number }>();
+  /** Exports being made on this instance: a second download of the same one waits for the first. */
+  private readonly exporting = new Map<string, Promise<StoredBlob>>();
 
   constructor(
     private readonly blobs: BlobStore,
@@ -89,7 +94,7 @@ export class StateBlobs {
   async manifest(key: string | null): Promise<Manifest> {
     if (key === null) return EMPTY_MANIFEST;
     const kept = this.cached.get(key);
-    if (kept !== undefined) return this.remember(key, kept);
+    if (kept !== undefined) return this.remember(key, kept.manifest);
     const stored = await this.blobs.get(derivedKeys(key).manifest);
     if (stored !== undefined) return this.remember(key, Manifest.parse(JSON.parse((await textOf(stored.stream)) || 'null')));
     const state = await this.blobs.get(key);
@@ -105,9 +110,23 @@ export class StateBlobs {
     const exportKey = derivedKeys(key)[format];
     const kept = await this.blobs.get(exportKey);
     if (kept !== undefined) return kept;
+    const pending = this.exporting.get(exportKey);
+    if (pending !== undefined) {
+      // The first download's blob is its own stream: this one reads the stored export afresh.
+      await pending;
+      return (await this.blobs.get(exportKey)) ?? this.export(key, format);
+    }
+    const made = this.makeExport(key, exportKey, format);
+    this.exporting.set(exportKey, made);
+    const forget = () => this.exporting.delete(exportKey);
+    made.then(forget, forget);
+    return made;
+  }
+
+  private async makeExport(key: string, exportKey: string, format: ExportFormat): Promise<StoredBlob> {
     const state = await this.blobs.get(key);
     if (state === undefined) return this.exported(format, undefined);
-    await this.blobs.put(exportKey, this.exportStream(state.stream, format), MAX_EXPORT_BYTES);
+    await this.blobs.put(exportKey, this.exportStream(state.stream, format), MAX_DOWNLOAD_BYTES);
     const made = await this.blobs.get(exportKey);
     if (made === undefined) throw new Error(`the export ${exportKey} was stored but cannot be read`);
     return made;
@@ -153,13 +172,13 @@ export class StateBlobs {
 
   private remember(key: string, manifest: Manifest): Manifest {
     this.cached.delete(key);
-    this.cached.set(key, manifest);
-    let entries = 0;
-    for (const kept of this.cached.values()) entries += kept.entries.length;
+    this.cached.set(key, { manifest, bytes: sizeOf(manifest) });
+    let bytes = 0;
+    for (const kept of this.cached.values()) bytes += kept.bytes;
     for (const [oldest, kept] of this.cached) {
-      if (entries <= CACHED_MANIFEST_ENTRIES) break;
+      if (bytes <= CACHED_MANIFEST_BYTES) break;
       this.cached.delete(oldest);
-      entries -= kept.entries.length;
+      bytes -= kept.bytes;
     }
     return manifest;
   }
