@@ -2,6 +2,11 @@ import * as gcp from '@pulumi/gcp';
 import type * as pulumi from '@pulumi/pulumi';
 import { deletionPolicy, type Names, type Settings } from './config.js';
 import { indexKey, type FirestoreIndex } from './firestore-indexes.js';
+import { DERIVED_SUFFIXES } from '../functions/src/workspace/derived-keys.js';
+
+/** Object names that end so are a state's manifest or exports (functions/src/workspace/derived-keys.ts). */
+const DERIVED = Object.values(DERIVED_SUFFIXES);
+const DERIVED_AGE_DAYS = 7;
 
 /**
  * Where conversations live: the Firestore database (native mode) with the composite indexes the
@@ -67,6 +72,15 @@ export function data(s: Settings, n: Names, indexes: FirestoreIndex[], apis: pul
           action: { type: 'Delete' },
           condition: { daysSinceNoncurrentTime: s.deletedStateRetentionDays, withState: 'ARCHIVED' },
         },
+        // A state's manifest and exports are made again from it when missing: a replaced or
+        // deleted one is not kept, and a live one goes after a week (one written just as its
+        // state was deleted would otherwise stay for good).
+        {
+          action: { type: 'Delete' },
+          // Without the flag the provider leaves a 0 out of the rule (and the rule would match every age).
+          condition: { matchesSuffixes: DERIVED, withState: 'ARCHIVED', daysSinceNoncurrentTime: 0, sendDaysSinceNoncurrentTimeIfZero: true },
+        },
+        { action: { type: 'Delete' }, condition: { matchesSuffixes: DERIVED, withState: 'LIVE', age: DERIVED_AGE_DAYS } },
         // Uploads a sandbox abandoned half way.
         { action: { type: 'AbortIncompleteMultipartUpload' }, condition: { age: 1 } },
       ],

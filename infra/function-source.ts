@@ -23,6 +23,8 @@ export const API_RUNTIME_DEPENDENCIES = [
   'jose',
   'ipaddr.js',
   'ws',
+  'tar',
+  'yazl',
 ] as const;
 
 /** The entry module: it registers the HTTP function `clauderun` (functions/src/index.ts). */

@@ -257,6 +257,23 @@ describe('buckets', () => {
       condition: { daysSinceNoncurrentTime: 7, withState: 'ARCHIVED' },
     });
   });
+
+  test("the state bucket keeps no copy of a state's manifest or exports once replaced, and a live one a week at most (they are made again)", () => {
+    const rules = run.named('state-bucket').inputs.lifecycleRules as Array<{ condition: Record<string, unknown> }>;
+    const derived = rules.filter((rule) => Array.isArray(rule.condition.matchesSuffixes));
+    expect(derived.map((rule) => rule.condition)).toEqual([
+      {
+        matchesSuffixes: ['.manifest.json', '.workspace.tar.gz', '.workspace.zip'],
+        withState: 'ARCHIVED',
+        daysSinceNoncurrentTime: 0,
+        sendDaysSinceNoncurrentTimeIfZero: true,
+      },
+      { matchesSuffixes: ['.manifest.json', '.workspace.tar.gz', '.workspace.zip'], withState: 'LIVE', age: 7 },
+    ]);
+    // No rule with a suffix may reach a state itself.
+    for (const rule of derived)
+      for (const suffix of rule.condition.matchesSuffixes as string[]) expect('state-t1.tar.gz'.endsWith(suffix)).toBe(false);
+  });
 });
 
 describe('sandbox egress', () => {

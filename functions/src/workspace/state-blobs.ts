@@ -2,6 +2,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { ReadEntry } from 'tar';
 import yazl from 'yazl';
 import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
+import { derivedKeys } from './derived-keys.js';
 import { EMPTY_MANIFEST, entryTypeOf, Manifest, manifestOf } from './manifest.js';
 import { type ArchiveLimits, newArchive, readAllEntries } from './state-archive.js';
 import { workspacePathOfEntry } from './workspace-path.js';
@@ -25,13 +26,6 @@ const CACHED_MANIFEST_BYTES = 32 * 1024 * 1024;
 /** Roughly what a manifest holds in memory: its strings, and an object's worth per entry. */
 const sizeOf = (manifest: Manifest): number =>
   manifest.entries.reduce((bytes, entry) => bytes + 2 * (entry.path.length + (entry.target?.length ?? 0)) + 160, 0);
-
-/** What is kept beside a state, under its key: all of it goes when the state goes. */
-const derivedKeys = (stateKey: string) => ({
-  manifest: `${stateKey}.manifest.json`,
-  'tar.gz': `${stateKey}.workspace.tar.gz`,
-  zip: `${stateKey}.workspace.zip`,
-});
 
 export interface StateLimits {
   /** Compressed, as stored. */
