@@ -465,6 +465,8 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       await page.keyboard.press('Enter');
       await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('banana pie\n');
       await eventually(() => page.locator(':focus').getAttribute('id')).toBe('file-viewer-title');
+      await files(page).scrollIntoViewIfNeeded();
+      await screenshot(page, 'web-page-files.png');
 
       const one = await downloaded(page, () => page.getByRole('button', { name: 'Download file.txt' }).click());
       expect(one).toEqual({ name: 'file.txt', bytes: Buffer.from('banana pie\n') });
@@ -542,6 +544,13 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     );
     await waitForTurnEnd(page, 'Done');
     await expectText(lastTurn(page).locator('.answer li').first(), 'one');
+    expect(await fitsWidth(page)).toBe(true);
+
+    // The Files panel too: a long name, and a file of one long line, shown.
+    const longName = `${'a-file-name-far-too-long-for-a-phone-'.repeat(3)}.txt`;
+    await page.locator('#files-input').setInputFiles([{ name: longName, mimeType: 'text/plain', buffer: Buffer.from('wide '.repeat(200)) }]);
+    await page.getByRole('button', { name: `Show ${longName}` }).tap();
+    await expectText(page.locator('#file-viewer pre'), 'wide wide');
     expect(await fitsWidth(page)).toBe(true);
 
     // The list folds away above the conversation, behind a button that says whether it is open.
