@@ -454,10 +454,12 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       expect(await page.locator('#file-viewer pre').count()).toBe(0);
 
       // The agent changes one file and links another: the panel shows it once the turn has ended.
-      await send(page, 'bash: sed -i s/apple/banana/ file.txt && ln -s file.txt link.txt');
+      await send(page, 'bash: sed -i s/apple/banana/ file.txt && ln -s file.txt link.txt && mkdir -p src/deep && printf xyz > src/deep/made.txt');
       await waitForTurnEnd(page, 'Done');
       await expectText(fileRow(page, 'file.txt'), '11 B');
       await expectText(fileRow(page, 'link.txt'), 'symbolic link → file.txt');
+      // Directories are not listed: the tree is made from the paths.
+      await expectText(page.locator('#file-tree li[data-path="src/"] li[data-path="src/deep/"] li[data-path="src/deep/made.txt"]'), '3 B');
       // A link is never followed: it cannot be shown or downloaded, only deleted.
       expect(await fileRow(page, 'link.txt').getByRole('button').allInnerTexts()).toEqual(['Delete']);
       // From the keyboard: the file's name is a button.
@@ -475,6 +477,18 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       expect([...tar.bytes.subarray(0, 2)]).toEqual([0x1f, 0x8b]);
       const zip = await downloaded(page, () => page.getByRole('button', { name: 'Download all (.zip)' }).click());
       expect(zip.bytes.subarray(0, 4).toString('latin1')).toBe('PK\x03\x04');
+
+      // A directory is deleted with everything in it.
+      await page.getByRole('button', { name: 'Delete src/ and everything in it' }).click();
+      await page.getByRole('dialog', { name: 'Delete src/ and everything in it?' }).getByRole('button', { name: 'Delete' }).click();
+      await expectText(filesStatus(page), 'Deleted src/ and everything in it.');
+      await eventually(async () => (await listed(user, conversationId)).map((f) => f.path)).toEqual([
+        'blob.bin',
+        'file.txt',
+        'hostile.html',
+        'link.txt',
+      ]);
+      await eventually(() => page.locator('#file-tree li[data-path="src/"]').count()).toBe(0);
       expect(dialogs).toEqual([]);
     });
 

@@ -189,18 +189,19 @@ export class FilesPanel {
   private async remove(path: string, isDirectory: boolean): Promise<void> {
     const id = this.conversationId;
     if (id === undefined) return;
+    const what = isDirectory ? `${path}/ and everything in it` : path;
     const confirmed = await confirmAction({
-      title: isDirectory ? `Delete ${path}/ and everything in it?` : `Delete ${path}?`,
+      title: `Delete ${what}?`,
       message: `${isDirectory ? 'Every file under it' : 'The file'} will be deleted from this conversation's workspace for good.`,
       confirmLabel: 'Delete',
     });
     if (!confirmed || id !== this.conversationId) return;
-    this.say(`Deleting ${path}…`);
+    this.say(`Deleting ${what}…`);
     try {
       await this.api.deleteFile(id, path);
-      if (id === this.conversationId) this.say(`Deleted ${path}.`);
+      if (id === this.conversationId) this.say(`Deleted ${what}.`);
     } catch (error) {
-      if (id === this.conversationId) this.fail(`delete ${path}`, error);
+      if (id === this.conversationId) this.fail(`delete ${what}`, error);
     }
     if (id === this.conversationId) await this.refresh();
   }
