@@ -443,6 +443,7 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
         { path: 'hostile.html', size: hostile.length, type: 'file' },
       ]);
       await expectText(fileRow(page, 'file.txt'), '10 B');
+      await expectText(page.locator('#conversation-title'), 'Files: file.txt, hostile.html, blob.bin');
 
       // HTML is shown as its text, and creates no element.
       await page.getByRole('button', { name: 'Show hostile.html' }).click();
@@ -452,6 +453,8 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       await page.getByRole('button', { name: 'Show blob.bin' }).click();
       await expectText(page.locator('#file-viewer'), 'This file is not text');
       expect(await page.locator('#file-viewer pre').count()).toBe(0);
+      await page.getByRole('button', { name: 'Show file.txt' }).click();
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('apple pie\n');
 
       // The agent changes one file and links another: the panel shows it once the turn has ended.
       await send(page, 'bash: sed -i s/apple/banana/ file.txt && ln -s file.txt link.txt && mkdir -p src/deep && printf xyz > src/deep/made.txt');
@@ -462,7 +465,10 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       await expectText(page.locator('#file-tree li[data-path="src/"] li[data-path="src/deep/"] li[data-path="src/deep/made.txt"]'), '3 B');
       // A link is never followed: it cannot be shown or downloaded, only deleted.
       expect(await fileRow(page, 'link.txt').getByRole('button').allInnerTexts()).toEqual(['Delete']);
-      // From the keyboard: the file's name is a button.
+      // The file on show is shown afresh; closed, it is opened again from the keyboard, its name being a button.
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('banana pie\n');
+      await page.getByRole('button', { name: 'Close' }).click();
+      expect(await page.locator('#file-viewer').isHidden()).toBe(true);
       await page.getByRole('button', { name: 'Show file.txt' }).focus();
       await page.keyboard.press('Enter');
       await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('banana pie\n');

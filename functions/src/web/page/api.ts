@@ -162,8 +162,8 @@ export class ApiClient {
   }
 
   /** A conversation with no turn yet: somewhere to put files before the first prompt. */
-  async createConversation(): Promise<string> {
-    return (await this.json<CreatedConversation>('POST', PUBLIC_ROUTES.conversations, {})).conversationId;
+  async createConversation(title?: string): Promise<string> {
+    return (await this.json<CreatedConversation>('POST', PUBLIC_ROUTES.conversations, title === undefined ? {} : { title })).conversationId;
   }
 
   async listFiles(conversationId: string): Promise<WorkspaceListing> {

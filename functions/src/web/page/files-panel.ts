@@ -14,6 +14,15 @@ import { asText, MAX_PREVIEW_BYTES } from './text-preview.js';
 const baseName = (path: string) => path.split('/').at(-1) ?? path;
 const files = (n: number) => `${n} ${n === 1 ? 'file' : 'files'}`;
 
+/**
+ * A conversation made for an upload is named for what went into it: the service takes a title from
+ * a prompt only when the prompt creates the conversation. (The API takes at most 200 characters.)
+ */
+function titleFor(chosen: readonly File[]): string {
+  const title = `Files: ${chosen.map((file) => file.name).join(', ')}`;
+  return title.length > 100 ? `${title.slice(0, 99)}…` : title;
+}
+
 /** A refused identity is the page's business (back to sign-in), not the panel's. */
 const isSignInProblem = (error: unknown) => (error instanceof ApiError && error.code === 'unauthenticated') || error instanceof SignInEnded;
 
@@ -37,6 +46,8 @@ export class FilesPanel {
   /** Counts what the panel showed, so an answer for a conversation left meanwhile is dropped. */
   private view = 0;
   private uploading = false;
+  /** The file the viewer was given, as listed then. */
+  private shown: WorkspaceFile | undefined;
 
   constructor(
     private readonly api: ApiClient,
@@ -61,6 +72,7 @@ export class FilesPanel {
   show(conversationId: string | undefined): void {
     this.view++;
     this.conversationId = conversationId;
+    this.shown = undefined;
     this.viewer.close();
     this.treeHolder.replaceChildren();
     this.say('');
@@ -91,8 +103,7 @@ export class FilesPanel {
           ? 'No files yet. Upload some, or drop them onto the conversation.'
           : '';
       this.showArchiveButtons(listing.files.length > 0);
-      const open = this.viewer.path;
-      if (open !== undefined && !listing.files.some((file) => file.path === open)) this.viewer.close();
+      this.followShown(listing.files);
     } catch (error) {
       if (view === this.view) this.fail('list the files', error);
     }
@@ -115,7 +126,7 @@ export class FilesPanel {
     try {
       if (target === undefined) {
         this.say('Creating a conversation for the files…');
-        target = await this.api.createConversation();
+        target = await this.api.createConversation(titleFor(chosen));
         await this.openConversation(target);
       }
       const into = target;
@@ -142,7 +153,21 @@ export class FilesPanel {
     }
   }
 
+  /** The file on show, gone or changed (by a turn, say), is closed or shown afresh: it never shows what is no longer there. */
+  private followShown(listed: readonly WorkspaceFile[]): void {
+    const shown = this.shown;
+    if (shown === undefined || this.viewer.path !== shown.path) return;
+    const now = listed.find((file) => file.path === shown.path && file.type === 'file');
+    if (now === undefined) {
+      this.viewer.close();
+      this.shown = undefined;
+    } else if (now.size !== shown.size || now.modifiedAt !== shown.modifiedAt) {
+      void this.openFile(now);
+    }
+  }
+
   private async openFile(file: WorkspaceFile): Promise<void> {
+    this.shown = file;
     const download = () => void this.download(file);
     if (file.size > MAX_PREVIEW_BYTES) {
       this.viewer.downloadOnly(file.path, `At ${formatBytes(file.size)} it is too large to show here.`, download);
