@@ -12,7 +12,7 @@ import { formatBytes } from './format.js';
 import { asText, MAX_PREVIEW_BYTES } from './text-preview.js';
 
 const baseName = (path: string) => path.split('/').at(-1) ?? path;
-const files = (n: number) => `${n} ${n === 1 ? 'file' : 'files'}`;
+const fileCount = (n: number) => `${n} ${n === 1 ? 'file' : 'files'}`;
 
 /**
  * A conversation made for an upload is named for what went into it: the service takes a title from
@@ -138,12 +138,12 @@ export class FilesPanel {
         try {
           await this.api.putFile(into, file.name, file);
         } catch (error) {
-          const uploaded = index === 0 ? '' : ` ${files(index)} uploaded before it.`;
+          const uploaded = index === 0 ? '' : ` ${fileCount(index)} uploaded before it.`;
           if (this.conversationId === into) this.fail(`upload ${file.name}`, error, uploaded);
           return;
         }
       }
-      sayHere(chosen.length === 1 ? `Uploaded ${chosen[0]?.name ?? 'the file'}.` : `Uploaded ${files(chosen.length)}.`);
+      sayHere(chosen.length === 1 ? `Uploaded ${chosen[0]?.name ?? 'the file'}.` : `Uploaded ${fileCount(chosen.length)}.`);
     } catch (error) {
       this.fail('create a conversation for the files', error);
     } finally {
