@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Browser, Request as BrowserRequest } from 'playwright-core';
@@ -397,6 +398,155 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect(await page.evaluate<string>('getComputedStyle(document.activeElement).outlineStyle')).toBe('solid');
   });
 
+  describe('the Files panel', () => {
+    const files = (page: Tab['page']) => page.getByRole('region', { name: 'Files', exact: true });
+    const fileRow = (page: Tab['page'], path: string) => page.locator(`#file-tree li[data-path="${path}"] > .file-row`);
+    const filesStatus = (page: Tab['page']) => page.locator('#files-status');
+    const openId = (page: Tab['page']) => decodeURIComponent(new URL(page.url()).hash.replace('#/c/', ''));
+    const listed = async (user: string, conversationId: string) => {
+      const answer = await call(running.service, 'GET', `/api/conversations/${conversationId}/files`, { userId: user });
+      expect(answer.status).toBe(200);
+      return (answer.body.files as Array<{ path: string; size: number; type: string }>)
+        .map(({ path, size, type }) => ({ path, size, type }))
+        .sort((a, b) => a.path.localeCompare(b.path));
+    };
+    /** Clicks `button` and answers the bytes of the download it starts, and the name the page gave it. */
+    const downloaded = async (page: Tab['page'], click: () => Promise<void>) => {
+      const [download] = await Promise.all([page.waitForEvent('download'), click()]);
+      return { name: download.suggestedFilename(), bytes: readFileSync(await download.path()) };
+    };
+
+    it('uploads by the button before the first prompt, refreshes when a turn ends, shows text as text, and downloads a file and all of them', async () => {
+      const user = unique('files');
+      const { page } = await open(running.service.url);
+      const dialogs: string[] = [];
+      page.on('dialog', (dialog) => {
+        dialogs.push(dialog.message());
+        void dialog.dismiss();
+      });
+      await signInWithUserId(page, user);
+      await expectText(files(page), 'No files yet.');
+      const hostile = '<img src=x onerror=alert(1)>';
+      await page.locator('#files-input').setInputFiles([
+        { name: 'file.txt', mimeType: 'text/plain', buffer: Buffer.from('apple pie\n') },
+        { name: 'hostile.html', mimeType: 'text/html', buffer: Buffer.from(hostile) },
+        { name: 'blob.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0xff, 0xfe, 0x00, 0x01]) },
+      ]);
+      // No conversation was open: one was made and opened, and the files went into it, one after another.
+      await expectText(filesStatus(page), 'Uploaded 3 files.');
+      const conversationId = openId(page);
+      expect(conversationId).toMatch(/\S/);
+      await eventually(() => page.locator('#conversation-list a[aria-current="page"]').count()).toBe(1);
+      expect(await listed(user, conversationId)).toEqual([
+        { path: 'blob.bin', size: 4, type: 'file' },
+        { path: 'file.txt', size: 10, type: 'file' },
+        { path: 'hostile.html', size: hostile.length, type: 'file' },
+      ]);
+      await expectText(fileRow(page, 'file.txt'), '10 B');
+      await expectText(page.locator('#conversation-title'), 'Files: file.txt, hostile.html, blob.bin');
+
+      // HTML is shown as its text, and creates no element.
+      await page.getByRole('button', { name: 'Show hostile.html' }).click();
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe(hostile);
+      expect(await page.locator('#files img, #turns img').count()).toBe(0);
+      // A binary file is offered for download only.
+      await page.getByRole('button', { name: 'Show blob.bin' }).click();
+      await expectText(page.locator('#file-viewer'), 'This file is not text');
+      expect(await page.locator('#file-viewer pre').count()).toBe(0);
+      await page.getByRole('button', { name: 'Show file.txt' }).click();
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('apple pie\n');
+
+      // The agent changes one file and links another: the panel shows it once the turn has ended.
+      await send(page, 'bash: sed -i s/apple/banana/ file.txt && ln -s file.txt link.txt && mkdir -p src/deep && printf xyz > src/deep/made.txt');
+      await waitForTurnEnd(page, 'Done');
+      await expectText(fileRow(page, 'file.txt'), '11 B');
+      await expectText(fileRow(page, 'link.txt'), 'symbolic link → file.txt');
+      // Directories are not listed: the tree is made from the paths.
+      await expectText(page.locator('#file-tree li[data-path="src/"] li[data-path="src/deep/"] li[data-path="src/deep/made.txt"]'), '3 B');
+      // A link is never followed: it cannot be shown or downloaded, only deleted.
+      expect(await fileRow(page, 'link.txt').getByRole('button').allInnerTexts()).toEqual(['Delete']);
+      // The file on show is shown afresh; closed, it is opened again from the keyboard, its name being a button.
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('banana pie\n');
+      await page.getByRole('button', { name: 'Close' }).click();
+      expect(await page.locator('#file-viewer').isHidden()).toBe(true);
+      await page.getByRole('button', { name: 'Show file.txt' }).focus();
+      await page.keyboard.press('Enter');
+      await eventually(() => page.locator('#file-viewer pre').textContent()).toBe('banana pie\n');
+      await eventually(() => page.locator(':focus').getAttribute('id')).toBe('file-viewer-title');
+      await files(page).scrollIntoViewIfNeeded();
+      await screenshot(page, 'web-page-files.png');
+
+      const one = await downloaded(page, () => page.getByRole('button', { name: 'Download file.txt' }).click());
+      expect(one).toEqual({ name: 'file.txt', bytes: Buffer.from('banana pie\n') });
+      const tar = await downloaded(page, () => page.getByRole('button', { name: 'Download all (.tar.gz)' }).click());
+      expect(tar.name).toBe(`workspace-${conversationId}.tar.gz`);
+      expect([...tar.bytes.subarray(0, 2)]).toEqual([0x1f, 0x8b]);
+      const zip = await downloaded(page, () => page.getByRole('button', { name: 'Download all (.zip)' }).click());
+      expect(zip.bytes.subarray(0, 4).toString('latin1')).toBe('PK\x03\x04');
+
+      // A directory is deleted with everything in it.
+      await page.getByRole('button', { name: 'Delete src/ and everything in it' }).click();
+      await page.getByRole('dialog', { name: 'Delete src/ and everything in it?' }).getByRole('button', { name: 'Delete' }).click();
+      await expectText(filesStatus(page), 'Deleted src/ and everything in it.');
+      await eventually(async () => (await listed(user, conversationId)).map((f) => f.path)).toEqual([
+        'blob.bin',
+        'file.txt',
+        'hostile.html',
+        'link.txt',
+      ]);
+      await eventually(() => page.locator('#file-tree li[data-path="src/"]').count()).toBe(0);
+      expect(dialogs).toEqual([]);
+    });
+
+    it('uploads what is dropped onto the conversation, deletes a file once confirmed, and says why an upload was refused', async () => {
+      const user = unique('dropper');
+      const { page } = await open(running.service.url);
+      await signInWithUserId(page, user);
+      // Dropped onto the turns, in the conversation: the drop bubbles up to it.
+      await page.evaluate<void>(`(() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['dropped bytes'], 'dropped.txt', { type: 'text/plain' }));
+        data.items.add(new File(['kept'], 'kept.txt', { type: 'text/plain' }));
+        document.getElementById('turns').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+      })()`);
+      await expectText(filesStatus(page), 'Uploaded 2 files.');
+      const conversationId = openId(page);
+      await expectText(fileRow(page, 'dropped.txt'), '13 B');
+      expect((await listed(user, conversationId)).map((f) => f.path)).toEqual(['dropped.txt', 'kept.txt']);
+
+      const dialog = page.getByRole('dialog', { name: 'Delete dropped.txt?' });
+      await page.getByRole('button', { name: 'Delete dropped.txt' }).click();
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+      await eventually(() => dialog.isVisible()).toBe(false);
+      expect((await listed(user, conversationId)).map((f) => f.path)).toEqual(['dropped.txt', 'kept.txt']);
+      await page.getByRole('button', { name: 'Delete dropped.txt' }).click();
+      await dialog.getByRole('button', { name: 'Delete' }).click();
+      await expectText(filesStatus(page), 'Deleted dropped.txt.');
+      await eventually(() => fileRow(page, 'dropped.txt').count()).toBe(0);
+      expect((await listed(user, conversationId)).map((f) => f.path)).toEqual(['kept.txt']);
+
+      // While a turn runs the workspace cannot change, and the page says so.
+      await send(page, `bash: ${WAIT_A_MINUTE}`);
+      await expectText(lastTurn(page).locator('.step-tool .step-summary'), 'setTimeout');
+      await page.locator('#files-input').setInputFiles([{ name: 'late.txt', mimeType: 'text/plain', buffer: Buffer.from('late') }]);
+      await expectText(filesStatus(page), 'Could not upload late.txt: a turn is running in this conversation.');
+      await page.getByRole('button', { name: 'Cancel turn' }).click();
+      await waitForTurnEnd(page, 'Cancelled');
+
+      // A file over the limit is refused with the limit in words (the 413 is made up here, in the API's shape).
+      await page.route('**/files/big.bin', (route) =>
+        route.fulfill({
+          status: 413,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ error: { code: 'too_large', message: 'a file may be at most 200000 bytes', details: { maxFileBytes: 200000 } } }),
+        }),
+      );
+      await page.locator('#files-input').setInputFiles([{ name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(1000) }]);
+      await expectText(filesStatus(page), 'Could not upload big.bin: it is too large (the service said: a file may be at most 200000 bytes).');
+      expect((await listed(user, conversationId)).map((f) => f.path)).toEqual(['kept.txt']);
+    });
+  });
+
   it('fits a phone screen without sideways scrolling; a screenshot of the chat is kept', async () => {
     const { page } = await open(running.service.url, { viewport: { width: 390, height: 844 }, mobile: true });
     expect(await fitsWidth(page)).toBe(true);
@@ -414,6 +564,13 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     );
     await waitForTurnEnd(page, 'Done');
     await expectText(lastTurn(page).locator('.answer li').first(), 'one');
+    expect(await fitsWidth(page)).toBe(true);
+
+    // The Files panel too: a long name, and a file of one long line, shown.
+    const longName = `${'a-file-name-far-too-long-for-a-phone-'.repeat(3)}.txt`;
+    await page.locator('#files-input').setInputFiles([{ name: longName, mimeType: 'text/plain', buffer: Buffer.from('wide '.repeat(200)) }]);
+    await page.getByRole('button', { name: `Show ${longName}` }).tap();
+    await expectText(page.locator('#file-viewer pre'), 'wide wide');
     expect(await fitsWidth(page)).toBe(true);
 
     // The list folds away above the conversation, behind a button that says whether it is open.

@@ -3,11 +3,13 @@ import type {
   ClientConfig,
   ConversationList,
   ConversationView,
+  CreatedConversation,
   ErrorBody,
   StartedTurnView,
   TurnLinks,
   TurnView,
   UsageView,
+  WorkspaceListing,
 } from '../../contract/api.js';
 import { fillPath, PUBLIC_ROUTES } from '../../contract/routes.js';
 import { resolveTurnLinks, turnLinks as linksFrom } from '../../contract/turn-links.js';
@@ -21,6 +23,9 @@ interface Credentials {
 
 /** Who the page acts for; kept in sessionStorage (see identity-store.ts). */
 export type Identity = { [M in AuthMode]: { mode: M } & Credentials[M] }[AuthMode];
+
+/** The archive formats of GET /api/conversations/:id/archive (contract/api.ts ArchiveQuery, which imports zod). */
+export type ArchiveFormat = 'tar.gz' | 'zip';
 
 /** The answer of POST /api/conversation with `Prefer: respond-async`, its links resolved into absolute URLs. */
 export type StartedTurn = StartedTurnView;
@@ -154,6 +159,40 @@ export class ApiClient {
   /** Deletes the conversation with its state; the API cancels a turn still running in it. */
   async deleteConversation(conversationId: string): Promise<void> {
     await this.call('DELETE', fillPath(PUBLIC_ROUTES.conversation, { conversationId }));
+  }
+
+  /** A conversation with no turn yet: somewhere to put files before the first prompt. */
+  async createConversation(title?: string): Promise<string> {
+    return (await this.json<CreatedConversation>('POST', PUBLIC_ROUTES.conversations, title === undefined ? {} : { title })).conversationId;
+  }
+
+  async listFiles(conversationId: string): Promise<WorkspaceListing> {
+    return this.json<WorkspaceListing>('GET', fillPath(PUBLIC_ROUTES.files, { conversationId }));
+  }
+
+  /** One file's bytes, fetched with the caller's credentials (a plain link would carry none). */
+  async fileBlob(conversationId: string, path: string): Promise<Blob> {
+    return (await this.call('GET', fillPath(PUBLIC_ROUTES.file, { conversationId, path }))).blob();
+  }
+
+  /** Puts `data` at `path` in the workspace, replacing what is there. */
+  async putFile(conversationId: string, path: string, data: Blob): Promise<void> {
+    await this.send(apiUrl(fillPath(PUBLIC_ROUTES.file, { conversationId, path })), {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/octet-stream' },
+      body: data,
+      cache: 'no-store',
+    });
+  }
+
+  /** Deletes a file, or everything under a directory's path. */
+  async deleteFile(conversationId: string, path: string): Promise<void> {
+    await this.call('DELETE', fillPath(PUBLIC_ROUTES.file, { conversationId, path }));
+  }
+
+  async archiveBlob(conversationId: string, format: ArchiveFormat): Promise<Blob> {
+    const query = new URLSearchParams({ format });
+    return (await this.call('GET', `${fillPath(PUBLIC_ROUTES.archive, { conversationId })}?${query.toString()}`)).blob();
   }
 
   async usage(): Promise<UsageView> {

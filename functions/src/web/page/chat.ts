@@ -64,6 +64,8 @@ export class Chat {
     private readonly onError: (error: unknown) => void,
     /** Called when a turn the pane followed has ended. */
     private readonly onTurnEnded: () => void,
+    /** Called with the conversation the pane shows now (undefined: a new one), whenever that changes. */
+    private readonly onShown: (conversationId: string | undefined) => void,
   ) {
     this.form.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -93,6 +95,7 @@ export class Chat {
     this.conversationId = conversationId;
     this.list.select(conversationId);
     this.updateComposer();
+    this.onShown(conversationId);
     if (conversationId === undefined) {
       this.input.focus();
       return;
@@ -122,6 +125,7 @@ export class Chat {
       this.conversationId = undefined;
       this.title.textContent = 'New conversation';
       this.list.select(undefined);
+      this.onShown(undefined);
     }
   }
 
@@ -131,6 +135,7 @@ export class Chat {
     this.conversationId = undefined;
     this.input.value = '';
     this.updateComposer();
+    this.onShown(undefined);
   }
 
   private reset(): number {
@@ -179,6 +184,7 @@ export class Chat {
       history.pushState(null, '', conversationHref(started.conversationId));
       this.list.select(started.conversationId);
       this.deleteButton.hidden = false;
+      this.onShown(started.conversationId);
       void this.list.reload().then((shown) => {
         const summary = shown.find((c) => c.conversationId === started.conversationId);
         if (summary !== undefined && view === this.view) this.title.textContent = summary.title;

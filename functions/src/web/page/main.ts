@@ -1,9 +1,10 @@
 import type { ClientConfig } from '../../contract/api.js';
 import { ApiClient, ApiError, fixedIdentity } from './api.js';
 import { Chat } from './chat.js';
-import { ConversationList } from './conversation-list.js';
+import { ConversationList, conversationHref } from './conversation-list.js';
 import { byId } from './dom.js';
 import { SignInEnded } from './errors.js';
+import { FilesPanel } from './files-panel.js';
 import { displayName, IdentityStore } from './identity-store.js';
 import { Notice } from './notice.js';
 import { SignIn } from './sign-in.js';
@@ -40,11 +41,30 @@ async function start(): Promise<void> {
   };
   const list = new ConversationList(api, handleError);
   const usage = new UsageToday(api);
-  const chat = new Chat(api, list, notice, handleError, () => {
-    // A finished turn moves its conversation to the top and adds to the day's spending.
-    void list.reload();
-    void usage.refresh();
-  });
+  const files = new FilesPanel(
+    api,
+    handleError,
+    async (conversationId) => {
+      // pushState fires no hashchange: the chat opens the conversation itself, before the upload goes on.
+      history.pushState(null, '', conversationHref(conversationId));
+      await chat.open(conversationId);
+      void list.reload();
+    },
+    byId('conversation', HTMLElement),
+  );
+  const chat = new Chat(
+    api,
+    list,
+    notice,
+    handleError,
+    () => {
+      // A finished turn moves its conversation to the top, adds to the day's spending, and may have changed its files.
+      void list.reload();
+      void usage.refresh();
+      void files.refresh();
+    },
+    (conversationId) => files.show(conversationId),
+  );
   const signIn = new SignIn(config, notice, (identity) => {
     identities.save(identity);
     showChat();
