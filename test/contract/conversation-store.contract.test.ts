@@ -443,6 +443,19 @@ function storeContract(adapter: Adapter): void {
         expect((await store.getUsage('u1', new Date(at(61)))).ledger.turns).toBe(0);
       });
 
+      it('counts changes of workspace files in a minute of their own, which turns do not share', async () => {
+        const { quota } = limits({ fileChangesPerMinute: 2, turnsPerMinute: 1 });
+        expect(await store.admitFileChange('u1', quota, new Date(at(0)))).toEqual({ admitted: true });
+        expect(await store.admitFileChange('u1', quota, new Date(at(10)))).toEqual({ admitted: true });
+        expect(await store.admitFileChange('u1', quota, new Date(at(20)))).toEqual({
+          admitted: false,
+          limitHit: expect.objectContaining({ limit: 'file_changes_per_minute', max: 2, retryAfterSeconds: 40 }),
+        });
+        expect(await store.admitFileChange('u2', quota, new Date(at(20)))).toEqual({ admitted: true });
+        expect(await store.startTurn(turn('t0', { createdAt: at(21) }), { quota })).toEqual({ started: true });
+        expect(await store.admitFileChange('u1', quota, new Date(at(61)))).toEqual({ admitted: true });
+      });
+
       it('a final turn whose sandbox may not be gone still holds its running slot, until that is seen', async () => {
         for (const user of ['u1', 'u2']) await conversations(2, user);
         const limit = limits({ runningTurnsPerUser: 1, runningSandboxes: 1 });

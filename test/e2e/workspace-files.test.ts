@@ -69,7 +69,11 @@ function zipNames(archive: Buffer): string[] {
 }
 
 describe('workspace files: put before a prompt, see what the agent made, take it away', () => {
-  const running = useServiceWithFake({ CLAUDERUN_MAX_FILE_BYTES: String(MAX_FILE_BYTES), CLAUDERUN_MAX_STATE_BYTES: String(MAX_STATE_BYTES) });
+  const running = useServiceWithFake({
+    CLAUDERUN_MAX_FILE_BYTES: String(MAX_FILE_BYTES),
+    CLAUDERUN_MAX_STATE_BYTES: String(MAX_STATE_BYTES),
+    CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE: '5',
+  });
 
   it('a file put into an empty conversation is there for the first turn; what the agent changes and makes is listed and downloaded', async () => {
     const { service } = running;
@@ -177,6 +181,20 @@ describe('workspace files: put before a prompt, see what the agent made, take it
     expect(json(second.bytes)).toMatchObject({ error: { code: 'too_large', message: expect.stringContaining(`${MAX_STATE_BYTES} bytes`) } });
     expect((await listed(service, user, id)).map((file) => file.path)).toEqual(['one.bin']);
     expect((await send(service, 'GET', `/api/conversations/${id}/files/one.bin`, user)).bytes.equals(first)).toBe(true);
+  });
+
+  it('holds a user to 5 changes a minute: the 6th is refused with 429 naming the limit, and changes nothing', async () => {
+    const { service } = running;
+    const user = `loop-${Date.now()}`;
+    const id = await newConversation(service, user);
+    const statuses = [];
+    for (let i = 0; i < 6; i++) statuses.push((await send(service, 'PUT', `/api/conversations/${id}/files/f${i}.txt`, user, `${i}`)).status);
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 429]);
+    const refused = await send(service, 'DELETE', `/api/conversations/${id}/files/f0.txt`, user);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(json(refused.bytes)).toMatchObject({ error: { code: 'rate_limited', details: { limit: 'file_changes_per_minute', max: 5 } } });
+    expect((await listed(service, user, id)).map((file) => file.path).sort()).toEqual(['f0.txt', 'f1.txt', 'f2.txt', 'f3.txt', 'f4.txt']);
   });
 
   it('keeps every change made at once: each is admitted and kept whole, or refused naming the limit', async () => {

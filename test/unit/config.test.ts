@@ -98,6 +98,7 @@ describe('config', () => {
     expect(loadConfig({}).quota).toEqual({
       runningTurnsPerUser: 2,
       turnsPerMinute: 10,
+      fileChangesPerMinute: 30,
       runningSandboxes: 50,
       sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
       dailyTokens: null,

@@ -12,5 +12,7 @@ export const LimitName = z.enum([
   'daily_tokens',
   'daily_cost',
   'open_requests',
+  'file_changes',
+  'file_changes_per_minute',
 ]);
 export type LimitName = z.infer<typeof LimitName>;

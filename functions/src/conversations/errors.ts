@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../contract/api.js';
+import type { LimitHit } from '../domain/quota.js';
 
 /** A failure the caller should see, by code; http/ alone turns codes into status codes. */
 export class ServiceError extends Error {
@@ -10,4 +11,9 @@ export class ServiceError extends Error {
   ) {
     super(message);
   }
+}
+
+/** A start or change the quota refuses, as the client is told it. */
+export function refusal({ limit, max, retryAfterSeconds, message }: LimitHit): ServiceError {
+  return new ServiceError('rate_limited', `limit ${limit} reached: ${message}`, { limit, max, retryAfterSeconds });
 }

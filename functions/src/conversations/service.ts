@@ -2,19 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { CreateConversationRequest, PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { TurnEventType } from '../contract/event-types.js';
 import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
-import { type LimitHit, nextUtcDay } from '../domain/quota.js';
+import { nextUtcDay } from '../domain/quota.js';
 import type { TurnEvent } from '../domain/turn-event.js';
 import { isFinal } from '../domain/turn-state.js';
 import { newTurn, type Turn } from '../domain/turn.js';
 import type { StartTurnResult } from '../store/conversation-store.js';
-import { ServiceError } from './errors.js';
+import { refusal, ServiceError } from './errors.js';
 import { ownConversation } from './owned.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
-
-/** A start the quota refuses, as the client is told it. */
-function refusal({ limit, max, retryAfterSeconds, message }: LimitHit): ServiceError {
-  return new ServiceError('rate_limited', `limit ${limit} reached: ${message}`, { limit, max, retryAfterSeconds });
-}
 
 /** What clients ask of conversations: admit prompts, read, watch, cancel, delete. Knows nothing of HTTP. */
 export class ConversationService {

@@ -9,7 +9,7 @@ import { readEntries } from '../workspace/state-archive.js';
 import { type ExportFormat, MAX_DOWNLOAD_BYTES } from '../workspace/state-blobs.js';
 import { changeConflict, changedState, type WorkspaceChange } from '../workspace/workspace-change.js';
 import { entryNameOf, pathRuleBroken } from '../workspace/workspace-path.js';
-import { ServiceError } from './errors.js';
+import { refusal, ServiceError } from './errors.js';
 import { Gate } from './gate.js';
 import { ownConversation } from './owned.js';
 import { asServiceError, storeState } from './stored-state.js';
@@ -137,7 +137,10 @@ export class WorkspaceService {
    * Changes of one conversation on one instance are made one after the other; across instances
    * the compare-and-set decides, and a change that lost is made again from the state that won.
    */
-  private change(userId: string, conversationId: string, change: WorkspaceChange): Promise<void> {
+  private async change(userId: string, conversationId: string, change: WorkspaceChange): Promise<void> {
+    await ownConversation(this.deps.store, userId, conversationId);
+    const admitted = await this.deps.store.admitFileChange(userId, this.deps.quota, new Date());
+    if (!admitted.admitted) throw refusal(admitted.limitHit);
     const before = this.changing.get(conversationId) ?? Promise.resolve();
     const made = before.catch(() => undefined).then(() => this.rewrites.run(() => this.makeChange(userId, conversationId, change)));
     this.changing.set(conversationId, made);

@@ -12,6 +12,8 @@ export interface Quota {
   runningTurnsPerUser: number;
   /** Turns one user may start in any 60 s. */
   turnsPerMinute: number;
+  /** Changes of workspace files (each writes a new state) one user may make in any 60 s. */
+  fileChangesPerMinute: number;
   /** Sandboxes running at once across all users (protects the Cloud Run quota). */
   runningSandboxes: number;
   /** Sandboxes started in any 60 s across all users (Cloud Run's per-minute runJob quota). */
@@ -28,6 +30,7 @@ export interface Quota {
 export const NO_LIMITS: Quota = {
   runningTurnsPerUser: Number.POSITIVE_INFINITY,
   turnsPerMinute: Number.POSITIVE_INFINITY,
+  fileChangesPerMinute: Number.POSITIVE_INFINITY,
   runningSandboxes: Number.POSITIVE_INFINITY,
   sandboxStartsPerMinute: Number.POSITIVE_INFINITY,
   dailyTokens: null,
@@ -53,6 +56,8 @@ export const UserLedger = z.object({
   egressBytes: z.number().int().nonnegative().default(0),
   /** ISO times of the user's starts (turns and empty conversations) within the last minute, oldest first. */
   recentStarts: z.array(z.string()),
+  /** ISO times of the user's changes of workspace files within the last minute (a ledger written before them has none). */
+  recentChanges: z.array(z.string()).default([]),
 });
 export type UserLedger = z.infer<typeof UserLedger>;
 
@@ -61,6 +66,9 @@ const MINUTE_MS = 60_000;
 const RUNNING_RETRY_SECONDS = 5;
 
 const utcDay = (at: Date): string => at.toISOString().slice(0, 10);
+
+/** The times of a minute window as they stand at `now`: older ones are dropped. */
+const withinMinute = (times: readonly string[], now: Date): string[] => times.filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
 
 /** When the UTC day after `day` (YYYY-MM-DD) begins: when a daily budget is whole again. */
 export const nextUtcDay = (day: string): Date => new Date(Date.parse(`${day}T00:00:00.000Z`) + 24 * 3600_000);
@@ -71,9 +79,10 @@ export const secondsUntilNextUtcDay = (now: Date): number => Math.max(1, Math.ce
 /** The ledger as it stands at `now`: a new day starts from zero; starts older than a minute are dropped. */
 export function ledgerAt(ledger: UserLedger | undefined, now: Date): UserLedger {
   const day = utcDay(now);
-  const recentStarts = (ledger?.recentStarts ?? []).filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
-  if (ledger === undefined || ledger.day !== day) return { day, turns: 0, tokens: 0, costUsd: 0, egressBytes: 0, recentStarts };
-  return { ...ledger, recentStarts };
+  const recentStarts = withinMinute(ledger?.recentStarts ?? [], now);
+  const recentChanges = withinMinute(ledger?.recentChanges ?? [], now);
+  if (ledger === undefined || ledger.day !== day) return { day, turns: 0, tokens: 0, costUsd: 0, egressBytes: 0, recentStarts, recentChanges };
+  return { ...ledger, recentStarts, recentChanges };
 }
 
 /** The tokens a budget counts: what the model read fresh or wrote; cache reads are left to the cost budget. */
@@ -103,9 +112,6 @@ export function budgetHit(ledger: UserLedger, quota: Quota, now: Date): LimitHit
 
 /** ISO times of everyone's sandbox starts within the last minute, oldest first: one record for the whole service. */
 export const RecentStarts = z.array(z.string());
-
-/** The starts of a minute window as they stand at `now`: older ones are dropped. */
-const withinMinute = (starts: readonly string[], now: Date): string[] => starts.filter((at) => now.getTime() - Date.parse(at) < MINUTE_MS);
 
 /** Whole seconds, at least one, until the oldest of a full minute window leaves it. */
 const untilOldestLeaves = (starts: readonly string[], now: Date): number =>
@@ -138,6 +144,27 @@ export function admitConversation(
   const tooFast = startsPerMinuteHit(today, quota, now);
   if (tooFast !== undefined) return { admitted: false, hit: tooFast };
   return { admitted: true, ledger: { ...today, recentStarts: withStart(today, quota, now) } };
+}
+
+/**
+ * Whether a user may change their workspace files now: each change writes a whole new state (and,
+ * in a versioned bucket, keeps the one it replaces), so a loop of them is held to a rate.
+ */
+export function admitFileChange(
+  ledger: UserLedger | undefined,
+  quota: Quota,
+  now: Date,
+): { admitted: true; ledger: UserLedger } | { admitted: false; hit: LimitHit } {
+  const today = ledgerAt(ledger, now);
+  if (today.recentChanges.length >= quota.fileChangesPerMinute) {
+    return refuse(
+      'file_changes_per_minute',
+      quota.fileChangesPerMinute,
+      untilOldestLeaves(today.recentChanges, now),
+      `more than ${quota.fileChangesPerMinute} change(s) of workspace files in the last minute`,
+    );
+  }
+  return { admitted: true, ledger: { ...today, recentChanges: [...today.recentChanges, now.toISOString()].slice(-quota.fileChangesPerMinute) } };
 }
 
 /**

@@ -27,6 +27,8 @@ export type StartTurnResult =
 
 export type CreateConversationResult = { created: true } | { created: false; limitHit: LimitHit };
 
+export type AdmitResult = { admitted: true } | { admitted: false; limitHit: LimitHit };
+
 export type ReplaceStateResult =
   | { replaced: true }
   | { replaced: false; activeTurnId: string }
@@ -65,6 +67,8 @@ export interface ConversationStore {
    * its agent session: a compare-and-set, refused while a turn of the conversation is unfinished.
    */
   replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult>;
+  /** Counts one change of the user's workspace files in their ledger when the quota allows it (admitFileChange). */
+  admitFileChange(userId: string, quota: Quota, now: Date): Promise<AdmitResult>;
   /** Removes the conversation with its turns and events; returns every state key it referenced. */
   deleteConversation(id: string): Promise<string[]>;
   /**

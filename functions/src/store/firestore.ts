@@ -16,11 +16,12 @@ import type { TurnStatus, Usage } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, admitConversation, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type {
+  AdmitResult,
   ConversationStore,
   CreateConversationResult,
   ReplaceStateResult,
@@ -152,6 +153,16 @@ export class FirestoreConversationStore implements ConversationStore {
    * sees half of it and no turn can start or record events in it any more; the events of those
    * turns are deleted after it (a crash in between leaves only unreachable events behind).
    */
+  async admitFileChange(userId: string, quota: Quota, now: Date): Promise<AdmitResult> {
+    return this.transaction(async (tx) => {
+      const userRef = this.users.doc(userId);
+      const admission = admitFileChange(ledgerOf(await tx.get(userRef)), quota, now);
+      if (!admission.admitted) return { admitted: false, limitHit: admission.hit };
+      tx.set(userRef, { ledger: admission.ledger }, { merge: true });
+      return { admitted: true };
+    });
+  }
+
   async replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult> {
     return this.transaction(async (tx) => {
       const ref = this.conversations.doc(conversationId);

@@ -5,11 +5,12 @@ import { Usage, type TurnStatus } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, admitConversation, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import type {
+  AdmitResult,
   ConversationStore,
   CreateConversationResult,
   ReplaceStateResult,
@@ -196,6 +197,15 @@ export class SqliteConversationStore implements ConversationStore {
           .all(userId, after.updatedAt, after.updatedAt, after.id, limit)
       : this.db.prepare('SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, id DESC LIMIT ?').all(userId, limit);
     return readable(rows, toConversation, conversationNamed);
+  }
+
+  async admitFileChange(userId: string, quota: Quota, now: Date): Promise<AdmitResult> {
+    return this.transaction(() => {
+      const admission = admitFileChange(this.ledgerOf(userId), quota, now);
+      if (!admission.admitted) return { admitted: false, limitHit: admission.hit };
+      this.saveLedger(userId, admission.ledger);
+      return { admitted: true };
+    });
   }
 
   async replaceState(conversationId: string, from: string | null, to: string): Promise<ReplaceStateResult> {
