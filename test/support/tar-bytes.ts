@@ -3,7 +3,8 @@
 /** A ustar header for one entry of `size` bytes; `type` is tar's type flag ('0' a file, 'x' a pax header, '5' a directory...). */
 export function tarHeader(name: string, size: number, type = '0', linkName = ''): Buffer {
   const header = Buffer.alloc(512);
-  const field = (offset: number, length: number, value: string) => header.write(value.padEnd(length, '\0').slice(0, length), offset, 'ascii');
+  // latin1: each character one byte, so that a test can write a name that is not UTF-8.
+  const field = (offset: number, length: number, value: string) => header.write(value.padEnd(length, '\0').slice(0, length), offset, 'latin1');
   field(0, 100, name);
   field(100, 8, '0000644');
   field(108, 8, '0001750');
@@ -27,6 +28,15 @@ export const padded = (data: Buffer): Buffer => Buffer.concat([data, Buffer.allo
 /** A whole entry: its header and its data. */
 export const tarEntry = (name: string, data: Buffer = Buffer.alloc(0), type = '0', linkName = ''): Buffer =>
   Buffer.concat([tarHeader(name, data.length, type, linkName), padded(data)]);
+
+/** A pax extended header setting `key` (e.g. path, linkpath) for the entry after it. */
+export function paxEntry(key: string, value: string): Buffer {
+  const body = ` ${key}=${value}\n`;
+  // A record's length counts its own digits.
+  let length = body.length + 1;
+  while (String(length).length + body.length !== length) length = String(length).length + body.length;
+  return tarEntry('PaxHeader/x', Buffer.from(`${length}${body}`), 'x');
+}
 
 /** The two zero blocks that end an archive. */
 export const TAR_END = Buffer.alloc(1024);

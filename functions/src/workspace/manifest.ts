@@ -1,8 +1,10 @@
 import type { Readable } from 'node:stream';
 import type { ReadEntry } from 'tar';
 import { z } from 'zod';
-import { WorkspaceFile, type WorkspaceEntryType } from '../contract/api.js';
+import { WorkspaceFile } from '../contract/api.js';
+import { entryTypeOf } from './entry-type.js';
 import { type ArchiveLimits, readAllEntries, StateArchiveError } from './state-archive.js';
+import { StateRules } from './state-rules.js';
 import { workspacePathOfEntry } from './workspace-path.js';
 
 /**
@@ -15,18 +17,6 @@ export type Manifest = z.infer<typeof Manifest>;
 
 export const EMPTY_MANIFEST: Manifest = { version: 1, entries: [] };
 
-const TYPE_OF: Partial<Record<ReadEntry['type'], WorkspaceEntryType>> = {
-  File: 'file',
-  OldFile: 'file',
-  ContiguousFile: 'file',
-  Directory: 'directory',
-  GNUDumpDir: 'directory',
-  SymbolicLink: 'symlink',
-  Link: 'hardlink',
-};
-
-export const entryTypeOf = (entry: ReadEntry): WorkspaceEntryType => TYPE_OF[entry.type] ?? 'other';
-
 const isoOrNull = (date: Date | undefined): string | null => (date !== undefined && Number.isFinite(date.getTime()) ? date.toISOString() : null);
 
 /** An archive entry as the workspace lists it, or undefined when it is not in the workspace. */
@@ -34,7 +24,9 @@ export function workspaceFileOf(entry: ReadEntry): WorkspaceFile | undefined {
   const path = workspacePathOfEntry(entry.path);
   if (path === undefined || path === '') return undefined;
   const type = entryTypeOf(entry);
-  const target = type === 'symlink' || type === 'hardlink' ? (workspacePathOfEntry(entry.linkpath ?? '') ?? entry.linkpath) : undefined;
+  // A hard link names its target as the archive does; a symlink's is the link's own text.
+  const target =
+    type === 'hardlink' ? (workspacePathOfEntry(entry.linkpath ?? '') ?? entry.linkpath) : type === 'symlink' ? entry.linkpath : undefined;
   return {
     path,
     type,
@@ -44,25 +36,16 @@ export function workspaceFileOf(entry: ReadEntry): WorkspaceFile | undefined {
   };
 }
 
-/**
- * A name tar would write outside the sandbox's root or that no runner writes: the runner's GNU
- * tar stores names relative to "/", and a state holding another came from a tampered sandbox.
- */
-function unsafeName(name: string): boolean {
-  return name.startsWith('/') || name.split('/').includes('..');
-}
-
-/** Reads a whole state archive into its manifest, within the sandbox's limits. */
+/** Reads a whole state archive into its manifest, within the sandbox's limits and the rules of what a state holds. */
 export async function manifestOf(archive: Readable, limits: ArchiveLimits): Promise<Manifest> {
   const entries: WorkspaceFile[] = [];
-  let unsafe: string | undefined;
+  const rules = new StateRules();
   await readAllEntries(archive, limits, (entry) => {
-    if (unsafeName(entry.path)) unsafe ??= entry.path;
+    entry.resume();
+    const broken = rules.broken(entry);
+    if (broken !== undefined) throw new StateArchiveError(broken, 'unreadable');
     const file = workspaceFileOf(entry);
     if (file !== undefined) entries.push(file);
-    entry.resume();
   });
-  if (unsafe !== undefined)
-    throw new StateArchiveError(`the state holds an entry named ${JSON.stringify(unsafe.slice(0, 200))}, outside its root`, 'unreadable');
   return { version: 1, entries };
 }

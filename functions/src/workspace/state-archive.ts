@@ -86,11 +86,25 @@ export function readEntries(archive: Readable, limits: ArchiveLimits, visit: (en
         entry.resume();
         return;
       }
-      if (visit(entry) === 'stop') entry.once('end', () => finish());
+      let next: Visit;
+      try {
+        next = visit(entry);
+      } catch (error) {
+        // A visitor that refuses the entry (or fails on it) ends the read with its error.
+        entry.resume();
+        finish(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+      if (next === 'stop') entry.once('end', () => finish());
     });
-    // An entry of a type tar does not know is not handed out, but it is one more file all the same.
+    // What node-tar skips, GNU tar may not: an oversized header it would apply, a type it would
+    // unpack as a file. The two would read different files from the same state.
     parser.on('ignoredEntry', (entry: ReadEntry) => {
-      if (!entry.meta) counted();
+      entry.resume();
+      const what = entry.meta
+        ? `a header of ${entry.size} bytes, over ${MAX_META_BYTES}`
+        : `an entry of a type tar does not know (${JSON.stringify(entry.path.slice(0, 200))})`;
+      finish(new StateArchiveError(`the state holds ${what}`, 'unreadable'));
     });
     parser.on('error', (error: Error) => finish(new StateArchiveError(`the state is not a readable tar: ${error.message}`, 'unreadable')));
     parser.on('end', () => finish());

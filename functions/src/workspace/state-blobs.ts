@@ -3,7 +3,8 @@ import type { ReadEntry } from 'tar';
 import yazl from 'yazl';
 import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
 import { derivedKeys } from './derived-keys.js';
-import { EMPTY_MANIFEST, entryTypeOf, Manifest, manifestOf } from './manifest.js';
+import { entryTypeOf } from './entry-type.js';
+import { EMPTY_MANIFEST, Manifest, manifestOf } from './manifest.js';
 import { type ArchiveLimits, newArchive, readAllEntries } from './state-archive.js';
 import { workspacePathOfEntry } from './workspace-path.js';
 
@@ -75,7 +76,11 @@ export class StateBlobs {
       await this.blobs.delete(key);
       throw manifestResult.reason;
     }
-    await this.saveManifest(key, manifestResult.value);
+    // A state is kept with its manifest or not at all.
+    await this.saveManifest(key, manifestResult.value).catch(async (error: unknown) => {
+      await this.blobs.delete(key);
+      throw error;
+    });
     this.remember(key, manifestResult.value);
     return manifestResult.value;
   }
@@ -184,10 +189,16 @@ export class StateBlobs {
 
 /**
  * Zip has no hard links or special files: those are left out of a zip (a tar.gz keeps them);
- * a symlink is stored as zip tools store one, its target as the data under a link's mode.
+ * a symlink is stored as zip tools store one, its target as the data under a link's mode. A name
+ * with a backslash is left out too: zip tools read it as a separator (and yazl refuses one that
+ * would then climb out).
  */
 function addToZip(zip: yazl.ZipFile, entry: ReadEntry): void {
   const name = entry.path.endsWith('/') ? entry.path.slice(0, -1) : entry.path;
+  if (name.includes('\\')) {
+    entry.resume();
+    return;
+  }
   const mtime = entry.mtime !== undefined && Number.isFinite(entry.mtime.getTime()) ? entry.mtime : new Date(0);
   const permissions = (entry.mode ?? 0o644) & 0o777;
   switch (entryTypeOf(entry)) {

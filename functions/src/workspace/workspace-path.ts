@@ -3,6 +3,8 @@ import { SANDBOX_LAYOUT } from '../contract/sandbox-layout.js';
 
 /** Longest path a client may name, in UTF-8 bytes: well under what a state can restore (PATH_MAX). */
 export const MAX_PATH_BYTES = 1024;
+/** Longest name a state may hold, in UTF-8 bytes: what Linux can resolve (PATH_MAX, 4096 with its NUL). */
+export const MAX_STORED_PATH_BYTES = 4095;
 /** Longest name of one file or directory on Linux (NAME_MAX). */
 const MAX_NAME_BYTES = 255;
 
@@ -10,14 +12,14 @@ const MAX_NAME_BYTES = 255;
 export const WORKSPACE_PREFIX = `${path.relative('/', SANDBOX_LAYOUT.workspace)}/`;
 
 /** A rule a path broke, in words a client can act on; undefined when the path is a clean relative one. */
-export function pathRuleBroken(candidate: string): string | undefined {
+export function pathRuleBroken(candidate: string, maxBytes = MAX_PATH_BYTES): string | undefined {
   if (candidate === '') return 'the path is empty';
   if (candidate.includes('\0')) return 'the path holds a NUL character';
   if (candidate.startsWith('/')) return 'the path must be relative to the workspace, not absolute';
   const names = candidate.split('/');
   if (names.includes('..')) return "the path must not hold a '..' segment";
   if (names.some((name) => name === '' || name === '.')) return "the path must not hold an empty or '.' segment (no '//', './' or trailing '/')";
-  if (Buffer.byteLength(candidate) > MAX_PATH_BYTES) return `the path is longer than ${MAX_PATH_BYTES} bytes`;
+  if (Buffer.byteLength(candidate) > maxBytes) return `the path is longer than ${maxBytes} bytes`;
   if (names.some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES)) return `a name in the path is longer than ${MAX_NAME_BYTES} bytes`;
   return undefined;
 }
@@ -31,7 +33,7 @@ export function workspacePathOfEntry(entryName: string): string | undefined {
   if (`${name}/` === WORKSPACE_PREFIX) return '';
   if (!name.startsWith(WORKSPACE_PREFIX)) return undefined;
   const relative = name.slice(WORKSPACE_PREFIX.length);
-  return pathRuleBroken(relative) === undefined ? relative : undefined;
+  return pathRuleBroken(relative, MAX_STORED_PATH_BYTES) === undefined ? relative : undefined;
 }
 
 /** The archive entry name of a workspace path. */
