@@ -245,6 +245,22 @@ describe('workspace files: put before a prompt, see what the agent made, take it
     expect((await send(service, 'PUT', `/api/conversations/${id}/files/a.txt`, user, 'after')).status).toBe(201);
   });
 
+  it("keeps a state only as it can be listed: a name that is not UTF-8 fails the turn saying so, and the previous state stays; a backslash's name stays out of a zip", async () => {
+    const { service } = running;
+    const user = `names-${Date.now()}`;
+    const id = await newConversation(service, user);
+    expect((await send(service, 'PUT', `/api/conversations/${id}/files/kept.txt`, user, 'kept')).status).toBe(201);
+    const bad = await prompt(service, user, { conversationId: id, message: 'bash: printf x > "$(printf \'bad\\377\')"' });
+    expect(bad.body).toMatchObject({ error: { code: 'sandbox_failed', message: expect.stringContaining('not UTF-8') } });
+    expect((await listed(service, user, id)).map((file) => file.path)).toEqual(['kept.txt']);
+    const slash = await prompt(service, user, { conversationId: id, message: "bash: printf y > 'a\\..\\..\\b'" });
+    expect(slash.status, JSON.stringify(slash.body)).toBe(200);
+    expect((await listed(service, user, id)).map((file) => file.path).sort()).toEqual(['a\\..\\..\\b', 'kept.txt']);
+    const zip = await send(service, 'GET', `/api/conversations/${id}/archive?format=zip`, user);
+    expect(zip.status).toBe(200);
+    expect(zipNames(zip.bytes).sort()).toEqual(['workspace/', 'workspace/kept.txt']);
+  });
+
   it('refuses to delete a file that a hard link elsewhere needs, so that the state still unpacks', async () => {
     const { service } = running;
     const user = `links-${Date.now()}`;
