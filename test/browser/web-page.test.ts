@@ -443,7 +443,7 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
         { path: 'hostile.html', size: hostile.length, type: 'file' },
       ]);
       await expectText(fileRow(page, 'file.txt'), '10 B');
-      await expectText(page.locator('#conversation-title'), 'Files: file.txt, hostile.html, blob.bin');
+      await expectText(page.locator('#conversation-title'), 'New conversation');
 
       // HTML is shown as its text, and creates no element.
       await page.getByRole('button', { name: 'Show hostile.html' }).click();
@@ -459,6 +459,10 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
       // The agent changes one file and links another: the panel shows it once the turn has ended.
       await send(page, 'bash: sed -i s/apple/banana/ file.txt && ln -s file.txt link.txt && mkdir -p src/deep && printf xyz > src/deep/made.txt');
       await waitForTurnEnd(page, 'Done');
+      // Its first prompt named the conversation made for the upload.
+      expect((await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: user })).body.title).toMatch(
+        /^bash: sed -i s\/apple/,
+      );
       await expectText(fileRow(page, 'file.txt'), '11 B');
       await expectText(fileRow(page, 'link.txt'), 'symbolic link → file.txt');
       // Directories are not listed: the tree is made from the paths.

@@ -443,6 +443,13 @@ function storeContract(adapter: Adapter): void {
         expect((await store.getUsage('u1', new Date(at(61)))).ledger.turns).toBe(0);
       });
 
+      it('names a conversation with the turn that asks it to, and only that one', async () => {
+        expect(await store.startTurn(turn('t0'), { title: 'named by its first prompt' })).toEqual({ started: true });
+        await store.updateTurn('t0', ['queued'], { status: 'failed', reason: 'x' });
+        expect(await store.startTurn(turn('t1'))).toEqual({ started: true });
+        expect((await store.getConversation('c1'))?.title).toBe('named by its first prompt');
+      });
+
       it('counts changes of workspace files in a minute of their own, which turns do not share', async () => {
         const { quota } = limits({ fileChangesPerMinute: 2, turnsPerMinute: 1 });
         expect(await store.admitFileChange('u1', quota, new Date(at(0)))).toEqual({ admitted: true });

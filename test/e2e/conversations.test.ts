@@ -79,6 +79,12 @@ describe('conversations as a product', () => {
 
     const answer = await prompt(running.service, user, { message: 'first words', conversationId });
     expect(answer.body).toMatchObject({ conversationId, status: 'succeeded', text: 'echo: first words' });
+    // A title given is kept; an untitled conversation is named by its first prompt, and only by it.
+    expect((await call(running.service, 'GET', `/api/conversations/${conversationId}`, { userId: user })).body.title).toBe('Refactor the parser');
+    const untitledId = String(untitled.body.conversationId);
+    await prompt(running.service, user, { message: '  name   me ', conversationId: untitledId });
+    await prompt(running.service, user, { message: 'not me', conversationId: untitledId });
+    expect((await call(running.service, 'GET', `/api/conversations/${untitledId}`, { userId: user })).body.title).toBe('name me');
     expect((await prompt(running.service, 'intruder', { message: 'mine now', conversationId })).status).toBe(404);
     for (const [body, rule] of [
       [{ title: 5 }, 'title must be a string'],

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { CreateConversationRequest, PostConversationRequest, TurnView, UsageView } from '../contract/api.js';
 import { TurnEventType } from '../contract/event-types.js';
-import { titleOf, type Conversation, type ListCursor } from '../domain/conversation.js';
+import { titleOf, UNTITLED, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { nextUtcDay } from '../domain/quota.js';
 import type { TurnEvent } from '../domain/turn-event.js';
 import { isFinal } from '../domain/turn-state.js';
@@ -25,7 +25,7 @@ export class ConversationService {
     const conversation: Conversation = {
       id: randomUUID(),
       userId,
-      title: titleOf(request.title ?? '') || 'New conversation',
+      title: titleOf(request.title ?? '') || UNTITLED,
       createdAt: now,
       updatedAt: now,
       sessionId: null,
@@ -48,7 +48,10 @@ export class ConversationService {
     }
     const now = new Date();
     const conversationId = request.conversationId ?? randomUUID();
-    if (request.conversationId !== undefined) await this.ownConversation(userId, request.conversationId);
+    const existing = request.conversationId === undefined ? undefined : await this.ownConversation(userId, request.conversationId);
+    // A conversation created empty and untitled is named by its first prompt, as a new one is.
+    const title =
+      existing?.title === UNTITLED && (await store.listTurns(existing.id)).length === 0 ? titleOf(request.message) || UNTITLED : undefined;
     const newConversation: Conversation | undefined =
       request.conversationId !== undefined
         ? undefined
@@ -71,7 +74,8 @@ export class ConversationService {
       idempotencyKey: idempotencyKey ?? null,
     });
     // A new conversation is created with its first turn, or not at all.
-    const start = () => store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}) });
+    const start = () =>
+      store.startTurn(turn, { quota: this.deps.quota, ...(newConversation ? { newConversation } : {}), ...(title === undefined ? {} : { title }) });
     let started = await start();
     // What holds the slot may be a turn that is over but not yet settled (its sandbox died while
     // no instance had CPU to notice): settle those, and judge the start again.

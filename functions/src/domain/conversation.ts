@@ -22,6 +22,9 @@ export type StateCommit = z.infer<typeof StateCommit>;
 export const ListCursor = z.object({ updatedAt: z.string(), id: z.string() });
 export type ListCursor = z.infer<typeof ListCursor>;
 
+/** The title of a conversation created empty without one, until its first prompt names it. */
+export const UNTITLED = 'New conversation';
+
 /** A conversation's title: the start of its first message, on one line. */
 export function titleOf(message: string): string {
   const line = message.trim().replace(/\s+/g, ' ');

@@ -41,6 +41,8 @@ export interface StartTurnOptions {
   quota?: Quota;
   /** The turn's conversation is new: it is created with the turn, in the same transaction, or not at all. */
   newConversation?: Conversation;
+  /** The (existing) conversation takes this title with the turn: an untitled one's first prompt names it. */
+  title?: string;
 }
 
 /** What one user has spent today and has running. */

@@ -199,7 +199,7 @@ export class FirestoreConversationStore implements ConversationStore {
     return keys;
   }
 
-  async startTurn(turn: Turn, { quota = NO_LIMITS, newConversation }: StartTurnOptions = {}): Promise<StartTurnResult> {
+  async startTurn(turn: Turn, { quota = NO_LIMITS, newConversation, title }: StartTurnOptions = {}): Promise<StartTurnResult> {
     return this.transaction(async (tx) => {
       const conversationRef = this.conversations.doc(turn.conversationId);
       const userRef = this.users.doc(turn.userId);
@@ -239,7 +239,11 @@ export class FirestoreConversationStore implements ConversationStore {
 
       tx.create(this.turns.doc(turn.id), { ...turn, lastEventSeq: 0 });
       if (claimRef) tx.create(claimRef, { userId: turn.userId, key: turn.idempotencyKey, turnId: turn.id });
-      const conversationChanges = { updatedAt: turn.createdAt, activeTurnId: isFinal(turn.status) ? null : turn.id };
+      const conversationChanges = {
+        updatedAt: turn.createdAt,
+        activeTurnId: isFinal(turn.status) ? null : turn.id,
+        ...(title === undefined ? {} : { title }),
+      };
       if (newConversation === undefined) tx.update(conversationRef, conversationChanges);
       else tx.create(conversationRef, { ...newConversation, ...conversationChanges });
       tx.set(userRef, { ledger: admission.ledger }, { merge: true });

@@ -245,7 +245,7 @@ export class SqliteConversationStore implements ConversationStore {
     return row ? toTurn(row) : undefined;
   }
 
-  async startTurn(t: Turn, { quota = NO_LIMITS, newConversation }: StartTurnOptions = {}): Promise<StartTurnResult> {
+  async startTurn(t: Turn, { quota = NO_LIMITS, newConversation, title }: StartTurnOptions = {}): Promise<StartTurnResult> {
     return this.transaction(() => {
       if (t.idempotencyKey !== null) {
         const existing = this.db.prepare('SELECT id FROM turns WHERE user_id = ? AND idempotency_key = ?').get(t.userId, t.idempotencyKey);
@@ -262,7 +262,9 @@ export class SqliteConversationStore implements ConversationStore {
         .run(SERVICE_STARTS, JSON.stringify(admission.serviceStarts));
       if (newConversation !== undefined) this.insertConversation(newConversation);
       this.db.prepare(INSERT_TURN).run(...TURN_FIELDS.map((field) => toColumnValue(t[field])));
-      this.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(t.createdAt, t.conversationId);
+      this.db
+        .prepare('UPDATE conversations SET updated_at = ?, title = coalesce(?, title) WHERE id = ?')
+        .run(t.createdAt, title ?? null, t.conversationId);
       return { started: true };
     });
   }

@@ -14,15 +14,6 @@ import { asText, MAX_PREVIEW_BYTES } from './text-preview.js';
 const baseName = (path: string) => path.split('/').at(-1) ?? path;
 const fileCount = (n: number) => `${n} ${n === 1 ? 'file' : 'files'}`;
 
-/**
- * A conversation made for an upload is named for what went into it: the service takes a title from
- * a prompt only when the prompt creates the conversation. (The API takes at most 200 characters.)
- */
-function titleFor(chosen: readonly File[]): string {
-  const title = `Files: ${chosen.map((file) => file.name).join(', ')}`;
-  return title.length > 100 ? `${title.slice(0, 99)}…` : title;
-}
-
 /** A refused identity is the page's business (back to sign-in), not the panel's. */
 const isSignInProblem = (error: unknown) => (error instanceof ApiError && error.code === 'unauthenticated') || error instanceof SignInEnded;
 
@@ -126,7 +117,8 @@ export class FilesPanel {
     try {
       if (target === undefined) {
         this.say('Creating a conversation for the files…');
-        target = await this.api.createConversation(titleFor(chosen));
+        // Untitled: its first prompt names it, as a prompt names the conversation it starts.
+        target = await this.api.createConversation();
         await this.openConversation(target);
       }
       const into = target;
