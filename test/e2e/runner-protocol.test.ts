@@ -5,6 +5,7 @@ import { runnerPaths } from '../../functions/src/contract/runner-paths.js';
 import { ManualLauncher } from '../support/manual-launcher.js';
 import { readEvents } from '../support/sse.js';
 import { call, prompt, startService, type RunningService } from '../support/service.js';
+import { TAR_END, tarEntry } from '../support/tar-bytes.js';
 
 /** The turn protocol's edge cases, with the test in the runner's place. */
 describe('the runner protocol', () => {
@@ -94,7 +95,7 @@ describe('the runner protocol', () => {
   it('takes the same state upload twice: a replay replaces the archive with itself', async () => {
     const t = await startTurn('uploader');
     const path = runnerPaths.state(t.sandbox.spec.turnId);
-    const archive = gzipSync(Buffer.from('not really a tar, but the API stores what it gets'));
+    const archive = gzipSync(Buffer.concat([tarEntry('workspace/note.txt', Buffer.from('a state as the runner writes one')), TAR_END]));
     for (let i = 0; i < 2; i++) {
       const put = await fetch(`${service.internalUrl}${path}`, {
         method: 'PUT',
@@ -119,7 +120,7 @@ describe('the runner protocol', () => {
   it('keeps the committed state when a late copy of its upload arrives after the turn ended', async () => {
     const t = await startTurn('late-copy');
     const path = runnerPaths.state(t.sandbox.spec.turnId);
-    const archive = gzipSync(Buffer.from('the state the turn committed'));
+    const archive = gzipSync(Buffer.concat([tarEntry('workspace/note.txt', Buffer.from('the state the turn committed')), TAR_END]));
     const headers = { 'content-type': 'application/gzip', authorization: `Bearer ${t.sandbox.spec.token}` };
     // A copy of the upload that is still on its way (a retry whose first try got through after all).
     let sendRest: () => void = () => {};

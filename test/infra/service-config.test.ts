@@ -82,6 +82,7 @@ describe.each(functions)("the $serve function's environment, through the service
     expect(loaded.quota).toEqual({
       runningTurnsPerUser: DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,
       turnsPerMinute: DEFAULT_LIMITS.CLAUDERUN_MAX_TURNS_PER_MINUTE,
+      fileChangesPerMinute: DEFAULT_LIMITS.CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE,
       runningSandboxes: DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES,
       sandboxStartsPerMinute: DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE,
       dailyTokens: DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT,
@@ -131,6 +132,7 @@ describe('every stack setting the service shares reaches it as the service reads
     expect(config.quota).toEqual({
       runningTurnsPerUser: 3,
       turnsPerMinute: 40,
+      fileChangesPerMinute: DEFAULT_LIMITS.CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE,
       runningSandboxes: 1000,
       sandboxStartsPerMinute: 7,
       dailyTokens: 1_000_000,
