@@ -45,7 +45,7 @@ async function main(): Promise<number> {
   try {
     if (turn.hasState) {
       const archive = await api.getState(turn.maxStateBytes);
-      if (archive !== undefined) await restoreState(Readable.from([archive]), turn.maxRestoreBytes);
+      if (archive !== undefined) await restoreState(Readable.from([archive]), { home, workspace }, turn.maxRestoreBytes);
     }
     const progress = new ProgressReporter((events) => api.postEvents(events));
     // Up before the agent, so that its first tool finds it.

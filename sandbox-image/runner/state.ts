@@ -5,11 +5,13 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { byteLimit } from '../../functions/src/byte-limit.js';
 import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
-import { AGENT_SESSIONS_DIR } from '../../functions/src/contract/sandbox-layout.js';
+import { AGENT_SESSIONS_DIR, SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
 
 /**
  * A conversation's state is one gzipped tar of the agent's session files and the workspace,
- * stored by path relative to "/" so that it unpacks to the same places in the next sandbox.
+ * stored under the names they have in every sandbox (SANDBOX_LAYOUT, relative to "/"): the API
+ * reads it by those names, and the next sandbox unpacks it to wherever its own home and
+ * workspace are (the same places in a sandbox; elsewhere when the runner runs on a host).
  */
 
 export interface StateLocations {
@@ -20,6 +22,28 @@ export interface StateLocations {
 const sessionDir = (home: string) => path.join(home, AGENT_SESSIONS_DIR);
 const relative = (absolute: string) => path.relative('/', absolute);
 
+/** The canonical names of the two trees a state keeps. */
+const STORED = { workspace: relative(SANDBOX_LAYOUT.workspace), sessions: relative(sessionDir(SANDBOX_LAYOUT.home)) };
+
+/** A basic regular expression matching `text` literally. */
+const literally = (text: string) => text.replace(/[\\.*[\]^$]/g, '\\$&');
+
+/**
+ * GNU tar's --transform renaming the tree `from` to `to` (names relative to "/"): members and
+ * hard link targets, never a symlink's text (flag S), and only the tree itself (`from` followed
+ * by "/" or nothing).
+ */
+const renamed = (from: string, to: string) => `--transform=s,^${literally(from)}\\(/\\|$\\),${to.replace(/[\\&,]/g, '\\$&')}\\1,S`;
+
+/** The tar options that store the two trees under their canonical names, or unpack them from those. */
+function canonicalNames(locations: StateLocations, direction: 'store' | 'restore'): string[] {
+  const trees = [
+    [relative(locations.workspace), STORED.workspace],
+    [relative(sessionDir(locations.home)), STORED.sessions],
+  ] as const;
+  return trees.map(([here, stored]) => (direction === 'store' ? renamed(here, stored) : renamed(stored, here)));
+}
+
 /** A saved state that expands past the sandbox's disk: refused before it fills anything. */
 export class StateTooLargeError extends Error {
   override name = 'StateTooLargeError';
@@ -29,8 +53,10 @@ export class StateTooLargeError extends Error {
  * Unpacks a state archive, counting what it expands to as it goes (gunzip here, tar after the
  * count): a few MB of gzip can expand to GBs, and nothing past `maxBytes` is ever written.
  */
-export async function restoreState(archive: Readable, maxBytes: number): Promise<void> {
-  const tar = spawn('tar', ['-xf', '-', '-C', '/', '--no-same-owner', '--no-overwrite-dir'], { stdio: ['pipe', 'ignore', 'pipe'] });
+export async function restoreState(archive: Readable, locations: StateLocations, maxBytes: number): Promise<void> {
+  const tar = spawn('tar', ['-xf', '-', '-C', '/', '--no-same-owner', '--no-overwrite-dir', ...canonicalNames(locations, 'restore')], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
   const stderr = collect(tar.stderr);
   const exited = exitCode(tar);
   // tar stops reading at the archive's end marker, before the padding after it: a write error
@@ -73,7 +99,8 @@ export async function archiveState(locations: StateLocations, maxBytes: number):
       reason: `the workspace holds a path of ${tooLong} characters, longer than a state can restore (${MAX_RESTORABLE_PATH}); the state was not saved, the previous state is kept`,
     };
   }
-  const tar = spawn('tar', ['-czf', '-', '-C', '/', '--ignore-failed-read', relative(sessionDir(locations.home)), relative(locations.workspace)], {
+  const trees = [relative(sessionDir(locations.home)), relative(locations.workspace)];
+  const tar = spawn('tar', ['-czf', '-', '-C', '/', '--ignore-failed-read', ...canonicalNames(locations, 'store'), ...trees], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stderr = collect(tar.stderr);
