@@ -22,6 +22,18 @@ export function tarHeader(name: string, size: number, type = '0', linkName = '')
   return header;
 }
 
+/** A ustar header given a `prefix` (prepended to the name by readers that honour it) and a version, its checksum made again. */
+export function withPrefix(header: Buffer, prefix: string, version: string): Buffer {
+  const changed = Buffer.from(header);
+  changed.write(prefix.padEnd(155, '\0'), 345, 'latin1');
+  changed.write(version, 263, 'latin1');
+  changed.fill(' ', 148, 156);
+  let sum = 0;
+  for (const byte of changed) sum += byte;
+  changed.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return changed;
+}
+
 /** An entry's data, padded to tar's 512-byte blocks. */
 export const padded = (data: Buffer): Buffer => Buffer.concat([data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
 
@@ -30,12 +42,12 @@ export const tarEntry = (name: string, data: Buffer = Buffer.alloc(0), type = '0
   Buffer.concat([tarHeader(name, data.length, type, linkName), padded(data)]);
 
 /** A pax extended header setting `key` (e.g. path, linkpath) for the entry after it. */
-export function paxEntry(key: string, value: string): Buffer {
+export function paxEntry(key: string, value: string, type = 'x'): Buffer {
   const body = ` ${key}=${value}\n`;
   // A record's length counts its own digits.
   let length = body.length + 1;
   while (String(length).length + body.length !== length) length = String(length).length + body.length;
-  return tarEntry('PaxHeader/x', Buffer.from(`${length}${body}`), 'x');
+  return tarEntry('PaxHeader/x', Buffer.from(`${length}${body}`), type);
 }
 
 /** The two zero blocks that end an archive. */

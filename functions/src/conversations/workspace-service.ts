@@ -21,10 +21,12 @@ export const MAX_LISTED_FILES = 10_000;
 /** A change made from a state that another change replaced meanwhile is made again from the new one, this often. */
 const CHANGE_ATTEMPTS = 3;
 /**
- * States rewritten (a change) or exported at once on an instance: each is gunzip, tar and gzip of
- * up to a whole state, CPU-bound, beside every other request the instance serves.
+ * States rewritten (changes) and, apart, states exported at once on an instance: each is gunzip,
+ * tar and gzip of up to a whole state, CPU-bound, beside every other request the instance serves.
+ * Apart, so that a slow export never holds up a change.
  */
 const REWRITES_AT_ONCE = 2;
+const EXPORTS_AT_ONCE = 2;
 
 /** A workspace file being read: its entry, and its bytes as they are unpacked. */
 export interface OpenedFile {
@@ -40,6 +42,7 @@ export class WorkspaceService {
   /** The change of each conversation being made on this instance: the next waits for it rather than racing it. */
   private readonly changing = new Map<string, Promise<unknown>>();
   private readonly rewrites = new Gate(REWRITES_AT_ONCE);
+  private readonly exports = new Gate(EXPORTS_AT_ONCE);
 
   constructor(private readonly lifecycle: TurnLifecycle) {}
 
@@ -89,7 +92,7 @@ export class WorkspaceService {
   async archive(userId: string, conversationId: string, format: ExportFormat): Promise<{ conversation: Conversation; archive: StoredBlob }> {
     const conversation = await ownConversation(this.deps.store, userId, conversationId);
     try {
-      return { conversation, archive: await this.rewrites.run(() => this.deps.states.export(conversation.stateKey, format)) };
+      return { conversation, archive: await this.exports.run(() => this.deps.states.export(conversation.stateKey, format)) };
     } catch (error) {
       if (error instanceof BlobTooLargeError) {
         throw new ServiceError('too_large', `the workspace's archive is more than ${error.limitBytes} bytes, more than one response may carry`);

@@ -36,16 +36,30 @@ export function workspaceFileOf(entry: ReadEntry): WorkspaceFile | undefined {
   };
 }
 
-/** Reads a whole state archive into its manifest, within the sandbox's limits and the rules of what a state holds. */
-export async function manifestOf(archive: Readable, limits: ArchiveLimits): Promise<Manifest> {
+/**
+ * A manifest made entry by entry as a state is read: each entry is held to the rules of what a
+ * state holds (a broken one throws, ending the read), then listed if it is in the workspace.
+ */
+export function manifestMaker(): { take(entry: ReadEntry): void; manifest(): Manifest } {
   const entries: WorkspaceFile[] = [];
   const rules = new StateRules();
+  return {
+    take(entry) {
+      const broken = rules.broken(entry);
+      if (broken !== undefined) throw new StateArchiveError(broken, 'unreadable');
+      const file = workspaceFileOf(entry);
+      if (file !== undefined) entries.push(file);
+    },
+    manifest: () => ({ version: 1, entries }),
+  };
+}
+
+/** Reads a whole state archive into its manifest, within the sandbox's limits and the rules of what a state holds. */
+export async function manifestOf(archive: Readable, limits: ArchiveLimits): Promise<Manifest> {
+  const maker = manifestMaker();
   await readAllEntries(archive, limits, (entry) => {
     entry.resume();
-    const broken = rules.broken(entry);
-    if (broken !== undefined) throw new StateArchiveError(broken, 'unreadable');
-    const file = workspaceFileOf(entry);
-    if (file !== undefined) entries.push(file);
+    maker.take(entry);
   });
-  return { version: 1, entries };
+  return maker.manifest();
 }

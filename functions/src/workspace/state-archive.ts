@@ -1,6 +1,7 @@
 import { type Readable, pipeline } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import { Header, Pack, Parser, ReadEntry } from 'tar';
+import { BlobTooLargeError } from '../blobs/blob-store.js';
 import { byteLimit } from '../byte-limit.js';
 import { AGENT_USER } from '../contract/sandbox-layout.js';
 
@@ -60,8 +61,13 @@ export function readEntries(archive: Readable, limits: ArchiveLimits, visit: (en
       () => new StateArchiveError(`the state expands to more than ${limits.maxExpandedBytes} bytes, the sandbox's disk`, 'too_large'),
     );
     const expanded = pipeline(archive, createGunzip(), limiter.stream, (error) => {
+      // Refusals of what was read (ours, or the source's own limit) go as they are.
       if (error)
-        finish(error instanceof StateArchiveError ? error : new StateArchiveError(`the state is not a gzipped tar: ${error.message}`, 'unreadable'));
+        finish(
+          error instanceof StateArchiveError || error instanceof BlobTooLargeError
+            ? error
+            : new StateArchiveError(`the state is not a gzipped tar: ${error.message}`, 'unreadable'),
+        );
     });
     finish = (error?: Error) => {
       if (settled) return;

@@ -1,10 +1,11 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { ReadEntry } from 'tar';
 import yazl from 'yazl';
-import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
+import { byteLimit } from '../byte-limit.js';
+import { type BlobStore, BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
 import { derivedKeys } from './derived-keys.js';
 import { entryTypeOf } from './entry-type.js';
-import { EMPTY_MANIFEST, Manifest, manifestOf } from './manifest.js';
+import { EMPTY_MANIFEST, Manifest, manifestMaker, manifestOf } from './manifest.js';
 import { type ArchiveLimits, newArchive, readAllEntries } from './state-archive.js';
 import { workspacePathOfEntry } from './workspace-path.js';
 
@@ -16,6 +17,20 @@ export type ExportFormat = 'tar.gz' | 'zip';
  * export is stored first to know it), and may be no larger than one response can carry.
  */
 export const MAX_DOWNLOAD_BYTES = 32 * 1000 * 1000 - 64 * 1024;
+/** Longer than any export of a state within the limits takes. */
+const EXPORT_TIMEOUT_MS = 5 * 60_000;
+
+/** The one call of `make` for `key` in flight on this instance; later callers share it. */
+function onceAtATime<T>(inFlight: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  const pending = inFlight.get(key);
+  if (pending !== undefined) return pending;
+  const made = make();
+  inFlight.set(key, made);
+  const forget = () => inFlight.delete(key);
+  made.then(forget, forget);
+  return made;
+}
+
 /** A manifest of the most files a state may hold, with room to spare. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
@@ -43,6 +58,8 @@ export class StateBlobs {
   private readonly cached = new Map<string, { manifest: Manifest; bytes: number }>();
   /** Exports being made on this instance: a second download of the same one waits for the first. */
   private readonly exporting = new Map<string, Promise<StoredBlob>>();
+  /** Manifests being read on this instance: listings of one state at once read it once. */
+  private readonly loading = new Map<string, Promise<Manifest>>();
 
   constructor(
     private readonly blobs: BlobStore,
@@ -50,39 +67,43 @@ export class StateBlobs {
   ) {}
 
   /**
-   * Stores a state and its manifest, read from the same stream as it arrives. A state that is
-   * over the limits or not a gzipped tar is not stored at all: the put fails with the reason.
+   * Stores a state with its manifest. What is stored is the state as node-tar read it, written
+   * anew, never the bytes as they came: the rules of what a state holds are applied to what
+   * node-tar reads, and the next sandbox's GNU tar reads an archive node-tar wrote, so the two
+   * cannot read different files from it (a pax header one of them ignores, a type one drops). A
+   * state that is over the limits, not a gzipped tar or against the rules is not stored at all.
    */
   async put(key: string, body: Readable): Promise<Manifest> {
-    const toBlob = new PassThrough();
-    const toManifest = new PassThrough();
-    body.on('error', (error) => {
-      toBlob.destroy(error);
-      toManifest.destroy(error);
+    const { maxStateBytes } = this.limits;
+    const limited = byteLimit(maxStateBytes, () => new BlobTooLargeError(maxStateBytes));
+    body.on('error', (error) => limited.stream.destroy(error));
+    body.pipe(limited.stream);
+    const { pack, output } = newArchive();
+    // Its error reaches the blob store's promise; a later one must not become an uncaught 'error' event.
+    output.on('error', () => undefined);
+    const maker = manifestMaker();
+    const read = readAllEntries(limited.stream, this.limits.archive, (entry) => {
+      maker.take(entry);
+      pack.add(entry);
     });
-    // Each branch's error reaches its reader's promise; once that has settled, a later one
-    // (the other branch failing) must not become an uncaught 'error' event.
-    for (const branch of [toBlob, toManifest]) branch.on('error', () => undefined);
-    body.pipe(toBlob);
-    body.pipe(toManifest);
-    const stored = this.blobs.put(key, toBlob, this.limits.maxStateBytes);
-    const read = manifestOf(toManifest, this.limits.archive);
-    // Either failing stops the other: nothing is read past a reason to refuse.
-    stored.catch(() => toManifest.destroy());
-    read.catch((error: unknown) => toBlob.destroy(error as Error));
-    const [storedResult, manifestResult] = await Promise.allSettled([stored, read]);
-    if (storedResult.status === 'rejected') throw storedResult.reason;
-    if (manifestResult.status === 'rejected') {
-      await this.blobs.delete(key);
-      throw manifestResult.reason;
+    read.then(
+      () => pack.end(),
+      (error: unknown) => output.destroy(error as Error),
+    );
+    const [readResult, storedResult] = await Promise.allSettled([read, this.blobs.put(key, output, maxStateBytes)]);
+    if (readResult.status === 'rejected') {
+      if (storedResult.status === 'fulfilled') await this.blobs.delete(key);
+      throw readResult.reason;
     }
+    if (storedResult.status === 'rejected') throw storedResult.reason;
+    const manifest = maker.manifest();
     // A state is kept with its manifest or not at all.
-    await this.saveManifest(key, manifestResult.value).catch(async (error: unknown) => {
+    await this.saveManifest(key, manifest).catch(async (error: unknown) => {
       await this.blobs.delete(key);
       throw error;
     });
-    this.remember(key, manifestResult.value);
-    return manifestResult.value;
+    this.remember(key, manifest);
+    return manifest;
   }
 
   open(key: string): Promise<StoredBlob | undefined> {
@@ -94,6 +115,10 @@ export class StateBlobs {
     if (key === null) return EMPTY_MANIFEST;
     const kept = this.cached.get(key);
     if (kept !== undefined) return this.remember(key, kept.manifest);
+    return onceAtATime(this.loading, key, () => this.loadManifest(key));
+  }
+
+  private async loadManifest(key: string): Promise<Manifest> {
     const stored = await this.blobs.get(derivedKeys(key).manifest);
     if (stored !== undefined) return this.remember(key, Manifest.parse(JSON.parse((await textOf(stored.stream)) || 'null')));
     const state = await this.blobs.get(key);
@@ -115,17 +140,16 @@ export class StateBlobs {
       await pending;
       return (await this.blobs.get(exportKey)) ?? this.export(key, format);
     }
-    const made = this.makeExport(key, exportKey, format);
-    this.exporting.set(exportKey, made);
-    const forget = () => this.exporting.delete(exportKey);
-    made.then(forget, forget);
-    return made;
+    return onceAtATime(this.exporting, exportKey, () => this.makeExport(key, exportKey, format));
   }
 
   private async makeExport(key: string, exportKey: string, format: ExportFormat): Promise<StoredBlob> {
     const state = await this.blobs.get(key);
     if (state === undefined) return this.exported(format, undefined);
-    await this.blobs.put(exportKey, this.exportStream(state.stream, format), MAX_DOWNLOAD_BYTES);
+    const archive = this.exportStream(state.stream, format);
+    // Should an archiver ever stall, the export fails (its partial blob with it) rather than hold its place.
+    const stalled = setTimeout(() => archive.destroy(new Error(`the export of ${key} took more than ${EXPORT_TIMEOUT_MS} ms`)), EXPORT_TIMEOUT_MS);
+    await this.blobs.put(exportKey, archive, MAX_DOWNLOAD_BYTES).finally(() => clearTimeout(stalled));
     const made = await this.blobs.get(exportKey);
     if (made === undefined) throw new Error(`the export ${exportKey} was stored but cannot be read`);
     return made;
@@ -199,7 +223,7 @@ function addToZip(zip: yazl.ZipFile, entry: ReadEntry): void {
     entry.resume();
     return;
   }
-  const mtime = entry.mtime !== undefined && Number.isFinite(entry.mtime.getTime()) ? entry.mtime : new Date(0);
+  const mtime = zipTime(entry.mtime);
   const permissions = (entry.mode ?? 0o644) & 0o777;
   switch (entryTypeOf(entry)) {
     case 'directory':
@@ -217,6 +241,18 @@ function addToZip(zip: yazl.ZipFile, entry: ReadEntry): void {
     default:
       entry.resume();
   }
+}
+
+/**
+ * A time zip can hold: DOS times start in 1980 and yazl's Unix time field is 32 bits (to 2038);
+ * yazl throws on one before 1970 as it writes the central directory, past any catch of ours.
+ */
+const ZIP_EARLIEST = Date.UTC(1980, 0, 1);
+const ZIP_LATEST = Date.UTC(2038, 0, 19);
+function zipTime(mtime: Date | undefined): Date {
+  const at = mtime?.getTime();
+  if (at === undefined || !Number.isFinite(at)) return new Date(ZIP_EARLIEST);
+  return new Date(Math.min(ZIP_LATEST, Math.max(ZIP_EARLIEST, at)));
 }
 
 async function textOf(stream: Readable): Promise<string> {
