@@ -38,7 +38,10 @@ describe("the sandbox's disk, with the default budgets", () => {
         "dd if=/dev/zero of=/workspace/big bs=1M count=300 2>/dev/null && dd if=/dev/zero of=/home/agent/big bs=1M count=100 2>/dev/null && echo WROTE && perl -e 'sleep 4'",
     );
     let most = { bytes: 0, files: 0 };
-    for (let i = 0; i < 100 && !FINAL_STATES.includes(await turnStatus(running.service, started)); i++) {
+    // Until the turn is over: its state (300 MB of zeros, 5,000 files) is read and written anew by
+    // the API as it is stored, which a loaded machine takes a while over; the turn's own timeout bounds it.
+    const deadline = Date.now() + 90_000;
+    while (Date.now() < deadline && !FINAL_STATES.includes(await turnStatus(running.service, started))) {
       const now = hostUsage(sandboxes);
       if (now.bytes > most.bytes) most = now;
       await sleep(200);

@@ -6,8 +6,8 @@ import type { Conversation } from '../domain/conversation.js';
 import { isFinal } from '../domain/turn-state.js';
 import { entryTypeOf } from '../workspace/entry-type.js';
 import type { Manifest } from '../workspace/manifest.js';
-import { readEntries } from '../workspace/state-archive.js';
-import { type ExportFormat, MAX_DOWNLOAD_BYTES } from '../workspace/state-blobs.js';
+import { failIfStalled, readEntries } from '../workspace/state-archive.js';
+import { type ExportFormat, MAX_DOWNLOAD_BYTES, STALLED_MS } from '../workspace/state-blobs.js';
 import { changeConflict, changedState, type WorkspaceChange } from '../workspace/workspace-change.js';
 import { entryNameOf, pathRuleBroken } from '../workspace/workspace-path.js';
 import { refusal, ServiceError } from './errors.js';
@@ -165,7 +165,8 @@ export class WorkspaceService {
       if (conflict !== undefined) throw new ServiceError(conflict.status, conflict.message);
       const previous = conversation.stateKey === null ? undefined : await states.open(conversation.stateKey);
       const key = `conversations/${conversation.id}/state-files-${randomUUID()}.tar.gz`;
-      await storeState(states, key, changedState(previous?.stream, change, states.limits.archive));
+      const changed = failIfStalled(changedState(previous?.stream, change, states.limits.archive), STALLED_MS, `the change of ${conversation.id}`);
+      await storeState(states, key, changed);
       // A new state that did not become the conversation's is never left behind.
       const replaced = await store.replaceState(conversation.id, conversation.stateKey, key).catch(async (error: unknown) => {
         await states.delete(key);

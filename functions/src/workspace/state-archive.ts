@@ -130,6 +130,16 @@ export const readAllEntries = (archive: Readable, limits: ArchiveLimits, visit: 
     return 'next';
   }).done;
 
+/**
+ * Fails `stream` when it has not closed within `ms`: an archive being written that stalls (an
+ * archiver's bug) then fails its put, which removes what it wrote, instead of holding its place.
+ */
+export function failIfStalled<T extends Readable>(stream: T, ms: number, what: string): T {
+  const timer = setTimeout(() => stream.destroy(new Error(`${what} took more than ${ms} ms`)), ms);
+  stream.once('close', () => clearTimeout(timer));
+  return stream;
+}
+
 /** A new gzipped tar: entries added to `pack` come out of `output` compressed, in order. */
 export function newArchive(): { pack: Pack; output: Readable } {
   const pack = new Pack({});

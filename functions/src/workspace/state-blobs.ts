@@ -1,12 +1,11 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { ReadEntry } from 'tar';
 import yazl from 'yazl';
-import { byteLimit } from '../byte-limit.js';
-import { type BlobStore, BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
+import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
 import { derivedKeys } from './derived-keys.js';
 import { entryTypeOf } from './entry-type.js';
-import { EMPTY_MANIFEST, Manifest, manifestMaker, manifestOf } from './manifest.js';
-import { type ArchiveLimits, newArchive, readAllEntries } from './state-archive.js';
+import { EMPTY_MANIFEST, Manifest, manifestOf } from './manifest.js';
+import { type ArchiveLimits, failIfStalled, newArchive, readAllEntries } from './state-archive.js';
 import { workspacePathOfEntry } from './workspace-path.js';
 
 export type ExportFormat = 'tar.gz' | 'zip';
@@ -17,8 +16,8 @@ export type ExportFormat = 'tar.gz' | 'zip';
  * export is stored first to know it), and may be no larger than one response can carry.
  */
 export const MAX_DOWNLOAD_BYTES = 32 * 1000 * 1000 - 64 * 1024;
-/** Longer than any export of a state within the limits takes. */
-const EXPORT_TIMEOUT_MS = 5 * 60_000;
+/** Longer than any rewrite or export of a state within the limits takes. */
+export const STALLED_MS = 5 * 60_000;
 
 /** The one call of `make` for `key` in flight on this instance; later callers share it. */
 function onceAtATime<T>(inFlight: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
@@ -67,43 +66,39 @@ export class StateBlobs {
   ) {}
 
   /**
-   * Stores a state with its manifest. What is stored is the state as node-tar read it, written
-   * anew, never the bytes as they came: the rules of what a state holds are applied to what
-   * node-tar reads, and the next sandbox's GNU tar reads an archive node-tar wrote, so the two
-   * cannot read different files from it (a pax header one of them ignores, a type one drops). A
-   * state that is over the limits, not a gzipped tar or against the rules is not stored at all.
+   * Stores a state and its manifest, read from the same stream as it arrives. A state that is
+   * over the limits, not a gzipped tar or against the rules of what a state holds is not stored.
    */
   async put(key: string, body: Readable): Promise<Manifest> {
-    const { maxStateBytes } = this.limits;
-    const limited = byteLimit(maxStateBytes, () => new BlobTooLargeError(maxStateBytes));
-    body.on('error', (error) => limited.stream.destroy(error));
-    body.pipe(limited.stream);
-    const { pack, output } = newArchive();
-    // Its error reaches the blob store's promise; a later one must not become an uncaught 'error' event.
-    output.on('error', () => undefined);
-    const maker = manifestMaker();
-    const read = readAllEntries(limited.stream, this.limits.archive, (entry) => {
-      maker.take(entry);
-      pack.add(entry);
+    const toBlob = new PassThrough();
+    const toManifest = new PassThrough();
+    body.on('error', (error) => {
+      toBlob.destroy(error);
+      toManifest.destroy(error);
     });
-    read.then(
-      () => pack.end(),
-      (error: unknown) => output.destroy(error as Error),
-    );
-    const [readResult, storedResult] = await Promise.allSettled([read, this.blobs.put(key, output, maxStateBytes)]);
-    if (readResult.status === 'rejected') {
-      if (storedResult.status === 'fulfilled') await this.blobs.delete(key);
-      throw readResult.reason;
-    }
+    // Each branch's error reaches its reader's promise; once that has settled, a later one
+    // (the other branch failing) must not become an uncaught 'error' event.
+    for (const branch of [toBlob, toManifest]) branch.on('error', () => undefined);
+    body.pipe(toBlob);
+    body.pipe(toManifest);
+    const stored = this.blobs.put(key, toBlob, this.limits.maxStateBytes);
+    const read = manifestOf(toManifest, this.limits.archive);
+    // Either failing stops the other: nothing is read past a reason to refuse.
+    stored.catch(() => toManifest.destroy());
+    read.catch((error: unknown) => toBlob.destroy(error as Error));
+    const [storedResult, manifestResult] = await Promise.allSettled([stored, read]);
     if (storedResult.status === 'rejected') throw storedResult.reason;
-    const manifest = maker.manifest();
+    if (manifestResult.status === 'rejected') {
+      await this.blobs.delete(key);
+      throw manifestResult.reason;
+    }
     // A state is kept with its manifest or not at all.
-    await this.saveManifest(key, manifest).catch(async (error: unknown) => {
+    await this.saveManifest(key, manifestResult.value).catch(async (error: unknown) => {
       await this.blobs.delete(key);
       throw error;
     });
-    this.remember(key, manifest);
-    return manifest;
+    this.remember(key, manifestResult.value);
+    return manifestResult.value;
   }
 
   open(key: string): Promise<StoredBlob | undefined> {
@@ -146,10 +141,8 @@ export class StateBlobs {
   private async makeExport(key: string, exportKey: string, format: ExportFormat): Promise<StoredBlob> {
     const state = await this.blobs.get(key);
     if (state === undefined) return this.exported(format, undefined);
-    const archive = this.exportStream(state.stream, format);
-    // Should an archiver ever stall, the export fails (its partial blob with it) rather than hold its place.
-    const stalled = setTimeout(() => archive.destroy(new Error(`the export of ${key} took more than ${EXPORT_TIMEOUT_MS} ms`)), EXPORT_TIMEOUT_MS);
-    await this.blobs.put(exportKey, archive, MAX_DOWNLOAD_BYTES).finally(() => clearTimeout(stalled));
+    const archive = failIfStalled(this.exportStream(state.stream, format), STALLED_MS, `the export of ${key}`);
+    await this.blobs.put(exportKey, archive, MAX_DOWNLOAD_BYTES);
     const made = await this.blobs.get(exportKey);
     if (made === undefined) throw new Error(`the export ${exportKey} was stored but cannot be read`);
     return made;
