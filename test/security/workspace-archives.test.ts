@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsBlobStore } from '../../functions/src/blobs/fs.js';
 import { StateArchiveError } from '../../functions/src/workspace/state-archive.js';
 import { StateBlobs } from '../../functions/src/workspace/state-blobs.js';
-import { paxEntry, TAR_END, tarEntry, tarHeader } from '../support/tar-bytes.js';
+import { changedState } from '../../functions/src/workspace/workspace-change.js';
+import { padded, paxEntry, TAR_END, tarEntry, tarHeader, withPrefix } from '../support/tar-bytes.js';
 
 /*
  * A state archive comes from a sandbox, whose agent may be hostile (it can reach the runner's
@@ -150,6 +152,63 @@ describe('state archives from a hostile sandbox, read on the host', () => {
     expect(await names('zip')).not.toContain('a\\');
     expect(await names('zip')).toContain('workspace/ok');
     expect(gunzipSync(Buffer.from(await names('tar.gz'), 'latin1')).toString('latin1')).toContain('workspace/a\\..\\..\\b');
+  });
+
+  it('stores a state as node-tar read it, written anew: GNU tar, unpacking it in the next sandbox, reads the same names (headers one of them ignores are gone)', async () => {
+    const settings = 'home/agent/.claude/settings.json';
+    const hook = Buffer.from('{"hooks":{}}');
+    const variants: Array<[string, Buffer]> = [
+      ['a type GNU tar unpacks as a file and node-tar drops', gz(tarEntry(settings, hook, 'N'), tarEntry('workspace/readme.txt', Buffer.from('x')))],
+      ['a global pax path', gz(paxEntry('path', settings, 'g'), tarEntry('workspace/readme.txt', hook))],
+      [
+        'a pax path beside a GNU long name',
+        gz(paxEntry('path', settings), tarEntry('././@LongLink', Buffer.from('workspace/readme.txt\0'), 'L'), tarEntry('workspace/x', hook)),
+      ],
+      ['a GNU sparse name', gz(paxEntry('GNU.sparse.name', settings), tarEntry('workspace/readme.txt', hook))],
+      [
+        'a ustar prefix of a header whose version is not 00',
+        gz(Buffer.concat([withPrefix(tarHeader('workspace/a', hook.length), 'home/agent/.claude', '\0\0'), padded(hook)])),
+      ],
+    ];
+    for (const [what, archive] of variants) {
+      const manifest = await put(archive).catch((error: unknown) => error as Error);
+      // Refused is fine: then nothing is stored for any tar to read.
+      if (manifest instanceof Error) {
+        expect(stored(), `${what}: ${manifest.message}`).toEqual([]);
+        continue;
+      }
+      const gnu = execFileSync('tar', ['-tzf', path.join(root, 'c', 'state.tar.gz')], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean);
+      expect(gnu, what).not.toContain(settings);
+      expect(
+        gnu.every((name) => name.startsWith('workspace/') || name.startsWith('home/agent/.claude/projects/')),
+        `${what}: ${gnu.join(', ')}`,
+      ).toBe(true);
+      expect(
+        gnu.map((name) => name.replace(/^workspace\//, '')),
+        what,
+      ).toEqual(manifest.entries.map((entry) => entry.path));
+      await states.delete('c/state.tar.gz');
+    }
+  });
+
+  it('changes and exports a state of many entries: each is copied when its turn comes, none held up', async () => {
+    const roomy = new StateBlobs(new FsBlobStore(root), { maxStateBytes: 64 * MiB, archive: { maxExpandedBytes: 300 * MiB, maxEntries: 50_000 } });
+    const many = Array.from({ length: 600 }, (_, i) => tarEntry(`workspace/many/f${i}`, Buffer.alloc(1000, 'x')));
+    await roomy.put(
+      'c/state.tar.gz',
+      Readable.from([gz(tarEntry('workspace/', undefined, '5'), ...many, tarEntry('workspace/big', Buffer.alloc(3 * MiB)))]),
+    );
+    const previous = await roomy.open('c/state.tar.gz');
+    const changed = await roomy.put(
+      'c/changed.tar.gz',
+      changedState(previous?.stream, { kind: 'put', path: 'new.txt', data: Buffer.from('new'), at: new Date() }, roomy.limits.archive),
+    );
+    expect(changed.entries.length).toBe(602);
+    for (const format of ['tar.gz', 'zip'] as const) {
+      expect((await buffer((await roomy.export('c/changed.tar.gz', format)).stream)).length, format).toBeGreaterThan(3000);
+    }
   });
 
   it('exports a file dated before 1970 in a zip (its time clamped to what zip holds)', async () => {

@@ -22,6 +22,18 @@ export function tarHeader(name: string, size: number, type = '0', linkName = '')
   return header;
 }
 
+/** A ustar header given a `prefix` (prepended to the name by readers that honour it) and a version, its checksum made again. */
+export function withPrefix(header: Buffer, prefix: string, version: string): Buffer {
+  const changed = Buffer.from(header);
+  changed.write(prefix.padEnd(155, '\0'), 345, 'latin1');
+  changed.write(version, 263, 'latin1');
+  changed.fill(' ', 148, 156);
+  let sum = 0;
+  for (const byte of changed) sum += byte;
+  changed.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return changed;
+}
+
 /** An entry's data, padded to tar's 512-byte blocks. */
 export const padded = (data: Buffer): Buffer => Buffer.concat([data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
 

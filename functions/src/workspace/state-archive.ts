@@ -1,6 +1,6 @@
 import { type Readable, pipeline } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
-import { Header, Pack, Parser, ReadEntry } from 'tar';
+import { Header, type HeaderData, Parser, Pax, type ReadEntry } from 'tar';
 import { BlobTooLargeError } from '../blobs/blob-store.js';
 import { byteLimit } from '../byte-limit.js';
 import { AGENT_USER } from '../contract/sandbox-layout.js';
@@ -140,29 +140,109 @@ export function failIfStalled<T extends Readable>(stream: T, ms: number, what: s
   return stream;
 }
 
-/** A new gzipped tar: entries added to `pack` come out of `output` compressed, in order. */
-export function newArchive(): { pack: Pack; output: Readable } {
-  const pack = new Pack({});
-  const gzip = createGzip();
-  pack.on('error', (error: unknown) => gzip.destroy(error as Error));
-  pack.pipe(gzip);
-  return { pack, output: gzip };
-}
+/** What a tar header says of an entry. */
+type EntryFields = HeaderData & { path: string; size: number };
 
-/** An entry for a file given whole, owned by the agent as the sandbox's own files are. */
-export function fileEntry(name: string, data: Buffer, mtime: Date): ReadEntry {
-  const header = new Header({
-    path: name,
-    type: 'File',
-    mode: 0o644,
-    size: data.length,
-    mtime,
-    uid: AGENT_USER.uid,
-    gid: AGENT_USER.gid,
-    uname: AGENT_USER.name,
-    gname: AGENT_USER.name,
-  });
-  const entry = new ReadEntry(header);
-  entry.end(data);
-  return entry;
+const fieldsOf = (entry: ReadEntry): EntryFields => ({
+  path: entry.path,
+  type: entry.type,
+  mode: entry.mode,
+  uid: entry.uid,
+  gid: entry.gid,
+  uname: entry.uname,
+  gname: entry.gname,
+  size: entry.size,
+  mtime: entry.mtime,
+  linkpath: entry.linkpath,
+});
+
+/**
+ * A new gzipped tar, written one entry after the other with node-tar's own header encoding: an
+ * entry read from another archive is copied when its turn comes, as fast as the output takes it.
+ * (node-tar's Pack, given the entries of a parsed archive, stalls after a few dozen of them.)
+ */
+export class ArchiveWriter {
+  private readonly gzip = createGzip();
+  private chain: Promise<void> = Promise.resolve();
+  readonly output: Readable = this.gzip;
+
+  /** Copies an entry of an archive being read; the reader must hand them over in order. */
+  add(entry: ReadEntry): void {
+    this.inTurn(async () => {
+      await this.header(fieldsOf(entry));
+      for await (const chunk of entry as AsyncIterable<Buffer>) await this.write(chunk);
+      await this.padding(entry.size);
+    });
+  }
+
+  /** Adds a file given whole, owned by the agent as the sandbox's own files are. */
+  addFile(name: string, data: Buffer, mtime: Date): void {
+    const fields: EntryFields = {
+      path: name,
+      type: 'File',
+      mode: 0o644,
+      size: data.length,
+      mtime,
+      uid: AGENT_USER.uid,
+      gid: AGENT_USER.gid,
+      uname: AGENT_USER.name,
+      gname: AGENT_USER.name,
+    };
+    this.inTurn(async () => {
+      await this.header(fields);
+      await this.write(data);
+      await this.padding(data.length);
+    });
+  }
+
+  /** Ends the archive: its two zero blocks, then the end of the gzip stream. */
+  end(): void {
+    this.inTurn(async () => {
+      await this.write(Buffer.alloc(1024));
+      this.gzip.end();
+    });
+  }
+
+  fail(error: Error): void {
+    this.gzip.destroy(error);
+  }
+
+  private inTurn(step: () => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      if (!this.gzip.destroyed) await step();
+    });
+    this.chain.catch((error: unknown) => this.fail(error instanceof Error ? error : new Error(String(error))));
+  }
+
+  private async header(fields: EntryFields): Promise<void> {
+    const header = new Header(fields);
+    // A name or target too long for ustar goes in a pax header before it, as node-tar writes one.
+    if (header.encode()) await this.write(new Pax(fields).encode());
+    if (header.block === undefined) throw new Error(`tar could not encode a header for ${fields.path}`);
+    await this.write(header.block);
+  }
+
+  private padding(size: number): Promise<void> {
+    const rest = (512 - (size % 512)) % 512;
+    return rest === 0 ? Promise.resolve() : this.write(Buffer.alloc(rest));
+  }
+
+  /** Writes, waiting while the output is full; a destroyed output ends the wait with its error. */
+  private write(chunk: Buffer): Promise<void> {
+    if (this.gzip.destroyed) return Promise.reject(new Error('the archive was abandoned'));
+    if (this.gzip.write(chunk)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        this.gzip.off('drain', done);
+        this.gzip.off('close', closed);
+        resolve();
+      };
+      const closed = () => {
+        this.gzip.off('drain', done);
+        reject(new Error('the archive was abandoned'));
+      };
+      this.gzip.once('drain', done);
+      this.gzip.once('close', closed);
+    });
+  }
 }

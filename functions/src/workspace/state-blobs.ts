@@ -1,11 +1,12 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { ReadEntry } from 'tar';
 import yazl from 'yazl';
-import type { BlobStore, StoredBlob } from '../blobs/blob-store.js';
+import { type BlobStore, BlobTooLargeError, type StoredBlob } from '../blobs/blob-store.js';
+import { byteLimit } from '../byte-limit.js';
 import { derivedKeys } from './derived-keys.js';
 import { entryTypeOf } from './entry-type.js';
-import { EMPTY_MANIFEST, Manifest, manifestOf } from './manifest.js';
-import { type ArchiveLimits, failIfStalled, newArchive, readAllEntries } from './state-archive.js';
+import { EMPTY_MANIFEST, Manifest, manifestMaker, manifestOf } from './manifest.js';
+import { type ArchiveLimits, ArchiveWriter, failIfStalled, readAllEntries } from './state-archive.js';
 import { workspacePathOfEntry } from './workspace-path.js';
 
 export type ExportFormat = 'tar.gz' | 'zip';
@@ -66,39 +67,43 @@ export class StateBlobs {
   ) {}
 
   /**
-   * Stores a state and its manifest, read from the same stream as it arrives. A state that is
-   * over the limits, not a gzipped tar or against the rules of what a state holds is not stored.
+   * Stores a state with its manifest. What is stored is the state as node-tar read it, written
+   * anew, never the bytes as they came: the rules of what a state holds are applied to what
+   * node-tar reads, and the next sandbox's GNU tar reads an archive written from that, so the two
+   * cannot read different files from it (a pax header one of them ignores, a type one drops). A
+   * state that is over the limits, not a gzipped tar or against the rules is not stored at all.
    */
   async put(key: string, body: Readable): Promise<Manifest> {
-    const toBlob = new PassThrough();
-    const toManifest = new PassThrough();
-    body.on('error', (error) => {
-      toBlob.destroy(error);
-      toManifest.destroy(error);
+    const { maxStateBytes } = this.limits;
+    const limited = byteLimit(maxStateBytes, () => new BlobTooLargeError(maxStateBytes));
+    body.on('error', (error) => limited.stream.destroy(error));
+    body.pipe(limited.stream);
+    const writer = new ArchiveWriter();
+    // Its error reaches the blob store's promise; a later one must not become an uncaught 'error' event.
+    writer.output.on('error', () => undefined);
+    const maker = manifestMaker();
+    const read = readAllEntries(limited.stream, this.limits.archive, (entry) => {
+      maker.take(entry);
+      writer.add(entry);
     });
-    // Each branch's error reaches its reader's promise; once that has settled, a later one
-    // (the other branch failing) must not become an uncaught 'error' event.
-    for (const branch of [toBlob, toManifest]) branch.on('error', () => undefined);
-    body.pipe(toBlob);
-    body.pipe(toManifest);
-    const stored = this.blobs.put(key, toBlob, this.limits.maxStateBytes);
-    const read = manifestOf(toManifest, this.limits.archive);
-    // Either failing stops the other: nothing is read past a reason to refuse.
-    stored.catch(() => toManifest.destroy());
-    read.catch((error: unknown) => toBlob.destroy(error as Error));
-    const [storedResult, manifestResult] = await Promise.allSettled([stored, read]);
-    if (storedResult.status === 'rejected') throw storedResult.reason;
-    if (manifestResult.status === 'rejected') {
-      await this.blobs.delete(key);
-      throw manifestResult.reason;
+    read.then(
+      () => writer.end(),
+      (error: unknown) => writer.fail(error as Error),
+    );
+    const [readResult, storedResult] = await Promise.allSettled([read, this.blobs.put(key, writer.output, maxStateBytes)]);
+    if (readResult.status === 'rejected') {
+      if (storedResult.status === 'fulfilled') await this.blobs.delete(key);
+      throw readResult.reason;
     }
+    if (storedResult.status === 'rejected') throw storedResult.reason;
+    const manifest = maker.manifest();
     // A state is kept with its manifest or not at all.
-    await this.saveManifest(key, manifestResult.value).catch(async (error: unknown) => {
+    await this.saveManifest(key, manifest).catch(async (error: unknown) => {
       await this.blobs.delete(key);
       throw error;
     });
-    this.remember(key, manifestResult.value);
-    return manifestResult.value;
+    this.remember(key, manifest);
+    return manifest;
   }
 
   open(key: string): Promise<StoredBlob | undefined> {
@@ -169,12 +174,12 @@ export class StateBlobs {
     const read = (visit: (entry: ReadEntry) => void) =>
       state === undefined ? Promise.resolve() : readAllEntries(state, this.limits.archive, workspaceOnly(visit));
     if (format === 'tar.gz') {
-      const { pack, output } = newArchive();
-      read((entry) => pack.add(entry)).then(
-        () => pack.end(),
-        (error: unknown) => output.destroy(error as Error),
+      const writer = new ArchiveWriter();
+      read((entry) => writer.add(entry)).then(
+        () => writer.end(),
+        (error: unknown) => writer.fail(error as Error),
       );
-      return output;
+      return writer.output;
     }
     const zip = new yazl.ZipFile();
     const output = new PassThrough();

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Manifest } from './manifest.js';
-import { type ArchiveLimits, fileEntry, newArchive, readAllEntries } from './state-archive.js';
+import { type ArchiveLimits, ArchiveWriter, readAllEntries } from './state-archive.js';
 import { entryNameOf, isWithin, parentsOf, workspacePathOfEntry } from './workspace-path.js';
 
 /** A client's change to a workspace: a file written whole, or a path (a file, or a directory with all under it) removed. */
@@ -34,21 +34,21 @@ export function changeConflict(manifest: Manifest, change: WorkspaceChange): { s
  * path held when the state is unpacked.
  */
 export function changedState(state: Readable | undefined, change: WorkspaceChange, limits: ArchiveLimits): Readable {
-  const { pack, output } = newArchive();
+  const writer = new ArchiveWriter();
   const read =
     state === undefined
       ? Promise.resolve()
       : readAllEntries(state, limits, (entry) => {
           const path = workspacePathOfEntry(entry.path);
           if (path !== undefined && path !== '' && isWithin(path, change.path)) entry.resume();
-          else pack.add(entry);
+          else writer.add(entry);
         });
   read.then(
     () => {
-      if (change.kind === 'put') pack.add(fileEntry(entryNameOf(change.path), change.data, change.at));
-      pack.end();
+      if (change.kind === 'put') writer.addFile(entryNameOf(change.path), change.data, change.at);
+      writer.end();
     },
-    (error: unknown) => output.destroy(error as Error),
+    (error: unknown) => writer.fail(error as Error),
   );
-  return output;
+  return writer.output;
 }
