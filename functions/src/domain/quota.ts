@@ -119,17 +119,17 @@ const untilOldestLeaves = (starts: readonly string[], now: Date): number =>
 
 /** Whether the user started as many turns and conversations in the last minute as they may. */
 function startsPerMinuteHit(today: UserLedger, quota: Quota, now: Date): LimitHit | undefined {
-  if (today.recentStarts.length < quota.turnsPerMinute) return undefined;
-  return {
-    limit: 'turns_per_minute',
-    max: quota.turnsPerMinute,
-    retryAfterSeconds: untilOldestLeaves(today.recentStarts, now),
-    message: `more than ${quota.turnsPerMinute} turn(s) or new conversation(s) started in the last minute`,
-  };
+  return minuteFull(today.recentStarts, quota.turnsPerMinute, now, 'turns_per_minute', 'turn(s) or new conversation(s) started');
 }
 
-/** The user's last minute with one more start in it, holding no more than the limit counts. */
-const withStart = (today: UserLedger, quota: Quota, now: Date): string[] => [...today.recentStarts, now.toISOString()].slice(-quota.turnsPerMinute);
+/** A minute window that holds `max` times already, as the limit `limit` refuses one more. */
+function minuteFull(times: readonly string[], max: number, now: Date, limit: LimitName, what: string): LimitHit | undefined {
+  if (times.length < max) return undefined;
+  return { limit, max, retryAfterSeconds: untilOldestLeaves(times, now), message: `more than ${max} ${what} in the last minute` };
+}
+
+/** A minute window with `now` in it, holding no more than its limit counts. */
+const withNow = (times: readonly string[], max: number, now: Date): string[] => [...times, now.toISOString()].slice(-max);
 
 /**
  * Whether a user may create an empty conversation now: each is a start in their last minute
@@ -143,7 +143,7 @@ export function admitConversation(
   const today = ledgerAt(ledger, now);
   const tooFast = startsPerMinuteHit(today, quota, now);
   if (tooFast !== undefined) return { admitted: false, hit: tooFast };
-  return { admitted: true, ledger: { ...today, recentStarts: withStart(today, quota, now) } };
+  return { admitted: true, ledger: { ...today, recentStarts: withNow(today.recentStarts, quota.turnsPerMinute, now) } };
 }
 
 /**
@@ -156,15 +156,9 @@ export function admitFileChange(
   now: Date,
 ): { admitted: true; ledger: UserLedger } | { admitted: false; hit: LimitHit } {
   const today = ledgerAt(ledger, now);
-  if (today.recentChanges.length >= quota.fileChangesPerMinute) {
-    return refuse(
-      'file_changes_per_minute',
-      quota.fileChangesPerMinute,
-      untilOldestLeaves(today.recentChanges, now),
-      `more than ${quota.fileChangesPerMinute} change(s) of workspace files in the last minute`,
-    );
-  }
-  return { admitted: true, ledger: { ...today, recentChanges: [...today.recentChanges, now.toISOString()].slice(-quota.fileChangesPerMinute) } };
+  const full = minuteFull(today.recentChanges, quota.fileChangesPerMinute, now, 'file_changes_per_minute', 'change(s) of workspace files');
+  if (full !== undefined) return { admitted: false, hit: full };
+  return { admitted: true, ledger: { ...today, recentChanges: withNow(today.recentChanges, quota.fileChangesPerMinute, now) } };
 }
 
 /**
@@ -208,7 +202,7 @@ export function admit(
       `the service started its limit of ${quota.sandboxStartsPerMinute} sandboxes in the last minute`,
     );
   }
-  const starts = withStart(today, quota, now);
+  const starts = withNow(today.recentStarts, quota.turnsPerMinute, now);
   // Kept only when counted: with no limit the record would grow with every start.
   const nextServiceStarts = Number.isFinite(quota.sandboxStartsPerMinute) ? [...everyones, now.toISOString()] : [];
   return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts }, serviceStarts: nextServiceStarts };

@@ -130,7 +130,7 @@ export class StateBlobs {
 
   /** The state's workspace alone as one archive, made once per state and kept until the state goes. */
   async export(key: string | null, format: ExportFormat): Promise<StoredBlob> {
-    if (key === null) return this.exported(format, undefined);
+    if (key === null) return this.emptyExport(format);
     const exportKey = derivedKeys(key)[format];
     const kept = await this.blobs.get(exportKey);
     if (kept !== undefined) return kept;
@@ -145,7 +145,7 @@ export class StateBlobs {
 
   private async makeExport(key: string, exportKey: string, format: ExportFormat): Promise<StoredBlob> {
     const state = await this.blobs.get(key);
-    if (state === undefined) return this.exported(format, undefined);
+    if (state === undefined) return this.emptyExport(format);
     const archive = failIfStalled(this.exportStream(state.stream, format), STALLED_MS, `the export of ${key}`);
     await this.blobs.put(exportKey, archive, MAX_DOWNLOAD_BYTES);
     const made = await this.blobs.get(exportKey);
@@ -159,9 +159,9 @@ export class StateBlobs {
   }
 
   /** An export of an empty workspace, made on the spot: it is tiny. */
-  private async exported(format: ExportFormat, state: Readable | undefined): Promise<StoredBlob> {
+  private async emptyExport(format: ExportFormat): Promise<StoredBlob> {
     const chunks: Buffer[] = [];
-    for await (const chunk of this.exportStream(state, format)) chunks.push(chunk as Buffer);
+    for await (const chunk of this.exportStream(undefined, format)) chunks.push(chunk as Buffer);
     const data = Buffer.concat(chunks);
     return { stream: PassThrough.from([data]), bytes: data.length };
   }
