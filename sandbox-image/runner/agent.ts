@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import type { RunnerTurn } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
 import { SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
 
 /** The outcome of one headless Claude Code run. */
 export type AgentOutcome =
-  | { ok: true; text: string; sessionId: string; numTurns: number }
+  /** `stopReason` is set when the agent stopped at its maxTurns before it was done. */
+  | { ok: true; text: string; sessionId: string; numTurns: number; stopReason?: 'max_turns' }
   | { ok: false; reason: string; sessionId?: string; text?: string };
 
 export interface AgentRun {
@@ -15,6 +17,8 @@ export interface AgentRun {
   model: string;
   smallFastModel: string;
   maxOutputTokens: number;
+  /** The turn's options for the CLI's flags (the model is above). */
+  options: RunnerTurn['options'];
   modelBaseUrl: string;
   token: string;
   /** The egress proxy on loopback, for the agent's tools (npm, pip, git, curl). */
@@ -27,7 +31,10 @@ export interface AgentRun {
 const SHELL_PREFIX = SANDBOX_LAYOUT.shellPrefix;
 
 /** The agent's environment: the runner's own variables are not passed on (the token goes on only as the model key). */
-export function agentEnvironment(run: Omit<AgentRun, 'prompt' | 'resumeSessionId' | 'onEvent'>, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+export function agentEnvironment(
+  run: Omit<AgentRun, 'prompt' | 'resumeSessionId' | 'onEvent' | 'options'>,
+  base: NodeJS.ProcessEnv,
+): NodeJS.ProcessEnv {
   const rest = { ...base };
   for (const name of Object.values(RUNNER_ENV)) delete rest[name];
   return {
@@ -62,12 +69,36 @@ function proxyEnvironment(url: string, modelBaseUrl: string): NodeJS.ProcessEnv 
   return { HTTPS_PROXY: url, HTTP_PROXY: url, https_proxy: url, http_proxy: url, NO_PROXY: direct, no_proxy: direct };
 }
 
-export function runAgent(run: AgentRun): Promise<AgentOutcome> {
-  const args = ['-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions'];
+/**
+ * The CLI's arguments for a turn, each value its own argument (never a shell line); the API's
+ * schema keeps every tool name from reading as an option.
+ */
+export function agentArguments(run: Pick<AgentRun, 'resumeSessionId' | 'model' | 'options'>): string[] {
+  const { systemPrompt, allowedTools, disallowedTools, maxTurns } = run.options;
+  const args = ['-p', '--output-format', 'stream-json', '--verbose', '--include-partial-messages', '--model', run.model];
+  if (allowedTools === undefined) {
+    args.push('--dangerously-skip-permissions');
+  } else {
+    // Skipping permissions would allow every tool: instead only the listed ones are offered
+    // (--tools takes their names) and, of those, only calls their patterns allow run (dontAsk
+    // refuses the others rather than asking anyone).
+    const names = [...new Set(allowedTools.map((tool) => tool.replace(/\(.*$/, '')))];
+    args.push('--permission-mode', 'dontAsk', '--tools', names.join(','));
+    if (allowedTools.length > 0) args.push('--allowedTools', ...allowedTools);
+  }
+  if (disallowedTools !== undefined && disallowedTools.length > 0) args.push('--disallowedTools', ...disallowedTools);
+  if (maxTurns !== undefined) args.push('--max-turns', String(maxTurns));
+  // Every turn runs with its own instructions: by default the CLI keeps the first turn's system
+  // prompt for the whole session, whatever a later turn passes.
+  args.push('--system-prompt-snapshot', 'off');
+  if (systemPrompt !== undefined && systemPrompt !== '') args.push('--append-system-prompt', systemPrompt);
   if (run.resumeSessionId !== null) args.push('--resume', run.resumeSessionId);
-  args.push('--model', run.model);
+  return args;
+}
+
+export function runAgent(run: AgentRun): Promise<AgentOutcome> {
   // The prompt goes through stdin: argv is limited to 128 KiB per argument.
-  const child = spawn('claude', args, { env: agentEnvironment(run, process.env), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('claude', agentArguments(run), { env: agentEnvironment(run, process.env), stdio: ['pipe', 'pipe', 'pipe'] });
   child.stdin.end(run.prompt);
 
   let sessionId: string | undefined;
@@ -112,13 +143,19 @@ export function runAgent(run: AgentRun): Promise<AgentOutcome> {
         return;
       }
       const text = typeof result.result === 'string' ? result.result : '';
+      const numTurns = typeof result.num_turns === 'number' ? result.num_turns : 0;
+      // Stopped at maxTurns: the session is whole and worth keeping; the next prompt continues it.
+      if (result.subtype === 'error_max_turns' && sessionId !== undefined) {
+        resolve({ ok: true, text, sessionId, numTurns, stopReason: 'max_turns' });
+        return;
+      }
       if (result.is_error === true || result.subtype !== 'success' || sessionId === undefined) {
         const errors = Array.isArray(result.errors) ? result.errors.map(String).join('; ') : '';
         const reason = `the agent reported an error (${String(result.subtype)})${errors ? `: ${errors}` : text ? `: ${text}` : ''}`;
         resolve({ ok: false, reason: reason.slice(0, RUNNER_LIMITS.reasonChars), text, ...(sessionId ? { sessionId } : {}) });
         return;
       }
-      resolve({ ok: true, text, sessionId, numTurns: typeof result.num_turns === 'number' ? result.num_turns : 0 });
+      resolve({ ok: true, text, sessionId, numTurns });
     });
   });
 }

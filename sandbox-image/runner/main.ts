@@ -2,7 +2,7 @@ import { runAgent } from './agent.js';
 import { Readable } from 'node:stream';
 import { ApiError, RunnerApi } from './api-client.js';
 import { apiTunnels, startEgressProxy } from './egress-proxy.js';
-import { ProgressReporter, progressEvents } from './progress.js';
+import { ProgressReporter, progressEvents, textDelta } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
@@ -57,10 +57,15 @@ async function main(): Promise<number> {
       model: turn.model,
       smallFastModel: turn.smallFastModel,
       maxOutputTokens: turn.maxOutputTokens,
+      options: turn.options,
       modelBaseUrl: api.modelBaseUrl,
       token,
       proxyUrl: proxy.url,
-      onEvent: (line) => progress.push(progressEvents(line)),
+      onEvent: (line) => {
+        const delta = textDelta(line);
+        if (delta === undefined) progress.push(progressEvents(line));
+        else progress.pushDelta(delta);
+      },
     }).finally(async () => {
       proxy.close();
       await tunnels.settled(TUNNELS_SETTLE_MS);
@@ -72,7 +77,14 @@ async function main(): Promise<number> {
         result = failed(archive.reason, outcome.text);
       } else {
         await api.putState(archive.data);
-        result = { outcome: 'succeeded', text: outcome.text, sessionId: outcome.sessionId, stateSaved: true, numTurns: outcome.numTurns };
+        result = {
+          outcome: 'succeeded',
+          text: outcome.text,
+          sessionId: outcome.sessionId,
+          stateSaved: true,
+          numTurns: outcome.numTurns,
+          ...(outcome.stopReason === undefined ? {} : { stopReason: outcome.stopReason }),
+        };
       }
     } else {
       result = failed(outcome.reason, outcome.text);

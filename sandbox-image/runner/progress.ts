@@ -1,5 +1,18 @@
 import type { AgentEvent } from '../../functions/src/contract/runner.js';
-import { cutToLimit, RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+import { cutToLimit, headOf, RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
+
+/**
+ * The text a line of partial output (`--include-partial-messages`) adds to the answer the main
+ * agent is writing, if it adds any: a subagent's text (parent_tool_use_id set) and thinking are
+ * not the answer.
+ */
+export function textDelta(line: Record<string, unknown>): string | undefined {
+  if (line.type !== 'stream_event' || (line.parent_tool_use_id !== null && line.parent_tool_use_id !== undefined)) return undefined;
+  const event = line.event as { type?: unknown; delta?: { type?: unknown; text?: unknown } } | undefined;
+  if (event?.type !== 'content_block_delta' || event.delta?.type !== 'text_delta') return undefined;
+  const text = event.delta.text;
+  return typeof text === 'string' && text !== '' ? text : undefined;
+}
 
 /** Turns one line of the CLI's stream-json output into the progress events clients watch. */
 export function progressEvents(line: Record<string, unknown>): AgentEvent[] {
@@ -37,23 +50,66 @@ function textOf(content: unknown): string {
 const short = (text: string): string => cutToLimit(text, RUNNER_LIMITS.summaryChars);
 
 /**
- * Sends progress in order, batching whatever piles up while a post is in flight. Progress is
- * best-effort: a failed post is reported on stderr and never fails the turn.
+ * How text deltas are batched: the first of a block soon after it comes (what a user waits for),
+ * the rest at most twice a second. Each post is a write of the turn's record, and Firestore
+ * advises keeping a document's sustained writes to about one a second
+ * (cloud.google.com/firestore/quotas, "Maximum sustained write rate to a document").
+ */
+export const DELTA_BATCHING = { firstMs: 25, everyMs: 500 } as const;
+
+/**
+ * Sends progress in order, batching whatever piles up while a post is in flight, and text
+ * deltas by time. Progress is best-effort: a failed post is reported on stderr and never fails the turn.
  */
 export class ProgressReporter {
   private queue: AgentEvent[] = [];
   private inFlight: Promise<void> = Promise.resolve();
+  private pendingDelta = '';
+  private deltaTimer: NodeJS.Timeout | undefined;
+  /** Whether deltas of the current text block were sent already (the later ones wait longer). */
+  private blockStarted = false;
 
-  constructor(private readonly send: (events: AgentEvent[]) => Promise<void>) {}
+  constructor(
+    private readonly send: (events: AgentEvent[]) => Promise<void>,
+    private readonly batching: { firstMs: number; everyMs: number } = DELTA_BATCHING,
+  ) {}
 
+  /** Steps go out after the deltas before them; a step ends the text block its deltas built. */
   push(events: AgentEvent[]): void {
     if (events.length === 0) return;
-    this.queue.push(...events);
-    this.inFlight = this.inFlight.then(() => this.drain());
+    this.sendDelta();
+    this.blockStarted = false;
+    this.enqueue(events);
+  }
+
+  pushDelta(text: string): void {
+    this.pendingDelta += text;
+    this.deltaTimer ??= setTimeout(() => this.sendDelta(), this.blockStarted ? this.batching.everyMs : this.batching.firstMs);
   }
 
   flush(): Promise<void> {
+    this.sendDelta();
     return this.inFlight;
+  }
+
+  private sendDelta(): void {
+    clearTimeout(this.deltaTimer);
+    this.deltaTimer = undefined;
+    if (this.pendingDelta === '') return;
+    const events: AgentEvent[] = [];
+    for (let rest = this.pendingDelta; rest !== ''; ) {
+      const piece = headOf(rest, RUNNER_LIMITS.eventTextChars);
+      events.push({ type: 'text_delta', text: piece });
+      rest = rest.slice(piece.length);
+    }
+    this.pendingDelta = '';
+    this.blockStarted = true;
+    this.enqueue(events);
+  }
+
+  private enqueue(events: AgentEvent[]): void {
+    this.queue.push(...events);
+    this.inFlight = this.inFlight.then(() => this.drain());
   }
 
   private async drain(): Promise<void> {

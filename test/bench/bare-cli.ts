@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
+import { loadConfig } from '../../functions/src/config.js';
 import { commandInCgroup, type SandboxCgroup } from '../../functions/src/sandbox/local/cgroups.js';
+import { agentArguments } from '../../sandbox-image/runner/agent.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 
 /**
@@ -14,7 +16,8 @@ import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
 
 export const CLAUDE_BIN = path.resolve('node_modules/@anthropic-ai/claude-code/bin/claude.exe');
 
-const ARGS = ['-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions'];
+/** The runner's own arguments for a first turn with no options, so that both runs do the same work. */
+const ARGS = agentArguments({ resumeSessionId: null, model: loadConfig({}).agent.model, options: {} });
 
 export async function cliVersion(): Promise<string> {
   const { stdout } = await promisify(execFile)(CLAUDE_BIN, ['--version']);

@@ -313,6 +313,7 @@ async function fillStore(file: string, perUser: number): Promise<string[]> {
         updatedAt: at,
         sessionId: null,
         stateKey: null,
+        options: {},
       });
       const turnId = randomUUID();
       const started = await store.startTurn(

@@ -81,6 +81,7 @@ const conversation = (id: string, overrides: Partial<Conversation> = {}): Conver
   updatedAt: at(0),
   sessionId: null,
   stateKey: null,
+  options: {},
   ...overrides,
 });
 
@@ -122,6 +123,9 @@ function storeContract(adapter: Adapter): void {
       it('reads back a created conversation exactly; an unknown id is undefined', async () => {
         expect(await store.getConversation('c1')).toEqual(conversation('c1'));
         expect(await store.getConversation('nope')).toBeUndefined();
+        const options = { model: 'm', systemPrompt: 'be brief', disallowedTools: ['Bash'], maxTurns: 2 };
+        await store.createConversation(conversation('c-options', { options }));
+        expect(await store.getConversation('c-options')).toEqual(conversation('c-options', { options }));
       });
 
       it("lists only the user's conversations, the most recently active first", async () => {
@@ -224,7 +228,12 @@ function storeContract(adapter: Adapter): void {
 
     describe('starting turns', () => {
       it('stores the turn exactly as given', async () => {
-        const given = turn('t1', { idempotencyKey: 'k', prompt: 'do it', usage: { ...emptyUsage(), modelCalls: 1 } });
+        const given = turn('t1', {
+          idempotencyKey: 'k',
+          prompt: 'do it',
+          usage: { ...emptyUsage(), modelCalls: 1 },
+          options: { model: 'm', systemPrompt: 'be brief', allowedTools: ['Read', 'Bash(git log:*)'], disallowedTools: ['Write'], maxTurns: 4 },
+        });
         expect(await store.startTurn(given)).toEqual({ started: true });
         expect(await store.getTurn('t1')).toEqual(given);
         expect(await store.getTurn('nope')).toBeUndefined();
@@ -835,6 +844,22 @@ function storeContract(adapter: Adapter): void {
         const done = await store.updateTurn('t1', ['queued'], { status: 'failed' }, { events: (t) => [result(t)] });
         expect(done?.status).toBe('failed');
         expect((await store.listEvents('t1', 0)).at(-1)?.type).toBe('result');
+      });
+
+      it('keeps text deltas to half the budget, dropped past it without a notice, so that the steps keep the other half', async () => {
+        await store.startTurn(turn('t1'));
+        const budget = { maxEvents: 6, maxBytes: 1000 };
+        const delta = (n: number) => ({ type: 'text_delta' as const, data: { text: `part ${n} ` } });
+        const kept = await store.appendEvents('t1', [delta(1), delta(2), delta(3), delta(4), text('whole'), delta(5)], budget);
+        expect(kept?.map((e) => e.type)).toEqual(['text_delta', 'text_delta', 'text_delta', 'text']);
+        const steps = await store.appendEvents('t1', [text('a'), text('b'), text('c')], budget);
+        expect(steps?.map((e) => e.type)).toEqual(['text', 'text', 'events_dropped']);
+        // And half its bytes.
+        await store.createConversation(conversation('c2'));
+        await store.startTurn(turn('t2', { conversationId: 'c2' }));
+        const bytes = { maxEvents: 100, maxBytes: 200 };
+        const long = { type: 'text_delta' as const, data: { text: 'y'.repeat(80) } };
+        expect((await store.appendEvents('t2', [long, long, text('x'.repeat(80))], bytes))?.map((e) => e.type)).toEqual(['text_delta', 'text']);
       });
 
       it("counts the bytes of a turn's events against its budget", async () => {

@@ -35,6 +35,7 @@ describe('turn records', () => {
   it('makes a new turn queued, with nothing yet spent or set', () => {
     expect(newTurn(made)).toEqual({
       ...made,
+      options: {},
       status: 'queued',
       reason: null,
       text: null,

@@ -23,7 +23,7 @@ describe('egress records', () => {
     dir = mkdtempSync(path.join(tmpdir(), 'clauderun-egress-records-'));
     store = new SqliteConversationStore(path.join(dir, 'store.sqlite'));
     const now = new Date().toISOString();
-    await store.createConversation({ id: 'c', userId: 'u', title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+    await store.createConversation({ id: 'c', userId: 'u', title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null, options: {} });
     await store.startTurn(newTurn({ id: 't', conversationId: 'c', userId: 'u', prompt: 'p', createdAt: now, deadlineAt: now }));
     writes = [];
     failNext = false;

@@ -297,7 +297,16 @@ describe('the egress caps across instances of the API', () => {
     dir = mkdtempSync(path.join(tmpdir(), 'clauderun-egress-caps-'));
     store = new SqliteConversationStore(path.join(dir, 'store.sqlite'));
     const now = new Date().toISOString();
-    await store.createConversation({ id: 'c', userId: TURN.userId, title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+    await store.createConversation({
+      id: 'c',
+      userId: TURN.userId,
+      title: '',
+      createdAt: now,
+      updatedAt: now,
+      sessionId: null,
+      stateKey: null,
+      options: {},
+    });
     await store.startTurn(newTurn({ id: TURN.id, conversationId: 'c', userId: TURN.userId, prompt: 'p', createdAt: now, deadlineAt: now }));
   });
   afterEach(async () => {
@@ -369,7 +378,16 @@ describe('the egress caps across instances of the API', () => {
 
   it("two turns of one user with connections open at once on one instance share what the user's day has left", async () => {
     const now = new Date().toISOString();
-    await store.createConversation({ id: 'c2', userId: TURN.userId, title: '', createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+    await store.createConversation({
+      id: 'c2',
+      userId: TURN.userId,
+      title: '',
+      createdAt: now,
+      updatedAt: now,
+      sessionId: null,
+      stateKey: null,
+      options: {},
+    });
     await store.startTurn(newTurn({ id: 't2', conversationId: 'c2', userId: TURN.userId, prompt: 'p', createdAt: now, deadlineAt: now }));
     const a = await apiInstance(storeMeter({ ...OPEN_CAPS, dailyBytesPerUser: 300_000 }));
     const port = await download(200_000);

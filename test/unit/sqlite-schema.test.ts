@@ -14,7 +14,16 @@ describe('the SQLite store on a database from an earlier release', () => {
   it('adds the columns it lacks and keeps what it holds', async () => {
     const file = path.join(dir, 'old.sqlite');
     const first = new SqliteConversationStore(file);
-    await first.createConversation({ id: 'c1', userId: 'u1', title: 't', createdAt: 'a', updatedAt: 'a', sessionId: null, stateKey: null });
+    await first.createConversation({
+      id: 'c1',
+      userId: 'u1',
+      title: 't',
+      createdAt: 'a',
+      updatedAt: 'a',
+      sessionId: null,
+      stateKey: null,
+      options: {},
+    });
     await first.startTurn(
       newTurn({ id: 't1', conversationId: 'c1', userId: 'u1', prompt: 'hi', createdAt: new Date().toISOString(), deadlineAt: 'z' }),
     );
@@ -22,10 +31,26 @@ describe('the SQLite store on a database from an earlier release', () => {
     // What a database written before `stopped_by` existed looks like.
     const raw = new DatabaseSync(file);
     raw.exec('ALTER TABLE turns DROP COLUMN stopped_by');
+    // And one from before agent options.
+    raw.exec('ALTER TABLE turns DROP COLUMN options');
+    raw.exec('ALTER TABLE conversations DROP COLUMN options');
     raw.close();
 
     const reopened = new SqliteConversationStore(file);
-    expect(await reopened.getTurn('t1')).toMatchObject({ id: 't1', prompt: 'hi', stoppedBy: null });
+    expect(await reopened.getTurn('t1')).toMatchObject({ id: 't1', prompt: 'hi', stoppedBy: null, options: {} });
+    expect(await reopened.getConversation('c1')).toMatchObject({ id: 'c1', options: {} });
+    const options = { model: 'm', allowedTools: ['Bash(git:*)'], maxTurns: 3 };
+    await reopened.createConversation({
+      id: 'c2',
+      userId: 'u1',
+      title: 't',
+      createdAt: 'a',
+      updatedAt: 'a',
+      sessionId: null,
+      stateKey: null,
+      options,
+    });
+    expect((await reopened.getConversation('c2'))?.options).toEqual(options);
     expect(await reopened.updateTurn('t1', ['queued'], { status: 'failed', stoppedBy: 'daily_tokens' })).toMatchObject({ stoppedBy: 'daily_tokens' });
     await reopened.close();
   });
@@ -35,7 +60,16 @@ describe('the SQLite store on a database from an earlier release', () => {
     const store = new SqliteConversationStore(file);
     const now = new Date().toISOString();
     for (const id of ['good', 'bad']) {
-      await store.createConversation({ id: `c-${id}`, userId: 'u1', title: id, createdAt: now, updatedAt: now, sessionId: null, stateKey: null });
+      await store.createConversation({
+        id: `c-${id}`,
+        userId: 'u1',
+        title: id,
+        createdAt: now,
+        updatedAt: now,
+        sessionId: null,
+        stateKey: null,
+        options: {},
+      });
       await store.startTurn(newTurn({ id: `t-${id}`, conversationId: `c-${id}`, userId: 'u1', prompt: id, createdAt: now, deadlineAt: now }));
     }
     await store.close();

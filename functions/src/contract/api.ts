@@ -11,15 +11,66 @@ import { TurnStatus, Usage } from './turn.js';
  */
 export const ResourceId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'not an id this API gives out');
 
+const utf8Bytes = (text: string): number => new TextEncoder().encode(text).length;
+
+/** The largest pieces of an agent's options (AgentOptions). */
+export const AGENT_OPTION_LIMITS = { systemPromptBytes: 10 * 1024, toolNames: 50, toolNameChars: 200, maxTurns: 1000 } as const;
+
+/**
+ * A tool as Claude Code names it in a permission rule: a name (`Read`, `mcp__server__tool`),
+ * optionally with a pattern in parentheses (`Bash(npm test:*)`, `Edit(src/**)`). Each goes to the
+ * CLI as one argument: the shape keeps it from ever reading as an option (`--…`) or as two rules.
+ */
+const ToolName = z
+  .string({ error: 'a tool name must be a string' })
+  .max(AGENT_OPTION_LIMITS.toolNameChars, `a tool name must be at most ${AGENT_OPTION_LIMITS.toolNameChars} characters`)
+  .regex(
+    /^[A-Za-z][A-Za-z0-9_-]*(\([^()\p{Cc}]*\))?$/u,
+    'a tool name is a name (Read, mcp__server__tool), optionally with a pattern in parentheses (Bash(npm test:*))',
+  );
+const ToolNames = z.array(ToolName).max(AGENT_OPTION_LIMITS.toolNames, `at most ${AGENT_OPTION_LIMITS.toolNames} tool names`);
+
+/**
+ * How the agent runs a conversation's turns. A conversation keeps the options it was started
+ * with; a turn may override any of them for itself. `model` must be one the deployment allows
+ * (GET /api/client-config lists them); unset, the deployment's default.
+ */
+export const AgentOptions = z.strictObject({
+  model: z.string({ error: 'model must be a string' }).min(1, 'model must not be empty').max(200, 'model must be at most 200 characters').optional(),
+  /** Appended to the agent's own system prompt. */
+  systemPrompt: z
+    .string({ error: 'systemPrompt must be a string' })
+    .refine(
+      (text) => utf8Bytes(text) <= AGENT_OPTION_LIMITS.systemPromptBytes,
+      `systemPrompt must be at most ${AGENT_OPTION_LIMITS.systemPromptBytes} bytes`,
+    )
+    .optional(),
+  /** The only tools the agent may use; any other is refused when it asks. Unset: all of them. */
+  allowedTools: ToolNames.optional(),
+  /** Tools taken away from the agent. */
+  disallowedTools: ToolNames.optional(),
+  /** The most agentic turns (model calls with their tool uses) one prompt may take; the turn stops there, its work kept. */
+  maxTurns: z
+    .number({ error: 'maxTurns must be a number' })
+    .int('maxTurns must be an integer')
+    .min(1, 'maxTurns must be at least 1')
+    .max(AGENT_OPTION_LIMITS.maxTurns, `maxTurns must be at most ${AGENT_OPTION_LIMITS.maxTurns}`)
+    .optional(),
+});
+export type AgentOptions = z.infer<typeof AgentOptions>;
+
 export const PostConversationRequest = z.strictObject({
   message: z.string({ error: 'message must be a string' }).refine((m) => m.trim().length > 0, 'message must not be empty'),
   conversationId: ResourceId.optional(),
+  /** A new conversation's options; with conversationId, this turn's overrides of the conversation's. */
+  options: AgentOptions.optional(),
 });
 export type PostConversationRequest = z.infer<typeof PostConversationRequest>;
 
 /** `POST /api/conversations`: a conversation with no turn yet (a title of its own, or one from its first prompt's words later). */
 export const CreateConversationRequest = z.strictObject({
   title: z.string({ error: 'title must be a string' }).max(200, 'title must be at most 200 characters').optional(),
+  options: AgentOptions.optional(),
 });
 export type CreateConversationRequest = z.infer<typeof CreateConversationRequest>;
 
@@ -74,7 +125,11 @@ export type StartedTurnView = z.infer<typeof StartedTurnView>;
 export const ConversationList = z.object({ conversations: z.array(ConversationSummary), nextCursor: z.string().nullable() });
 export type ConversationList = z.infer<typeof ConversationList>;
 
-export const ConversationView = ConversationSummary.extend({ turns: z.array(TurnView.extend({ prompt: z.string() })) });
+/** A conversation with its options and its turns, each with its prompt and the options it ran with. */
+export const ConversationView = ConversationSummary.extend({
+  options: AgentOptions,
+  turns: z.array(TurnView.extend({ prompt: z.string(), options: AgentOptions })),
+});
 export type ConversationView = z.infer<typeof ConversationView>;
 
 /** `GET /api/usage`: the caller's spending today (UTC) and the limits that apply to them. */
@@ -157,5 +212,8 @@ export type CloudAuthMode = z.infer<typeof CloudAuthMode>;
 export const ClientConfig = z.object({
   authModes: z.array(AuthMode),
   firebase: z.object({ apiKey: z.string(), projectId: z.string(), authUrl: z.string(), tokenUrl: z.string() }).nullable(),
+  /** The models a conversation may pick (AgentOptions.model), and the one it gets when it picks none. */
+  models: z.array(z.string()),
+  defaultModel: z.string(),
 });
 export type ClientConfig = z.infer<typeof ClientConfig>;

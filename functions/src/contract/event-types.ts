@@ -7,6 +7,7 @@ import type { TurnEventType as Name } from './events.js';
 export const TurnEventType = {
   status: 'status',
   text: 'text',
+  text_delta: 'text_delta',
   tool_use: 'tool_use',
   tool_result: 'tool_result',
   events_dropped: 'events_dropped',

@@ -6,7 +6,7 @@ import { RUNNER_LIMITS } from './runner-limits.js';
 
 /*
  * What a turn's event stream carries, each type with its data: `status` (starting, running), the
- * agent's steps as the runner posts them (`text`, `tool_use`, `tool_result`), `events_dropped`
+ * agent's steps as the runner posts them (`text_delta` as the answer streams, `text`, `tool_use`, `tool_result`), `events_dropped`
  * once if the turn's progress went over its budget (later steps are not stored), `egress` for
  * each connection the sandbox's tools tried to open out (at its end, or at its refusal), and one final
  * `result` holding the turn. Their names as zod-free values are in event-types.ts.
@@ -16,6 +16,14 @@ export const StatusData = z.object({ status: TurnStatus });
 export type StatusData = z.infer<typeof StatusData>;
 export const TextData = z.object({ text: z.string().max(RUNNER_LIMITS.eventTextChars) });
 export type TextData = z.infer<typeof TextData>;
+/**
+ * Text of the agent's answer as the model produces it, to be appended to what came since the last
+ * `text` event; the next `text` event holds the whole block, and replaces what its deltas built.
+ * Deltas are a preview: past half the turn's event budget they stop (silently), and `text` and
+ * `result` stay the source of truth.
+ */
+export const TextDeltaData = z.object({ text: z.string().min(1).max(RUNNER_LIMITS.eventTextChars) });
+export type TextDeltaData = z.infer<typeof TextDeltaData>;
 export const ToolUseData = z.object({ name: z.string().max(RUNNER_LIMITS.toolNameChars), summary: z.string().max(RUNNER_LIMITS.summaryChars) });
 export type ToolUseData = z.infer<typeof ToolUseData>;
 export const ToolResultData = z.object({ summary: z.string().max(RUNNER_LIMITS.summaryChars), isError: z.boolean() });
@@ -39,6 +47,7 @@ export type EgressData = z.infer<typeof EgressData>;
 export const TurnEventBody = z.discriminatedUnion('type', [
   z.object({ type: z.literal('status'), data: StatusData }),
   z.object({ type: z.literal('text'), data: TextData }),
+  z.object({ type: z.literal('text_delta'), data: TextDeltaData }),
   z.object({ type: z.literal('tool_use'), data: ToolUseData }),
   z.object({ type: z.literal('tool_result'), data: ToolResultData }),
   z.object({ type: z.literal('events_dropped'), data: EventsDroppedData }),
@@ -65,6 +74,10 @@ export const eventsDroppedEvent = (data: EventsDroppedData): TurnEventOf<'events
 export function agentStepEvent(step: AgentEvent): TurnEventBody {
   switch (step.type) {
     case 'text': {
+      const { type, ...data } = step;
+      return { type, data };
+    }
+    case 'text_delta': {
       const { type, ...data } = step;
       return { type, data };
     }

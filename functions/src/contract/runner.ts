@@ -1,7 +1,8 @@
 import { z } from 'zod';
+import { AgentOptions } from './api.js';
 import { RUNNER_LIMITS } from './runner-limits.js';
 import { TurnEventType } from './event-types.js';
-import { TextData, ToolResultData, ToolUseData } from './events.js';
+import { TextData, TextDeltaData, ToolResultData, ToolUseData } from './events.js';
 
 /**
  * The internal API between the API and the runner inside a sandbox. The API validates what the
@@ -18,7 +19,7 @@ export const RunnerTurn = z.object({
   sessionId: z.string().nullable(),
   /** Whether a state archive (session + workspace) exists to restore. */
   hasState: z.boolean(),
-  /** The agent's models: the model proxy refuses any other. */
+  /** The agent's models (the turn's choice, else the deployment's): the model proxy refuses any other. */
   model: z.string(),
   smallFastModel: z.string(),
   /** The largest output of one model call the proxy allows. */
@@ -26,6 +27,8 @@ export const RunnerTurn = z.object({
   maxStateBytes: z.number().int().positive(),
   /** What a restored state may expand to (the sandbox's disk): the runner stops extracting past it. */
   maxRestoreBytes: z.number().int().positive(),
+  /** The rest of the turn's options (the model is above), for the CLI's flags. */
+  options: AgentOptions.omit({ model: true }),
 });
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
 
@@ -43,6 +46,8 @@ export const RunnerResult = z.discriminatedUnion('outcome', [
     /** Whether the runner uploaded a new state archive for this turn. */
     stateSaved: z.boolean(),
     numTurns: z.number().int().nonnegative().optional(),
+    /** The agent stopped before it was done, at the turn's maxTurns; its work so far is saved. */
+    stopReason: z.literal('max_turns').optional(),
   }),
   z.object({
     outcome: z.literal('failed'),
@@ -59,6 +64,7 @@ export type RunnerResult = z.infer<typeof RunnerResult>;
  */
 export const AgentEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal(TurnEventType.text), ...TextData.shape }),
+  z.object({ type: z.literal(TurnEventType.text_delta), ...TextDeltaData.shape }),
   z.object({ type: z.literal(TurnEventType.tool_use), ...ToolUseData.shape }),
   z.object({ type: z.literal(TurnEventType.tool_result), ...ToolResultData.shape }),
 ]);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { StoredBlob } from '../blobs/blob-store.js';
+import type { AgentOptions } from '../contract/api.js';
 import { agentStepEvent, type EgressData } from '../contract/events.js';
 import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
@@ -98,11 +99,12 @@ export class RunnerService {
       prompt: turn.prompt,
       sessionId: conversation?.sessionId ?? null,
       hasState: conversation?.stateKey != null,
-      model: this.deps.agent.model,
+      model: turn.options.model ?? this.deps.agent.model,
       smallFastModel: this.deps.agent.smallFastModel,
       maxOutputTokens: this.deps.agent.maxOutputTokens,
       maxStateBytes: this.deps.limits.maxStateBytes,
       maxRestoreBytes: this.deps.limits.diskMb * 1024 * 1024,
+      options: withoutModel(turn.options),
     };
   }
 
@@ -156,10 +158,11 @@ export class RunnerService {
     // One turn runs at a time in a conversation, so its state cannot change under us here.
     const previous = (await this.deps.store.getConversation(turn.conversationId))?.stateKey ?? null;
     const saved = turn.uploadedStateKey;
+    const reason = result.stopReason === 'max_turns' ? maxTurnsReason(turn.options.maxTurns) : null;
     const finished = await this.lifecycle.end(
       turn,
       'succeeded',
-      { text: result.text, reason: null, resultDigest: digest },
+      { text: result.text, reason, resultDigest: digest },
       saved === null ? undefined : { sessionId: result.sessionId, stateKey: saved },
     );
     if (finished.status === 'succeeded' && saved !== null && previous !== null && previous !== saved) {
@@ -197,4 +200,12 @@ export class RunnerService {
     const overBudget = budgetHit(ledger, this.deps.quota, new Date());
     if (overBudget !== undefined) await this.lifecycle.stop(turn, 'failed', `stopped: ${overBudget.message}`, overBudget.limit);
   }
+}
+
+const withoutModel = ({ model: _model, ...rest }: AgentOptions): Omit<AgentOptions, 'model'> => rest;
+
+/** Why a turn that succeeded stopped before the agent was done. */
+function maxTurnsReason(maxTurns: number | undefined): string {
+  const limit = maxTurns === undefined ? 'its limit of turns' : `its limit of ${maxTurns} turns`;
+  return `max_turns: the agent stopped at ${limit} (options.maxTurns) before it was done; its work is saved, and the next prompt continues it`;
 }

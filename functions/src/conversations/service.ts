@@ -7,6 +7,7 @@ import type { TurnEvent } from '../domain/turn-event.js';
 import { isFinal } from '../domain/turn-state.js';
 import { newTurn, type Turn } from '../domain/turn.js';
 import type { StartTurnResult } from '../store/conversation-store.js';
+import { checkOptions, turnOptions } from './agent-options.js';
 import { refusal, ServiceError } from './errors.js';
 import { ownConversation } from './owned.js';
 import type { TurnLifecycle } from './turn-lifecycle.js';
@@ -30,6 +31,7 @@ export class ConversationService {
       updatedAt: now,
       sessionId: null,
       stateKey: null,
+      options: checkOptions(request.options ?? {}, this.deps.agent),
     };
     const created = await this.deps.store.createConversation(conversation, this.deps.quota);
     if (!created.created) throw refusal(created.limitHit);
@@ -49,6 +51,8 @@ export class ConversationService {
     const now = new Date();
     const conversationId = request.conversationId ?? randomUUID();
     const existing = request.conversationId === undefined ? undefined : await this.ownConversation(userId, request.conversationId);
+    // A new conversation keeps the options it starts with; a turn of one that exists overrides its options for itself.
+    const options = checkOptions(turnOptions(existing?.options ?? {}, request.options), this.deps.agent);
     // A conversation created empty and untitled is named by its first prompt, as a new one is.
     const title =
       existing?.title === UNTITLED && (await store.listTurns(existing.id)).length === 0 ? titleOf(request.message) || UNTITLED : undefined;
@@ -63,12 +67,14 @@ export class ConversationService {
             updatedAt: now.toISOString(),
             sessionId: null,
             stateKey: null,
+            options,
           };
     const turn = newTurn({
       id: randomUUID(),
       conversationId,
       userId,
       prompt: request.message,
+      options,
       createdAt: now.toISOString(),
       deadlineAt: new Date(now.getTime() + limits.turnTimeoutSeconds * 1000).toISOString(),
       idempotencyKey: idempotencyKey ?? null,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AgentOptions } from '../contract/api.js';
 
 export const ConversationRecord = z.object({
   id: z.string(),
@@ -11,8 +12,12 @@ export const ConversationRecord = z.object({
   sessionId: z.string().nullable(),
   /** BlobStore key of the latest committed state archive (agent session + workspace). */
   stateKey: z.string().nullable(),
+  /** How the agent runs its turns (each turn may override them); a record written before options existed has none. */
+  options: AgentOptions.default({}),
 });
 export type Conversation = z.infer<typeof ConversationRecord>;
+/** What a conversation is made with; options may be left out. */
+export type NewConversation = z.input<typeof ConversationRecord>;
 
 /** A conversation's new agent session and state archive, taken on together with a turn's success. */
 export const StateCommit = z.object({ sessionId: z.string(), stateKey: z.string() });

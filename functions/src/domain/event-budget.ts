@@ -1,4 +1,5 @@
 import { eventsDroppedEvent } from '../contract/events.js';
+import { TurnEventType } from '../contract/event-types.js';
 import type { NewTurnEvent } from './turn-event.js';
 
 /**
@@ -25,6 +26,12 @@ export const NO_EVENT_BUDGET: EventBudget = { maxEvents: Infinity, maxBytes: Inf
 const eventBytes = (event: NewTurnEvent): number => Buffer.byteLength(JSON.stringify(event.data), 'utf8');
 
 /**
+ * Text deltas only preview what `text` events then hold whole: they may use half the budget,
+ * and past it they are left out without a notice, so that the steps always have the other half.
+ */
+const DELTA_SHARE = 0.5;
+
+/**
  * The events that fit, in order (the first that does not fit ends them), plus the notice when
  * this batch is the first to be cut; and the tally after them.
  */
@@ -34,7 +41,9 @@ export function withinBudget(tally: EventTally, events: readonly NewTurnEvent[],
   let { events: count, bytes } = tally;
   for (const event of events) {
     const size = eventBytes(event);
-    if (count + 1 > budget.maxEvents || bytes + size > budget.maxBytes) {
+    if (event.type === TurnEventType.text_delta) {
+      if (count + 1 > budget.maxEvents * DELTA_SHARE || bytes + size > budget.maxBytes * DELTA_SHARE) continue;
+    } else if (count + 1 > budget.maxEvents || bytes + size > budget.maxBytes) {
       const notice = eventsDroppedEvent({
         message: `this turn's progress is over its budget of ${budget.maxEvents} events or ${budget.maxBytes} bytes: later steps are not shown`,
         maxEvents: budget.maxEvents,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AgentOptions } from '../contract/api.js';
 import { LimitName } from '../contract/limits.js';
 import { emptyUsage, TurnStatus, Usage } from '../contract/turn.js';
 import { isFinal } from './turn-state.js';
@@ -13,8 +14,10 @@ export const TurnRecord = z.object({
   conversationId: z.string(),
   userId: z.string(),
   prompt: z.string(),
+  /** The options the turn runs with: its conversation's, with the turn's own overrides. */
+  options: AgentOptions.default({}),
   status: TurnStatus.default('queued'),
-  /** Why a turn ended the way it did, in words; null while running and on success. */
+  /** Why a turn ended the way it did, in words; null while running and on a success, unless it stopped early (maxTurns). */
   reason: z.string().nullable().default(null),
   text: z.string().nullable().default(null),
   usage: Usage.default(emptyUsage),
@@ -63,6 +66,7 @@ type Fixed =
   | 'conversationId'
   | 'userId'
   | 'prompt'
+  | 'options'
   | 'createdAt'
   | 'deadlineAt'
   | 'idempotencyKey'

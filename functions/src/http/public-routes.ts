@@ -113,7 +113,11 @@ export function publicRoutes(
 
   router.get(PUBLIC_ROUTES.conversation, async (req: Request<Params>, res) => {
     const { conversation, turns } = await service.getConversation(await userOf(req), req.params.conversationId);
-    const body: ConversationView = { ...conversationSummary(conversation), turns: turns.map((t) => ({ ...turnView(t), prompt: t.prompt })) };
+    const body: ConversationView = {
+      ...conversationSummary(conversation),
+      options: conversation.options,
+      turns: turns.map((t) => ({ ...turnView(t), prompt: t.prompt, options: t.options })),
+    };
     res.json(body);
   });
 

@@ -57,6 +57,8 @@ function clientConfigOf(config: Config): ClientConfig {
       firebase !== undefined && webSignIn !== undefined
         ? { apiKey: webSignIn.apiKey, projectId: firebase.projectId, authUrl: webSignIn.authUrl, tokenUrl: webSignIn.tokenUrl }
         : null,
+    models: [...config.agent.models],
+    defaultModel: config.agent.model,
   };
 }
 

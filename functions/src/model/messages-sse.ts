@@ -39,7 +39,10 @@ export function encodeMessageStream(message: AssistantMessage): string[] {
   message.content.forEach((block, index) => {
     if (block.type === 'text') {
       events.push(event('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '' } }));
-      events.push(event('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: block.text } }));
+      // A word at a time, as a model streams its tokens.
+      for (const word of block.text.match(/\s*\S+\s*|\s+/g) ?? []) {
+        events.push(event('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: word } }));
+      }
     } else {
       events.push(
         event('content_block_start', {

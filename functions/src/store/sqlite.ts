@@ -38,6 +38,7 @@ const TURN_COLUMNS = {
   conversationId: 'TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE',
   userId: 'TEXT NOT NULL',
   prompt: 'TEXT NOT NULL',
+  options: "TEXT NOT NULL DEFAULT '{}'",
   status: 'TEXT NOT NULL',
   reason: 'TEXT',
   text: 'TEXT',
@@ -71,6 +72,7 @@ function toColumnValue(value: Turn[TurnField]): SQLInputValue {
 /** The fields toColumnValue encodes, read back. */
 const DECODE: Partial<Record<TurnField, (value: SQLInputValue) => unknown>> = {
   usage: (text) => JSON.parse(String(text)),
+  options: (text) => JSON.parse(String(text)),
   holdsSandbox: (flag) => Number(flag) === 1,
 };
 
@@ -82,7 +84,8 @@ CREATE TABLE IF NOT EXISTS conversations (
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   session_id TEXT,
-  state_key TEXT
+  state_key TEXT,
+  options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, updated_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS turns (
@@ -119,6 +122,7 @@ const toConversation = (row: Row): Conversation =>
     updatedAt: row.updated_at,
     sessionId: row.session_id,
     stateKey: row.state_key,
+    options: JSON.parse(str(row.options ?? '{}')),
   });
 
 const conversationNamed = (row: Row): string => `conversation ${String(row.id)}`;
@@ -153,15 +157,18 @@ export class SqliteConversationStore implements ConversationStore {
 
   /** Databases made before a column existed get it (CREATE TABLE IF NOT EXISTS leaves them as they were). */
   private addMissingColumns(): void {
-    const columns = new Set(
-      this.db
-        .prepare('PRAGMA table_info(turns)')
-        .all()
-        .map((row) => str(row.name)),
-    );
+    const columnsOf = (table: string) =>
+      new Set(
+        this.db
+          .prepare(`PRAGMA table_info(${table})`)
+          .all()
+          .map((row) => str(row.name)),
+      );
+    const turns = columnsOf('turns');
     for (const field of TURN_FIELDS) {
-      if (!columns.has(columnOf(field))) this.db.exec(`ALTER TABLE turns ADD COLUMN ${columnOf(field)} ${TURN_COLUMNS[field]}`);
+      if (!turns.has(columnOf(field))) this.db.exec(`ALTER TABLE turns ADD COLUMN ${columnOf(field)} ${TURN_COLUMNS[field]}`);
     }
+    if (!columnsOf('conversations').has('options')) this.db.exec("ALTER TABLE conversations ADD COLUMN options TEXT NOT NULL DEFAULT '{}'");
   }
 
   async createConversation(c: Conversation, quota?: Quota): Promise<CreateConversationResult> {
@@ -178,8 +185,10 @@ export class SqliteConversationStore implements ConversationStore {
 
   private insertConversation(c: Conversation): void {
     this.db
-      .prepare('INSERT INTO conversations (id, user_id, title, created_at, updated_at, session_id, state_key) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(c.id, c.userId, c.title, c.createdAt, c.updatedAt, c.sessionId, c.stateKey);
+      .prepare(
+        'INSERT INTO conversations (id, user_id, title, created_at, updated_at, session_id, state_key, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(c.id, c.userId, c.title, c.createdAt, c.updatedAt, c.sessionId, c.stateKey, JSON.stringify(c.options));
   }
 
   async getConversation(id: string): Promise<Conversation | undefined> {

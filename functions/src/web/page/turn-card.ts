@@ -24,6 +24,8 @@ export class TurnCard {
   private readonly egress: HTMLUListElement;
   /** The agent's latest text: the answer so far, until a tool step shows it was a step itself. */
   private latestText: string | undefined;
+  /** The text block the model is writing, from its deltas, until its `text` event holds it whole. */
+  private growingText: string | undefined;
   private lastTool = 'The tool';
 
   constructor(prompt: string) {
@@ -64,7 +66,11 @@ export class TurnCard {
         this.setStatus(event.data.status);
         return describeStatus(event.data.status);
       case TurnEventType.text:
+        this.growingText = undefined;
         return this.text(event.data.text);
+      case TurnEventType.text_delta:
+        this.growingText = (this.growingText ?? '') + event.data.text;
+        return this.text(this.growingText);
       case TurnEventType.tool_use:
         return this.toolUse(event.data);
       case TurnEventType.tool_result:
@@ -110,6 +116,7 @@ export class TurnCard {
       renderMarkdown(note, this.latestText);
       this.addStep(note);
       this.latestText = undefined;
+      this.growingText = undefined;
       this.answer.replaceChildren();
     }
     this.lastTool = step.name;
