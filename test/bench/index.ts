@@ -11,6 +11,7 @@ import { egressCost } from './egress.js';
 import { workspaceFiles } from './files.js';
 import { eventStreamsMemory, listLatency } from './conversations.js';
 import { platformColdStart } from './platform.js';
+import { streamingLatency } from './streaming.js';
 import { line, ms } from './report.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -134,7 +135,7 @@ async function concurrent(service: RunningService, users: number): Promise<boole
 }
 
 /** `npm run bench -- cloud list` runs only the sections named; no names runs them all. */
-const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress', 'files'] as const;
+const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress', 'files', 'streaming'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function chosenSections(args: string[]): Set<Section> {
@@ -178,8 +179,10 @@ async function main(): Promise<number> {
     const platformCorrect = sections.has('platform') ? await platformColdStart(fake, runs) : true;
     const egressCorrect = sections.has('egress') ? await egressCost(fake, runs) : true;
     const filesCorrect = sections.has('files') ? await workspaceFiles(fake) : true;
+    const streamingCorrect = sections.has('streaming') ? await streamingLatency(fake, runs) : true;
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    return correct && streamsCorrect && listCorrect && cloudCorrect && platformCorrect && egressCorrect && filesCorrect ? 0 : 1;
+    const allCorrect = [correct, streamsCorrect, listCorrect, cloudCorrect, platformCorrect, egressCorrect, filesCorrect, streamingCorrect];
+    return allCorrect.every(Boolean) ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
     await fake?.close();

@@ -78,7 +78,10 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
     expect((await fetch(`${running.service.url}/styles.css`)).headers.get('content-type')).toMatch(/^text\/css/);
     const config = await call(running.service, 'GET', '/api/client-config');
-    expect(config).toEqual({ status: 200, body: { authModes: ['header'], firebase: null } });
+    expect(config).toEqual({
+      status: 200,
+      body: { authModes: ['header'], firebase: null, models: ['claude-opus-5-5', 'claude-haiku-5-5'], defaultModel: 'claude-opus-5-5' },
+    });
   });
 
   it('signs in, sends with Enter, shows the status and each tool step live, then the answer with its usage and cost', async () => {
@@ -132,6 +135,51 @@ describeInBrowser('the web page, header sign-in, in Chromium', () => {
     await eventually(() => turns(page).count()).toBe(2);
     await expectText(turns(page).first().locator('.answer'), 'tool output: progress-marker');
     await expectText(lastTurn(page).locator('.usage'), 'cost $');
+  });
+
+  it('starts a conversation with the model and instructions chosen, shows them, and streams the answer as it grows', async () => {
+    const user = unique('stella');
+    const { page } = await open(running.service.url);
+    await signInWithUserId(page, user);
+    // The models the deployment offers, its default chosen.
+    expect(await page.evaluate<string[]>("[...document.querySelectorAll('#agent-model option')].map((o) => o.value)")).toEqual([
+      'claude-opus-5-5',
+      'claude-haiku-5-5',
+    ]);
+    expect(await page.locator('#agent-model').inputValue()).toBe('claude-opus-5-5');
+    await page.locator('#agent-settings summary').click();
+    await page.getByLabel('Model').selectOption('claude-haiku-5-5');
+    await page.getByLabel(/^Instructions/).fill('Answer like a PELICAN.');
+    const callsBefore = running.fake.calls.length;
+
+    await send(page, 'words: 60');
+    const answer = lastTurn(page).locator('.answer');
+    // Part of the answer shows while the model still writes it.
+    const seen: string[] = [];
+    await eventually(async () => {
+      seen.push((await answer.textContent()) ?? '');
+      return seen.at(-1)?.includes('word60');
+    }).toBe(true);
+    expect(
+      seen.some((text) => text.includes('word1 ') && !text.includes('word60')),
+      seen.join(' | '),
+    ).toBe(true);
+    await waitForTurnEnd(page, 'Done');
+    await expectText(answer, Array.from({ length: 60 }, (_, i) => `word${i + 1}`).join(' '));
+    const main = running.fake.calls.slice(callsBefore).filter((c) => Array.isArray(c.body.tools) && c.body.tools.length > 0);
+    expect(main.length).toBeGreaterThan(0);
+    expect(main.every((c) => c.body.model === 'claude-haiku-5-5' && JSON.stringify(c.body.system).includes('Answer like a PELICAN.'))).toBe(true);
+
+    // The open conversation says what it runs with, and offers no other choice; a reload shows the same.
+    await expectText(page.locator('#conversation-options'), 'Model: claude-haiku-5-5 · Instructions: Answer like a PELICAN.');
+    expect(await page.locator('#agent-settings').isHidden()).toBe(true);
+    await page.reload();
+    await expectText(page.locator('#conversation-options'), 'Model: claude-haiku-5-5 · Instructions: Answer like a PELICAN.');
+    // A new conversation offers the choice again, at the defaults.
+    await page.locator('#new-conversation').click();
+    await eventually(() => page.locator('#agent-settings').isVisible()).toBe(true);
+    expect(await page.locator('#agent-model').inputValue()).toBe('claude-opus-5-5');
+    expect(await page.locator('#conversation-options').isHidden()).toBe(true);
   });
 
   it('renders the answer as Markdown, and HTML in it as text that creates no element', async () => {
@@ -772,6 +820,8 @@ describeInBrowser('the web page, Firebase email and password sign-in, in Chromiu
     expect(config.body).toEqual({
       authModes: ['firebase'],
       firebase: { apiKey: identity.apiKey, projectId: PROJECT, authUrl: identity.url, tokenUrl: identity.tokenUrl },
+      models: ['claude-opus-5-5', 'claude-haiku-5-5'],
+      defaultModel: 'claude-opus-5-5',
     });
     const csp = (await fetch(`${service.url}/`)).headers.get('content-security-policy') ?? '';
     expect(csp).toContain(`connect-src 'self' ${new URL(identity.url).origin};`);

@@ -62,7 +62,8 @@ describe("the web page's routes", () => {
   it('tells the page the auth modes; Firebase sign-in only with a Web API key, and the policy lets it reach its origins only', async () => {
     const firebase = { CLAUDERUN_AUTH: 'apikey,firebase', FIREBASE_PROJECT_ID: 'p1' };
     const withoutKey = await serve(firebase, {});
-    expect(await (await fetch(`${withoutKey}/api/client-config`)).json()).toEqual({ authModes: ['apikey', 'firebase'], firebase: null });
+    const models = { models: ['claude-opus-5-5', 'claude-haiku-5-5'], defaultModel: 'claude-opus-5-5' };
+    expect(await (await fetch(`${withoutKey}/api/client-config`)).json()).toEqual({ authModes: ['apikey', 'firebase'], firebase: null, ...models });
 
     const withKey = await serve(
       { ...firebase, FIREBASE_WEB_API_KEY: 'web-key', CLAUDERUN_FIREBASE_AUTH_URL: 'http://127.0.0.1:9099/identitytoolkit.googleapis.com/' },
@@ -77,6 +78,7 @@ describe("the web page's routes", () => {
         authUrl: 'http://127.0.0.1:9099/identitytoolkit.googleapis.com',
         tokenUrl: 'http://127.0.0.1:9099/securetoken.googleapis.com',
       },
+      ...models,
     });
     expect((await fetch(`${withKey}/`)).headers.get('content-security-policy')).toContain("connect-src 'self' http://127.0.0.1:9099;");
 

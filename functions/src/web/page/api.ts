@@ -1,4 +1,5 @@
 import type {
+  AgentOptions,
   AuthMode,
   ClientConfig,
   ConversationList,
@@ -145,12 +146,13 @@ export class ApiClient {
   }
 
   /** Starts a turn and answers at once; its progress comes from the events link. */
-  async startTurn(message: string, conversationId: string | undefined): Promise<StartedTurn> {
+  /** Starts a turn: in `conversationId`, or in a new conversation with `options`. */
+  async startTurn(message: string, conversationId: string | undefined, options?: AgentOptions): Promise<StartedTurn> {
     const url = apiUrl(PUBLIC_ROUTES.startTurn);
     const started = await this.json<StartedTurnView>(
       'POST',
       url,
-      { message, ...(conversationId === undefined ? {} : { conversationId }) },
+      { message, ...(conversationId === undefined ? {} : { conversationId }), ...(options === undefined ? {} : { options }) },
       { Prefer: 'respond-async' },
     );
     return { ...started, links: resolveTurnLinks(started.links, url) };
@@ -161,9 +163,9 @@ export class ApiClient {
     await this.call('DELETE', fillPath(PUBLIC_ROUTES.conversation, { conversationId }));
   }
 
-  /** A conversation with no turn yet: somewhere to put files before the first prompt. */
-  async createConversation(title?: string): Promise<string> {
-    return (await this.json<CreatedConversation>('POST', PUBLIC_ROUTES.conversations, title === undefined ? {} : { title })).conversationId;
+  /** A conversation with no turn yet, set up with `options`: somewhere to put files before the first prompt. */
+  async createConversation(options: AgentOptions): Promise<string> {
+    return (await this.json<CreatedConversation>('POST', PUBLIC_ROUTES.conversations, { options })).conversationId;
   }
 
   async listFiles(conversationId: string): Promise<WorkspaceListing> {

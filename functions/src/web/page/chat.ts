@@ -1,5 +1,6 @@
 import { TurnEventType } from '../../contract/event-types.js';
 import type { TurnEventView } from '../../contract/events.js';
+import type { AgentSettings } from './agent-settings.js';
 import { ApiError, turnLinks, type ApiClient, type StartedTurn } from './api.js';
 import { conversationHref, type ConversationList } from './conversation-list.js';
 import { confirmAction } from './confirm.js';
@@ -61,6 +62,7 @@ export class Chat {
     private readonly api: ApiClient,
     private readonly list: ConversationList,
     private readonly notice: Notice,
+    private readonly settings: AgentSettings,
     private readonly onError: (error: unknown) => void,
     /** Called when a turn the pane followed has ended. */
     private readonly onTurnEnded: () => void,
@@ -97,6 +99,7 @@ export class Chat {
     this.updateComposer();
     this.onShown(conversationId);
     if (conversationId === undefined) {
+      this.settings.offer();
       this.input.focus();
       return;
     }
@@ -105,6 +108,7 @@ export class Chat {
       const conversation = await this.api.conversation(conversationId);
       if (view !== this.view) return;
       this.title.textContent = conversation.title;
+      this.settings.show(conversation.options);
       this.deleteButton.hidden = false;
       for (const turn of conversation.turns) {
         const card = new TurnCard(turn.prompt);
@@ -124,6 +128,7 @@ export class Chat {
       history.replaceState(null, '', '#/new');
       this.conversationId = undefined;
       this.title.textContent = 'New conversation';
+      this.settings.offer();
       this.list.select(undefined);
       this.onShown(undefined);
     }
@@ -155,13 +160,16 @@ export class Chat {
       this.notice.showText('Another turn is still running in this conversation. Wait for it to finish or cancel it.');
       return;
     }
+    // A new conversation starts with the agent set up as chosen; an open one runs as it was set up.
+    const options = this.conversationId === undefined ? this.settings.chosen() : undefined;
+    if (this.conversationId === undefined && options === undefined) return;
     const view = this.view;
     this.sending = true;
     this.updateComposer();
     this.setProgress('Sending…');
     let started: StartedTurn;
     try {
-      started = await this.api.startTurn(message, this.conversationId);
+      started = await this.api.startTurn(message, this.conversationId, options);
     } catch (error) {
       if (view === this.view) this.setProgress('');
       this.onError(error);
@@ -183,6 +191,7 @@ export class Chat {
       // pushState fires no hashchange: the pane already shows this conversation.
       history.pushState(null, '', conversationHref(started.conversationId));
       this.list.select(started.conversationId);
+      this.settings.show(options ?? {});
       this.deleteButton.hidden = false;
       this.onShown(started.conversationId);
       void this.list.reload().then((shown) => {

@@ -1,4 +1,4 @@
-import type { WorkspaceFile } from '../../contract/api.js';
+import type { AgentOptions, WorkspaceFile } from '../../contract/api.js';
 import { ApiError, type ApiClient, type ArchiveFormat } from './api.js';
 import { confirmAction } from './confirm.js';
 import { byId } from './dom.js';
@@ -45,6 +45,8 @@ export class FilesPanel {
     private readonly onError: (error: unknown) => void,
     /** Opens a conversation just created for an upload made before the first prompt. */
     private readonly openConversation: (conversationId: string) => Promise<void>,
+    /** The options chosen for a new conversation; undefined when they cannot be used (the page says why). */
+    private readonly newOptions: () => AgentOptions | undefined,
     dropArea: HTMLElement,
   ) {
     this.uploadButton.addEventListener('click', () => this.input.click());
@@ -116,9 +118,11 @@ export class FilesPanel {
     let target = this.conversationId;
     try {
       if (target === undefined) {
+        const options = this.newOptions();
+        if (options === undefined) return;
         this.say('Creating a conversation for the files…');
         // Untitled: its first prompt names it, as a prompt names the conversation it starts.
-        target = await this.api.createConversation();
+        target = await this.api.createConversation(options);
         await this.openConversation(target);
       }
       const into = target;

@@ -1,4 +1,5 @@
 import type { ClientConfig } from '../../contract/api.js';
+import { AgentSettings } from './agent-settings.js';
 import { ApiClient, ApiError, fixedIdentity } from './api.js';
 import { Chat } from './chat.js';
 import { ConversationList, conversationHref } from './conversation-list.js';
@@ -41,6 +42,7 @@ async function start(): Promise<void> {
   };
   const list = new ConversationList(api, handleError);
   const usage = new UsageToday(api);
+  const settings = new AgentSettings(config);
   const files = new FilesPanel(
     api,
     handleError,
@@ -50,12 +52,14 @@ async function start(): Promise<void> {
       await chat.open(conversationId);
       void list.reload();
     },
+    () => settings.chosen(),
     byId('conversation', HTMLElement),
   );
   const chat = new Chat(
     api,
     list,
     notice,
+    settings,
     handleError,
     () => {
       // A finished turn moves its conversation to the top, adds to the day's spending, and may have changed its files.
