@@ -531,6 +531,13 @@ export function vertexEndpoint(region: string): string {
 
 function modelOf(e: z.infer<typeof EnvSchema>): Config['model'] {
   const upstream = e.CLAUDERUN_MODEL_UPSTREAM ?? (e.ANTHROPIC_API_KEY === undefined ? 'demo' : 'anthropic');
+  // A Vertex setting without Vertex is a mistake to point out, not a setting to ignore.
+  const vertexOnly = (['CLAUDERUN_VERTEX_PROJECT', 'CLAUDERUN_VERTEX_REGION', 'CLAUDERUN_VERTEX_ENDPOINT'] as const).filter(
+    (name) => e[name] !== undefined,
+  );
+  if (upstream !== 'vertex' && vertexOnly.length > 0) {
+    throw new ConfigError(`${vertexOnly.join(', ')}: used only with CLAUDERUN_MODEL_UPSTREAM=vertex (the model upstream is ${upstream})`);
+  }
   if (upstream === 'anthropic') {
     if (e.ANTHROPIC_API_KEY === undefined) throw new ConfigError('ANTHROPIC_API_KEY: required when CLAUDERUN_MODEL_UPSTREAM=anthropic');
     return { upstream, apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') };

@@ -95,6 +95,10 @@ describe('config', () => {
       /ANTHROPIC_API_KEY: not used with CLAUDERUN_MODEL_UPSTREAM=vertex/,
     ],
     [{ CLAUDERUN_VERTEX_PROJECT: 'a/b' }, /CLAUDERUN_VERTEX_PROJECT must be a project ID/],
+    [
+      { ANTHROPIC_API_KEY: 'sk-ant-x', CLAUDERUN_VERTEX_PROJECT: 'my-project-1', CLAUDERUN_VERTEX_REGION: 'global' },
+      /CLAUDERUN_VERTEX_PROJECT, CLAUDERUN_VERTEX_REGION: used only with CLAUDERUN_MODEL_UPSTREAM=vertex \(the model upstream is anthropic\)/,
+    ],
     [{ CLAUDERUN_VERTEX_REGION: 'us-east5/../x' }, /CLAUDERUN_VERTEX_REGION must be a region name/],
     [{ CLAUDERUN_VERTEX_ENDPOINT: 'nope' }, /CLAUDERUN_VERTEX_ENDPOINT must be a URL/],
   ])('refuses %j naming the variable', (env, message) => {
