@@ -165,6 +165,22 @@ describe('VertexUpstream with Application Default Credentials from the metadata 
     expect(await refused.json()).toMatchObject({ error: { code: 401, status: 'UNAUTHENTICATED' } });
   });
 
+  it("answers Vertex's own refusals in the Messages API's error shape, with their status", async () => {
+    const made = { getAccessToken: async () => 'ya29.made-up' };
+    const refused = await send(new VertexUpstream({ ...settings, endpoint: vertex.url }, made), {});
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toEqual({
+      type: 'error',
+      error: { type: 'authentication_error', message: expect.stringMatching(/^Vertex AI: Request had invalid authentication credentials/) },
+    });
+    const elsewhere = await send(new VertexUpstream({ ...settings, project: 'other-project', endpoint: vertex.url }), {});
+    expect(elsewhere.status).toBe(403);
+    expect(await elsewhere.json()).toMatchObject({
+      type: 'error',
+      error: { type: 'permission_error', message: expect.stringMatching(/^Vertex AI: /) },
+    });
+  });
+
   it('answers 502 api_error naming ADC when no token can be had, logs it, and leaks no token', async () => {
     metadata.failTokens = true;
     try {

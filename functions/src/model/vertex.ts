@@ -95,12 +95,13 @@ export class VertexUpstream implements ModelUpstream {
   async send(request: UpstreamRequest): Promise<Response> {
     const call = vertexCall(this.settings, request);
     const token = await this.accessToken();
-    return fetch(call.url, {
+    const answer = await fetch(call.url, {
       method: 'POST',
       headers: { ...call.headers, authorization: `Bearer ${token}` },
       body: call.body,
       signal: request.signal,
     });
+    return answer.ok ? answer : asMessagesApiError(answer);
   }
 
   private async accessToken(): Promise<string> {
@@ -114,6 +115,45 @@ export class VertexUpstream implements ModelUpstream {
     if (typeof token !== 'string' || token === '') throw new UpstreamCredentialsError(NO_TOKEN);
     return token;
   }
+}
+
+/** The Messages API's error type for an HTTP status, as the agent reads it. */
+function errorType(status: number): string {
+  const types: Record<number, string> = {
+    400: 'invalid_request_error',
+    401: 'authentication_error',
+    403: 'permission_error',
+    404: 'not_found_error',
+    413: 'request_too_large',
+    429: 'rate_limit_error',
+    529: 'overloaded_error',
+  };
+  return types[status] ?? 'api_error';
+}
+
+/**
+ * Vertex AI answers what it refuses itself (credentials, permissions, quota, a model not enabled)
+ * in Google's error shape, `{error: {code, message, status}}`; the model's own errors come in the
+ * Messages API's. The agent reads only the latter, so the former is rewritten into it, with the
+ * same status (and Retry-After), its message kept and marked as Vertex's.
+ */
+async function asMessagesApiError(answer: Response): Promise<Response> {
+  const text = await answer.text();
+  let google: { error?: { message?: unknown; status?: unknown } } | undefined;
+  try {
+    google = JSON.parse(text) as typeof google;
+  } catch {
+    google = undefined;
+  }
+  const headers = new Headers({ 'content-type': 'application/json' });
+  const retryAfter = answer.headers.get('retry-after');
+  if (retryAfter !== null) headers.set('retry-after', retryAfter);
+  const error = google?.error;
+  if (typeof error !== 'object' || error === null || typeof error.status !== 'string') {
+    return new Response(text, { status: answer.status, headers: answer.headers });
+  }
+  const message = `Vertex AI: ${typeof error.message === 'string' ? error.message : error.status}`;
+  return new Response(JSON.stringify({ type: 'error', error: { type: errorType(answer.status), message } }), { status: answer.status, headers });
 }
 
 const NO_TOKEN =
