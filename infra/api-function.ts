@@ -3,7 +3,7 @@ import type * as pulumi from '@pulumi/pulumi';
 import type { Names, Settings } from './config.js';
 import { type DeployableSetting, functionEnvironment, functionRoles, type EnvironmentRefs, type Serve } from './function-roles.js';
 import { API_ENTRY_POINT, type FunctionSource } from './function-source.js';
-import type { Secrets } from './secrets.js';
+import type { ApiSecret, Secrets } from './secrets.js';
 
 /**
  * The API as two HTTP Cloud Functions (2nd gen, nodejs22) built from one uploaded source: the
@@ -56,7 +56,7 @@ export function apiFunctions(
     source: deps.source.archive,
   });
 
-  const secretEnv = (key: DeployableSetting, { secret, version }: Secrets['modelKey']) => ({
+  const secretEnv = (key: DeployableSetting, { secret, version }: ApiSecret) => ({
     key,
     projectId: s.project,
     secret: secret.secretId,
@@ -93,7 +93,7 @@ export function apiFunctions(
           environmentVariables: functionEnvironment(s, n, serve, deps.env),
           secretEnvironmentVariables: [
             secretEnv('CLAUDERUN_TOKEN_SECRET', deps.secrets.tokenSecret),
-            ...(role.modelKey ? [secretEnv('ANTHROPIC_API_KEY', deps.secrets.modelKey)] : []),
+            ...(role.modelKey && deps.secrets.modelKey !== undefined ? [secretEnv('ANTHROPIC_API_KEY', deps.secrets.modelKey)] : []),
           ],
         },
       },

@@ -21,8 +21,12 @@ export const REQUIRED_APIS = [
   'storage.googleapis.com', // state archives, the API's source upload
 ] as const;
 
+/** Claude on Vertex AI is served through the Vertex AI API (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude). */
+export const VERTEX_API = 'aiplatform.googleapis.com';
+
 export function enableApis(s: Settings): gcp.projects.Service[] {
-  return REQUIRED_APIS.map(
+  const services: string[] = [...REQUIRED_APIS, ...(s.modelUpstream === 'vertex' ? [VERTEX_API] : [])];
+  return services.map(
     (service) =>
       new gcp.projects.Service(`api-${service.split('.')[0]}`, {
         project: s.project,

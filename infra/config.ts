@@ -18,6 +18,8 @@ export const CONFIG_KEYS = [
   'gcp:project',
   'gcp:region',
   'clauderun:anthropicApiKey',
+  'clauderun:modelUpstream',
+  'clauderun:vertexRegion',
   'clauderun:authMode',
   'clauderun:turnTimeoutSeconds',
   'clauderun:sandboxMemoryMb',
@@ -56,9 +58,26 @@ export const MAX_TURN_TIMEOUT_SECONDS = 3540;
 /** Running job executions per project and region (cloud.google.com/run/quotas). */
 export const MAX_RUNNING_EXECUTIONS = 1000;
 
+/** Where the runner's model proxy sends the agent's calls. */
+export const MODEL_UPSTREAMS = ['anthropic', 'vertex'] as const;
+export type ModelUpstream = (typeof MODEL_UPSTREAMS)[number];
+
+/**
+ * Claude on Vertex AI's default location: the global endpoint, which routes each request to a
+ * region with capacity, has no price premium and serves the newer models
+ * (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/use-partner-models, "regional
+ * and global endpoints"; platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai,
+ * "Global vs regional endpoints"). A region keeps the data there (us-east5, europe-west1, ...).
+ */
+export const DEFAULT_VERTEX_REGION = 'global';
+
 export interface Settings {
   project: string;
   region: string;
+  /** `anthropic` (the model key, a secret) or `vertex` (Claude on Vertex AI in this project, no key). */
+  modelUpstream: ModelUpstream;
+  /** Vertex AI's location for Claude: `global` or a region that offers the models. */
+  vertexRegion: string;
   /** Firestore location (a region or a multi-region such as `eur3`); defaults to `region`. */
   firestoreLocation: string;
   authMode: AuthMode;
@@ -151,6 +170,17 @@ const Schema = z.object({
       .regex(/^[a-z]+-[a-z]+[0-9]+$/, 'gcp:region must be a region such as europe-west1'),
   ),
   'clauderun:firestoreLocation': z.preprocess(trimmed, z.string().optional()),
+  'clauderun:modelUpstream': z.preprocess(
+    trimmed,
+    z.enum(MODEL_UPSTREAMS, { error: `clauderun:modelUpstream must be one of: ${MODEL_UPSTREAMS.join(', ')}` }).default('anthropic'),
+  ),
+  'clauderun:vertexRegion': z.preprocess(
+    trimmed,
+    z
+      .string()
+      .regex(/^(global|[a-z]+-[a-z]+[0-9]+)$/, 'clauderun:vertexRegion must be global or a region such as us-east5')
+      .default(DEFAULT_VERTEX_REGION),
+  ),
   'clauderun:authMode': z.preprocess(trimmed, z.string().default(CloudAuthMode.enum.apikey)),
   'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS),
   'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB),
@@ -226,6 +256,8 @@ export function parseSettings(raw: RawSettings): Settings {
     project: c['gcp:project'],
     region: c['gcp:region'],
     firestoreLocation: c['clauderun:firestoreLocation'] ?? c['gcp:region'],
+    modelUpstream: c['clauderun:modelUpstream'],
+    vertexRegion: c['clauderun:vertexRegion'],
     authMode,
     turnTimeoutSeconds: c['clauderun:turnTimeoutSeconds'],
     sandboxMemoryMb: memoryMb,
@@ -259,9 +291,12 @@ export function readSettings(): Settings {
   return parseSettings(raw);
 }
 
-/** The model key: only ever a secret (`pulumi config set --secret anthropicApiKey sk-ant-...`). */
-export function readModelKey(): pulumi.Output<string> {
-  return new pulumi.Config('clauderun').requireSecret('anthropicApiKey');
+/**
+ * The model key: only ever a secret (`pulumi config set --secret anthropicApiKey sk-ant-...`).
+ * With Claude on Vertex AI there is none: the runner calls with its service account's tokens.
+ */
+export function readModelKey(s: Settings): pulumi.Output<string> | undefined {
+  return s.modelUpstream === 'anthropic' ? new pulumi.Config('clauderun').requireSecret('anthropicApiKey') : undefined;
 }
 
 /** Names every module agrees on. Fixed names (never auto-named) keep the API's URL predictable. */

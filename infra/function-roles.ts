@@ -33,7 +33,10 @@ export interface FunctionRole {
   concurrency: number;
   maxInstances: number;
   timeoutSeconds: number;
-  /** Whether the function gets the model key (only the runner's model proxy calls the model). */
+  /**
+   * Whether the function calls the model (only the runner's model proxy does): it gets the model
+   * key, or with Claude on Vertex AI the Vertex AI User role and the settings that name it.
+   */
   modelKey: boolean;
 }
 
@@ -112,6 +115,16 @@ export type FunctionEnvironment = { [name in DeployableSetting | (typeof PLATFOR
 
 const budget = (limit: number | null) => (limit === null ? 'none' : String(limit));
 
+/**
+ * The model settings of the function that calls the model. With the model key nothing: the key
+ * (a secret variable) chooses the Claude API. With Vertex AI, Claude in this project and the
+ * stack's Vertex location, called with the function's own service account.
+ */
+function modelEnvironment(s: Settings): FunctionEnvironment {
+  if (s.modelUpstream === 'anthropic') return {};
+  return { CLAUDERUN_MODEL_UPSTREAM: 'vertex', CLAUDERUN_VERTEX_PROJECT: s.project, CLAUDERUN_VERTEX_REGION: s.vertexRegion };
+}
+
 /** A function's plain environment. No secret belongs here. */
 export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: EnvironmentRefs): FunctionEnvironment {
   const shared: FunctionEnvironment = {
@@ -150,8 +163,9 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     NODE_ENV: 'production',
   };
   if (serve === 'runner') {
+    const model = functionRoles(s)[serve].modelKey ? modelEnvironment(s) : {};
     // The tunnel that carries a sandbox's connections out ends at the runner, which judges them.
-    return s.egressAllow === '' ? shared : { ...shared, CLAUDERUN_EGRESS_ALLOW: s.egressAllow };
+    return s.egressAllow === '' ? { ...shared, ...model } : { ...shared, ...model, CLAUDERUN_EGRESS_ALLOW: s.egressAllow };
   }
   return {
     ...shared,

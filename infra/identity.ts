@@ -2,7 +2,8 @@ import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import type { Names, Settings } from './config.js';
-import type { Secrets } from './secrets.js';
+import { functionRoles } from './function-roles.js';
+import type { ApiSecret, Secrets } from './secrets.js';
 
 /**
  * Who may do what. Five service accounts, each with only what its code calls:
@@ -12,8 +13,9 @@ import type { Secrets } from './secrets.js';
  * - api: the public function's identity. runner: the runner function's. Both are Firestore users,
  *   may run/get/cancel the one job with overrides (job-level IAM, a custom role of exactly those
  *   permissions: either may have to stop an execution), use the state bucket's objects, and read
- *   the token-signing key. Only the runner reads the model key: only its model proxy calls the
- *   model, so a flaw in a public route cannot reveal it.
+ *   the token-signing key. Only the runner reads the model key (with Claude on Vertex AI: only
+ *   the runner is a Vertex AI User, and there is no key): only its model proxy calls the model,
+ *   so a flaw in a public route cannot reveal it or call it.
  * - sweeper: the identity whose OIDC token Cloud Scheduler sends to the sweeper route. It has no
  *   roles: the route checks the token's email and audience, nothing else trusts it.
  * - build: what Cloud Build runs as when it builds a function from source (roles/run.builder:
@@ -53,6 +55,12 @@ export const JOB_LAUNCHER_PERMISSIONS = [
 ] as const;
 
 export const SECRET_READER_ROLE = 'roles/secretmanager.secretAccessor';
+/**
+ * What calling Claude on Vertex AI takes: `aiplatform.endpoints.predict`, which the Vertex AI
+ * User role holds (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/use-partner-models,
+ * "Set required permissions"; cloud.google.com/vertex-ai/docs/general/access-control).
+ */
+export const VERTEX_USER_ROLE = 'roles/aiplatform.user';
 export const JOB_LAUNCHER_ROLE_PREFIX = 'clauderunJobLauncher';
 
 /**
@@ -92,9 +100,9 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
   );
 
   /** What each function's account gets; `prefix` names its grants (api-..., runner-...). */
-  const functionGrants = (prefix: string, account: gcp.serviceaccount.Account, readsModelKey: boolean) => {
+  const functionGrants = (prefix: string, account: gcp.serviceaccount.Account, callsModel: boolean) => {
     const who = member(account);
-    const readSecret = (logical: string, { secret }: Secrets['modelKey']) =>
+    const readSecret = (logical: string, { secret }: ApiSecret) =>
       new gcp.secretmanager.SecretIamMember(logical, { project: s.project, secretId: secret.secretId, role: SECRET_READER_ROLE, member: who }, opts);
     return [
       new gcp.projects.IAMMember(`${prefix}-firestore-user`, { project: s.project, role: 'roles/datastore.user', member: who }, opts),
@@ -109,7 +117,11 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
         opts,
       ),
       readSecret(`${prefix}-reads-token-secret`, targets.secrets.tokenSecret),
-      ...(readsModelKey ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
+      ...(callsModel && targets.secrets.modelKey !== undefined ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
+      // Claude on Vertex AI is called in this project, with this account's own tokens.
+      ...(callsModel && s.modelUpstream === 'vertex'
+        ? [new gcp.projects.IAMMember(`${prefix}-vertex-user`, { project: s.project, role: VERTEX_USER_ROLE, member: who }, opts)]
+        : []),
       // Running a job as its service account may take actAs on that account as well as the run
       // permissions (reported for the v2 :run method; Google's jobs pages name only the latter).
       // The sandbox account holds no role at all, so acting as it grants nothing more.
@@ -128,5 +140,10 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
   );
 
   // accounts.sandbox and accounts.sweeper: deliberately nothing.
-  return [...functionGrants('api', accounts.api, false), ...functionGrants('runner', accounts.runner, true), builder];
+  const roles = functionRoles(s);
+  return [
+    ...functionGrants('api', accounts.api, roles.public.modelKey),
+    ...functionGrants('runner', accounts.runner, roles.runner.modelKey),
+    builder,
+  ];
 }

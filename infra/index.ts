@@ -35,7 +35,7 @@ const runnerAddress = runnerEndpointAddress(settings, n, network);
 const egress = egressPolicy(settings, n, { network, runnerAddress, apis });
 
 const store = data(settings, n, readFirestoreIndexes(path.resolve(root, settings.firestoreIndexesFile)), apis);
-const keys = secrets(settings, n, readModelKey(), apis);
+const keys = secrets(settings, n, readModelKey(settings), apis);
 const accounts = serviceAccounts(settings, n, apis);
 const { image } = sandboxImage(settings, n, root, rootPackage, apis);
 

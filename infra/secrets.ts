@@ -5,7 +5,7 @@ import { deletionPolicy, type Names, type Settings } from './config.js';
 
 /**
  * The API's two secrets in Secret Manager: the model key (from `pulumi config set --secret
- * anthropicApiKey`) and the key that signs per-turn tokens (generated here). The functions read
+ * anthropicApiKey`; none with Claude on Vertex AI) and the key that signs per-turn tokens (generated here). The functions read
  * them as secret environment variables; the values never appear in their plain configuration, in
  * the job or in an image. Who may read them is decided in identity.ts: the signing key both
  * functions' accounts, the model key the runner's alone, nobody else either.
@@ -17,14 +17,15 @@ export interface ApiSecret {
 }
 
 export interface Secrets {
-  modelKey: ApiSecret;
+  /** Absent with Claude on Vertex AI. */
+  modelKey: ApiSecret | undefined;
   tokenSecret: ApiSecret;
 }
 
 /** HMAC key length; the service requires at least 32 characters. */
 export const TOKEN_SECRET_LENGTH = 64;
 
-export function secrets(s: Settings, n: Names, modelKey: pulumi.Output<string>, apis: pulumi.Resource[]): Secrets {
+export function secrets(s: Settings, n: Names, modelKey: pulumi.Output<string> | undefined, apis: pulumi.Resource[]): Secrets {
   const secret = (logical: string, secretId: string, value: pulumi.Input<string>): ApiSecret => {
     const created = new gcp.secretmanager.Secret(
       logical,
@@ -44,7 +45,7 @@ export function secrets(s: Settings, n: Names, modelKey: pulumi.Output<string>, 
   const signingKey = new random.RandomPassword('token-secret-value', { length: TOKEN_SECRET_LENGTH, special: false });
 
   return {
-    modelKey: secret('model-key', n.modelKeySecret, modelKey),
+    modelKey: modelKey === undefined ? undefined : secret('model-key', n.modelKeySecret, modelKey),
     tokenSecret: secret('token-secret', n.tokenSecret, signingKey.result),
   };
 }

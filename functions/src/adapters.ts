@@ -4,6 +4,7 @@ import { FsBlobStore } from './blobs/fs.js';
 import type { Config } from './config.js';
 import { AnthropicUpstream } from './model/anthropic.js';
 import { DemoUpstream } from './model/demo.js';
+import { VertexUpstream } from './model/vertex.js';
 import type { ModelUpstream } from './model/upstream.js';
 import type { SandboxLauncher } from './sandbox/launcher.js';
 import type { ApiConnector } from './sandbox/local/api-bridge.js';
@@ -82,7 +83,10 @@ export async function openSandboxLauncher(config: Config, connectApi: ApiConnect
   });
 }
 
-/** Without a model key, the built-in demo model answers. */
+/** Without a model key or Vertex AI, the built-in demo model answers. Vertex loads google-auth-library on its first call. */
 export function modelUpstream(config: Pick<Config, 'model'>): ModelUpstream {
-  return config.model.upstream === 'anthropic' ? new AnthropicUpstream(config.model.baseUrl, config.model.apiKey) : new DemoUpstream();
+  const model = config.model;
+  if (model.upstream === 'anthropic') return new AnthropicUpstream(model.baseUrl, model.apiKey);
+  if (model.upstream === 'vertex') return new VertexUpstream({ project: model.project, region: model.region, endpoint: model.endpoint });
+  return new DemoUpstream();
 }

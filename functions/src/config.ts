@@ -102,6 +102,22 @@ const EnvSchema = z.object({
   CLAUDERUN_DATA_DIR: z.string().min(1).default('./.clauderun'),
   ANTHROPIC_API_KEY: optionalString,
   ANTHROPIC_BASE_URL: z.url({ error: 'ANTHROPIC_BASE_URL must be a URL' }).default('https://api.anthropic.com'),
+  /** Where the model proxy sends the agent's calls; by default `anthropic` with a key, else `demo`. */
+  CLAUDERUN_MODEL_UPSTREAM: z
+    .enum(['anthropic', 'vertex', 'demo'], { error: 'CLAUDERUN_MODEL_UPSTREAM must be one of: anthropic, vertex, demo' })
+    .optional(),
+  /** The Google Cloud project whose Vertex AI serves Claude (CLAUDERUN_MODEL_UPSTREAM=vertex). */
+  CLAUDERUN_VERTEX_PROJECT: optionalString.refine((v) => v === undefined || /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/.test(v), {
+    error: 'CLAUDERUN_VERTEX_PROJECT must be a project ID (6-30 lowercase letters, digits, hyphens)',
+  }),
+  /** Its location: a region that offers the models, or `global`. */
+  CLAUDERUN_VERTEX_REGION: optionalString.refine((v) => v === undefined || /^[a-z][a-z0-9-]*[a-z0-9]$/.test(v), {
+    error: 'CLAUDERUN_VERTEX_REGION must be a region name such as us-east5, or global',
+  }),
+  /** A stand-in for the Vertex AI API (tests, `npm run sim`); by default the region's Google endpoint. */
+  CLAUDERUN_VERTEX_ENDPOINT: optionalString.refine((v) => v === undefined || URL.canParse(v), {
+    error: 'CLAUDERUN_VERTEX_ENDPOINT must be a URL',
+  }),
   CLAUDERUN_STORE: z.enum(['sqlite', 'firestore'], { error: 'CLAUDERUN_STORE must be one of: sqlite, firestore' }).default('sqlite'),
   /** The Google Cloud project of Firestore (and the other clients); set by the platform in the cloud. */
   GOOGLE_CLOUD_PROJECT: optionalString,
@@ -294,7 +310,10 @@ export interface Config {
   dataDir: string;
   /** Where sandboxes reach the API; locally the loopback address the service listens on. */
   apiUrl: string;
-  model: { upstream: 'anthropic'; apiKey: string; baseUrl: string } | { upstream: 'demo' };
+  model:
+    | { upstream: 'anthropic'; apiKey: string; baseUrl: string }
+    | { upstream: 'vertex'; project: string; region: string; endpoint: string }
+    | { upstream: 'demo' };
   agent: AgentSettings;
   store: { kind: 'sqlite' } | { kind: 'firestore'; projectId: string; emulatorHost: string | undefined };
   blobs: { kind: 'fs' } | { kind: 'gcs'; bucket: string; endpoint: URL | undefined };
@@ -387,6 +406,7 @@ export function loadConfig(env: Env): Config {
       `CLAUDERUN_MODELS: must include the agent's models (CLAUDERUN_MODEL, CLAUDERUN_SMALL_FAST_MODEL): ${missingModels.join(', ')} missing`,
     );
   }
+  const model = modelOf(e);
   const firebaseProjectId = e.FIREBASE_PROJECT_ID ?? e.GOOGLE_CLOUD_PROJECT;
   if (e.CLAUDERUN_AUTH.includes(AuthMode.enum.firebase) && firebaseProjectId === undefined) {
     throw new ConfigError('FIREBASE_PROJECT_ID: required for CLAUDERUN_AUTH=firebase (or set GOOGLE_CLOUD_PROJECT)');
@@ -418,10 +438,7 @@ export function loadConfig(env: Env): Config {
     port: e.PORT,
     dataDir: path.resolve(e.CLAUDERUN_DATA_DIR),
     apiUrl: (e.CLAUDERUN_API_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/+$/, ''),
-    model:
-      e.ANTHROPIC_API_KEY === undefined
-        ? { upstream: 'demo' }
-        : { upstream: 'anthropic', apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') },
+    model,
     agent: {
       model: e.CLAUDERUN_MODEL,
       smallFastModel: e.CLAUDERUN_SMALL_FAST_MODEL,
@@ -500,5 +517,44 @@ export function loadConfig(env: Env): Config {
       maxBytesPerTurn: e.CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN,
     },
     systemPath: e.PATH,
+  };
+}
+
+/**
+ * Vertex AI's base URL for a location: `https://REGION-aiplatform.googleapis.com`, and for
+ * `global` `https://aiplatform.googleapis.com`
+ * (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude).
+ */
+export function vertexEndpoint(region: string): string {
+  return region === 'global' ? 'https://aiplatform.googleapis.com' : `https://${region}-aiplatform.googleapis.com`;
+}
+
+function modelOf(e: z.infer<typeof EnvSchema>): Config['model'] {
+  const upstream = e.CLAUDERUN_MODEL_UPSTREAM ?? (e.ANTHROPIC_API_KEY === undefined ? 'demo' : 'anthropic');
+  // A Vertex setting without Vertex is a mistake to point out, not a setting to ignore.
+  const vertexOnly = (['CLAUDERUN_VERTEX_PROJECT', 'CLAUDERUN_VERTEX_REGION', 'CLAUDERUN_VERTEX_ENDPOINT'] as const).filter(
+    (name) => e[name] !== undefined,
+  );
+  if (upstream !== 'vertex' && vertexOnly.length > 0) {
+    throw new ConfigError(`${vertexOnly.join(', ')}: used only with CLAUDERUN_MODEL_UPSTREAM=vertex (the model upstream is ${upstream})`);
+  }
+  if (upstream === 'anthropic') {
+    if (e.ANTHROPIC_API_KEY === undefined) throw new ConfigError('ANTHROPIC_API_KEY: required when CLAUDERUN_MODEL_UPSTREAM=anthropic');
+    return { upstream, apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL.replace(/\/+$/, '') };
+  }
+  if (upstream === 'demo') return { upstream };
+  // Vertex AI authenticates with the service's Google credentials: a key set beside it would never be used.
+  if (e.ANTHROPIC_API_KEY !== undefined) {
+    throw new ConfigError('ANTHROPIC_API_KEY: not used with CLAUDERUN_MODEL_UPSTREAM=vertex (Vertex AI takes Google credentials); unset it');
+  }
+  if (e.CLAUDERUN_VERTEX_PROJECT === undefined) throw new ConfigError('CLAUDERUN_VERTEX_PROJECT: required when CLAUDERUN_MODEL_UPSTREAM=vertex');
+  if (e.CLAUDERUN_VERTEX_REGION === undefined) {
+    throw new ConfigError('CLAUDERUN_VERTEX_REGION: required when CLAUDERUN_MODEL_UPSTREAM=vertex (a region that offers the models, or global)');
+  }
+  return {
+    upstream,
+    project: e.CLAUDERUN_VERTEX_PROJECT,
+    region: e.CLAUDERUN_VERTEX_REGION,
+    endpoint: (e.CLAUDERUN_VERTEX_ENDPOINT ?? vertexEndpoint(e.CLAUDERUN_VERTEX_REGION)).replace(/\/+$/, ''),
   };
 }

@@ -199,6 +199,33 @@ describeWithEmulator(
       );
     });
 
+    describe("Claude through Vertex AI (CLAUDERUN_MODEL_UPSTREAM=vertex), tokens from the platform's metadata server, no model key", () => {
+      const { sim, logs } = useSimulation(
+        { env: { CLAUDERUN_MODEL_UPSTREAM: 'vertex', ANTHROPIC_API_KEY: undefined, ANTHROPIC_BASE_URL: undefined } },
+        'vertex',
+      );
+
+      it('answers a turn through the Vertex AI stand-in and meters it', async () => {
+        const s = sim();
+        const fakeCalls = fake.calls.length;
+        const answer = await prompt(s, 'vertex-user', { message: 'hello from vertex' });
+        expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
+        expect(answer.body).toMatchObject({ status: 'succeeded', text: 'echo: hello from vertex' });
+        expect((answer.body.usage as { outputTokens: number }).outputTokens).toBeGreaterThan(0);
+        const vertex = s.vertex;
+        if (vertex === undefined) throw new Error('the simulation started no Vertex AI stand-in');
+        expect(vertex.api.requests.length).toBeGreaterThan(0);
+        for (const request of vertex.api.requests) {
+          expect(request.url).toMatch(
+            /^\/v1\/projects\/clauderun-sim-[0-9a-f]+\/locations\/global\/publishers\/anthropic\/models\/[^/]+:(rawPredict|streamRawPredict)$/,
+          );
+          expect(request.status).toBe(200);
+          expect(vertex.metadata.issued).toContain(request.token);
+        }
+        expect(fake.calls.length).toBe(fakeCalls);
+      });
+    });
+
     describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {
       // Only the runner's function holds a working model key, so a turn can succeed only if its
       // runner and model calls were served there.

@@ -10,6 +10,8 @@ describe('stack settings', () => {
       project: 'my-project-1',
       region: 'europe-west1',
       firestoreLocation: 'europe-west1',
+      modelUpstream: 'anthropic',
+      vertexRegion: 'global',
       authMode: 'apikey',
       turnTimeoutSeconds: 600,
       sandboxMemoryMb: 1024,
@@ -29,6 +31,17 @@ describe('stack settings', () => {
       firestoreIndexesFile: 'firestore.indexes.json',
       protect: true,
     });
+  });
+
+  test('the model: the Claude API (a key) or Claude on Vertex AI, in the global location or a region', () => {
+    expect(parseSettings({ ...base, 'clauderun:modelUpstream': 'vertex' })).toMatchObject({ modelUpstream: 'vertex', vertexRegion: 'global' });
+    expect(parseSettings({ ...base, 'clauderun:modelUpstream': 'vertex', 'clauderun:vertexRegion': 'us-east5' })).toMatchObject({
+      vertexRegion: 'us-east5',
+    });
+    expect(() => parseSettings({ ...base, 'clauderun:modelUpstream': 'bedrock' })).toThrow(
+      /clauderun:modelUpstream must be one of: anthropic, vertex/,
+    );
+    expect(() => parseSettings({ ...base, 'clauderun:vertexRegion': 'us/east5' })).toThrow(/clauderun:vertexRegion must be global or a region/);
   });
 
   test('daily budgets take a number or none, as the service does', () => {

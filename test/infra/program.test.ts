@@ -588,6 +588,10 @@ describe('the rest', () => {
   test('every Google API the program uses is enabled and left enabled on destroy', () => {
     const services = run.ofType(T.service);
     expect(services.map((s) => s.inputs.service).sort()).toEqual([...REQUIRED_APIS].sort());
+    // Vertex AI only for a stack that calls Claude there (program-vertex.test.ts).
+    expect(services.map((s) => s.inputs.service)).not.toContain('aiplatform.googleapis.com');
+    expect(run.resources.filter(isIamGrant).filter((g) => String(g.inputs.role).startsWith('roles/aiplatform.'))).toEqual([]);
+    expect(Object.keys(envOf(runnerFn())).filter((name) => name.includes('VERTEX') || name === 'CLAUDERUN_MODEL_UPSTREAM')).toEqual([]);
     for (const service of services) expect(service.inputs.disableOnDestroy).toBe(false);
   });
 

@@ -150,12 +150,15 @@ function computed(type: string, name: string, inputs: Untyped, project: string):
 
 /**
  * Sets the stack's configuration and the mocks, then imports the program and waits for every
- * registration. `config` keys are full (`gcp:project`, `clauderun:authMode`).
+ * registration. `config` keys are full (`gcp:project`, `clauderun:authMode`); the model key is set
+ * unless `modelKey: false`.
  */
-export async function runProgram(config: Record<string, string>): Promise<ProgramRun> {
+export async function runProgram(config: Record<string, string>, options: { modelKey?: boolean } = {}): Promise<ProgramRun> {
   const project = config['gcp:project'] ?? 'unset';
   const resources: Recorded[] = [];
-  pulumi.runtime.setAllConfig({ 'clauderun:anthropicApiKey': MODEL_KEY, ...config }, ['clauderun:anthropicApiKey']);
+  // Without `modelKey` the stack has no anthropicApiKey at all (Claude on Vertex AI needs none).
+  const key: Record<string, string> = (options.modelKey ?? true) ? { 'clauderun:anthropicApiKey': MODEL_KEY } : {};
+  pulumi.runtime.setAllConfig({ ...key, ...config }, Object.keys(key));
   await pulumi.runtime.setMocks(
     {
       newResource(args) {

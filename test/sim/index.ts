@@ -12,7 +12,9 @@ import { startSimulation, type Layout, type SandboxUrl } from './simulation.js';
  *
  * PORT (8080) is the cloudfunctions.net-style origin: the API is http://127.0.0.1:PORT/clauderun-api,
  * as https://REGION-PROJECT.cloudfunctions.net/clauderun-api. ANTHROPIC_* and CLAUDERUN_* settings go
- * to the function as its environment; CLAUDERUN_SIM_* settings are the platform's (README).
+ * to the function as its environment; CLAUDERUN_SIM_* settings are the platform's (README). With
+ * CLAUDERUN_MODEL_UPSTREAM=vertex the functions call a stand-in for Claude on Vertex AI with tokens
+ * from a stand-in for the metadata server, and need no model key.
  */
 const log = (message: string) => console.error(`clauderun-sim: ${message}`);
 const env = process.env;
@@ -64,6 +66,7 @@ const sim = await startSimulation({
 log(
   `Firestore emulator ${sim.fakes.firestore.host}, fake Cloud Storage ${sim.fakes.storage.url}, fake Cloud Run http://${sim.fakes.cloudRun.host}:${sim.fakes.cloudRun.port}`,
 );
+if (sim.vertex !== undefined) log(`fake Vertex AI ${sim.vertex.api.url}, fake metadata server http://${sim.vertex.metadata.host}`);
 log(`sandboxes call ${sim.sandboxApiUrl}`);
 log(`listening on ${sim.url} (also ${sim.rootUrl})`);
 const stop = (signal: string) => {

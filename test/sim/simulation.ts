@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Env } from '../../functions/src/config.js';
+import { startFakeMetadataServer, type FakeMetadataServer } from '../fixtures/fake-metadata-server.js';
+import { startFakeVertex, type FakeVertex } from '../fixtures/fake-vertex.js';
 import { startCloudFakes, type CloudFakes, type CloudRunBehaviour } from './cloud-fakes.js';
 import { CLAUDERUN_SOURCE, startPlatform, type FunctionSettings, type Platform } from './platform/index.js';
 import type { InstancePool } from './platform/pool.js';
@@ -63,6 +65,8 @@ export interface Simulation {
   scheduler: FakeScheduler;
   /** The scheduler job's service account (CLAUDERUN_SWEEPER_ACCOUNT). */
   sweeperAccount: string;
+  /** With CLAUDERUN_MODEL_UPSTREAM=vertex: the Vertex AI stand-in and the metadata server whose tokens it takes. */
+  vertex: { api: FakeVertex; metadata: FakeMetadataServer } | undefined;
   close(): Promise<void>;
 }
 
@@ -96,11 +100,15 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
     const { PORT: _port, ...cloudEnv } = fakes.apiEnv(0, sandboxApiUrl);
     // The scheduler job's own service account (Pulumi creates it), not the API's.
     const sweeper = `clauderun-sweeper@${cloudEnv.GOOGLE_CLOUD_PROJECT ?? 'sim'}.iam.gserviceaccount.com`;
+    const vertex =
+      options.env?.CLAUDERUN_MODEL_UPSTREAM === 'vertex' ? await startVertex(options.env, cloudEnv.GOOGLE_CLOUD_PROJECT ?? 'sim') : undefined;
+    if (vertex !== undefined) closers.push(() => vertex.close());
     const env: Record<string, string> = {
       ...defined(cloudEnv),
       // Secret Manager gives every instance the same secret; a generated one would differ per instance.
       CLAUDERUN_TOKEN_SECRET: randomBytes(32).toString('hex'),
       CLAUDERUN_GOOGLE_JWKS_URL: tokens.jwksUrl,
+      ...vertex?.env,
       ...defined(options.env ?? {}),
     };
     // K_SERVICE is set on the platform, where header auth and the egress test mapping refuse to
@@ -140,12 +148,36 @@ export async function startSimulation(options: SimulationOptions): Promise<Simul
       tokens,
       scheduler,
       sweeperAccount: sweeper,
+      vertex: vertex === undefined ? undefined : { api: vertex.api, metadata: vertex.metadata },
       close: closeAll,
     };
   } catch (error) {
     await closeAll();
     throw error;
   }
+}
+
+/**
+ * Claude on Vertex AI for functions configured for it: the Vertex AI stand-in, in the sim's
+ * project and the configured region (default `global`, as deployed), and the platform's metadata
+ * server, which every instance reaches at GCE_METADATA_HOST. There, with K_SERVICE set and no
+ * key file or gcloud configuration in its environment, google-auth-library takes the service
+ * account's tokens from it, as on Cloud Run. A CLAUDERUN_VERTEX_ENDPOINT given is kept.
+ */
+async function startVertex(given: Env, simProject: string) {
+  const project = given.CLAUDERUN_VERTEX_PROJECT ?? simProject;
+  const region = given.CLAUDERUN_VERTEX_REGION ?? 'global';
+  const metadata = await startFakeMetadataServer({ projectId: simProject });
+  const api = await startFakeVertex({ tokens: metadata, project, region });
+  return {
+    api,
+    metadata,
+    env: { CLAUDERUN_VERTEX_PROJECT: project, CLAUDERUN_VERTEX_REGION: region, CLAUDERUN_VERTEX_ENDPOINT: api.url, GCE_METADATA_HOST: metadata.host },
+    close: async () => {
+      await api.close();
+      await metadata.close();
+    },
+  };
 }
 
 function defined(env: Env): Record<string, string> {

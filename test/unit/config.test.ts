@@ -49,6 +49,21 @@ describe('config', () => {
     expect(config.model).toEqual({ upstream: 'anthropic', apiKey: 'sk-ant-x', baseUrl: 'http://127.0.0.1:9999' });
   });
 
+  it('uses Claude on Vertex AI when asked, with no model key: the regional endpoint, the global one, or a stand-in', () => {
+    const vertex = { CLAUDERUN_MODEL_UPSTREAM: 'vertex', CLAUDERUN_VERTEX_PROJECT: 'my-project-1' };
+    expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'us-east5' }).model).toEqual({
+      upstream: 'vertex',
+      project: 'my-project-1',
+      region: 'us-east5',
+      endpoint: 'https://us-east5-aiplatform.googleapis.com',
+    });
+    expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'global' }).model).toMatchObject({ endpoint: 'https://aiplatform.googleapis.com' });
+    expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'global', CLAUDERUN_VERTEX_ENDPOINT: 'http://127.0.0.1:9998/' }).model).toMatchObject({
+      endpoint: 'http://127.0.0.1:9998',
+    });
+    expect(loadConfig({ CLAUDERUN_MODEL_UPSTREAM: 'demo', ANTHROPIC_API_KEY: 'sk-ant-x' }).model).toEqual({ upstream: 'demo' });
+  });
+
   it.each([
     [{ PORT: 'eighty' }, /PORT/],
     [{ PORT: '70000' }, /PORT/],
@@ -66,6 +81,26 @@ describe('config', () => {
     [{ CLAUDERUN_SWEEPER_ACCOUNT: 'sweeper@p.iam.gserviceaccount.com' }, /set both/],
     [{ CLAUDERUN_SWEEPER_ACCOUNT: 'not-an-email', CLAUDERUN_SWEEPER_AUDIENCE: 'https://x/ops/sweep' }, /CLAUDERUN_SWEEPER_ACCOUNT must be an email/],
     [{ CLAUDERUN_RUNJOBS_PER_MINUTE: '0' }, /CLAUDERUN_RUNJOBS_PER_MINUTE/],
+    [{ CLAUDERUN_MODEL_UPSTREAM: 'bedrock' }, /CLAUDERUN_MODEL_UPSTREAM must be one of: anthropic, vertex, demo/],
+    [{ CLAUDERUN_MODEL_UPSTREAM: 'anthropic' }, /ANTHROPIC_API_KEY: required when CLAUDERUN_MODEL_UPSTREAM=anthropic/],
+    [{ CLAUDERUN_MODEL_UPSTREAM: 'vertex', CLAUDERUN_VERTEX_REGION: 'global' }, /CLAUDERUN_VERTEX_PROJECT: required/],
+    [{ CLAUDERUN_MODEL_UPSTREAM: 'vertex', CLAUDERUN_VERTEX_PROJECT: 'my-project-1' }, /CLAUDERUN_VERTEX_REGION: required/],
+    [
+      {
+        CLAUDERUN_MODEL_UPSTREAM: 'vertex',
+        CLAUDERUN_VERTEX_PROJECT: 'my-project-1',
+        CLAUDERUN_VERTEX_REGION: 'global',
+        ANTHROPIC_API_KEY: 'sk-ant-x',
+      },
+      /ANTHROPIC_API_KEY: not used with CLAUDERUN_MODEL_UPSTREAM=vertex/,
+    ],
+    [{ CLAUDERUN_VERTEX_PROJECT: 'a/b' }, /CLAUDERUN_VERTEX_PROJECT must be a project ID/],
+    [
+      { ANTHROPIC_API_KEY: 'sk-ant-x', CLAUDERUN_VERTEX_PROJECT: 'my-project-1', CLAUDERUN_VERTEX_REGION: 'global' },
+      /CLAUDERUN_VERTEX_PROJECT, CLAUDERUN_VERTEX_REGION: used only with CLAUDERUN_MODEL_UPSTREAM=vertex \(the model upstream is anthropic\)/,
+    ],
+    [{ CLAUDERUN_VERTEX_REGION: 'us-east5/../x' }, /CLAUDERUN_VERTEX_REGION must be a region name/],
+    [{ CLAUDERUN_VERTEX_ENDPOINT: 'nope' }, /CLAUDERUN_VERTEX_ENDPOINT must be a URL/],
   ])('refuses %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

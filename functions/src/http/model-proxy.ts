@@ -7,7 +7,7 @@ import { UsageMeter } from '../model/metering.js';
 import { costUsd } from '../model/pricing.js';
 import type { PolicyChecker } from '../model/policy-checker.js';
 import { allowedBetas, PROXIED_CALLS, type ModelPolicy, type ProxiedCall } from '../model/proxy-policy.js';
-import type { ModelUpstream } from '../model/upstream.js';
+import { UpstreamCredentialsError, type ModelUpstream } from '../model/upstream.js';
 import type { Turn } from '../domain/turn.js';
 import { bodyBytes } from './body.js';
 import { KeyedMinuteAllowance, KeyedSlots } from './keyed-slots.js';
@@ -29,7 +29,7 @@ const MODEL_CALL_TIMEOUT_MS = 15 * 60 * 1000;
  * The agent's model endpoint. The sandbox presents its turn token as the API key; the proxy
  * checks it and the request (proxy-policy.ts), sends the call on with the real key (which never
  * enters a sandbox), streams the answer back as it comes and meters the tokens it carries. The
- * upstream path is the proxy's constant, never taken from the request.
+ * upstream's path is its own for the call, never taken from the request.
  */
 export function modelProxyRoutes(
   service: RunnerService,
@@ -41,8 +41,8 @@ export function modelProxyRoutes(
   const router = Router();
   const inFlight = new KeyedSlots(policy.maxCallsInFlight);
   const requestBytes = new KeyedMinuteAllowance(policy.requestBytesPerMinute);
-  for (const [upstreamPath, call] of Object.entries(PROXIED_CALLS) as Array<[string, ProxiedCall]>) {
-    router.post(`${MODEL_BASE}${upstreamPath}`, (req, res) => proxy(req, res, upstreamPath, call));
+  for (const [callPath, call] of Object.entries(PROXIED_CALLS) as Array<[string, ProxiedCall]>) {
+    router.post(`${MODEL_BASE}${callPath}`, (req, res) => proxy(req, res, call));
   }
   router.all(`${MODEL_BASE}/{*rest}`, (req, res) => {
     anthropicError(
@@ -53,7 +53,7 @@ export function modelProxyRoutes(
     );
   });
 
-  async function proxy(req: Request, res: Response, upstreamPath: string, call: ProxiedCall): Promise<void> {
+  async function proxy(req: Request, res: Response, call: ProxiedCall): Promise<void> {
     const token = req.get('x-api-key') ?? bearer(req);
     let turn: Turn;
     try {
@@ -91,7 +91,7 @@ export function modelProxyRoutes(
       }
       const verdict = await checker.check(call, bytes);
       if (!verdict.ok) return anthropicError(res, 400, 'invalid_request_error', `refused by clauderun: ${verdict.message}`);
-      await forward(req, res, turn, upstreamPath, call, verdict);
+      await forward(req, res, turn, call, verdict);
     } finally {
       inFlight.give(turn.id);
     }
@@ -101,7 +101,6 @@ export function modelProxyRoutes(
     req: Request,
     res: Response,
     turn: Turn,
-    upstreamPath: string,
     call: ProxiedCall,
     request: { body: string; model: string; maxTokens: number },
   ): Promise<void> {
@@ -113,19 +112,24 @@ export function modelProxyRoutes(
     }
     const betas = allowedBetas(req.get('anthropic-beta'));
     if (betas !== undefined) headers['anthropic-beta'] = betas;
-    // The CLI marks its beta calls with ?beta=true; nothing else of the query is passed on.
-    const query = req.query.beta === 'true' ? '?beta=true' : '';
     let answer: globalThis.Response;
     try {
       // The answer is read to its end even if the sandbox hangs up: its usage comes last, and a
       // call cut short is billed all the same. Only a stuck upstream is given up on.
       answer = await upstream.send({
-        pathAndQuery: `${upstreamPath}${query}`,
+        call,
+        // The CLI marks its beta calls with ?beta=true; nothing else of the query is passed on.
+        beta: req.query.beta === 'true',
         headers,
         body: Buffer.from(body),
         signal: AbortSignal.timeout(MODEL_CALL_TIMEOUT_MS),
       });
     } catch (error) {
+      if (error instanceof UpstreamCredentialsError) {
+        const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+        log(`turn ${turn.id}: ${error.message}${cause}`);
+        return anthropicError(res, 502, 'api_error', error.message);
+      }
       log(`turn ${turn.id}: model upstream unreachable: ${(error as Error).message}`);
       return anthropicError(res, 502, 'api_error', 'the model API could not be reached');
     }

@@ -18,6 +18,14 @@ const PRICES: ReadonlyArray<[family: RegExp, price: Price]> = [
 /** Unknown models are priced as the most expensive family, so a budget is never under-counted. */
 const FALLBACK: Price = { input: 15, output: 75, cacheWrite: 18.75, cacheRead: 1.5 };
 
+/**
+ * The families match Vertex AI's model ids too (`claude-sonnet-4-5@20250929`). Claude on Vertex
+ * AI is priced here as on the Claude API: Google's global endpoint carries no premium, but its
+ * regional endpoints do for Claude Sonnet 4.5 and later models
+ * (platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai, "Global vs regional
+ * endpoints"; Google's price list, cloud.google.com/vertex-ai/generative-ai/pricing, is the
+ * bill's), so with a regional endpoint the cost counted is an estimate somewhat under the bill.
+ */
 export function costUsd(model: string | undefined, usage: Usage, upstream: string): number {
   if (upstream === 'demo') return 0;
   const price = PRICES.find(([family]) => model !== undefined && family.test(model))?.[1] ?? FALLBACK;
