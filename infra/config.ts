@@ -20,6 +20,9 @@ export const CONFIG_KEYS = [
   'clauderun:anthropicApiKey',
   'clauderun:modelUpstream',
   'clauderun:vertexRegion',
+  'clauderun:model',
+  'clauderun:smallFastModel',
+  'clauderun:models',
   'clauderun:authMode',
   'clauderun:turnTimeoutSeconds',
   'clauderun:sandboxMemoryMb',
@@ -78,6 +81,12 @@ export interface Settings {
   modelUpstream: ModelUpstream;
   /** Vertex AI's location for Claude: `global` or a region that offers the models. */
   vertexRegion: string;
+  /**
+   * The agent's models (the service's CLAUDERUN_MODEL, CLAUDERUN_SMALL_FAST_MODEL, CLAUDERUN_MODELS),
+   * given to both functions: the public one admits a conversation's chosen model by the list, the
+   * runner's model proxy enforces it. Unset: the service's defaults (Claude API names).
+   */
+  models: { model: string; smallFastModel: string; allowed: string[] } | undefined;
   /** Firestore location (a region or a multi-region such as `eur3`); defaults to `region`. */
   firestoreLocation: string;
   authMode: AuthMode;
@@ -181,6 +190,9 @@ const Schema = z.object({
       .regex(/^(global|[a-z]+-[a-z]+[0-9]+)$/, 'clauderun:vertexRegion must be global or a region such as us-east5')
       .default(DEFAULT_VERTEX_REGION),
   ),
+  'clauderun:model': z.preprocess(trimmed, z.string().min(1).optional()),
+  'clauderun:smallFastModel': z.preprocess(trimmed, z.string().min(1).optional()),
+  'clauderun:models': z.preprocess(trimmed, z.string().optional()),
   'clauderun:authMode': z.preprocess(trimmed, z.string().default(CloudAuthMode.enum.apikey)),
   'clauderun:turnTimeoutSeconds': whole('clauderun:turnTimeoutSeconds', 60, MAX_TURN_TIMEOUT_SECONDS, DEFAULT_LIMITS.CLAUDERUN_TURN_TIMEOUT_SECONDS),
   'clauderun:sandboxMemoryMb': whole('clauderun:sandboxMemoryMb', 512, 32768, DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB),
@@ -253,6 +265,7 @@ export function parseSettings(raw: RawSettings): Settings {
     );
   }
   return {
+    models: modelSettings(c['clauderun:modelUpstream'], c['clauderun:model'], c['clauderun:smallFastModel'], c['clauderun:models']),
     project: c['gcp:project'],
     region: c['gcp:region'],
     firestoreLocation: c['clauderun:firestoreLocation'] ?? c['gcp:region'],
@@ -277,6 +290,42 @@ export function parseSettings(raw: RawSettings): Settings {
     firestoreIndexesFile: c['clauderun:firestoreIndexesFile'],
     protect: c['clauderun:protect'] === 'true',
   };
+}
+
+/**
+ * The agent's models, all or none: the model and the small, fast model, and the list a
+ * conversation may choose from (by default the two). Vertex AI names its models with a version
+ * (`claude-sonnet-4-5@20250929`), so a Vertex stack must name them.
+ */
+function modelSettings(
+  upstream: ModelUpstream,
+  model: string | undefined,
+  smallFastModel: string | undefined,
+  list: string | undefined,
+): Settings['models'] {
+  if (model === undefined && smallFastModel === undefined && list === undefined) {
+    if (upstream === 'vertex') {
+      throw new SettingsError(
+        'clauderun:model and clauderun:smallFastModel are required with modelUpstream vertex: Vertex AI names its models with a version, e.g. claude-sonnet-4-5@20250929',
+      );
+    }
+    return undefined;
+  }
+  if (model === undefined || smallFastModel === undefined)
+    throw new SettingsError('clauderun:model and clauderun:smallFastModel: set both or neither');
+  const allowed = [
+    ...new Set(
+      (list ?? '')
+        .split(',')
+        .map((m) => m.trim())
+        .filter((m) => m !== ''),
+    ),
+  ];
+  if (allowed.length === 0) return { model, smallFastModel, allowed: [...new Set([model, smallFastModel])] };
+  const missing = [model, smallFastModel].filter((m) => !allowed.includes(m));
+  if (missing.length > 0)
+    throw new SettingsError(`clauderun:models must include clauderun:model and clauderun:smallFastModel: ${missing.join(', ')} missing`);
+  return { model, smallFastModel, allowed };
 }
 
 /** The stack's settings, from `pulumi config`. */

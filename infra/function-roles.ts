@@ -162,6 +162,12 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     // The Functions Framework answers a crash or SIGTERM itself, naming the error outside production.
     NODE_ENV: 'production',
   };
+  // Both functions judge models by the same list: the public one a conversation's choice, the runner's proxy each call.
+  if (s.models !== undefined) {
+    shared.CLAUDERUN_MODEL = s.models.model;
+    shared.CLAUDERUN_SMALL_FAST_MODEL = s.models.smallFastModel;
+    shared.CLAUDERUN_MODELS = s.models.allowed.join(',');
+  }
   if (serve === 'runner') {
     const model = functionRoles(s)[serve].modelKey ? modelEnvironment(s) : {};
     // The tunnel that carries a sandbox's connections out ends at the runner, which judges them.

@@ -34,14 +34,53 @@ describe('stack settings', () => {
   });
 
   test('the model: the Claude API (a key) or Claude on Vertex AI, in the global location or a region', () => {
-    expect(parseSettings({ ...base, 'clauderun:modelUpstream': 'vertex' })).toMatchObject({ modelUpstream: 'vertex', vertexRegion: 'global' });
-    expect(parseSettings({ ...base, 'clauderun:modelUpstream': 'vertex', 'clauderun:vertexRegion': 'us-east5' })).toMatchObject({
+    const vertex = {
+      ...base,
+      'clauderun:modelUpstream': 'vertex',
+      'clauderun:model': 'claude-sonnet-4-5@20250929',
+      'clauderun:smallFastModel': 'claude-haiku-4-5@20251001',
+    };
+    expect(parseSettings(vertex)).toMatchObject({ modelUpstream: 'vertex', vertexRegion: 'global' });
+    expect(parseSettings({ ...vertex, 'clauderun:vertexRegion': 'us-east5' })).toMatchObject({
       vertexRegion: 'us-east5',
     });
     expect(() => parseSettings({ ...base, 'clauderun:modelUpstream': 'bedrock' })).toThrow(
       /clauderun:modelUpstream must be one of: anthropic, vertex/,
     );
     expect(() => parseSettings({ ...base, 'clauderun:vertexRegion': 'us/east5' })).toThrow(/clauderun:vertexRegion must be global or a region/);
+  });
+
+  test("the agent's models: none (the service's defaults), or the two and the list a conversation may choose from; Vertex must name them", () => {
+    expect(parseSettings(base).models).toBeUndefined();
+    expect(
+      parseSettings({ ...base, 'clauderun:model': 'claude-sonnet-4-5@20250929', 'clauderun:smallFastModel': 'claude-haiku-4-5@20251001' }).models,
+    ).toEqual({
+      model: 'claude-sonnet-4-5@20250929',
+      smallFastModel: 'claude-haiku-4-5@20251001',
+      allowed: ['claude-sonnet-4-5@20250929', 'claude-haiku-4-5@20251001'],
+    });
+    expect(
+      parseSettings({
+        ...base,
+        'clauderun:model': 'claude-sonnet-4-5@20250929',
+        'clauderun:smallFastModel': 'claude-haiku-4-5@20251001',
+        'clauderun:models': 'claude-haiku-4-5@20251001, claude-sonnet-4-5@20250929,x',
+      }).models?.allowed,
+    ).toEqual(['claude-haiku-4-5@20251001', 'claude-sonnet-4-5@20250929', 'x']);
+    expect(() => parseSettings({ ...base, 'clauderun:modelUpstream': 'vertex' })).toThrow(
+      /clauderun:model and clauderun:smallFastModel are required with modelUpstream vertex/,
+    );
+    expect(() => parseSettings({ ...base, 'clauderun:model': 'm' })).toThrow(/set both or neither/);
+    expect(() =>
+      parseSettings({
+        ...base,
+        'clauderun:model': 'claude-sonnet-4-5@20250929',
+        'clauderun:smallFastModel': 'claude-haiku-4-5@20251001',
+        'clauderun:models': 'other',
+      }),
+    ).toThrow(
+      /clauderun:models must include clauderun:model and clauderun:smallFastModel: claude-sonnet-4-5@20250929, claude-haiku-4-5@20251001 missing/,
+    );
   });
 
   test('daily budgets take a number or none, as the service does', () => {

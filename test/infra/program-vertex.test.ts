@@ -16,7 +16,15 @@ let run: ProgramRun;
 
 beforeAll(async () => {
   run = await runProgram(
-    { 'gcp:project': PROJECT, 'gcp:region': REGION, 'clauderun:modelUpstream': 'vertex', 'clauderun:firestoreIndexesFile': writeTestIndexes() },
+    {
+      'gcp:project': PROJECT,
+      'gcp:region': REGION,
+      'clauderun:modelUpstream': 'vertex',
+      'clauderun:model': 'claude-sonnet-4-5@20250929',
+      'clauderun:smallFastModel': 'claude-haiku-4-5@20251001',
+      'clauderun:models': 'claude-sonnet-4-5@20250929,claude-haiku-4-5@20251001,claude-opus-4-1@20250805',
+      'clauderun:firestoreIndexesFile': writeTestIndexes(),
+    },
     { modelKey: false },
   );
 });
@@ -56,5 +64,16 @@ describe('a stack calling Claude on Vertex AI', () => {
     expect(Object.keys(envOf(fn('api-function'))).filter((name) => name.includes('VERTEX') || name === 'CLAUDERUN_MODEL_UPSTREAM')).toEqual([]);
     const runner = loadConfig({ ...envOf(fn('runner-function')), CLAUDERUN_TOKEN_SECRET: 'x'.repeat(48), K_SERVICE: 'clauderun-runner' });
     expect(runner.model).toEqual({ upstream: 'vertex', project: PROJECT, region: 'global', endpoint: 'https://aiplatform.googleapis.com' });
+  });
+
+  test("gives both functions the stack's models, so that a conversation's choice is judged by the list the proxy enforces", () => {
+    for (const name of ['api-function', 'runner-function']) {
+      const config = loadConfig({ ...envOf(fn(name)), CLAUDERUN_TOKEN_SECRET: 'x'.repeat(48), K_SERVICE: 'clauderun' });
+      expect(config.agent).toMatchObject({
+        model: 'claude-sonnet-4-5@20250929',
+        smallFastModel: 'claude-haiku-4-5@20251001',
+        models: ['claude-sonnet-4-5@20250929', 'claude-haiku-4-5@20251001', 'claude-opus-4-1@20250805'],
+      });
+    }
   });
 });
