@@ -187,7 +187,7 @@ const Schema = z.object({
     trimmed,
     z
       .string()
-      .regex(/^(global|[a-z]+-[a-z]+[0-9]+)$/, 'clauderun:vertexRegion must be global or a region such as us-east5')
+      .regex(/^(global|us|eu|[a-z]+-[a-z]+[0-9]+)$/, 'clauderun:vertexRegion must be global, a multi-region (us, eu) or a region such as us-east5')
       .default(DEFAULT_VERTEX_REGION),
   ),
   'clauderun:model': z.preprocess(trimmed, z.string().min(1).optional()),

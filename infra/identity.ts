@@ -56,12 +56,15 @@ export const JOB_LAUNCHER_PERMISSIONS = [
 
 export const SECRET_READER_ROLE = 'roles/secretmanager.secretAccessor';
 /**
- * What calling Claude on Vertex AI takes: `aiplatform.endpoints.predict`, which the Vertex AI
- * User role holds (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/use-partner-models,
- * "Set required permissions"; cloud.google.com/vertex-ai/docs/general/access-control).
+ * What calling Claude on Vertex AI takes: `aiplatform.endpoints.predict`
+ * (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/use-partner-models, "Set required
+ * permissions"). The Vertex AI User role holds it and much more; Google advises a custom role
+ * with only what is needed (cloud.google.com/vertex-ai/docs/general/access-control), so the
+ * runner's account gets one with this permission alone.
  */
-export const VERTEX_USER_ROLE = 'roles/aiplatform.user';
+export const MODEL_CALLER_PERMISSIONS = ['aiplatform.endpoints.predict'] as const;
 export const JOB_LAUNCHER_ROLE_PREFIX = 'clauderunJobLauncher';
+export const MODEL_CALLER_ROLE_PREFIX = 'clauderunModelCaller';
 
 /**
  * A custom role's id stays taken long after the role is deleted: 7 days deleted (and restorable),
@@ -71,9 +74,9 @@ export const JOB_LAUNCHER_ROLE_PREFIX = 'clauderunJobLauncher';
  * stack's state (a stack destroyed and deployed again gets a fresh id instead of a refusal).
  * Role ids allow letters, digits, `_` and `.`, up to 64 characters.
  */
-export function jobLauncherRoleId(stack: string, suffix: string): string {
+export function customRoleId(prefix: string, stack: string, suffix: string): string {
   const stackPart = stack.replace(/[^A-Za-z0-9]/g, '_').slice(0, 30);
-  return `${JOB_LAUNCHER_ROLE_PREFIX}_${stackPart}_${suffix}`;
+  return `${prefix}_${stackPart}_${suffix}`;
 }
 
 export interface GrantTargets {
@@ -90,7 +93,7 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
     'job-launcher-role',
     {
       project: s.project,
-      roleId: roleSuffix.hex.apply((hex) => jobLauncherRoleId(pulumi.getStack(), hex)),
+      roleId: roleSuffix.hex.apply((hex) => customRoleId(JOB_LAUNCHER_ROLE_PREFIX, pulumi.getStack(), hex)),
       title: 'clauderun job launcher',
       description: 'Start sandbox executions with overrides, watch and cancel them (granted on the one job only)',
       permissions: [...JOB_LAUNCHER_PERMISSIONS],
@@ -98,6 +101,21 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
     },
     opts,
   );
+  const modelCallerRole =
+    s.modelUpstream === 'vertex'
+      ? new gcp.projects.IAMCustomRole(
+          'model-caller-role',
+          {
+            project: s.project,
+            roleId: roleSuffix.hex.apply((hex) => customRoleId(MODEL_CALLER_ROLE_PREFIX, pulumi.getStack(), hex)),
+            title: 'clauderun model caller',
+            description: 'Call Claude on Vertex AI (rawPredict, streamRawPredict, count-tokens)',
+            permissions: [...MODEL_CALLER_PERMISSIONS],
+            stage: 'GA',
+          },
+          opts,
+        )
+      : undefined;
 
   /** What each function's account gets; `prefix` names its grants (api-..., runner-...). */
   const functionGrants = (prefix: string, account: gcp.serviceaccount.Account, callsModel: boolean) => {
@@ -119,8 +137,8 @@ export function grants(s: Settings, accounts: Accounts, targets: GrantTargets, a
       readSecret(`${prefix}-reads-token-secret`, targets.secrets.tokenSecret),
       ...(callsModel && targets.secrets.modelKey !== undefined ? [readSecret(`${prefix}-reads-model-key`, targets.secrets.modelKey)] : []),
       // Claude on Vertex AI is called in this project, with this account's own tokens.
-      ...(callsModel && s.modelUpstream === 'vertex'
-        ? [new gcp.projects.IAMMember(`${prefix}-vertex-user`, { project: s.project, role: VERTEX_USER_ROLE, member: who }, opts)]
+      ...(callsModel && modelCallerRole !== undefined
+        ? [new gcp.projects.IAMMember(`${prefix}-model-caller`, { project: s.project, role: modelCallerRole.name, member: who }, opts)]
         : []),
       // Running a job as its service account may take actAs on that account as well as the run
       // permissions (reported for the v2 :run method; Google's jobs pages name only the latter).

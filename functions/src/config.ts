@@ -303,6 +303,17 @@ export interface AgentSettings {
   maxOutputTokens: number;
   maxModelCallsInFlight: number;
   modelRequestBytesPerMinute: number;
+  /**
+   * Whether the agent may send the CLI's experimental betas: not to Vertex AI, which refuses a
+   * call with a beta it does not know (model/vertex.ts VERTEX_BETAS).
+   */
+  experimentalBetas: boolean;
+  /**
+   * How often the runner posts a text block's later deltas. Each post writes the turn's record:
+   * Firestore's limit is one write a second to a document (firebase.google.com/docs/firestore/quotas,
+   * "Maximum write rate to a document"), and the turn's usage is written to it too; SQLite has none.
+   */
+  textDeltaEveryMs: number;
 }
 
 export interface Config {
@@ -446,6 +457,8 @@ export function loadConfig(env: Env): Config {
       maxOutputTokens: e.CLAUDERUN_MAX_OUTPUT_TOKENS,
       maxModelCallsInFlight: e.CLAUDERUN_MAX_MODEL_CALLS_IN_FLIGHT,
       modelRequestBytesPerMinute: e.CLAUDERUN_MODEL_REQUEST_BYTES_PER_MINUTE,
+      experimentalBetas: model.upstream !== 'vertex',
+      textDeltaEveryMs: e.CLAUDERUN_STORE === 'firestore' ? 1000 : 100,
     },
     store:
       e.CLAUDERUN_STORE === 'firestore'
@@ -521,12 +534,15 @@ export function loadConfig(env: Env): Config {
 }
 
 /**
- * Vertex AI's base URL for a location: `https://REGION-aiplatform.googleapis.com`, and for
- * `global` `https://aiplatform.googleapis.com`
- * (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude).
+ * Vertex AI's base URL for a location: `https://REGION-aiplatform.googleapis.com`, for `global`
+ * `https://aiplatform.googleapis.com` (cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude),
+ * and for the multi-regions `us` and `eu` `https://aiplatform.us.rep.googleapis.com` and
+ * `https://aiplatform.eu.rep.googleapis.com` (Vertex AI's locations page, "multi-region endpoints").
  */
 export function vertexEndpoint(region: string): string {
-  return region === 'global' ? 'https://aiplatform.googleapis.com' : `https://${region}-aiplatform.googleapis.com`;
+  if (region === 'global') return 'https://aiplatform.googleapis.com';
+  if (region === 'us' || region === 'eu') return `https://aiplatform.${region}.rep.googleapis.com`;
+  return `https://${region}-aiplatform.googleapis.com`;
 }
 
 function modelOf(e: z.infer<typeof EnvSchema>): Config['model'] {

@@ -19,6 +19,7 @@ export interface AgentRun {
   maxOutputTokens: number;
   /** The turn's options for the CLI's flags (the model is above). */
   options: RunnerTurn['options'];
+  experimentalBetas: boolean;
   modelBaseUrl: string;
   token: string;
   /** The egress proxy on loopback, for the agent's tools (npm, pip, git, curl). */
@@ -55,6 +56,9 @@ export function agentEnvironment(
     ANTHROPIC_SMALL_FAST_MODEL: run.smallFastModel,
     CLAUDE_CODE_SUBAGENT_MODEL: run.model,
     CLAUDE_CODE_MAX_OUTPUT_TOKENS: String(run.maxOutputTokens),
+    // Vertex AI refuses a call with a beta it does not know: the CLI then sends only the ones it
+    // sends Vertex itself, and none of the request fields that go with the others.
+    ...(run.experimentalBetas ? {} : { CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS: '1' }),
     ...(run.proxyUrl !== undefined ? proxyEnvironment(run.proxyUrl, run.modelBaseUrl) : {}),
     ...(existsSync(SHELL_PREFIX) ? { CLAUDE_CODE_SHELL_PREFIX: SHELL_PREFIX } : {}),
   };

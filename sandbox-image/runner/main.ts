@@ -2,7 +2,7 @@ import { runAgent } from './agent.js';
 import { Readable } from 'node:stream';
 import { ApiError, RunnerApi } from './api-client.js';
 import { apiTunnels, startEgressProxy } from './egress-proxy.js';
-import { ProgressReporter, progressEvents, textDelta } from './progress.js';
+import { DELTA_BATCHING, ProgressReporter, progressEvents, textDelta } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
 import type { RunnerResult } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
@@ -47,7 +47,7 @@ async function main(): Promise<number> {
       const archive = await api.getState(turn.maxStateBytes);
       if (archive !== undefined) await restoreState(Readable.from([archive]), { home, workspace }, turn.maxRestoreBytes);
     }
-    const progress = new ProgressReporter((events) => api.postEvents(events));
+    const progress = new ProgressReporter((events) => api.postEvents(events), { ...DELTA_BATCHING, everyMs: turn.textDeltaEveryMs });
     // Up before the agent, so that its first tool finds it.
     const tunnels = apiTunnels(apiUrl, turnId, token);
     const proxy = await startEgressProxy(tunnels.open);
@@ -58,6 +58,7 @@ async function main(): Promise<number> {
       smallFastModel: turn.smallFastModel,
       maxOutputTokens: turn.maxOutputTokens,
       options: turn.options,
+      experimentalBetas: turn.experimentalBetas,
       modelBaseUrl: api.modelBaseUrl,
       token,
       proxyUrl: proxy.url,

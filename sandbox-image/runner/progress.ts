@@ -51,9 +51,8 @@ const short = (text: string): string => cutToLimit(text, RUNNER_LIMITS.summaryCh
 
 /**
  * How text deltas are batched: the first of a block soon after it comes (what a user waits for),
- * the rest at most twice a second. Each post is a write of the turn's record, and Firestore
- * advises keeping a document's sustained writes to about one a second
- * (cloud.google.com/firestore/quotas, "Maximum sustained write rate to a document").
+ * the rest at most every `everyMs`, which the API gives with the turn (RunnerTurn.textDeltaEveryMs:
+ * each post writes the turn's record, and its store may limit how often).
  */
 export const DELTA_BATCHING = { firstMs: 25, everyMs: 500 } as const;
 

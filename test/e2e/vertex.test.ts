@@ -81,6 +81,11 @@ describe('a turn through Claude on Vertex AI, with Application Default Credentia
       expect(request.status, request.body.slice(0, 300)).toBe(200);
       expect(request.versionHeader).toBeUndefined();
       expect(metadata.issued).toContain(request.token);
+      // The CLI was told to leave its experimental betas out (and the fields that go with them).
+      for (const beta of (request.betas ?? '').split(',').filter((b) => b !== '')) {
+        expect(['claude-code-20250219', 'interleaved-thinking-2025-05-14', 'effort-2025-11-24']).toContain(beta);
+      }
+      expect(JSON.parse(request.body)).not.toHaveProperty('context_management');
     }
     expect(vertex.calls.some((c) => c.model === MODEL && c.kind === 'streamRawPredict')).toBe(true);
     // The second turn called with a token the first never used: the expired one was replaced.

@@ -47,7 +47,9 @@ describe('stack settings', () => {
     expect(() => parseSettings({ ...base, 'clauderun:modelUpstream': 'bedrock' })).toThrow(
       /clauderun:modelUpstream must be one of: anthropic, vertex/,
     );
-    expect(() => parseSettings({ ...base, 'clauderun:vertexRegion': 'us/east5' })).toThrow(/clauderun:vertexRegion must be global or a region/);
+    expect(() => parseSettings({ ...base, 'clauderun:vertexRegion': 'us/east5' })).toThrow(
+      /clauderun:vertexRegion must be global, a multi-region \(us, eu\) or a region/,
+    );
   });
 
   test("the agent's models: none (the service's defaults), or the two and the list a conversation may choose from; Vertex must name them", () => {

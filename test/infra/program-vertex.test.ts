@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../functions/src/config.js';
 import { REQUIRED_APIS } from '../../infra/apis.js';
-import { VERTEX_USER_ROLE } from '../../infra/identity.js';
+import { MODEL_CALLER_PERMISSIONS } from '../../infra/identity.js';
 import { isIamGrant, MODEL_KEY, principalsOf, runProgram, writeTestIndexes, type ProgramRun, type Recorded } from './pulumi-mocks.js';
 
 /**
@@ -47,8 +47,12 @@ describe('a stack calling Claude on Vertex AI', () => {
     for (const name of ['api-function', 'runner-function']) expect(secretEnvOf(fn(name))).toEqual(['CLAUDERUN_TOKEN_SECRET']);
   });
 
-  test("grants the runner's account, the one that calls the model, Vertex AI User on the project, and no one else", () => {
-    const vertexGrants = run.resources.filter(isIamGrant).filter((g) => g.inputs.role === VERTEX_USER_ROLE);
+  test("grants the runner's account, the one that calls the model, a role that only calls models, and no one else", () => {
+    const role = run.named('model-caller-role');
+    expect(role.inputs.permissions).toEqual(['aiplatform.endpoints.predict']);
+    expect([...MODEL_CALLER_PERMISSIONS]).toEqual(['aiplatform.endpoints.predict']);
+    expect(run.resources.filter(isIamGrant).some((g) => String(g.inputs.role).startsWith('roles/aiplatform'))).toBe(false);
+    const vertexGrants = run.resources.filter(isIamGrant).filter((g) => g.inputs.role === role.state.name);
     expect(vertexGrants).toHaveLength(1);
     expect(vertexGrants[0]!.type).toBe('gcp:projects/iAMMember:IAMMember');
     expect(vertexGrants[0]!.inputs.project).toBe(PROJECT);

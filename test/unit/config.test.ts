@@ -58,6 +58,8 @@ describe('config', () => {
       endpoint: 'https://us-east5-aiplatform.googleapis.com',
     });
     expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'global' }).model).toMatchObject({ endpoint: 'https://aiplatform.googleapis.com' });
+    expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'eu' }).model).toMatchObject({ endpoint: 'https://aiplatform.eu.rep.googleapis.com' });
+    expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'us' }).model).toMatchObject({ endpoint: 'https://aiplatform.us.rep.googleapis.com' });
     expect(loadConfig({ ...vertex, CLAUDERUN_VERTEX_REGION: 'global', CLAUDERUN_VERTEX_ENDPOINT: 'http://127.0.0.1:9998/' }).model).toMatchObject({
       endpoint: 'http://127.0.0.1:9998',
     });

@@ -60,12 +60,15 @@ describe('the Vertex AI request for a Messages API call', () => {
     expect(modelUpstream(config).name).toBe('vertex');
   });
 
-  it('prices Vertex model ids as their families', () => {
+  it('prices Vertex model ids as their families, 10% over them on a regional endpoint', () => {
     const usage = { modelCalls: 1, inputTokens: 1_000_000, outputTokens: 0, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 };
-    expect(costUsd('claude-sonnet-4-5@20250929', usage, 'vertex')).toBe(3);
-    expect(costUsd('claude-haiku-4-5@20251001', usage, 'vertex')).toBe(1);
-    expect(costUsd('claude-opus-4-1@20250805', usage, 'vertex')).toBe(15);
-    expect(costUsd('claude-opus-4-5@20251101', usage, 'vertex')).toBe(5);
+    const global = new VertexUpstream({ project: 'p', region: 'global', endpoint: 'http://127.0.0.1:9' }).priceFactor;
+    const regional = new VertexUpstream({ project: 'p', region: 'us-east5', endpoint: 'http://127.0.0.1:9' }).priceFactor;
+    expect(costUsd('claude-sonnet-4-5@20250929', usage, global)).toBe(3);
+    expect(costUsd('claude-haiku-4-5@20251001', usage, global)).toBe(1);
+    expect(costUsd('claude-opus-4-1@20250805', usage, global)).toBe(15);
+    expect(costUsd('claude-opus-4-5@20251101', usage, global)).toBe(5);
+    expect(costUsd('claude-sonnet-4-5@20250929', usage, regional)).toBeCloseTo(3.3, 6);
   });
 });
 
@@ -179,6 +182,37 @@ describe('VertexUpstream with Application Default Credentials from the metadata 
       type: 'error',
       error: { type: 'permission_error', message: expect.stringMatching(/^Vertex AI: /) },
     });
+  });
+
+  it('passes on only the betas Vertex takes: one it does not know would fail the whole call', async () => {
+    const upstream = new VertexUpstream({ ...settings, endpoint: vertex.url });
+    const betas = 'claude-code-20250219,advanced-tool-use-2025-11-20,effort-2025-11-24,per-turn-control-2026-07-01';
+    const answer = await upstream.send({
+      call: 'messages',
+      beta: true,
+      headers: { ...headers, 'anthropic-beta': betas },
+      body: body({ model: MODEL, max_tokens: 10, messages }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(answer.status).toBe(200);
+    expect(vertex.requests.at(-1)?.betas).toBe('claude-code-20250219,effort-2025-11-24');
+  });
+
+  it("answers a refusal Vertex sends as a one-element array (a model not enabled) in the Messages API's shape", async () => {
+    const strict = await startFakeVertex({ tokens: metadata, project: 'my-project-1', region: 'us-east5', enabledModels: ['claude-other@1'] });
+    try {
+      const refused = await send(new VertexUpstream({ ...settings, endpoint: strict.url }), {});
+      expect(refused.status).toBe(400);
+      expect(await refused.json()).toEqual({
+        type: 'error',
+        error: {
+          type: 'invalid_request_error',
+          message: expect.stringMatching(/^Vertex AI: Project `my-project-1` is not allowed to use Publisher Model/),
+        },
+      });
+    } finally {
+      await strict.close();
+    }
   });
 
   it('answers 502 api_error naming ADC when no token can be had, logs it, and leaks no token', async () => {

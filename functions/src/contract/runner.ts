@@ -27,6 +27,10 @@ export const RunnerTurn = z.object({
   maxStateBytes: z.number().int().positive(),
   /** What a restored state may expand to (the sandbox's disk): the runner stops extracting past it. */
   maxRestoreBytes: z.number().int().positive(),
+  /** Whether the CLI may send its experimental betas (not to Vertex AI: AgentSettings.experimentalBetas). */
+  experimentalBetas: z.boolean(),
+  /** How often to post a text block's later deltas (AgentSettings.textDeltaEveryMs). */
+  textDeltaEveryMs: z.number().int().positive(),
   /** The rest of the turn's options (the model is above), for the CLI's flags. */
   options: AgentOptions.omit({ model: true }),
 });

@@ -104,6 +104,8 @@ export class RunnerService {
       maxOutputTokens: this.deps.agent.maxOutputTokens,
       maxStateBytes: this.deps.limits.maxStateBytes,
       maxRestoreBytes: this.deps.limits.diskMb * 1024 * 1024,
+      experimentalBetas: this.deps.agent.experimentalBetas,
+      textDeltaEveryMs: this.deps.agent.textDeltaEveryMs,
       options: withoutModel(turn.options),
     };
   }

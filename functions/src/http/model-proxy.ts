@@ -167,7 +167,8 @@ export function modelProxyRoutes(
         meter.assumeWorstUnlessRead({ inputTokens: roughTokens(body), outputTokens: Math.min(request.maxTokens, Math.ceil(answerBytes / 4)) });
       }
       const { usage, model } = meter.result();
-      if (call === 'messages' && usage.modelCalls > 0) await service.recordUsage(turn, usage, costUsd(model ?? request.model, usage, upstream.name));
+      if (call === 'messages' && usage.modelCalls > 0)
+        await service.recordUsage(turn, usage, costUsd(model ?? request.model, usage, upstream.priceFactor));
     }
   }
 

@@ -10,6 +10,7 @@ const PATHS: Record<ProxiedCall, string> = {
 /** The real Messages API (or anything that speaks it); the only holder of the real key. */
 export class AnthropicUpstream implements ModelUpstream {
   readonly name = 'anthropic';
+  readonly priceFactor = 1;
 
   constructor(
     private readonly baseUrl: string,

@@ -13,6 +13,8 @@ const RUN_PREFIX = /^\s*run:\s*([\s\S]+)$/i;
  */
 export class DemoUpstream implements ModelUpstream {
   readonly name = 'demo';
+  /** The demo model costs nothing. */
+  readonly priceFactor = 0;
 
   async send(request: UpstreamRequest): Promise<Response> {
     const parsed = MessagesRequest.safeParse(JSON.parse(request.body.toString('utf8') || 'null'));

@@ -19,21 +19,19 @@ const PRICES: ReadonlyArray<[family: RegExp, price: Price]> = [
 const FALLBACK: Price = { input: 15, output: 75, cacheWrite: 18.75, cacheRead: 1.5 };
 
 /**
- * The families match Vertex AI's model ids too (`claude-sonnet-4-5@20250929`). Claude on Vertex
- * AI is priced here as on the Claude API: Google's global endpoint carries no premium, but its
- * regional endpoints do for Claude Sonnet 4.5 and later models
- * (platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai, "Global vs regional
- * endpoints"; Google's price list, cloud.google.com/vertex-ai/generative-ai/pricing, is the
- * bill's), so with a regional endpoint the cost counted is an estimate somewhat under the bill.
+ * What a call costs at list prices, times the upstream's `priceFactor` (ModelUpstream: 0 for the
+ * demo model, 1 for the Claude API and Vertex AI's global endpoint, 1.1 for its regional ones).
+ * The families match Vertex AI's model ids too (`claude-sonnet-4-5@20250929`).
  */
-export function costUsd(model: string | undefined, usage: Usage, upstream: string): number {
-  if (upstream === 'demo') return 0;
+export function costUsd(model: string | undefined, usage: Usage, priceFactor: number): number {
+  if (priceFactor === 0) return 0;
   const price = PRICES.find(([family]) => model !== undefined && family.test(model))?.[1] ?? FALLBACK;
   const dollars =
-    (usage.inputTokens * price.input +
+    ((usage.inputTokens * price.input +
       usage.outputTokens * price.output +
       usage.cacheCreationInputTokens * price.cacheWrite +
-      usage.cacheReadInputTokens * price.cacheRead) /
+      usage.cacheReadInputTokens * price.cacheRead) *
+      priceFactor) /
     1_000_000;
   return Math.round(dollars * 1e6) / 1e6;
 }

@@ -16,6 +16,8 @@ export interface UpstreamRequest {
 /** Where the model proxy sends the agent's calls: the real API, Claude on Vertex AI or the built-in demo model. */
 export interface ModelUpstream {
   readonly name: string;
+  /** What its calls cost over the Claude API's list prices (pricing.ts costUsd): 0 when free. */
+  readonly priceFactor: number;
   send(request: UpstreamRequest): Promise<Response>;
 }
 

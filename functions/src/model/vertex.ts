@@ -37,11 +37,23 @@ export interface AccessTokenSource {
   getAccessToken(): Promise<string | null | undefined>;
 }
 
+/** Headers passed on; `anthropic-version` is replaced by the body's `anthropic_version`, `anthropic-beta` is filtered. */
+const FORWARDED_HEADERS = ['content-type', 'accept'];
+
 /**
- * Headers passed on: Vertex takes `anthropic-beta` as the Messages API does; `anthropic-version`
- * is replaced by the body's `anthropic_version`.
+ * The `anthropic-beta` values Vertex AI takes: it refuses the whole call, 400 "Unexpected
+ * value(s) ... for the anthropic-beta header", for one it does not know, and it knows fewer than
+ * the Claude API. These are the ones the pinned CLI itself sends to Vertex, and sends the proxy
+ * when its experimental betas are off (CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS, which the runner
+ * sets for a Vertex deployment: RunnerTurn.experimentalBetas); any other is dropped here.
  */
-const FORWARDED_HEADERS = ['anthropic-beta', 'content-type', 'accept'];
+export const VERTEX_BETAS: ReadonlySet<string> = new Set([
+  'claude-code-20250219',
+  'interleaved-thinking-2025-05-14',
+  'context-management-2025-06-27',
+  'effort-2025-11-24',
+  'thinking-token-count-2026-05-13',
+]);
 
 export interface VertexCall {
   url: string;
@@ -62,6 +74,11 @@ export function vertexCall(settings: VertexSettings, request: Pick<UpstreamReque
     const value = request.headers[name];
     if (value !== undefined) headers[name] = value;
   }
+  const betas = (request.headers['anthropic-beta'] ?? '')
+    .split(',')
+    .map((beta) => beta.trim())
+    .filter((beta) => VERTEX_BETAS.has(beta));
+  if (betas.length > 0) headers['anthropic-beta'] = betas.join(',');
   headers['content-type'] = 'application/json';
   const kinds: Record<ProxiedCall, () => VertexCall> = {
     messages: () => ({
@@ -80,8 +97,17 @@ export function vertexCall(settings: VertexSettings, request: Pick<UpstreamReque
   return kinds[request.call]();
 }
 
+/**
+ * Vertex AI's regional and multi-region endpoints cost 10% over its global one, which is priced
+ * as the Claude API (platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai, "Global
+ * vs regional endpoints": for Claude Sonnet 4.5 and later; counted for every model here, so that
+ * a budget is never under-counted). Google's price list is the bill's.
+ */
+export const REGIONAL_PRICE_FACTOR = 1.1;
+
 export class VertexUpstream implements ModelUpstream {
   readonly name = 'vertex';
+  readonly priceFactor: number;
   private tokens: Promise<AccessTokenSource> | undefined;
 
   /** Without `tokens`, Application Default Credentials (google-auth-library, loaded on first use). */
@@ -89,6 +115,7 @@ export class VertexUpstream implements ModelUpstream {
     private readonly settings: VertexSettings,
     tokens?: AccessTokenSource,
   ) {
+    this.priceFactor = settings.region === 'global' ? 1 : REGIONAL_PRICE_FACTOR;
     if (tokens !== undefined) this.tokens = Promise.resolve(tokens);
   }
 
@@ -133,7 +160,8 @@ function errorType(status: number): string {
 
 /**
  * Vertex AI answers what it refuses itself (credentials, permissions, quota, a model not enabled)
- * in Google's error shape, `{error: {code, message, status}}`; the model's own errors come in the
+ * in Google's error shape, `{error: {code, message, status}}`, often inside a one-element array
+ * (`[{"error": {...}}]`, as its 429 for a quota and 400 for a model not enabled come); the model's own errors come in the
  * Messages API's. The agent reads only the latter, so the former is rewritten into it, with the
  * same status (and Retry-After), its message kept and marked as Vertex's.
  */
@@ -141,7 +169,8 @@ async function asMessagesApiError(answer: Response): Promise<Response> {
   const text = await answer.text();
   let google: { error?: { message?: unknown; status?: unknown } } | undefined;
   try {
-    google = JSON.parse(text) as typeof google;
+    const parsed = JSON.parse(text) as unknown;
+    google = (Array.isArray(parsed) ? parsed[0] : parsed) as typeof google;
   } catch {
     google = undefined;
   }
