@@ -115,9 +115,12 @@ const EnvSchema = z.object({
     error: 'CLAUDERUN_VERTEX_REGION must be a region name such as us-east5, or global',
   }),
   /** A stand-in for the Vertex AI API (tests, `npm run sim`); by default the region's Google endpoint. */
-  CLAUDERUN_VERTEX_ENDPOINT: optionalString.refine((v) => v === undefined || URL.canParse(v), {
-    error: 'CLAUDERUN_VERTEX_ENDPOINT must be a URL',
-  }),
+  /** The access token goes with every call: in the clear only to a stand-in on this machine. */
+  CLAUDERUN_VERTEX_ENDPOINT: optionalString.refine(
+    (v) =>
+      v === undefined || (URL.canParse(v) && (new URL(v).protocol === 'https:' || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/.test(v))),
+    { error: 'CLAUDERUN_VERTEX_ENDPOINT must be an https URL (or http on this machine: 127.0.0.1, localhost, [::1])' },
+  ),
   CLAUDERUN_STORE: z.enum(['sqlite', 'firestore'], { error: 'CLAUDERUN_STORE must be one of: sqlite, firestore' }).default('sqlite'),
   /** The Google Cloud project of Firestore (and the other clients); set by the platform in the cloud. */
   GOOGLE_CLOUD_PROJECT: optionalString,

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { RunnerTurn } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
@@ -75,34 +77,53 @@ function proxyEnvironment(url: string, modelBaseUrl: string): NodeJS.ProcessEnv 
 
 /**
  * The CLI's arguments for a turn, each value its own argument (never a shell line); the API's
- * schema keeps every tool name from reading as an option.
+ * schema keeps every tool name from reading as an option. The instructions go in a file
+ * (`systemPromptFile`, written by runAgent), not on the command line, which the host can read.
  */
-export function agentArguments(run: Pick<AgentRun, 'resumeSessionId' | 'model' | 'options'>): string[] {
-  const { systemPrompt, allowedTools, disallowedTools, maxTurns } = run.options;
+export function agentArguments(run: Pick<AgentRun, 'resumeSessionId' | 'model' | 'options'> & { systemPromptFile?: string }): string[] {
+  const { allowedTools, disallowedTools, maxTurns } = run.options;
   const args = ['-p', '--output-format', 'stream-json', '--verbose', '--include-partial-messages', '--model', run.model];
   if (allowedTools === undefined) {
     args.push('--dangerously-skip-permissions');
   } else {
-    // Skipping permissions would allow every tool: instead only the listed ones are offered
-    // (--tools takes their names) and, of those, only calls their patterns allow run (dontAsk
-    // refuses the others rather than asking anyone).
-    const names = [...new Set(allowedTools.map((tool) => tool.replace(/\(.*$/, '')))];
+    // Skipping permissions would allow every tool: instead only the listed built-in ones are
+    // offered (--tools takes their names) and, of those, only calls their patterns allow run
+    // (dontAsk refuses the others rather than asking anyone).
+    const names = [...new Set(allowedTools.map((tool) => tool.replace(/\(.*$/, '')).filter((name) => !name.startsWith('mcp__')))];
     args.push('--permission-mode', 'dontAsk', '--tools', names.join(','));
     if (allowedTools.length > 0) args.push('--allowedTools', ...allowedTools);
   }
   if (disallowedTools !== undefined && disallowedTools.length > 0) args.push('--disallowedTools', ...disallowedTools);
+  if (allowedTools !== undefined || disallowedTools !== undefined) {
+    // A restriction must hold against the workspace and home, which the agent writes and the
+    // next turn restores: their Claude Code settings (permission rules, hooks that run commands)
+    // and MCP servers are not loaded.
+    args.push('--setting-sources', '', '--strict-mcp-config');
+  }
   if (maxTurns !== undefined) args.push('--max-turns', String(maxTurns));
   // Every turn runs with its own instructions: by default the CLI keeps the first turn's system
   // prompt for the whole session, whatever a later turn passes.
   args.push('--system-prompt-snapshot', 'off');
-  if (systemPrompt !== undefined && systemPrompt !== '') args.push('--append-system-prompt', systemPrompt);
+  if (run.systemPromptFile !== undefined) args.push('--append-system-prompt-file', run.systemPromptFile);
   if (run.resumeSessionId !== null) args.push('--resume', run.resumeSessionId);
   return args;
 }
 
+/** Writes the turn's instructions where only the sandbox sees them (its own /tmp); undefined when there are none. */
+function writeSystemPrompt(systemPrompt: string | undefined): string | undefined {
+  if (systemPrompt === undefined || systemPrompt === '') return undefined;
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'clauderun-instructions-')), 'system-prompt.txt');
+  writeFileSync(file, systemPrompt, { mode: 0o600 });
+  return file;
+}
+
 export function runAgent(run: AgentRun): Promise<AgentOutcome> {
+  const systemPromptFile = writeSystemPrompt(run.options.systemPrompt);
   // The prompt goes through stdin: argv is limited to 128 KiB per argument.
-  const child = spawn('claude', agentArguments(run), { env: agentEnvironment(run, process.env), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('claude', agentArguments({ ...run, ...(systemPromptFile === undefined ? {} : { systemPromptFile }) }), {
+    env: agentEnvironment(run, process.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   child.stdin.end(run.prompt);
 
   let sessionId: string | undefined;

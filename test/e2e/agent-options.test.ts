@@ -76,6 +76,29 @@ describe('agent options per conversation, through the real Claude Code CLI', () 
     expect((files.body.files as Array<{ path: string }>).map((f) => f.path)).toContain('made-it');
   });
 
+  it('holds a tool list against Claude Code settings and hooks in the workspace, which the agent or a user can put there', async () => {
+    const created = await call(running.service, 'POST', '/api/conversations', {
+      userId: 'vera',
+      body: { options: { allowedTools: ['Bash(git log:*)'] } },
+    });
+    const conversationId = String(created.body.conversationId);
+    const put = (name: string, json: unknown) =>
+      fetch(`${running.service.url}/api/conversations/${conversationId}/files/${name}`, {
+        method: 'PUT',
+        headers: { 'x-user-id': 'vera' },
+        body: JSON.stringify(json),
+      });
+    expect((await put('.claude/settings.local.json', { permissions: { allow: ['Bash', 'Bash(touch:*)'] } })).status).toBe(201);
+    const hook = { hooks: { UserPromptSubmit: [{ hooks: [{ type: 'command', command: 'echo ran > /workspace/HOOKED' }] }] } };
+    expect((await put('.claude/settings.json', { ...hook, permissions: { allow: ['Bash'] } })).status).toBe(201);
+    const { answer } = await turnCalls('vera', { message: 'bash: touch /workspace/WIDENED', conversationId });
+    expect(String(answer.text)).toMatch(/Permission to use Bash has been denied/);
+    const files = await call(running.service, 'GET', `/api/conversations/${conversationId}/files`, { userId: 'vera' });
+    const paths = (files.body.files as Array<{ path: string }>).map((f) => f.path);
+    expect(paths).not.toContain('WIDENED');
+    expect(paths).not.toContain('HOOKED');
+  });
+
   it('ends a turn stopped at maxTurns with that reason, its work kept for the next prompt', async () => {
     const stopped = await turnCalls('rhea', { message: 'bash: echo step-one > /workspace/one.txt', options: { maxTurns: 1 } });
     expect(stopped.answer.status).toBe('succeeded');
@@ -123,6 +146,8 @@ describe('agent options that are refused', () => {
     ['more than 50 tools', { disallowedTools: Array.from({ length: 51 }, (_, i) => `Tool${i}`) }, /at most 50 tool names/],
     ['a tool both allowed and taken away', { allowedTools: ['Read'], disallowedTools: ['Read'] }, /Read both allowed and disallowed/],
     ['maxTurns of 0', { maxTurns: 0 }, /maxTurns must be at least 1/],
+    ['"default" as a tool, which the CLI reads as every tool', { allowedTools: ['default'] }, /"default" is not a tool name/],
+    ['a NUL in the instructions', { systemPrompt: 'a\u0000b' }, /systemPrompt must not hold control characters/],
     ['an option that does not exist', { permissionMode: 'bypass' }, /permissionMode/],
   ];
 

@@ -102,7 +102,10 @@ describe('config', () => {
       /CLAUDERUN_VERTEX_PROJECT, CLAUDERUN_VERTEX_REGION: used only with CLAUDERUN_MODEL_UPSTREAM=vertex \(the model upstream is anthropic\)/,
     ],
     [{ CLAUDERUN_VERTEX_REGION: 'us-east5/../x' }, /CLAUDERUN_VERTEX_REGION must be a region name/],
-    [{ CLAUDERUN_VERTEX_ENDPOINT: 'nope' }, /CLAUDERUN_VERTEX_ENDPOINT must be a URL/],
+    [{ CLAUDERUN_VERTEX_ENDPOINT: 'nope' }, /CLAUDERUN_VERTEX_ENDPOINT must be an https URL/],
+    // The access token would travel in the clear to another machine.
+    [{ CLAUDERUN_VERTEX_ENDPOINT: 'http://vertex.example.com' }, /CLAUDERUN_VERTEX_ENDPOINT must be an https URL/],
+    [{ CLAUDERUN_VERTEX_ENDPOINT: 'http://127.0.0.1.example.com/' }, /CLAUDERUN_VERTEX_ENDPOINT must be an https URL/],
   ])('refuses %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

@@ -11,17 +11,21 @@ describe("the CLI's arguments for a turn's options", () => {
     const args = agentArguments({ ...base, options: {} });
     expect(args).toContain('--dangerously-skip-permissions');
     expect(args).toEqual(expect.arrayContaining(['--include-partial-messages', '--model', 'claude-test']));
-    for (const flag of ['--allowedTools', '--disallowedTools', '--max-turns', '--append-system-prompt', '--tools']) expect(args).not.toContain(flag);
+    for (const flag of ['--allowedTools', '--disallowedTools', '--max-turns', '--append-system-prompt-file', '--tools', '--setting-sources']) {
+      expect(args).not.toContain(flag);
+    }
   });
 
-  it('gives each value as its own argument, after its flag', () => {
+  it('gives each value as its own argument, after its flag, and the instructions only as a file', () => {
     const systemPrompt = 'line one\n--dangerously-skip-permissions; $(rm -rf /)';
     const args = agentArguments({
       ...base,
       resumeSessionId: '0b8f0d4e-8a53-4a0e-9a5b-2d0b1f1f2a3c',
       options: { systemPrompt, disallowedTools: ['Write', 'Bash(rm:*)'], maxTurns: 7 },
+      systemPromptFile: '/tmp/x/system-prompt.txt',
     });
-    expect(args[args.indexOf('--append-system-prompt') + 1]).toBe(systemPrompt);
+    expect(args[args.indexOf('--append-system-prompt-file') + 1]).toBe('/tmp/x/system-prompt.txt');
+    expect(args.join(' ')).not.toContain('line one');
     expect(args.slice(args.indexOf('--disallowedTools'), args.indexOf('--disallowedTools') + 3)).toEqual([
       '--disallowedTools',
       'Write',
@@ -49,6 +53,17 @@ describe("the CLI's arguments for a turn's options", () => {
     const none = agentArguments({ ...base, options: { allowedTools: [] } });
     expect(none[none.indexOf('--tools') + 1]).toBe('');
     expect(none).not.toContain('--allowedTools');
+    // An MCP tool is no built-in: allowed by its rule, never named to --tools.
+    const mcp = agentArguments({ ...base, options: { allowedTools: ['Read', 'mcp__files__read'] } });
+    expect(mcp[mcp.indexOf('--tools') + 1]).toBe('Read');
+  });
+
+  it('with a tool list, loads no Claude Code settings or MCP servers from the workspace or home, which could widen it', () => {
+    for (const options of [{ allowedTools: ['Read'] }, { disallowedTools: ['Bash'] }]) {
+      const args = agentArguments({ ...base, options });
+      expect(args.slice(args.indexOf('--setting-sources'), args.indexOf('--setting-sources') + 2)).toEqual(['--setting-sources', '']);
+      expect(args).toContain('--strict-mcp-config');
+    }
   });
 });
 

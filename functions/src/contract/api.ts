@@ -27,7 +27,9 @@ const ToolName = z
   .regex(
     /^[A-Za-z][A-Za-z0-9_-]*(\([^()\p{Cc}]*\))?$/u,
     'a tool name is a name (Read, mcp__server__tool), optionally with a pattern in parentheses (Bash(npm test:*))',
-  );
+  )
+  // The CLI's --tools reads `default` as "every built-in tool".
+  .refine((name) => name.toLowerCase() !== 'default', '"default" is not a tool name (the CLI would read it as every tool)');
 const ToolNames = z.array(ToolName).max(AGENT_OPTION_LIMITS.toolNames, `at most ${AGENT_OPTION_LIMITS.toolNames} tool names`);
 
 /**
@@ -40,6 +42,8 @@ export const AgentOptions = z.strictObject({
   /** Appended to the agent's own system prompt. */
   systemPrompt: z
     .string({ error: 'systemPrompt must be a string' })
+    // Tabs and line breaks are text; other control characters (NUL above all) are not instructions.
+    .regex(/^(?:[^\p{Cc}]|[\t\n\r])*$/u, 'systemPrompt must not hold control characters other than tabs and line breaks')
     .refine(
       (text) => utf8Bytes(text) <= AGENT_OPTION_LIMITS.systemPromptBytes,
       `systemPrompt must be at most ${AGENT_OPTION_LIMITS.systemPromptBytes} bytes`,

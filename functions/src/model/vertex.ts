@@ -84,14 +84,15 @@ export function vertexCall(settings: VertexSettings, request: Pick<UpstreamReque
     messages: () => ({
       url: `${base}/${segment(model)}:${rest.stream === true ? 'streamRawPredict' : 'rawPredict'}`,
       headers,
-      body: JSON.stringify({ anthropic_version: VERTEX_ANTHROPIC_VERSION, ...rest }),
+      // The version last: nothing in the body can replace it.
+      body: JSON.stringify({ ...rest, anthropic_version: VERTEX_ANTHROPIC_VERSION }),
     }),
     // Google's example body holds the model and the messages; the version is sent as for every
     // call (Anthropic's Vertex SDK sends it here too).
     count_tokens: () => ({
       url: `${base}/count-tokens:rawPredict`,
       headers,
-      body: JSON.stringify({ anthropic_version: VERTEX_ANTHROPIC_VERSION, model, ...rest }),
+      body: JSON.stringify({ ...rest, model, anthropic_version: VERTEX_ANTHROPIC_VERSION }),
     }),
   };
   return kinds[request.call]();

@@ -4,6 +4,7 @@ import type { ToolResultData, ToolUseData, TurnEventView } from '../../contract/
 import { el } from './dom.js';
 import { describeStatus, describeTurnEnd } from './errors.js';
 import { doneLine, egressLine, usageLine } from './format.js';
+import { RUNNER_LIMITS } from '../../contract/runner-limits.js';
 import { renderMarkdown } from './markdown.js';
 
 /** An event of a type this page does not know is left out; one the contract has and `apply` lacks fails to compile. */
@@ -26,6 +27,8 @@ export class TurnCard {
   private latestText: string | undefined;
   /** The text block the model is writing, from its deltas, until its `text` event holds it whole. */
   private growingText: string | undefined;
+  /** A render of the growing text waits for the next frame: however many deltas come, one render a frame. */
+  private renderPending = false;
   private lastTool = 'The tool';
 
   constructor(prompt: string) {
@@ -69,8 +72,7 @@ export class TurnCard {
         this.growingText = undefined;
         return this.text(event.data.text);
       case TurnEventType.text_delta:
-        this.growingText = (this.growingText ?? '') + event.data.text;
-        return this.text(this.growingText);
+        return this.textDelta(event.data.text);
       case TurnEventType.tool_use:
         return this.toolUse(event.data);
       case TurnEventType.tool_result:
@@ -101,6 +103,25 @@ export class TurnCard {
     this.status.textContent = describeTurnEnd(turn);
     this.usage.textContent = usageLine(turn);
     this.usage.hidden = false;
+  }
+
+  /**
+   * The preview grows to the longest answer kept (RUNNER_LIMITS.resultTextChars) and no further: the
+   * whole text comes with the `text` and `result` events, and re-rendering an ever longer text
+   * for each of ever more deltas would hold the page up.
+   */
+  private textDelta(delta: string): string {
+    const grown = (this.growingText ?? '') + delta;
+    if (grown.length > RUNNER_LIMITS.resultTextChars) return 'The agent is writing…';
+    this.growingText = grown;
+    if (!this.renderPending) {
+      this.renderPending = true;
+      requestAnimationFrame(() => {
+        this.renderPending = false;
+        if (this.growingText !== undefined) this.text(this.growingText);
+      });
+    }
+    return 'The agent is writing…';
   }
 
   private text(text: string): string {
