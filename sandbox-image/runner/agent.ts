@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { toolOfRule } from '../../functions/src/contract/tool-rules.js';
 import type { RunnerTurn } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 import { RUNNER_LIMITS, tailOf } from '../../functions/src/contract/runner-limits.js';
@@ -89,7 +90,7 @@ export function agentArguments(run: Pick<AgentRun, 'resumeSessionId' | 'model' |
     // Skipping permissions would allow every tool: instead only the listed built-in ones are
     // offered (--tools takes their names) and, of those, only calls their patterns allow run
     // (dontAsk refuses the others rather than asking anyone).
-    const names = [...new Set(allowedTools.map((tool) => tool.replace(/\(.*$/, '')).filter((name) => !name.startsWith('mcp__')))];
+    const names = [...new Set(allowedTools.map(toolOfRule).filter((name) => !name.startsWith('mcp__')))];
     args.push('--permission-mode', 'dontAsk', '--tools', names.join(','));
     if (allowedTools.length > 0) args.push('--allowedTools', ...allowedTools);
   }

@@ -147,6 +147,7 @@ describe('agent options that are refused', () => {
     ['a tool both allowed and taken away', { allowedTools: ['Read'], disallowedTools: ['Read'] }, /Read both allowed and disallowed/],
     ['maxTurns of 0', { maxTurns: 0 }, /maxTurns must be at least 1/],
     ['"default" as a tool, which the CLI reads as every tool', { allowedTools: ['default'] }, /"default" is not a tool name/],
+    ['"default" with a pattern, which is "default" to --tools', { allowedTools: ['Default(x)'] }, /"default" is not a tool name/],
     ['a NUL in the instructions', { systemPrompt: 'a\u0000b' }, /systemPrompt must not hold control characters/],
     ['an option that does not exist', { permissionMode: 'bypass' }, /permissionMode/],
   ];

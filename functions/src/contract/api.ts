@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AUTH_MODES } from './auth.js';
 import { LimitName } from './limits.js';
+import { toolOfRule } from './tool-rules.js';
 import { TurnStatus, Usage } from './turn.js';
 
 /** Public HTTP API (v1): the request and response shapes clients see. */
@@ -29,7 +30,7 @@ const ToolName = z
     'a tool name is a name (Read, mcp__server__tool), optionally with a pattern in parentheses (Bash(npm test:*))',
   )
   // The CLI's --tools reads `default` as "every built-in tool".
-  .refine((name) => name.toLowerCase() !== 'default', '"default" is not a tool name (the CLI would read it as every tool)');
+  .refine((rule) => toolOfRule(rule).toLowerCase() !== 'default', '"default" is not a tool name (the CLI would read it as every tool)');
 const ToolNames = z.array(ToolName).max(AGENT_OPTION_LIMITS.toolNames, `at most ${AGENT_OPTION_LIMITS.toolNames} tool names`);
 
 /**
