@@ -12,6 +12,7 @@ import { workspaceFiles } from './files.js';
 import { eventStreamsMemory, listLatency } from './conversations.js';
 import { platformColdStart } from './platform.js';
 import { streamingLatency } from './streaming.js';
+import { timeToRunning } from './time-to-running.js';
 import { line, ms } from './report.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -135,7 +136,7 @@ async function concurrent(service: RunningService, users: number): Promise<boole
 }
 
 /** `npm run bench -- cloud list` runs only the sections named; no names runs them all. */
-const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress', 'files', 'streaming'] as const;
+const SECTIONS = ['latency', 'concurrent', 'streams', 'list', 'cloud', 'platform', 'egress', 'files', 'streaming', 'running'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function chosenSections(args: string[]): Set<Section> {
@@ -180,8 +181,19 @@ async function main(): Promise<number> {
     const egressCorrect = sections.has('egress') ? await egressCost(fake, runs) : true;
     const filesCorrect = sections.has('files') ? await workspaceFiles(fake) : true;
     const streamingCorrect = sections.has('streaming') ? await streamingLatency(fake, runs) : true;
+    const runningCorrect = sections.has('running') ? await timeToRunning(fake, Math.min(runs, 5)) : true;
     // A missed speed target is only reported; a lost or mixed-up answer is a failure.
-    const allCorrect = [correct, streamsCorrect, listCorrect, cloudCorrect, platformCorrect, egressCorrect, filesCorrect, streamingCorrect];
+    const allCorrect = [
+      correct,
+      streamsCorrect,
+      listCorrect,
+      cloudCorrect,
+      platformCorrect,
+      egressCorrect,
+      filesCorrect,
+      streamingCorrect,
+      runningCorrect,
+    ];
     return allCorrect.every(Boolean) ? 0 : 1;
   } finally {
     await service?.stop({ removeData: true });
