@@ -73,12 +73,23 @@ export class ProgressReporter {
     private readonly batching: { firstMs: number; everyMs: number } = DELTA_BATCHING,
   ) {}
 
-  /** Steps go out after the deltas before them; a step ends the text block its deltas built. */
+  /**
+   * Steps go out after the deltas before them; a step ends the text block its deltas built. A
+   * block's `text` holds all of it, so deltas of it not yet sent are dropped rather than sent
+   * just before it: a post less on the way to the turn's end.
+   */
   push(events: AgentEvent[]): void {
     if (events.length === 0) return;
-    this.sendDelta();
+    if (events[0]?.type === 'text') this.dropDelta();
+    else this.sendDelta();
     this.blockStarted = false;
     this.enqueue(events);
+  }
+
+  private dropDelta(): void {
+    clearTimeout(this.deltaTimer);
+    this.deltaTimer = undefined;
+    this.pendingDelta = '';
   }
 
   pushDelta(text: string): void {

@@ -114,12 +114,18 @@ describe('the progress reporter with text deltas', () => {
     expect(posts).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(50);
     expect(posts[1]).toEqual([{ type: 'text_delta', text: ' w0 w1 w2 w3 w4 w5 w6 w7 w8 w9' }]);
+    // The block's text holds it whole: a delta not yet sent goes with it, unsent.
     reporter.pushDelta(' end');
     reporter.push([{ type: 'text', text: 'Hello w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 end' }]);
     await reporter.flush();
-    expect(posts.slice(2).flat()).toEqual([
-      { type: 'text_delta', text: ' end' },
-      { type: 'text', text: 'Hello w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 end' },
+    expect(posts.slice(2).flat()).toEqual([{ type: 'text', text: 'Hello w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 end' }]);
+    // A tool step sends what came before it.
+    reporter.pushDelta('Let me look.');
+    reporter.push([{ type: 'tool_use', name: 'Bash', summary: 'ls' }]);
+    await reporter.flush();
+    expect(posts.slice(3).flat()).toEqual([
+      { type: 'text_delta', text: 'Let me look.' },
+      { type: 'tool_use', name: 'Bash', summary: 'ls' },
     ]);
     // A step starts a new block: its first delta is quick again.
     reporter.pushDelta('next');
