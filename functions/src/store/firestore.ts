@@ -98,6 +98,9 @@ const eventTallyOf = (snap: DocumentSnapshot, events: number): EventTally => ({
 });
 const eventId = (seq: number): string => String(seq).padStart(10, '0');
 
+/** How often a watch of a turn's events also reads them, in case its listener stalled (watchEvents). */
+const EVENTS_POLL_MS = 10_000;
+
 /** Firestore rejects `undefined` field values: a patch's absent fields are dropped. */
 const definedFields = (patch: TurnPatch): TurnPatch => Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
 
@@ -435,21 +438,40 @@ export class FirestoreConversationStore implements ConversationStore {
 
   watchEvents(turnId: string, afterSeq: number, listener: (event: TurnEvent) => void): () => void {
     let lastSent = afterSeq;
-    return this.events(turnId)
+    let stopped = false;
+    const deliver = (event: TurnEvent) => {
+      if (stopped || event.seq <= lastSent) return;
+      lastSent = event.seq;
+      listener(event);
+    };
+    const unsubscribe = this.events(turnId)
       .where('seq', '>', afterSeq)
       .orderBy('seq')
       .onSnapshot(
         (snap) => {
-          for (const change of snap.docChanges()) {
-            if (change.type !== 'added') continue;
-            const event = toEvent(change.doc);
-            if (event.seq <= lastSent) continue;
-            lastSent = event.seq;
-            listener(event);
-          }
+          for (const change of snap.docChanges()) if (change.type === 'added') deliver(toEvent(change.doc));
         },
         (error) => console.error(`clauderun: watching events of turn ${turnId} failed: ${error.message}`),
       );
+    // A listener can stall without an error (seen on the emulator: no snapshot for minutes): a
+    // slow poll catches up on what it missed, in order, and each event still goes out once.
+    let polling = false;
+    const poll = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      this.listEvents(turnId, lastSent)
+        .then((events) => events.forEach(deliver))
+        .catch((error: Error) => console.error(`clauderun: polling events of turn ${turnId} failed: ${error.message}`))
+        .finally(() => {
+          polling = false;
+        });
+    }, EVENTS_POLL_MS);
+    poll.unref();
+    return () => {
+      stopped = true;
+      clearInterval(poll);
+      unsubscribe();
+    };
   }
 
   async listUnfinishedTurns(userId?: string): Promise<Turn[]> {
