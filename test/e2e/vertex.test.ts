@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeMetadataServer, type FakeMetadataServer } from '../fixtures/fake-metadata-server.js';
@@ -25,20 +22,15 @@ describe('a turn through Claude on Vertex AI, with Application Default Credentia
   let metadata: FakeMetadataServer;
   let vertex: FakeVertex;
   let service: RunningService;
-  let configDir: string;
-  const saved: Record<string, string | undefined> = {};
+  let restoreEnv: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
     // google-auth-library renews a token 5 minutes before it expires: one of 301 s is renewed after a second.
     metadata = await startFakeMetadataServer({ projectId: PROJECT, expiresInSeconds: 301 });
     vertex = await startFakeVertex({ tokens: metadata, project: PROJECT, region: REGION });
-    configDir = await mkdtemp(path.join(tmpdir(), 'clauderun-gcloud-'));
     // The service's own credentials come from this process's environment: the metadata stand-in
     // alone, never a key file or a gcloud login of this machine.
-    for (const [name, value] of Object.entries({ ...metadata.adcEnv(configDir), ANTHROPIC_API_KEY: '' })) {
-      saved[name] = process.env[name];
-      process.env[name] = value;
-    }
+    restoreEnv = await metadata.useForThisProcess({ ANTHROPIC_API_KEY: '' });
     service = await startService({
       CLAUDERUN_MODEL_UPSTREAM: 'vertex',
       CLAUDERUN_VERTEX_PROJECT: PROJECT,
@@ -50,13 +42,9 @@ describe('a turn through Claude on Vertex AI, with Application Default Credentia
   });
   afterAll(async () => {
     await service?.stop({ removeData: true });
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
+    await restoreEnv?.();
     await vertex?.close();
     await metadata?.close();
-    await rm(configDir, { recursive: true, force: true });
   });
 
   it('answers, meters the usage, and calls only Vertex paths with tokens of the metadata server, renewed as they expire', async () => {

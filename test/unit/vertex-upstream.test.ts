@@ -1,8 +1,5 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -75,27 +72,18 @@ describe('the Vertex AI request for a Messages API call', () => {
 describe('VertexUpstream with Application Default Credentials from the metadata server', () => {
   let metadata: FakeMetadataServer;
   let vertex: FakeVertex;
-  let configDir: string;
-  const saved: Record<string, string | undefined> = {};
+  let restoreEnv: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
     metadata = await startFakeMetadataServer({ projectId: 'my-project-1' });
     vertex = await startFakeVertex({ tokens: metadata, project: 'my-project-1', region: 'us-east5' });
-    configDir = await mkdtemp(path.join(tmpdir(), 'clauderun-gcloud-'));
     // Only the metadata stand-in: no key file or gcloud login of this machine is found.
-    for (const [name, value] of Object.entries(metadata.adcEnv(configDir))) {
-      saved[name] = process.env[name];
-      process.env[name] = value;
-    }
+    restoreEnv = await metadata.useForThisProcess();
   });
   afterAll(async () => {
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
+    await restoreEnv?.();
     await vertex?.close();
     await metadata?.close();
-    await rm(configDir, { recursive: true, force: true });
   });
 
   const send = (upstream: VertexUpstream, json: Record<string, unknown>) =>
