@@ -14,7 +14,8 @@ import { ConversationService } from './conversations/service.js';
 import { WorkspaceService } from './conversations/workspace-service.js';
 import { StateBlobs } from './workspace/state-blobs.js';
 import { TurnLifecycle } from './conversations/turn-lifecycle.js';
-import { TurnTokens } from './conversations/turn-token.js';
+import { PoolTokens, TurnTokens } from './conversations/turn-token.js';
+import { WarmPool } from './conversations/warm-pool.js';
 import { answerClientErrorsAsJson, errorHandler, originFormOnly, sendError } from './http/errors.js';
 import { egressUpgrade } from './http/egress-upgrade.js';
 import { internalRoutes } from './http/internal-routes.js';
@@ -76,11 +77,22 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     // What a state may expand to is what a sandbox can hold: its disk and its file count.
     archive: { maxExpandedBytes: config.limits.diskMb * 1024 * 1024, maxEntries: config.limits.files },
   });
+  const tokenSecret = config.tokenSecret ?? persistentSecret(config.dataDir);
+  const warm = new WarmPool({
+    store,
+    launcher,
+    tokens: new PoolTokens(tokenSecret),
+    settings: config.warm,
+    turnTimeoutSeconds: config.limits.turnTimeoutSeconds,
+    runningSandboxes: config.quota.runningSandboxes,
+    log,
+  });
   const lifecycle = new TurnLifecycle({
     store,
     states,
     launcher,
-    tokens: new TurnTokens(config.tokenSecret ?? persistentSecret(config.dataDir)),
+    tokens: new TurnTokens(tokenSecret),
+    warm,
     limits: { ...config.limits },
     quota: config.quota,
     agent: config.agent,
@@ -91,6 +103,9 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
   const runner = new RunnerService(lifecycle);
   const recovered = await lifecycle.recoverUnfinished();
   if (recovered.settled > 0) log(`settled ${recovered.settled} turn(s) interrupted by a previous stop`);
+  await warm.recover();
+  // In the cloud the pool is filled by requests (claims, the sweeper): between them an instance may have no CPU.
+  if (!launcher.sandboxesOutliveProcess) void warm.fill();
   // A cloud function of the public routes alone holds no model key: its sandboxes' model calls go to the runner's.
   const servesModelCalls = config.sandbox.kind === 'local' || config.serve !== 'public';
   if (upstream.name === 'demo' && servesModelCalls) log('no ANTHROPIC_API_KEY: answering with the built-in demo model');

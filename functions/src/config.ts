@@ -56,6 +56,10 @@ export const DEFAULT_LIMITS = {
   CLAUDERUN_MAX_TURNS_PER_MINUTE: 10,
   CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE: 30,
   CLAUDERUN_MAX_RUNNING_SANDBOXES: 50,
+  /** Warm sandboxes with Cloud Run (locally 1): each idle one is billed as a running sandbox. */
+  CLAUDERUN_WARM_SANDBOXES: 0,
+  /** How long a warm Cloud Run sandbox waits for a turn (locally 600 s): what an idle one may cost is bounded by it. */
+  CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS: 300,
   /** With Cloud Run sandboxes; local ones start without a rate limit. */
   CLAUDERUN_RUNJOBS_PER_MINUTE: 50,
   /** null: no limit. */
@@ -70,6 +74,10 @@ export const DEFAULT_LIMITS = {
   CLAUDERUN_EGRESS_MAX_CONNECTIONS_PER_TURN: 200,
   CLAUDERUN_EGRESS_MAX_BYTES_PER_TURN: 256 * 1024 * 1024,
 } as const;
+
+/** A local service keeps one sandbox ready, for ten minutes at a time: it costs memory only. */
+const LOCAL_WARM_SANDBOXES = 1;
+const LOCAL_WARM_IDLE_SECONDS = 600;
 
 const positiveInt = (name: string) =>
   z.coerce
@@ -209,6 +217,20 @@ const EnvSchema = z.object({
   CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE: positiveInt('CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE').default(
     DEFAULT_LIMITS.CLAUDERUN_MAX_FILE_CHANGES_PER_MINUTE,
   ),
+  /**
+   * Sandboxes started ahead of their turn, holding none (warm-pool.ts): by default 1 locally, 0
+   * with Cloud Run, where each one idle is billed like a running sandbox.
+   */
+  CLAUDERUN_WARM_SANDBOXES: z.coerce
+    .number({ error: 'CLAUDERUN_WARM_SANDBOXES must be a number' })
+    .int('CLAUDERUN_WARM_SANDBOXES must be a whole number')
+    .min(0, 'CLAUDERUN_WARM_SANDBOXES must be 0 or more')
+    .max(1000, 'CLAUDERUN_WARM_SANDBOXES must be at most 1000')
+    .optional(),
+  /** How long a warm sandbox waits for a turn before it stops (and, while the pool is wanted, another starts). */
+  CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS: positiveInt('CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS')
+    .min(10, 'CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS must be at least 10')
+    .optional(),
   /** Sandboxes running at once across all users; keep it under the Cloud Run Jobs quota. */
   CLAUDERUN_MAX_RUNNING_SANDBOXES: positiveInt('CLAUDERUN_MAX_RUNNING_SANDBOXES').default(DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES),
   CLAUDERUN_DAILY_TOKEN_LIMIT: budget('CLAUDERUN_DAILY_TOKEN_LIMIT', DEFAULT_LIMITS.CLAUDERUN_DAILY_TOKEN_LIMIT),
@@ -353,6 +375,8 @@ export interface Config {
     events: EventBudget;
     openRequestsPerUser: number;
   };
+  /** Sandboxes started ahead of their turns (warm-pool.ts); size 0: none. */
+  warm: { size: number; idleSeconds: number };
   quota: Quota;
   /** Which routes the HTTP handler serves (see CLAUDERUN_SERVE). */
   serve: 'public' | 'runner' | 'all';
@@ -508,6 +532,12 @@ export function loadConfig(env: Env): Config {
       maxFileBytes: e.CLAUDERUN_MAX_FILE_BYTES,
       events: { maxEvents: e.CLAUDERUN_MAX_EVENTS_PER_TURN, maxBytes: e.CLAUDERUN_MAX_EVENT_BYTES_PER_TURN },
       openRequestsPerUser: e.CLAUDERUN_MAX_OPEN_REQUESTS_PER_USER,
+    },
+    warm: {
+      size: e.CLAUDERUN_WARM_SANDBOXES ?? (e.CLAUDERUN_SANDBOX === 'cloudrun' ? DEFAULT_LIMITS.CLAUDERUN_WARM_SANDBOXES : LOCAL_WARM_SANDBOXES),
+      idleSeconds:
+        e.CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS ??
+        (e.CLAUDERUN_SANDBOX === 'cloudrun' ? DEFAULT_LIMITS.CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS : LOCAL_WARM_IDLE_SECONDS),
     },
     quota: {
       runningTurnsPerUser: e.CLAUDERUN_MAX_RUNNING_TURNS_PER_USER,

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AgentEvent, RunnerResult, RunnerTurn } from '../../functions/src/contract/runner.js';
+import type { AgentEvent, RunnerResult, RunnerTurn, WarmClaimAnswer } from '../../functions/src/contract/runner.js';
 import { runnerPaths, runnerUrl } from '../../functions/src/contract/runner-paths.js';
 import { retryAfterMs, withRetries, type Clock, type RetryPolicy, type Verdict } from './retry.js';
 
@@ -171,60 +171,83 @@ export class RunnerApi {
   private async call(call: Call): Promise<Answer> {
     // Whatever the call, the first one meets the network as the sandbox starts: see FIRST_CONTACT.
     const policy = this.contacted ? call.policy : FIRST_CONTACT;
-    const answer = await withRetries(() => this.once(call), call.verdict, policy, this.clock);
+    const answer = await withRetries(() => once(this.apiUrl, this.token, call), call.verdict, policy, this.clock);
     this.contacted = true;
     return answer;
   }
+}
 
-  private once({ method, path, body, maxAnswerBytes = 1024 * 1024 }: Call): Promise<Answer> {
-    const url = runnerUrl(this.apiUrl, path);
-    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
-    if (body !== undefined) {
-      headers['content-type'] = body.type;
-      headers['content-length'] = String(Buffer.byteLength(body.data));
-    }
-    const client = url.protocol === 'https:' ? https : http;
-    return new Promise<Answer>((resolve, reject) => {
-      // 'finish': the whole request is with the connection. Before it, the API cannot have it all.
-      let sent = false;
-      const fail = (error: Error) => {
-        const code = (error as NodeJS.ErrnoException).code;
-        reject(
-          error instanceof ApiError || error instanceof NetworkError ? error : new NetworkError(code, sent, `${method} ${path}: ${error.message}`),
-        );
-      };
-      const request = client.request(url, { method, headers }, (response) => {
-        const status = response.statusCode ?? 0;
-        const chunks: Buffer[] = [];
-        let bytes = 0;
-        response.on('data', (chunk: Buffer) => {
-          bytes += chunk.length;
-          if (bytes > maxAnswerBytes) request.destroy(new Error(`the answer is over ${maxAnswerBytes} bytes`));
-          else chunks.push(chunk);
-        });
-        response.once('error', fail);
-        response.once('end', () => {
-          const data = Buffer.concat(chunks);
-          if (status >= 200 && status < 300) return resolve({ status, body: data });
-          const retryAfter = retryAfterMs(response.headers['retry-after']);
-          reject(new ApiError(status, `${method} ${path}: ${status} ${data.toString('utf8').slice(0, 500)}`, retryAfter));
-        });
-      });
-      request.once('finish', () => (sent = true));
-      request.once('error', fail);
-      request.once('socket', (socket) => {
-        if (!socket.connecting) return;
-        const timer = setTimeout(
-          () => request.destroy(Object.assign(new Error(`not connected within ${CONNECT_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
-          CONNECT_TIMEOUT_MS,
-        );
-        socket.once('connect', () => clearTimeout(timer));
-        request.once('close', () => clearTimeout(timer));
-      });
-      request.setTimeout(IDLE_TIMEOUT_MS, () =>
-        request.destroy(Object.assign(new Error(`no answer within ${IDLE_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
-      );
-      request.end(body?.data);
-    });
+/** The turn a warm sandbox was claimed by, with the turn's token. */
+export interface ClaimedTurn {
+  turn: RunnerTurn;
+  token: string;
+}
+
+/**
+ * A warm sandbox's wait for its turn: it asks with its pool token, the API holds each ask until a
+ * turn claims the sandbox or a while has passed (then it asks again). Undefined when no turn will
+ * come. Asking again is safe: the API answers the same sandbox with the same turn.
+ */
+export async function claimTurn(apiUrl: string, sandboxId: string, poolToken: string, clock?: Clock): Promise<ClaimedTurn | undefined> {
+  const call: Call = { method: 'POST', path: runnerPaths.warmClaim(sandboxId), policy: LATER_CALL, verdict: idempotentVerdict };
+  for (let policy = FIRST_CONTACT; ; policy = LATER_CALL) {
+    const answer = await withRetries(() => once(apiUrl, poolToken, call), call.verdict, policy, clock);
+    // The API is trusted and validates what it sends; the runner skips zod to start faster.
+    const claim = JSON.parse(answer.body.toString('utf8')) as WarmClaimAnswer;
+    if (claim.claim === 'turn') return { turn: claim.turn, token: claim.turnToken };
+    if (claim.claim === 'gone') return undefined;
   }
+}
+
+/** One attempt of a call to the API, with the credential given. */
+function once(apiUrl: string, token: string, { method, path, body, maxAnswerBytes = 1024 * 1024 }: Call): Promise<Answer> {
+  const url = runnerUrl(apiUrl, path);
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  if (body !== undefined) {
+    headers['content-type'] = body.type;
+    headers['content-length'] = String(Buffer.byteLength(body.data));
+  }
+  const client = url.protocol === 'https:' ? https : http;
+  return new Promise<Answer>((resolve, reject) => {
+    // 'finish': the whole request is with the connection. Before it, the API cannot have it all.
+    let sent = false;
+    const fail = (error: Error) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      reject(
+        error instanceof ApiError || error instanceof NetworkError ? error : new NetworkError(code, sent, `${method} ${path}: ${error.message}`),
+      );
+    };
+    const request = client.request(url, { method, headers }, (response) => {
+      const status = response.statusCode ?? 0;
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      response.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (bytes > maxAnswerBytes) request.destroy(new Error(`the answer is over ${maxAnswerBytes} bytes`));
+        else chunks.push(chunk);
+      });
+      response.once('error', fail);
+      response.once('end', () => {
+        const data = Buffer.concat(chunks);
+        if (status >= 200 && status < 300) return resolve({ status, body: data });
+        const retryAfter = retryAfterMs(response.headers['retry-after']);
+        reject(new ApiError(status, `${method} ${path}: ${status} ${data.toString('utf8').slice(0, 500)}`, retryAfter));
+      });
+    });
+    request.once('finish', () => (sent = true));
+    request.once('error', fail);
+    request.once('socket', (socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(
+        () => request.destroy(Object.assign(new Error(`not connected within ${CONNECT_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+        CONNECT_TIMEOUT_MS,
+      );
+      socket.once('connect', () => clearTimeout(timer));
+      request.once('close', () => clearTimeout(timer));
+    });
+    request.setTimeout(IDLE_TIMEOUT_MS, () =>
+      request.destroy(Object.assign(new Error(`no answer within ${IDLE_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+    );
+    request.end(body?.data);
+  });
 }

@@ -1,10 +1,10 @@
 import { runAgent } from './agent.js';
 import { Readable } from 'node:stream';
-import { ApiError, RunnerApi } from './api-client.js';
+import { ApiError, claimTurn, RunnerApi } from './api-client.js';
 import { apiTunnels, startEgressProxy } from './egress-proxy.js';
 import { DELTA_BATCHING, ProgressReporter, progressEvents, textDelta } from './progress.js';
 import { archiveState, restoreState, StateTooLargeError } from './state.js';
-import type { RunnerResult } from '../../functions/src/contract/runner.js';
+import type { RunnerResult, RunnerTurn } from '../../functions/src/contract/runner.js';
 import { RUNNER_ENV } from '../../functions/src/contract/runner-env.js';
 import { cutToLimit, RUNNER_LIMITS } from '../../functions/src/contract/runner-limits.js';
 import { SANDBOX_LAYOUT } from '../../functions/src/contract/sandbox-layout.js';
@@ -24,20 +24,25 @@ const failed = (reason: string, text?: string): RunnerResult => ({
 const TUNNELS_SETTLE_MS = 5_000;
 
 /**
- * The in-sandbox runner. It knows three things (RUNNER_ENV: the turn, the API's URL, the turn's
- * token) and talks only to the API: fetch the turn, restore the conversation's state, run the
- * agent, save, report.
+ * The in-sandbox runner. It knows the API's URL and either its turn and the turn's token or, in a
+ * warm sandbox, its pool token (RUNNER_ENV), and talks only to the API: get the turn, restore the
+ * conversation's state, run the agent, save, report.
  */
 async function main(): Promise<number> {
-  const turnId = process.env[RUNNER_ENV.turnId];
   const apiUrl = process.env[RUNNER_ENV.apiUrl];
-  const token = process.env[RUNNER_ENV.turnToken];
-  if (!turnId || !apiUrl || !token) {
-    console.error(`runner: ${Object.values(RUNNER_ENV).join(', ')} must be set`);
+  if (!apiUrl) {
+    console.error(`runner: ${RUNNER_ENV.apiUrl} must be set`);
     return 2;
   }
-  const api = new RunnerApi(apiUrl, turnId, token);
-  const turn = await api.getTurn();
+  const start = await turnToRun(apiUrl);
+  if (start === 'usage') {
+    console.error(`runner: ${RUNNER_ENV.turnId} and ${RUNNER_ENV.turnToken}, or ${RUNNER_ENV.sandboxId} and ${RUNNER_ENV.poolToken}, must be set`);
+    return 2;
+  }
+  // A warm sandbox no turn claimed in its time ends quietly: it was never used.
+  if (start === undefined) return 0;
+  const { api, turn, token } = start;
+  const turnId = turn.turnId;
   const home = process.env.HOME ?? SANDBOX_LAYOUT.home;
   const workspace = process.cwd();
 
@@ -106,6 +111,26 @@ async function main(): Promise<number> {
     throw error;
   }
   return 0;
+}
+
+/**
+ * The turn this sandbox runs: the one it was started for (its turn and token are in the
+ * environment), or, in a warm sandbox, the one that claims it, which the API hands over with its
+ * token; undefined when none did in the warm sandbox's time.
+ */
+async function turnToRun(apiUrl: string): Promise<{ api: RunnerApi; turn: RunnerTurn; token: string } | 'usage' | undefined> {
+  const turnId = process.env[RUNNER_ENV.turnId];
+  const token = process.env[RUNNER_ENV.turnToken];
+  if (turnId && token) {
+    const api = new RunnerApi(apiUrl, turnId, token);
+    return { api, turn: await api.getTurn(), token };
+  }
+  const sandboxId = process.env[RUNNER_ENV.sandboxId];
+  const poolToken = process.env[RUNNER_ENV.poolToken];
+  if (!sandboxId || !poolToken) return 'usage';
+  const claimed = await claimTurn(apiUrl, sandboxId, poolToken);
+  if (claimed === undefined) return undefined;
+  return { api: new RunnerApi(apiUrl, claimed.turn.turnId, claimed.token), turn: claimed.turn, token: claimed.token };
 }
 
 main().then(

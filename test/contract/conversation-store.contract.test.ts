@@ -1,92 +1,14 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ToolUseData } from '../../functions/src/contract/events.js';
 import { emptyUsage, type TurnStatus } from '../../functions/src/contract/turn.js';
 import { turnView } from '../../functions/src/conversations/views.js';
-import type { Conversation } from '../../functions/src/domain/conversation.js';
 import type { EgressCaps } from '../../functions/src/domain/egress-budget.js';
 import { NO_LIMITS, type Quota } from '../../functions/src/domain/quota.js';
 import type { NewTurnEvent, TurnEvent } from '../../functions/src/domain/turn-event.js';
 import { FINAL_STATUSES, UNFINISHED } from '../../functions/src/domain/turn-state.js';
-import { newTurn, type Turn } from '../../functions/src/domain/turn.js';
+import type { Turn } from '../../functions/src/domain/turn.js';
 import type { ConversationStore } from '../../functions/src/store/conversation-store.js';
-import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
-import { SqliteConversationStore } from '../../functions/src/store/sqlite.js';
-import { emulatorForSuite } from '../support/firestore-emulator.js';
-
-/**
- * One suite, every ConversationStore adapter: what the port promises, as behaviour. Each test gets
- * a fresh, empty store (its own SQLite file, its own Firestore collection prefix).
- */
-interface Adapter {
-  name: string;
-  /** Why the adapter cannot run on this machine: its tests are then skipped, saying so. */
-  unavailable?: string;
-  setUp(): Promise<void>;
-  tearDown(): Promise<void>;
-  /** A new, empty store. */
-  fresh(): ConversationStore;
-  /** A second handle on the data of the last fresh() store, as a restarted process opens it. */
-  reopen(): ConversationStore;
-}
-
-function sqlite(): Adapter {
-  let dir = '';
-  let file = '';
-  let n = 0;
-  return {
-    name: 'SQLite',
-    setUp: async () => {
-      dir = mkdtempSync(path.join(tmpdir(), 'clauderun-store-'));
-    },
-    tearDown: async () => rmSync(dir, { recursive: true, force: true }),
-    fresh: () => {
-      file = path.join(dir, `db-${++n}.sqlite`);
-      return new SqliteConversationStore(file);
-    },
-    reopen: () => new SqliteConversationStore(file),
-  };
-}
-
-function firestore(): Adapter {
-  const emulator = emulatorForSuite('conversation store');
-  const run = randomUUID().slice(0, 8);
-  let prefix = '';
-  let n = 0;
-  return {
-    name: 'Firestore',
-    unavailable: emulator.unavailable,
-    setUp: emulator.setUp,
-    tearDown: emulator.tearDown,
-    fresh: () => {
-      prefix = `test-${run}-${++n}-`;
-      return new FirestoreConversationStore(emulator.client(), prefix);
-    },
-    reopen: () => new FirestoreConversationStore(emulator.client(), prefix),
-  };
-}
-
-const T0 = Date.parse('2020-01-01T00:00:00.000Z');
-/** A timestamp `seconds` after a fixed start, as the port stores them. */
-const at = (seconds: number): string => new Date(T0 + seconds * 1000).toISOString();
-
-const conversation = (id: string, overrides: Partial<Conversation> = {}): Conversation => ({
-  id,
-  userId: 'u1',
-  title: 'hello',
-  createdAt: at(0),
-  updatedAt: at(0),
-  sessionId: null,
-  stateKey: null,
-  options: {},
-  ...overrides,
-});
-
-const turn = (id: string, overrides: Partial<Turn> = {}): Turn =>
-  newTurn({ id, conversationId: 'c1', userId: 'u1', prompt: 'hello', createdAt: at(1), deadlineAt: at(601), ...overrides });
+import { type Adapter, at, conversation, firestore, sqlite, turn } from '../support/conversation-store-adapters.js';
 
 /** A step of the agent's, as the runner posts them. */
 const text = (words: string): NewTurnEvent => ({ type: 'text', data: { text: words } });

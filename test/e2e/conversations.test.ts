@@ -1,9 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { call, linkPath, prompt, useServiceWithFake, type RunningService } from '../support/service.js';
 import { readEvents } from '../support/sse.js';
+import { runnerPid, sandboxNameOf } from '../support/sandbox-processes.js';
 
 const WAIT_A_MINUTE = 'node -e "setTimeout(() => {}, 60000)"';
 
@@ -21,18 +22,6 @@ async function waitForStatus(service: RunningService, userId: string, link: stri
     await sleep(50);
   }
   throw new Error(`turn never reached ${wanted.join('/')}`);
-}
-
-/** Pids in a turn's sandbox cgroup (v1 pids hierarchy or v2), read from the host. */
-function sandboxPids(turnId: string): number[] {
-  const own = readFileSync('/proc/self/cgroup', 'utf8');
-  const v1 = /^\d+:pids:(.*)$/m.exec(own)?.[1];
-  const base = v1 !== undefined ? path.join('/sys/fs/cgroup/pids', v1) : path.join('/sys/fs/cgroup', /^0::(.*)$/m.exec(own)?.[1] ?? '/');
-  const sandboxes = path.join(base, 'clauderun');
-  const cgroup = readdirSync(sandboxes).find((name) => name.startsWith('turn-') && name.endsWith(`-${turnId}`));
-  if (cgroup === undefined) throw new Error(`no cgroup for turn ${turnId} in ${sandboxes}`);
-  const procs = path.join(sandboxes, cgroup, 'cgroup.procs');
-  return readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
 }
 
 describe('conversations as a product', () => {
@@ -220,7 +209,7 @@ describe('conversations as a product', () => {
   it('ends a turn whose runner is killed without a word as failed, with the reason', async () => {
     const started = await startAsync(running.service, 'victim', { message: `bash: ${WAIT_A_MINUTE}` });
     await readEvents(`${running.service.url}${linkPath(started.links.events)}`, { 'x-user-id': 'victim' }, (e) => e.event === 'tool_use');
-    const runner = sandboxPids(started.turnId).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('runner.mjs'));
+    const runner = runnerPid(await sandboxNameOf(running.service, 'victim', started.conversationId, started.turnId));
     expect(runner).toBeDefined();
     process.kill(runner!, 'SIGKILL');
     const turn = await waitForStatus(running.service, 'victim', linkPath(started.links.turn), ['failed', 'succeeded', 'cancelled', 'timed_out']);

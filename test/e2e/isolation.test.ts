@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../../functions/src/project-root.js';
 import { prompt, useServiceWithFake, type RunningService } from '../support/service.js';
+import { sandboxNameOf } from '../support/sandbox-processes.js';
 
 const TIMEOUT_SECONDS = 8;
 /** The CLI refuses a plain `sleep N`; a process that waits is what matters. */
@@ -92,12 +93,18 @@ describe('the sandbox', () => {
     const answer = await prompt(running.service, 'bomber', { message: `bash: bomb() { bomb | bomb & }; bomb; ${WAIT_A_MINUTE}` });
     // However the agent fares inside (its tool fails, or it cannot fork a thread and dies, or the
     // clock runs out), the turn ends in a final state.
-    const turn = (answer.status === 200 ? answer.body : (answer.body.error as { details: Record<string, unknown> }).details) as { status: string };
+    const turn = (answer.status === 200 ? answer.body : (answer.body.error as { details: Record<string, unknown> }).details) as {
+      status: string;
+      conversationId: string;
+      turnId: string;
+    };
     expect(['succeeded', 'failed', 'timed_out']).toContain(turn.status);
-    // The sandbox is torn down just after the turn ends: give it a moment, then nothing may be left.
+    // The sandbox is torn down just after the turn ends: give it a moment, then nothing may be left
+    // (but the warm sandbox waiting for the next turn, as one was before).
     await expect.poll(() => processesOfSandboxUid(), { timeout: 5000 }).toBeLessThanOrEqual(before);
     const sandboxes = path.join(running.service.dataDir, 'sandboxes');
-    await expect.poll(() => (existsSync(sandboxes) ? readdirSync(sandboxes) : []), { timeout: 5000 }).toEqual([]);
+    const used = await sandboxNameOf(running.service, 'bomber', turn.conversationId, turn.turnId);
+    await expect.poll(() => (existsSync(sandboxes) ? readdirSync(sandboxes) : []).includes(used), { timeout: 5000 }).toBe(false);
     const health = await fetch(`${running.service.url}/healthz`);
     expect(health.status).toBe(200);
   });

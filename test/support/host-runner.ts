@@ -36,7 +36,7 @@ export async function runRunnerOnHost(
       env: {
         PATH: [env.binDir, path.resolve('node_modules/.bin'), process.env.PATH ?? ''].filter((p) => p !== undefined).join(':'),
         HOME: home,
-        ...runnerEnv({ turnId: env.turnId, turnToken: env.token, apiUrl: env.apiUrl }),
+        ...runnerEnv({ turnId: env.turnId, turnToken: env.token }, env.apiUrl),
         // Outside a sandbox, as root, the CLI skips permissions only when told it is in one.
         IS_SANDBOX: '1',
       },

@@ -31,6 +31,8 @@ export const INTERNAL_ROUTES = {
   result: '/internal/turns/:turnId/result',
   /** GET, a WebSocket upgrade: one connection out through the egress tunnel (egress/tunnel-protocol.ts). */
   egress: '/internal/turns/:turnId/egress',
+  /** POST, a warm sandbox's long poll for the turn that claims it: its pool token only (contract/runner.ts, WarmClaimAnswer). */
+  warmClaim: '/internal/warm/:sandboxId/claim',
   /** The model proxy: the Messages API's own paths go under it. */
   modelBase: '/internal/model',
 } as const;

@@ -1,7 +1,8 @@
 /**
- * What a launcher hands the runner, and the runner reads: each sandbox gets these three variables
- * and nothing else of the turn. Imports nothing, so the runner, both launchers, the infra program
- * and the fakes of the cloud can all share it without zod.
+ * What a launcher hands the runner, and the runner reads: the API's URL and either a turn with its
+ * token (a sandbox started for that turn) or a warm sandbox's id with its pool token (a sandbox
+ * started ahead, which asks the API for its turn). Nothing else of a turn. Imports nothing, so the
+ * runner, the launchers, the infra program and the fakes of the cloud can all share it without zod.
  */
 export const RUNNER_ENV = {
   turnId: 'TURN_ID',
@@ -9,12 +10,22 @@ export const RUNNER_ENV = {
   turnToken: 'TURN_TOKEN',
   /** The API as the sandbox reaches it, possibly under a path (see runner-paths.ts). */
   apiUrl: 'API_URL',
+  /** A warm sandbox's id: the turn that claims it comes from the API with its token. */
+  sandboxId: 'SANDBOX_ID',
+  /** A warm sandbox's only credential before its claim: good for asking for that turn, nothing else. */
+  poolToken: 'POOL_TOKEN',
 } as const;
 export type RunnerEnvName = (typeof RUNNER_ENV)[keyof typeof RUNNER_ENV];
 
+/** Who a sandbox is for: one turn, or whichever turn claims it (a warm sandbox). */
+export type SandboxCredentials = { turnId: string; turnToken: string } | { sandboxId: string; poolToken: string };
+
 /** The values for RUNNER_ENV's names, as a launcher sets them. */
-export function runnerEnv(values: { turnId: string; turnToken: string; apiUrl: string }): Record<RunnerEnvName, string> {
-  return { [RUNNER_ENV.turnId]: values.turnId, [RUNNER_ENV.turnToken]: values.turnToken, [RUNNER_ENV.apiUrl]: values.apiUrl };
+export function runnerEnv(credentials: SandboxCredentials, apiUrl: string): Partial<Record<RunnerEnvName, string>> {
+  if ('poolToken' in credentials) {
+    return { [RUNNER_ENV.sandboxId]: credentials.sandboxId, [RUNNER_ENV.poolToken]: credentials.poolToken, [RUNNER_ENV.apiUrl]: apiUrl };
+  }
+  return { [RUNNER_ENV.turnId]: credentials.turnId, [RUNNER_ENV.turnToken]: credentials.turnToken, [RUNNER_ENV.apiUrl]: apiUrl };
 }
 
 /**

@@ -7,6 +7,7 @@ export const runnerPaths = {
   events: (turnId: string) => fillPath(INTERNAL_ROUTES.events, { turnId }),
   result: (turnId: string) => fillPath(INTERNAL_ROUTES.result, { turnId }),
   egress: (turnId: string) => fillPath(INTERNAL_ROUTES.egress, { turnId }),
+  warmClaim: (sandboxId: string) => fillPath(INTERNAL_ROUTES.warmClaim, { sandboxId }),
   modelBase: INTERNAL_ROUTES.modelBase,
 } as const;
 

@@ -36,6 +36,18 @@ export const RunnerTurn = z.object({
 });
 export type RunnerTurn = z.infer<typeof RunnerTurn>;
 
+/**
+ * What a warm sandbox's runner hears when it asks for its turn (a long poll): the turn that
+ * claimed it, with the turn's token, which it gets here and nowhere else; `wait`, ask again; or
+ * `gone`, no turn will come (its time is up, or it was stopped), and the runner ends.
+ */
+export const WarmClaimAnswer = z.discriminatedUnion('claim', [
+  z.object({ claim: z.literal('turn'), turnToken: z.string(), turn: RunnerTurn }),
+  z.object({ claim: z.literal('wait') }),
+  z.object({ claim: z.literal('gone') }),
+]);
+export type WarmClaimAnswer = z.infer<typeof WarmClaimAnswer>;
+
 /** The agent's session ids are UUIDs; the next turn passes one to `claude --resume`. */
 const SessionId = z.uuid({ error: "sessionId must be the agent session's UUID" });
 

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { StoredBlob } from '../blobs/blob-store.js';
 import type { AgentOptions } from '../contract/api.js';
 import { agentStepEvent, type EgressData } from '../contract/events.js';
-import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn } from '../contract/runner.js';
+import { MAX_RESULT_TEXT_CHARS, type AgentEvent, type RunnerResult, type RunnerTurn, type WarmClaimAnswer } from '../contract/runner.js';
 import type { Usage } from '../contract/turn.js';
 import type { EgressAdmission, EgressCaps } from '../domain/egress-budget.js';
 import { budgetHit } from '../domain/quota.js';
@@ -83,7 +83,7 @@ export class RunnerService {
     return unfinished(await this.deps.store.getTurn(claims.turnId));
   }
 
-  async beginRun(claims: TurnClaims): Promise<RunnerTurn> {
+  async beginRun(claims: Pick<TurnClaims, 'turnId'>): Promise<RunnerTurn> {
     const turn =
       (await this.deps.store.updateTurn(
         claims.turnId,
@@ -92,6 +92,34 @@ export class RunnerService {
         { events: statusEvents },
       )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
     if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
+    return this.runnerTurn(turn);
+  }
+
+  /**
+   * A warm sandbox asks for its turn with its pool token (a long poll): once a turn claimed it,
+   * the turn begins to run and its token is minted for it, here and nowhere before. Asked again,
+   * the same sandbox gets the same turn while it runs; nothing else is ever given for that token.
+   */
+  async claimTurn(poolToken: string | undefined, sandboxId: string, hungUp: AbortSignal): Promise<WarmClaimAnswer> {
+    const warm = this.deps.warm;
+    if (poolToken === undefined || warm?.holderOf(poolToken) !== sandboxId)
+      throw new ServiceError('unauthenticated', 'invalid or expired pool token');
+    const answer = await warm.awaitClaim(sandboxId, hungUp);
+    if (typeof answer === 'string') return { claim: answer };
+    const turn = await this.deps.store.getTurn(answer.turnId);
+    if (turn === undefined || isFinal(turn.status)) return { claim: 'gone' };
+    let runnerTurn: RunnerTurn;
+    try {
+      runnerTurn = await this.beginRun({ turnId: turn.id });
+    } catch (error) {
+      // Ended meanwhile (cancelled, say): this sandbox gets no turn.
+      if (error instanceof ServiceError && (error.code === 'unauthenticated' || error.code === 'conflict')) return { claim: 'gone' };
+      throw error;
+    }
+    return { claim: 'turn', turnToken: this.lifecycle.tokenFor(turn), turn: runnerTurn };
+  }
+
+  private async runnerTurn(turn: Turn): Promise<RunnerTurn> {
     const conversation = await this.deps.store.getConversation(turn.conversationId);
     return {
       turnId: turn.id,

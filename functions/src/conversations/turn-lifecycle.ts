@@ -13,6 +13,7 @@ import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type Sand
 import type { ConversationStore } from '../store/conversation-store.js';
 import { ServiceError } from './errors.js';
 import type { TurnTokens } from './turn-token.js';
+import type { WarmPool } from './warm-pool.js';
 import { turnView } from './views.js';
 import type { StateBlobs } from '../workspace/state-blobs.js';
 
@@ -35,6 +36,8 @@ export interface LifecycleDeps {
   limits: Limits;
   quota: Quota;
   agent: AgentSettings;
+  /** Sandboxes started ahead of their turns; none without it. */
+  warm?: WarmPool;
   log: (message: string) => void;
 }
 
@@ -89,15 +92,29 @@ export class TurnLifecycle {
 
   constructor(readonly deps: LifecycleDeps) {}
 
-  /** Launches the turn's sandbox; returns the turn as it then stands. */
-  async startSandbox(turn: Turn): Promise<Turn> {
-    const { launcher, limits, store, tokens } = this.deps;
-    const token = tokens.mint({
+  /** The token a turn's sandbox holds: bound to the turn, good until a little past its deadline. */
+  tokenFor(turn: Pick<Turn, 'id' | 'conversationId' | 'userId' | 'deadlineAt'>): string {
+    return this.deps.tokens.mint({
       turnId: turn.id,
       conversationId: turn.conversationId,
       userId: turn.userId,
       exp: Math.ceil((Date.parse(turn.deadlineAt) + DEADLINE_GRACE_MS) / 1000),
     });
+  }
+
+  /**
+   * Gives the turn a sandbox: a warm one when one is ready (its runner then gets the turn and its
+   * token from the claim route), else one launched now. Returns the turn as it then stands.
+   */
+  async startSandbox(turn: Turn): Promise<Turn> {
+    const { launcher, limits, store, warm } = this.deps;
+    const claimed = await warm?.claim(turn.id, statusEvents);
+    if (claimed !== undefined) {
+      if (claimed.handle !== undefined) this.follow(turn.id, claimed.handle);
+      await this.refillPool();
+      return claimed.turn;
+    }
+    const token = this.tokenFor(turn);
     let handle: SandboxHandle;
     try {
       handle = await launcher.launch({ turnId: turn.id, token, timeoutSeconds: limits.turnTimeoutSeconds });
@@ -125,6 +142,16 @@ export class TurnLifecycle {
     }
     this.follow(turn.id, handle);
     return starting;
+  }
+
+  /**
+   * A claim took a warm sandbox: another is started. Locally in the background; in the cloud
+   * within the request that claimed, since an instance may get no CPU once it has answered
+   * (cloud.google.com/run/docs/tips/general): the turn runs meanwhile, in the sandbox it claimed.
+   */
+  private async refillPool(): Promise<void> {
+    const fill = this.deps.warm?.fill();
+    if (fill !== undefined && this.deps.launcher.sandboxesOutliveProcess) await fill;
   }
 
   /**
@@ -333,6 +360,7 @@ export class TurnLifecycle {
   async close(): Promise<void> {
     this.closed = true;
     this.closing.abort();
+    await this.deps.warm?.close();
     await this.deps.launcher.close();
     // Sandboxes stopped by the launcher report their end on the next turns of the event loop.
     await new Promise((resolve) => setImmediate(resolve));

@@ -18,6 +18,13 @@ export function internalRoutes(service: RunnerService): Router {
     res.json(await service.beginRun(claimsOf(req)));
   });
 
+  router.post(INTERNAL_ROUTES.warmClaim, async (req, res) => {
+    // A runner that stops waiting (its sandbox stopped) frees the poll at once.
+    const hungUp = new AbortController();
+    res.once('close', () => hungUp.abort());
+    res.json(await service.claimTurn(bearer(req), req.params.sandboxId, hungUp.signal));
+  });
+
   router.get(INTERNAL_ROUTES.state, async (req, res) => {
     const state = await service.openState(await turnOf(req));
     if (state === undefined) {

@@ -14,7 +14,10 @@ export function opsRoutes(lifecycle: TurnLifecycle, caller: GoogleIdTokenVerifie
   router.post(OPS_ROUTES.sweep, async (req, res) => {
     const refusal = await caller.refusal(req.headers.authorization);
     if (refusal !== undefined) return sendError(res, 'unauthenticated', `the sweeper takes only its scheduler's ID token: ${refusal}`);
-    res.json(await lifecycle.sweep());
+    const swept = await lifecycle.sweep();
+    // The warm pool is topped up here too: expired warm sandboxes are replaced even when no prompt comes.
+    await lifecycle.deps.warm?.fill();
+    res.json(swept);
   });
   return router;
 }

@@ -5,6 +5,15 @@ export interface SandboxSpec {
   timeoutSeconds: number;
 }
 
+/** A sandbox started before its turn (warm-pool.ts): it asks the API for the turn that claims it. */
+export interface WarmSandboxSpec {
+  sandboxId: string;
+  /** Good only for asking for that turn (turn-token.ts, PoolTokens). */
+  poolToken: string;
+  /** How long it may wait for a turn and then run it, all told. */
+  timeoutSeconds: number;
+}
+
 export type SandboxEnd = (
   | { kind: 'exited'; exitCode: number | null; signal: string | null; outOfMemory: boolean; detail?: string }
   | { kind: 'timed_out' }
@@ -26,6 +35,15 @@ export interface SandboxHandle {
   cancel(): Promise<void>;
 }
 
+export interface WarmSandboxHandle extends SandboxHandle {
+  /**
+   * A turn claimed it: from now on it may run `timeoutSeconds` more, the turn's limit, where the
+   * launcher can change that (a local sandbox); a Cloud Run execution keeps the timeout it started
+   * with, and the turn's deadline is held by the lifecycle.
+   */
+  claimed(timeoutSeconds: number): void;
+}
+
 /** Starts one isolated, resource-limited sandbox per turn. */
 export interface SandboxLauncher {
   readonly name: string;
@@ -36,6 +54,8 @@ export interface SandboxLauncher {
    */
   readonly sandboxesOutliveProcess: boolean;
   launch(spec: SandboxSpec): Promise<SandboxHandle>;
+  /** Starts a sandbox that holds no turn yet, set up in every other way as launch's; without it, no warm pool. */
+  launchWarm?(spec: WarmSandboxSpec): Promise<WarmSandboxHandle>;
   /** A handle on a sandbox started before (by an earlier process), or undefined if it cannot have survived. */
   reattach(ref: string): SandboxHandle | undefined;
   /**

@@ -5,6 +5,7 @@ import type { EventBudget } from '../domain/event-budget.js';
 import type { LimitHit, Quota, UserLedger } from '../domain/quota.js';
 import type { NewTurnEvent, ResultEvent, TurnEvent } from '../domain/turn-event.js';
 import type { Turn, TurnPatch } from '../domain/turn.js';
+import type { WarmSandbox, WarmSandboxPatch } from '../domain/warm-sandbox.js';
 
 /** What an update of a turn takes on with it, in the same transaction. */
 export interface TurnUpdateExtras {
@@ -128,5 +129,24 @@ export interface ConversationStore {
   listUnfinishedTurns(userId?: string): Promise<Turn[]>;
   /** Final turns whose sandbox may not be gone yet (holdsSandbox), everyone's or one user's. */
   listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]>;
+  /**
+   * Adds a warm sandbox unless `maxIdle` or more are idle already (domain/warm-sandbox.ts): the
+   * count and the insert are one transaction, so instances filling the pool at once never pass it.
+   */
+  addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean>;
+  getWarmSandbox(id: string): Promise<WarmSandbox | undefined>;
+  /** Sets its ref or when its runner was last seen; undefined when it is gone. */
+  updateWarmSandbox(id: string, patch: WarmSandboxPatch): Promise<WarmSandbox | undefined>;
+  /**
+   * The claim: in one transaction, the oldest claimable warm sandbox is bound to the queued turn,
+   * and the turn moves to `starting` with that sandbox's ref (and the extras' events). Undefined
+   * when the turn is not queued or no sandbox may be claimed. Two claims never get one sandbox.
+   */
+  claimWarmSandbox(turnId: string, now: Date, extras?: Pick<TurnUpdateExtras, 'events'>): Promise<{ sandbox: WarmSandbox; turn: Turn } | undefined>;
+  /** Calls back once when the warm sandbox is claimed or removed (at once if it is already). */
+  watchWarmSandbox(id: string, listener: (sandbox: WarmSandbox | undefined) => void): () => void;
+  removeWarmSandbox(id: string): Promise<void>;
+  /** Every warm sandbox, claimed ones included (until removed). */
+  listWarmSandboxes(): Promise<WarmSandbox[]>;
   close(): Promise<void>;
 }

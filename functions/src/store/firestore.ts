@@ -20,6 +20,7 @@ import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Qu
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
+import { firstClaimable, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
   AdmitResult,
   ConversationStore,
@@ -40,6 +41,7 @@ import { readable } from './readable.js';
  *   turns/{id}/events/{seq}         a TurnEvent; the id is seq zero-padded, so ids sort like seqs
  *   idempotency/{hash(user, key)}   {userId, key, turnId}: claims an Idempotency-Key for one turn
  *   users/{userId}                  {ledger: UserLedger}: what the user spent and started today
+ *   warmSandboxes/{id}              a WarmSandbox: started ahead, claimed by one turn
  * Timestamps are the port's ISO strings (they sort as text). The composite indexes the queries
  * need are in firestore.indexes.json at the repository root; they assume the prefix ''.
  */
@@ -60,6 +62,7 @@ const RESULT_RECHECK_MS = 10_000;
 // lastEventSeq) and catches drifted documents.
 const toConversation = (snap: DocumentSnapshot): Conversation => ConversationRecord.parse(snap.data());
 const toTurn = (snap: DocumentSnapshot): Turn => TurnRecord.parse(snap.data());
+const toWarmSandbox = (snap: DocumentSnapshot): WarmSandbox => WarmSandboxRecord.parse(snap.data());
 const named =
   (kind: string) =>
   (snap: DocumentSnapshot): string =>
@@ -112,6 +115,7 @@ export class FirestoreConversationStore implements ConversationStore {
   private readonly users: CollectionReference;
   /** Everyone's sandbox starts of the last minute: the service-wide start limit. */
   private readonly serviceStartsRef: DocumentReference;
+  private readonly warm: CollectionReference;
 
   /** `prefix` starts every collection name (tests use a fresh one per store); close() terminates `db`. */
   constructor(
@@ -124,6 +128,7 @@ export class FirestoreConversationStore implements ConversationStore {
     this.idempotency = db.collection(`${prefix}idempotency`);
     this.users = db.collection(`${prefix}users`);
     this.serviceStartsRef = db.collection(`${prefix}service`).doc('sandboxStarts');
+    this.warm = db.collection(`${prefix}warmSandboxes`);
   }
 
   async createConversation(conversation: Conversation, quota?: Quota): Promise<CreateConversationResult> {
@@ -298,11 +303,16 @@ export class FirestoreConversationStore implements ConversationStore {
           if (Object.keys(conversationChanges).length > 0) tx.update(conversationRef, conversationChanges);
         }
       }
-      const lastEventSeq = this.writeEvents(tx, id, lastEventSeqOf(snap), events?.(updated) ?? []).at(-1)?.seq;
-      const turnChanges = lastEventSeq === undefined ? changes : { ...changes, lastEventSeq };
-      if (Object.keys(turnChanges).length > 0) tx.update(snap.ref, turnChanges);
+      this.writeTurn(tx, snap, changes, events?.(updated) ?? []);
       return updated;
     });
+  }
+
+  /** A turn's changes with the events made of them, in the transaction that read the turn. */
+  private writeTurn(tx: Transaction, snap: DocumentSnapshot, changes: TurnPatch, events: NewTurnEvent[]): void {
+    const lastEventSeq = this.writeEvents(tx, snap.id, lastEventSeqOf(snap), events).at(-1)?.seq;
+    const turnChanges = lastEventSeq === undefined ? changes : { ...changes, lastEventSeq };
+    if (Object.keys(turnChanges).length > 0) tx.update(snap.ref, turnChanges);
   }
 
   /**
@@ -482,6 +492,77 @@ export class FirestoreConversationStore implements ConversationStore {
   async listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]> {
     const turns = userId === undefined ? this.turns : this.turns.where('userId', '==', userId);
     return readable((await turns.where('holdsSandbox', '==', true).get()).docs, toTurn, named('turn'));
+  }
+
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean> {
+    return this.transaction(async (tx) => {
+      const idleOnes = (await tx.get(this.warm)).docs.map(toWarmSandbox).filter((other) => idle(other, now));
+      if (idleOnes.length >= maxIdle) return false;
+      tx.create(this.warm.doc(sandbox.id), sandbox);
+      return true;
+    });
+  }
+
+  async getWarmSandbox(id: string): Promise<WarmSandbox | undefined> {
+    const snap = await this.warm.doc(id).get();
+    return snap.exists ? toWarmSandbox(snap) : undefined;
+  }
+
+  async updateWarmSandbox(id: string, patch: WarmSandboxPatch): Promise<WarmSandbox | undefined> {
+    const changes = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+    try {
+      await this.warm.doc(id).update(changes);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === GrpcStatus.NOT_FOUND) return undefined;
+      throw error;
+    }
+    return this.getWarmSandbox(id);
+  }
+
+  /**
+   * Reads every warm sandbox in the transaction (a pool is a handful): claims running at once
+   * hold the same documents, so they commit one after the other and never share a sandbox.
+   */
+  async claimWarmSandbox(
+    turnId: string,
+    now: Date,
+    extras: Pick<TurnUpdateExtras, 'events'> = {},
+  ): Promise<{ sandbox: WarmSandbox; turn: Turn } | undefined> {
+    return this.transaction(async (tx) => {
+      const snap = await tx.get(this.turns.doc(turnId));
+      if (!snap.exists || toTurn(snap).status !== 'queued') return undefined;
+      const chosen = firstClaimable((await tx.get(this.warm)).docs.map(toWarmSandbox), now);
+      if (chosen?.ref == null) return undefined;
+      const changes: TurnPatch = { status: 'starting', sandboxRef: chosen.ref };
+      const turn: Turn = { ...toTurn(snap), ...changes };
+      this.writeTurn(tx, snap, changes, extras.events?.(turn) ?? []);
+      tx.update(this.warm.doc(chosen.id), { turnId });
+      return { sandbox: { ...chosen, turnId }, turn };
+    });
+  }
+
+  watchWarmSandbox(id: string, listener: (sandbox: WarmSandbox | undefined) => void): () => void {
+    let delivered = false;
+    const unsubscribe = this.warm.doc(id).onSnapshot(
+      (snap) => {
+        const sandbox = snap.exists ? toWarmSandbox(snap) : undefined;
+        if (delivered || sandbox?.turnId === null) return;
+        delivered = true;
+        unsubscribe();
+        listener(sandbox);
+      },
+      // The claim route asks again after its long poll: a listener that failed only delays the turn until then.
+      (error) => console.error(`clauderun: watching warm sandbox ${id} failed: ${error.message}`),
+    );
+    return unsubscribe;
+  }
+
+  async removeWarmSandbox(id: string): Promise<void> {
+    await this.warm.doc(id).delete();
+  }
+
+  async listWarmSandboxes(): Promise<WarmSandbox[]> {
+    return (await this.warm.get()).docs.map(toWarmSandbox);
   }
 
   async close(): Promise<void> {

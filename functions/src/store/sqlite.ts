@@ -9,6 +9,7 @@ import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Qu
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
+import { firstClaimable, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
   AdmitResult,
   ConversationStore,
@@ -111,6 +112,14 @@ CREATE TABLE IF NOT EXISTS service_records (
   name TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS warm_sandboxes (
+  id TEXT PRIMARY KEY,
+  ref TEXT,
+  created_at TEXT NOT NULL,
+  seen_at TEXT,
+  expires_at TEXT NOT NULL,
+  turn_id TEXT
+);
 `;
 
 const toConversation = (row: Row): Conversation =>
@@ -123,6 +132,16 @@ const toConversation = (row: Row): Conversation =>
     sessionId: row.session_id,
     stateKey: row.state_key,
     options: JSON.parse(str(row.options ?? '{}')),
+  });
+
+const toWarmSandbox = (row: Row): WarmSandbox =>
+  WarmSandboxRecord.parse({
+    id: row.id,
+    ref: row.ref,
+    createdAt: row.created_at,
+    seenAt: row.seen_at,
+    expiresAt: row.expires_at,
+    turnId: row.turn_id,
   });
 
 const conversationNamed = (row: Row): string => `conversation ${String(row.id)}`;
@@ -284,6 +303,19 @@ export class SqliteConversationStore implements ConversationStore {
   }
 
   async updateTurn(id: string, from: readonly TurnStatus[], patch: TurnPatch, extras: TurnUpdateExtras = {}): Promise<Turn | undefined> {
+    const done = this.transaction(() => this.updateTurnRow(id, from, patch, extras));
+    if (done === undefined) return undefined;
+    this.announce(id, done.appended);
+    return done.turn;
+  }
+
+  /** updateTurn's compare-and-set; the caller holds the transaction and announces the events. */
+  private updateTurnRow(
+    id: string,
+    from: readonly TurnStatus[],
+    patch: TurnPatch,
+    extras: TurnUpdateExtras,
+  ): { turn: Turn; appended: TurnEvent[] } | undefined {
     const { commit, events } = extras;
     if (from.length === 0) return undefined;
     const fields = (Object.keys(patch) as (keyof TurnPatch)[]).filter((field) => patch[field] !== undefined);
@@ -291,20 +323,15 @@ export class SqliteConversationStore implements ConversationStore {
     const sql = `UPDATE turns SET ${sets.length > 0 ? sets.join(', ') : 'id = id'}
       WHERE id = ? AND status IN (${from.map(() => '?').join(', ')}) RETURNING *`;
     const values = fields.map((field) => toColumnValue(patch[field] ?? null));
-    const done = this.transaction(() => {
-      const row = this.db.prepare(sql).get(...values, id, ...from);
-      if (!row) return undefined;
-      const turn = toTurn(row);
-      if (commit !== undefined) {
-        this.db
-          .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
-          .run(commit.sessionId, commit.stateKey, new Date().toISOString(), turn.conversationId);
-      }
-      return { turn, appended: this.insertEvents(id, events?.(turn) ?? []) };
-    });
-    if (done === undefined) return undefined;
-    this.announce(id, done.appended);
-    return done.turn;
+    const row = this.db.prepare(sql).get(...values, id, ...from);
+    if (!row) return undefined;
+    const turn = toTurn(row);
+    if (commit !== undefined) {
+      this.db
+        .prepare('UPDATE conversations SET session_id = ?, state_key = ?, updated_at = ? WHERE id = ?')
+        .run(commit.sessionId, commit.stateKey, new Date().toISOString(), turn.conversationId);
+    }
+    return { turn, appended: this.insertEvents(id, events?.(turn) ?? []) };
   }
 
   async addUsage(of: Pick<Turn, 'id' | 'userId'>, usage: Usage, costUsd: number): Promise<UserLedger> {
@@ -460,6 +487,75 @@ export class SqliteConversationStore implements ConversationStore {
         ? this.db.prepare('SELECT * FROM turns WHERE holds_sandbox = 1').all()
         : this.db.prepare('SELECT * FROM turns WHERE user_id = ? AND holds_sandbox = 1').all(userId);
     return readable(rows, toTurn, turnNamed);
+  }
+
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean> {
+    return this.transaction(() => {
+      if (this.warmSandboxes().filter((other) => idle(other, now)).length >= maxIdle) return false;
+      this.db
+        .prepare('INSERT INTO warm_sandboxes (id, ref, created_at, seen_at, expires_at, turn_id) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(sandbox.id, sandbox.ref, sandbox.createdAt, sandbox.seenAt, sandbox.expiresAt, sandbox.turnId);
+      return true;
+    });
+  }
+
+  async getWarmSandbox(id: string): Promise<WarmSandbox | undefined> {
+    const row = this.db.prepare('SELECT * FROM warm_sandboxes WHERE id = ?').get(id);
+    return row ? toWarmSandbox(row) : undefined;
+  }
+
+  async updateWarmSandbox(id: string, patch: WarmSandboxPatch): Promise<WarmSandbox | undefined> {
+    const row = this.db
+      .prepare('UPDATE warm_sandboxes SET ref = coalesce(?, ref), seen_at = coalesce(?, seen_at) WHERE id = ? RETURNING *')
+      .get(patch.ref ?? null, patch.seenAt ?? null, id);
+    return row ? toWarmSandbox(row) : undefined;
+  }
+
+  async claimWarmSandbox(
+    turnId: string,
+    now: Date,
+    extras: Pick<TurnUpdateExtras, 'events'> = {},
+  ): Promise<{ sandbox: WarmSandbox; turn: Turn } | undefined> {
+    const done = this.transaction(() => {
+      const queued = this.db.prepare("SELECT 1 FROM turns WHERE id = ? AND status = 'queued'").get(turnId);
+      const chosen = queued ? firstClaimable(this.warmSandboxes(), now) : undefined;
+      if (chosen?.ref == null) return undefined;
+      const updated = this.updateTurnRow(turnId, ['queued'], { status: 'starting', sandboxRef: chosen.ref }, extras);
+      if (updated === undefined) return undefined;
+      this.db.prepare('UPDATE warm_sandboxes SET turn_id = ? WHERE id = ?').run(turnId, chosen.id);
+      return { ...updated, sandbox: { ...chosen, turnId } };
+    });
+    if (done === undefined) return undefined;
+    this.announce(turnId, done.appended);
+    this.changes.emit(`warm:${done.sandbox.id}`, done.sandbox);
+    return { sandbox: done.sandbox, turn: done.turn };
+  }
+
+  watchWarmSandbox(id: string, listener: (sandbox: WarmSandbox | undefined) => void): () => void {
+    const key = `warm:${id}`;
+    const deliver = (sandbox: WarmSandbox | undefined) => {
+      this.changes.off(key, deliver);
+      listener(sandbox);
+    };
+    // Reading is synchronous here, so no claim can come between the check and the subscription.
+    const row = this.db.prepare('SELECT * FROM warm_sandboxes WHERE id = ?').get(id);
+    const stored = row ? toWarmSandbox(row) : undefined;
+    if (stored === undefined || stored.turnId !== null) deliver(stored);
+    else this.changes.on(key, deliver);
+    return () => this.changes.off(key, deliver);
+  }
+
+  async removeWarmSandbox(id: string): Promise<void> {
+    this.db.prepare('DELETE FROM warm_sandboxes WHERE id = ?').run(id);
+    this.changes.emit(`warm:${id}`, undefined);
+  }
+
+  async listWarmSandboxes(): Promise<WarmSandbox[]> {
+    return this.warmSandboxes();
+  }
+
+  private warmSandboxes(): WarmSandbox[] {
+    return this.db.prepare('SELECT * FROM warm_sandboxes ORDER BY created_at, id').all().map(toWarmSandbox);
   }
 
   async close(): Promise<void> {

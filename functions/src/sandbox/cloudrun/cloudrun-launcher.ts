@@ -1,7 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionsClient, JobsClient } from '@google-cloud/run';
-import { runnerEnv, SANDBOX_CONTAINER_NAME } from '../../contract/runner-env.js';
-import { SandboxUnavailableError, type SandboxEnd, type SandboxHandle, type SandboxLauncher, type SandboxSpec } from '../launcher.js';
+import { runnerEnv, SANDBOX_CONTAINER_NAME, type SandboxCredentials } from '../../contract/runner-env.js';
+import {
+  SandboxUnavailableError,
+  type SandboxEnd,
+  type SandboxHandle,
+  type SandboxLauncher,
+  type SandboxSpec,
+  type WarmSandboxHandle,
+  type WarmSandboxSpec,
+} from '../launcher.js';
 
 /** The parts of the Cloud Run v2 clients this launcher calls; tests and the sim pass the real clients. */
 export type RunJobs = Pick<JobsClient, 'runJob'>;
@@ -48,8 +56,17 @@ export class CloudRunLauncher implements SandboxLauncher {
   constructor(private readonly options: CloudRunLauncherOptions) {}
 
   async launch(spec: SandboxSpec): Promise<SandboxHandle> {
-    const execution = await this.runJob(spec);
-    return this.watch(execution);
+    return this.watch(await this.runJob({ turnId: spec.turnId, turnToken: spec.token }, spec.timeoutSeconds));
+  }
+
+  /**
+   * An execution's timeout is fixed when it starts (overrides cannot change it later): a warm one
+   * runs for its idle time and its turn's limit together, and its turn's own deadline is held by
+   * the lifecycle (the sweeper and readers settle and cancel a turn past it).
+   */
+  async launchWarm(spec: WarmSandboxSpec): Promise<WarmSandboxHandle> {
+    const handle = this.watch(await this.runJob({ sandboxId: spec.sandboxId, poolToken: spec.poolToken }, spec.timeoutSeconds));
+    return { ...handle, claimed: () => {} };
   }
 
   /** Executions outlive the instance that started them. */
@@ -137,7 +154,7 @@ export class CloudRunLauncher implements SandboxLauncher {
     for (const watcher of [...this.watching]) watcher.stop();
   }
 
-  private async runJob(spec: SandboxSpec): Promise<string> {
+  private async runJob(credentials: SandboxCredentials, timeoutSeconds: number): Promise<string> {
     const o = this.options;
     const retries = o.retries ?? 4;
     for (let attempt = 0; ; attempt++) {
@@ -149,14 +166,14 @@ export class CloudRunLauncher implements SandboxLauncher {
               {
                 // Named, so that the overrides can only ever reach the runner's container.
                 name: SANDBOX_CONTAINER_NAME,
-                env: Object.entries(runnerEnv({ turnId: spec.turnId, turnToken: spec.token, apiUrl: o.apiUrl })).map(([name, value]) => ({
+                env: Object.entries(runnerEnv(credentials, o.apiUrl)).map(([name, value]) => ({
                   name,
                   value,
                 })),
               },
             ],
             taskCount: 1,
-            timeout: { seconds: spec.timeoutSeconds },
+            timeout: { seconds: timeoutSeconds },
           },
         });
         const name = (operation.metadata as { name?: string } | null)?.name;

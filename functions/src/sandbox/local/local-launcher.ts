@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { mkdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runnerEnv } from '../../contract/runner-env.js';
-import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec } from '../launcher.js';
+import { runnerEnv, type SandboxCredentials } from '../../contract/runner-env.js';
+import type { SandboxEnd, SandboxHandle, SandboxLauncher, SandboxSpec, WarmSandboxHandle, WarmSandboxSpec } from '../launcher.js';
 import { openApiBridge, type ApiConnector } from './api-bridge.js';
 import { bwrapArgs, type HostPaths, type StagedFiles } from './bwrap-command.js';
 import { commandInCgroup, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroups.js';
@@ -81,13 +81,22 @@ export class LocalSandboxLauncher implements SandboxLauncher {
     return `turn-${dataDirTag(this.options.sandboxesDir)}-`;
   }
 
-  async launch(spec: SandboxSpec): Promise<SandboxHandle> {
+  launch(spec: SandboxSpec): Promise<SandboxHandle> {
+    return this.start(spec.turnId, { turnId: spec.turnId, turnToken: spec.token }, spec.timeoutSeconds);
+  }
+
+  launchWarm(spec: WarmSandboxSpec): Promise<WarmSandboxHandle> {
+    return this.start(spec.sandboxId, { sandboxId: spec.sandboxId, poolToken: spec.poolToken }, spec.timeoutSeconds);
+  }
+
+  /** A sandbox named `name` (its directory, cgroup and log lines) whose runner is handed `credentials`. */
+  private async start(name: string, credentials: SandboxCredentials, timeoutSeconds: number): Promise<WarmSandboxHandle> {
     const o = this.options;
-    const dir = path.join(o.sandboxesDir, spec.turnId);
-    const host: HostPaths = { node: o.runtime.node, claude: o.runtime.claude, runDir: path.join(o.socketsDir, spec.turnId) };
+    const dir = path.join(o.sandboxesDir, name);
+    const host: HostPaths = { node: o.runtime.node, claude: o.runtime.claude, runDir: path.join(o.socketsDir, name) };
     const identity = o.runningAsRoot ? this.uids.take() : USER_NAMESPACE_IDENTITY;
     const disk = planDisk(o.disk, dir, o.runningAsRoot, identity);
-    const log = (line: string) => o.log(spec.turnId, line);
+    const log = (line: string) => o.log(name, line);
     let cgroup: SandboxCgroup | undefined;
     let bridge: { close(): Promise<void> } | undefined;
     const cleanUp = () =>
@@ -107,7 +116,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       for (const mountPoint of disk.mountPoints) await mkdir(mountPoint, { mode: 0o700 });
       // The service's, not the sandbox's: mounted read-only, so the socket cannot be replaced.
       await mkdir(host.runDir, { mode: 0o755 });
-      cgroup = await o.cgroups.create(`${this.cgroupPrefix}${spec.turnId}`, o.limits);
+      cgroup = await o.cgroups.create(`${this.cgroupPrefix}${name}`, o.limits);
       bridge = await openApiBridge(path.join(host.runDir, 'api.sock'), o.connectApi);
     } catch (error) {
       await cleanUp();
@@ -124,7 +133,7 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       inputs,
       seccomp: o.seccomp,
       staged: this.staged,
-      env: runnerEnv({ turnId: spec.turnId, turnToken: spec.token, apiUrl: `http://127.0.0.1:${SANDBOX_API_PORT}${o.apiPath ?? ''}` }),
+      env: runnerEnv(credentials, `http://127.0.0.1:${SANDBOX_API_PORT}${o.apiPath ?? ''}`),
     });
     const command = commandInCgroup(sandboxCgroup, [...disk.prefix, 'bwrap', '--args', String(FdInputs.ARGS_FD), ...bwrap.command], o.systemPath);
     let child: ReturnType<typeof spawn>;
@@ -149,10 +158,9 @@ export class LocalSandboxLauncher implements SandboxLauncher {
       child.kill('SIGKILL');
       return sandboxCgroup.killAll();
     };
-    const timer = setTimeout(
-      () => void stop('timed_out').catch((error: unknown) => log(`stopping at the deadline failed: ${String(error)}`)),
-      spec.timeoutSeconds * 1000,
-    );
+    const deadline = (seconds: number) =>
+      setTimeout(() => void stop('timed_out').catch((error: unknown) => log(`stopping at the deadline failed: ${String(error)}`)), seconds * 1000);
+    let timer = deadline(timeoutSeconds);
 
     const ended = new Promise<SandboxEnd>((resolve) => {
       child.once('close', (exitCode, signal) => {
@@ -174,7 +182,15 @@ export class LocalSandboxLauncher implements SandboxLauncher {
           .then(() => resolve(stopReason !== undefined ? { kind: stopReason } : { kind: 'exited', exitCode, signal, outOfMemory }));
       });
     });
-    const handle: SandboxHandle = { ref: `local:${spec.turnId}`, ended, cancel: () => stop('cancelled') };
+    const handle: WarmSandboxHandle = {
+      ref: `local:${name}`,
+      ended,
+      cancel: () => stop('cancelled'),
+      claimed: (seconds) => {
+        clearTimeout(timer);
+        timer = deadline(seconds);
+      },
+    };
     this.running.add(handle);
     void ended.then(() => this.running.delete(handle));
     return handle;

@@ -1,0 +1,239 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { NewTurnEvent } from '../domain/turn-event.js';
+import { isFinal } from '../domain/turn-state.js';
+import type { Turn } from '../domain/turn.js';
+import { idle, WARM_READY_WINDOW_MS, type WarmSandbox } from '../domain/warm-sandbox.js';
+import type { SandboxHandle, SandboxLauncher, WarmSandboxHandle } from '../sandbox/launcher.js';
+import type { ConversationStore } from '../store/conversation-store.js';
+import type { PoolTokens } from './turn-token.js';
+
+export interface WarmPoolDeps {
+  store: ConversationStore;
+  launcher: SandboxLauncher;
+  tokens: PoolTokens;
+  /** How many warm sandboxes to keep idle, and how long each waits for a turn. */
+  settings: { size: number; idleSeconds: number };
+  turnTimeoutSeconds: number;
+  /** Sandboxes running at once across the service: warm ones count, and the pool gives way to turns near it. */
+  runningSandboxes: number;
+  log: (message: string) => void;
+}
+
+/** What a claim route's long poll comes to: the turn that claimed the sandbox, nothing yet, or never. */
+export type ClaimWait = { turnId: string } | 'wait' | 'gone';
+
+/** How long the claim route holds a warm sandbox's request before it is told to ask again. */
+export const CLAIM_POLL_MS = 25_000;
+/** A sandbox whose launch never brought its runner to ask for a turn is given up after this. */
+const NEVER_SEEN_AFTER_MS = 5 * 60_000;
+/** What a warm sandbox may run past its idle time and its turn's limit, to report and be stopped. */
+const WIND_DOWN_SECONDS = 60;
+/** Warm sandboxes that end young, one after the other, are started again ever more slowly, up to this. */
+const MAX_RESTART_DELAY_MS = 60_000;
+
+/**
+ * Sandboxes started before their turns: a prompt finds one set up and waiting, and the time a
+ * sandbox takes to start (seconds for a Cloud Run execution) is spent before anyone waits for it.
+ * Each is used by one turn only, then torn down; it holds no turn and no token until a turn claims
+ * it (in the store, so two instances never claim one sandbox), and only then does its runner hear
+ * of the turn and get the turn's token, from the claim route. The pool is a number of records in
+ * the store, shared by every instance: any of them fills it, and each claim takes one.
+ */
+export class WarmPool {
+  /** The warm sandboxes this process started and follows (local ones die with it). */
+  private readonly handles = new Map<string, WarmSandboxHandle>();
+  /** Those of them a turn claimed: they are their turn's to stop. */
+  private readonly claimedHere = new Set<string>();
+  private filling: Promise<void> | undefined;
+  private fillAgain = false;
+  private youngEnds = 0;
+  private closed = false;
+  private readonly closing = new AbortController();
+
+  constructor(private readonly deps: WarmPoolDeps) {}
+
+  get enabled(): boolean {
+    return this.deps.settings.size > 0 && this.deps.launcher.launchWarm !== undefined;
+  }
+
+  /**
+   * Binds a warm sandbox to the queued turn, which moves to `starting` with it (and `events`):
+   * the sandbox's runner gets the turn from the claim route. Undefined when none is ready; the
+   * handle is undefined when this launcher cannot follow the sandbox (then the turn is settled
+   * by reconciling it, as one whose instance stopped).
+   */
+  async claim(turnId: string, events: (turn: Turn) => NewTurnEvent[]): Promise<{ turn: Turn; handle: SandboxHandle | undefined } | undefined> {
+    if (!this.enabled) return undefined;
+    const claimed = await this.deps.store.claimWarmSandbox(turnId, new Date(), { events });
+    if (claimed === undefined || claimed.sandbox.ref === null) return undefined;
+    const local = this.handles.get(claimed.sandbox.id);
+    if (local !== undefined) {
+      this.claimedHere.add(claimed.sandbox.id);
+      local.claimed(this.deps.turnTimeoutSeconds);
+    }
+    return { turn: claimed.turn, handle: local ?? this.deps.launcher.reattach(claimed.sandbox.ref) };
+  }
+
+  /** The warm sandbox a pool token was minted for, while it is valid. */
+  holderOf(poolToken: string): string | undefined {
+    return this.deps.tokens.verify(poolToken)?.sandboxId;
+  }
+
+  /**
+   * What the warm sandbox's runner hears when it asks for its turn: the turn that claimed it (again,
+   * should it ask again), or, once a turn claims it within CLAIM_POLL_MS, that one; 'wait' when
+   * none did by then, 'gone' when it will get none (expired, removed). Asking is what makes it
+   * ready to be claimed.
+   */
+  async awaitClaim(sandboxId: string, hungUp: AbortSignal): Promise<ClaimWait> {
+    const { store } = this.deps;
+    const now = new Date();
+    const sandbox = await store.getWarmSandbox(sandboxId);
+    if (sandbox === undefined) return 'gone';
+    if (sandbox.turnId !== null) return { turnId: sandbox.turnId };
+    if (!idle(sandbox, now)) return 'gone';
+    const seen = await store.updateWarmSandbox(sandboxId, { seenAt: now.toISOString() });
+    if (seen === undefined) return 'gone';
+    const expiresInMs = Date.parse(sandbox.expiresAt) - now.getTime();
+    return new Promise<ClaimWait>((resolve) => {
+      let stop = () => {};
+      const finish = (answer: ClaimWait) => {
+        clearTimeout(timer);
+        hungUp.removeEventListener('abort', onHangUp);
+        stop();
+        resolve(answer);
+      };
+      const onHangUp = () => finish('wait');
+      const timer = setTimeout(() => finish(expiresInMs <= CLAIM_POLL_MS ? 'gone' : 'wait'), Math.min(CLAIM_POLL_MS, expiresInMs));
+      hungUp.addEventListener('abort', onHangUp);
+      stop = store.watchWarmSandbox(sandboxId, (claimed) => finish(claimed?.turnId ? { turnId: claimed.turnId } : 'gone'));
+    });
+  }
+
+  /**
+   * Starts warm sandboxes until `size` are idle, fewer as the service nears its running cap (so that
+   * warm ones and running turns together stay within it); stops the idle ones past that; forgets
+   * the ones that are over. Concurrent calls share one run.
+   */
+  fill(): Promise<void> {
+    if (!this.enabled || this.closed) return Promise.resolve();
+    if (this.filling !== undefined) {
+      // What it judged by may already be out of date (a turn ended meanwhile): it runs once more.
+      this.fillAgain = true;
+      return this.filling;
+    }
+    this.filling = (async () => {
+      do {
+        this.fillAgain = false;
+        await this.fillOnce().catch((error: unknown) => this.deps.log(`warm pool: filling failed: ${(error as Error).message}`));
+      } while (this.fillAgain && !this.closed);
+    })().finally(() => (this.filling = undefined));
+    return this.filling;
+  }
+
+  /** Warm sandboxes of a process that stopped died with it (local ones): their records go. */
+  async recover(): Promise<void> {
+    if (this.deps.launcher.sandboxesOutliveProcess) return;
+    for (const sandbox of await this.deps.store.listWarmSandboxes()) await this.deps.store.removeWarmSandbox(sandbox.id);
+  }
+
+  /** Stops this process's warm sandboxes and forgets them; a claimed one is its turn's to end. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.closing.abort();
+    await this.filling;
+    const idleOnes = [...this.handles].filter(([id]) => !this.claimedHere.has(id));
+    await Promise.all(idleOnes.map(([, handle]) => handle.cancel().catch(() => undefined)));
+    await Promise.all(idleOnes.map(([, handle]) => handle.ended));
+  }
+
+  private async fillOnce(): Promise<void> {
+    const { store, settings } = this.deps;
+    const now = new Date();
+    const all = await this.prune(await store.listWarmSandboxes(), now);
+    const running = (await store.listUnfinishedTurns()).length + (await store.listTurnsHoldingSandboxes()).length;
+    const target = Math.min(settings.size, Math.max(0, this.deps.runningSandboxes - running));
+    const idleOnes = all.filter((sandbox) => idle(sandbox, now));
+    for (const extra of idleOnes.slice(target)) await this.retire(extra);
+    for (let n = idleOnes.length; n < target && !this.closed; n++) {
+      if (!(await this.startOne(target))) break;
+    }
+  }
+
+  /** Forgets the sandboxes that are over (claimed by a turn that is final, expired, never up): the rest. */
+  private async prune(sandboxes: WarmSandbox[], now: Date): Promise<WarmSandbox[]> {
+    const kept: WarmSandbox[] = [];
+    for (const sandbox of sandboxes) {
+      if (await this.isOver(sandbox, now)) await this.retire(sandbox);
+      else kept.push(sandbox);
+    }
+    return kept;
+  }
+
+  private async isOver(sandbox: WarmSandbox, now: Date): Promise<boolean> {
+    if (this.handles.has(sandbox.id)) return false; // followed here: removed when it ends
+    if (sandbox.turnId !== null) {
+      const turn = await this.deps.store.getTurn(sandbox.turnId);
+      return turn === undefined || isFinal(turn.status);
+    }
+    const t = now.getTime();
+    if (Date.parse(sandbox.expiresAt) + WIND_DOWN_SECONDS * 1000 < t) return true;
+    if (sandbox.seenAt === null) return t - Date.parse(sandbox.createdAt) > NEVER_SEEN_AFTER_MS;
+    return t - Date.parse(sandbox.seenAt) > 2 * WARM_READY_WINDOW_MS;
+  }
+
+  /** Stops a warm sandbox no turn holds, wherever it runs, and removes its record. */
+  private async retire(sandbox: WarmSandbox): Promise<void> {
+    const handle = this.handles.get(sandbox.id) ?? (sandbox.ref === null ? undefined : this.deps.launcher.reattach(sandbox.ref));
+    if (sandbox.turnId === null)
+      await handle?.cancel().catch((error: unknown) => this.deps.log(`warm pool: stopping ${sandbox.id} failed: ${String(error)}`));
+    await this.deps.store.removeWarmSandbox(sandbox.id);
+  }
+
+  /** Starts one warm sandbox, if fewer than `target` are idle (judged in the store); whether it did. */
+  private async startOne(target: number): Promise<boolean> {
+    const { store, launcher, settings, tokens } = this.deps;
+    const now = new Date();
+    const id = randomUUID();
+    const expiresAt = new Date(now.getTime() + settings.idleSeconds * 1000);
+    const sandbox: WarmSandbox = { id, ref: null, createdAt: now.toISOString(), seenAt: null, expiresAt: expiresAt.toISOString(), turnId: null };
+    if (!(await store.addWarmSandbox(sandbox, target, now))) return false;
+    const poolToken = tokens.mint({ sandboxId: id, exp: Math.ceil(expiresAt.getTime() / 1000) + WIND_DOWN_SECONDS });
+    let handle: WarmSandboxHandle;
+    try {
+      // launchWarm is there: enabled says so.
+      handle = await launcher.launchWarm!({
+        sandboxId: id,
+        poolToken,
+        timeoutSeconds: settings.idleSeconds + this.deps.turnTimeoutSeconds + WIND_DOWN_SECONDS,
+      });
+    } catch (error) {
+      await store.removeWarmSandbox(id);
+      this.deps.log(`warm pool: a warm sandbox could not be started: ${(error as Error).message}`);
+      return false;
+    }
+    this.handles.set(id, handle);
+    void handle.ended.then(() => this.ended(id, now));
+    await store.updateWarmSandbox(id, { ref: handle.ref });
+    return true;
+  }
+
+  /** A warm sandbox this process followed is gone: its record goes, and the pool is filled again. */
+  private async ended(id: string, startedAt: Date): Promise<void> {
+    this.handles.delete(id);
+    const claimed = this.claimedHere.delete(id);
+    await this.deps.store.removeWarmSandbox(id).catch((error: unknown) => this.deps.log(`warm pool: forgetting ${id} failed: ${String(error)}`));
+    if (this.closed) return;
+    // One that ends young without a turn failed: a pool that cannot start is not started in a loop.
+    const young = !claimed && Date.now() - startedAt.getTime() < this.deps.settings.idleSeconds * 1000 - CLAIM_POLL_MS;
+    this.youngEnds = young ? this.youngEnds + 1 : 0;
+    if (young) {
+      this.deps.log(`warm pool: warm sandbox ${id} ended before its time without a turn`);
+      const delay = Math.min(MAX_RESTART_DELAY_MS, 500 * 2 ** this.youngEnds);
+      const waited = await sleep(delay, true, { signal: this.closing.signal }).catch(() => false);
+      if (!waited) return;
+    }
+    await this.fill();
+  }
+}
