@@ -13,16 +13,26 @@ export async function sandboxNameOf(service: RunningService, userId: string, con
   return name;
 }
 
-/** Pids in a local sandbox's cgroup (v1 pids hierarchy or v2), read from the host. */
-export function sandboxPids(name: string): number[] {
+/**
+ * A local sandbox's cgroup directory on the host: in cgroup v1 under `controller`'s hierarchy, in
+ * v2 the one unified directory; undefined when this host has no such hierarchy.
+ */
+export function sandboxCgroupDir(name: string, controller: 'pids' | 'memory' = 'pids'): string | undefined {
   const own = readFileSync('/proc/self/cgroup', 'utf8');
-  const v1 = /^\d+:pids:(.*)$/m.exec(own)?.[1];
-  const base = v1 !== undefined ? path.join('/sys/fs/cgroup/pids', v1) : path.join('/sys/fs/cgroup', /^0::(.*)$/m.exec(own)?.[1] ?? '/');
+  const v1 = new RegExp(`^\\d+:[^:]*\\b${controller}\\b[^:]*:(.*)$`, 'm').exec(own)?.[1];
+  const v2 = /^0::(.*)$/m.exec(own)?.[1];
+  const base = v1 !== undefined ? path.join('/sys/fs/cgroup', controller, v1) : v2 !== undefined ? path.join('/sys/fs/cgroup', v2) : undefined;
+  if (base === undefined) return undefined;
   const sandboxes = path.join(base, 'clauderun');
   const cgroup = readdirSync(sandboxes).find((entry) => entry.startsWith('turn-') && entry.endsWith(`-${name}`));
-  if (cgroup === undefined) throw new Error(`no cgroup for sandbox ${name} in ${sandboxes}`);
-  const procs = path.join(sandboxes, cgroup, 'cgroup.procs');
-  return readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
+  return cgroup === undefined ? undefined : path.join(sandboxes, cgroup);
+}
+
+/** Pids in a local sandbox's cgroup, read from the host. */
+export function sandboxPids(name: string): number[] {
+  const dir = sandboxCgroupDir(name);
+  if (dir === undefined) throw new Error(`no cgroup for sandbox ${name}`);
+  return readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
 }
 
 /** The sandbox's runner process, found by its command line. */

@@ -107,13 +107,21 @@ export class TurnLifecycle {
    * token from the claim route), else one launched now. Returns the turn as it then stands.
    */
   async startSandbox(turn: Turn): Promise<Turn> {
-    const { launcher, limits, store, warm } = this.deps;
-    const claimed = await warm?.claim(turn.id, statusEvents);
-    if (claimed !== undefined) {
+    const claimed = await this.deps.warm?.claim(turn.id, statusEvents);
+    // A claim took a warm sandbox, or none was ready: either way the pool is short of one.
+    const refill = this.refillPool();
+    try {
+      if (claimed === undefined) return await this.launchFor(turn);
       if (claimed.handle !== undefined) this.follow(turn.id, claimed.handle);
-      await this.refillPool();
       return claimed.turn;
+    } finally {
+      await refill;
     }
+  }
+
+  /** Launches a sandbox for the turn alone (no warm one was ready). */
+  private async launchFor(turn: Turn): Promise<Turn> {
+    const { launcher, limits, store } = this.deps;
     const token = this.tokenFor(turn);
     let handle: SandboxHandle;
     try {
@@ -145,9 +153,9 @@ export class TurnLifecycle {
   }
 
   /**
-   * A claim took a warm sandbox: another is started. Locally in the background; in the cloud
-   * within the request that claimed, since an instance may get no CPU once it has answered
-   * (cloud.google.com/run/docs/tips/general): the turn runs meanwhile, in the sandbox it claimed.
+   * Tops the warm pool up: locally in the background; in the cloud the request that started the
+   * turn waits for it (in parallel with its own launch), since an instance may get no CPU once it
+   * has answered (cloud.google.com/run/docs/tips/general).
    */
   private async refillPool(): Promise<void> {
     const fill = this.deps.warm?.fill();
