@@ -31,6 +31,8 @@ export const CONFIG_KEYS = [
   'clauderun:runnerMaxInstances',
   'clauderun:maxRunningSandboxes',
   'clauderun:runJobsPerMinute',
+  'clauderun:warmSandboxes',
+  'clauderun:warmSandboxIdleSeconds',
   'clauderun:maxRunningTurnsPerUser',
   'clauderun:maxTurnsPerMinute',
   'clauderun:maxOpenRequestsPerUser',
@@ -104,6 +106,13 @@ export interface Settings {
   maxRunningSandboxes: number;
   /** Executions the service starts per minute at most, under Cloud Run's per-region runJob quota. */
   runJobsPerMinute: number;
+  /**
+   * Sandboxes started ahead of their turns (the service's CLAUDERUN_WARM_SANDBOXES): each one idle
+   * is billed like a running sandbox, and holds one request open on the runner function.
+   */
+  warmSandboxes: number;
+  /** How long a warm sandbox waits for a turn before it stops and another takes its place. */
+  warmSandboxIdleSeconds: number;
   /** Fair use, per user: turns running at once, turns started a minute, requests held open (streams, waits). */
   maxRunningTurnsPerUser: number;
   maxTurnsPerMinute: number;
@@ -212,6 +221,9 @@ const Schema = z.object({
   // (cloud.google.com/run/quotas, "Job execution").
   'clauderun:maxRunningSandboxes': whole('clauderun:maxRunningSandboxes', 1, MAX_RUNNING_EXECUTIONS, DEFAULT_LIMITS.CLAUDERUN_MAX_RUNNING_SANDBOXES),
   'clauderun:runJobsPerMinute': whole('clauderun:runJobsPerMinute', 1, 1000, DEFAULT_LIMITS.CLAUDERUN_RUNJOBS_PER_MINUTE),
+  'clauderun:warmSandboxes': whole('clauderun:warmSandboxes', 0, MAX_RUNNING_EXECUTIONS, DEFAULT_LIMITS.CLAUDERUN_WARM_SANDBOXES),
+  // At least a minute: the sweeper, which replaces expired warm sandboxes when no prompt comes, runs once a minute.
+  'clauderun:warmSandboxIdleSeconds': whole('clauderun:warmSandboxIdleSeconds', 60, 3600, DEFAULT_LIMITS.CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS),
   // A user cannot run more turns at once than the project runs executions.
   'clauderun:maxRunningTurnsPerUser': whole(
     'clauderun:maxRunningTurnsPerUser',
@@ -258,6 +270,11 @@ export function parseSettings(raw: RawSettings): Settings {
       `clauderun:sandboxMemoryMb ${memoryMb} needs clauderun:sandboxCpus of at least ${Math.ceil(memoryMb / 4096)} (Cloud Run allows 4 GiB per CPU)`,
     );
   }
+  if (c['clauderun:warmSandboxes'] > c['clauderun:maxRunningSandboxes']) {
+    throw new SettingsError(
+      `clauderun:warmSandboxes ${c['clauderun:warmSandboxes']} is more than clauderun:maxRunningSandboxes ${c['clauderun:maxRunningSandboxes']}: warm sandboxes count against it`,
+    );
+  }
   const leastMemoryMb = MIN_MEMORY_MB_FOR_CPUS[cpus] ?? 0;
   if (memoryMb < leastMemoryMb) {
     throw new SettingsError(
@@ -279,6 +296,8 @@ export function parseSettings(raw: RawSettings): Settings {
     runnerMaxInstances: c['clauderun:runnerMaxInstances'],
     maxRunningSandboxes: c['clauderun:maxRunningSandboxes'],
     runJobsPerMinute: c['clauderun:runJobsPerMinute'],
+    warmSandboxes: c['clauderun:warmSandboxes'],
+    warmSandboxIdleSeconds: c['clauderun:warmSandboxIdleSeconds'],
     maxRunningTurnsPerUser: c['clauderun:maxRunningTurnsPerUser'],
     maxTurnsPerMinute: c['clauderun:maxTurnsPerMinute'],
     maxOpenRequestsPerUser: c['clauderun:maxOpenRequestsPerUser'],

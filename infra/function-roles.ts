@@ -144,6 +144,9 @@ export function functionEnvironment(s: Settings, n: Names, serve: Serve, refs: E
     // One global limit and one global rate, held in the store: both functions must agree on them.
     CLAUDERUN_MAX_RUNNING_SANDBOXES: String(s.maxRunningSandboxes),
     CLAUDERUN_RUNJOBS_PER_MINUTE: String(s.runJobsPerMinute),
+    // The pool is filled by the public function (claims, the sweeper) and waited on at the runner's.
+    CLAUDERUN_WARM_SANDBOXES: String(s.warmSandboxes),
+    CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS: String(s.warmSandboxIdleSeconds),
     // Fair use, counted in the store: a turn is admitted by one function and its model calls are
     // metered by the other.
     CLAUDERUN_MAX_RUNNING_TURNS_PER_USER: String(s.maxRunningTurnsPerUser),

@@ -26,6 +26,14 @@ const SWEEP_SECONDS = 2;
 /** Executions start quickly here: the realistic few seconds are `npm run sim`'s default. */
 const QUICK_CLOUD_RUN = { startDelayMs: 200 };
 
+/** The simulation's Firestore, as its functions see it. */
+async function storeOf(s: Simulation): Promise<FirestoreConversationStore> {
+  const env = s.fakes.apiEnv(0);
+  return new FirestoreConversationStore(
+    await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }),
+  );
+}
+
 async function processState(pid: number): Promise<string> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
@@ -226,6 +234,78 @@ describeWithEmulator(
       });
     });
 
+    describe('warm sandboxes: executions started ahead of their turns, filled by the sweeper and by claims', () => {
+      const WARM_START_MS = 1500;
+      const { sim, logs } = useSimulation(
+        {
+          env: { CLAUDERUN_WARM_SANDBOXES: '1', CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS: '20' },
+          cloudRun: { startDelayMs: WARM_START_MS },
+          // Instances stop soon after their last request: an execution outlives the one that started it.
+          instances: { idleStopMs: 3000 },
+          sweepEverySeconds: SWEEP_SECONDS,
+        },
+        'warm',
+      );
+      /** Executions started warm (their overrides carry a pool token, and no turn). */
+      const warmExecutions = () =>
+        [...sim().fakes.cloudRun.executions.values()].filter(
+          (e) => e.env[RUNNER_ENV.poolToken] !== undefined && e.env[RUNNER_ENV.turnId] === undefined,
+        );
+
+      it('a turn runs in the execution started before its prompt, whose overrides held no turn and no turn token; the claiming request starts the next', async () => {
+        const s = sim();
+        const store = await storeOf(s);
+        try {
+          // The scheduled sweeper fills the pool (no prompt has come yet); the execution is ready
+          // once its runner's ask for a turn reached the store.
+          const ready = async () => (await store.listWarmSandboxes()).filter((w) => w.turnId === null && w.seenAt !== null).length;
+          await expect.poll(ready, { timeout: 30_000, interval: 200 }).toBeGreaterThanOrEqual(1);
+          const before = new Set(warmExecutions().map((e) => e.name));
+          const posted = Date.now();
+          const answer = await prompt({ url: s.rootUrl }, 'warm-user', { message: 'hello warm' });
+          expect(answer.status, `${JSON.stringify(answer.body)}\n${logs()}`).toBe(200);
+          expect(answer.body).toMatchObject({ status: 'succeeded', text: 'echo: hello warm' });
+          const turn = await store.getTurn(String(answer.body.turnId));
+          const execution = s.fakes.cloudRun.executions.get(turn?.sandboxRef ?? '');
+          expect(before.has(execution?.name ?? ''), `${turn?.sandboxRef}\n${logs()}`).toBe(true);
+          expect(Date.parse(execution?.createTime ?? '')).toBeLessThan(posted);
+          expect(Object.keys(execution?.env ?? {}).sort()).toEqual([RUNNER_ENV.apiUrl, RUNNER_ENV.poolToken, RUNNER_ENV.sandboxId].sort());
+          expect(Object.values(execution?.env ?? {}).join(' ')).not.toContain('crt1.');
+          // The request that claimed started another before it answered.
+          expect(warmExecutions().some((e) => !before.has(e.name))).toBe(true);
+        } finally {
+          await store.close();
+        }
+      });
+
+      it('a warm execution no turn claims ends when its time is up, and the sweeper has started another before', async () => {
+        const s = sim();
+        const store = await storeOf(s);
+        let waiting: ReturnType<typeof warmExecutions>[number] | undefined;
+        try {
+          // One that waits for a turn, not the one an earlier test's turn claimed (which may still be winding down).
+          await expect
+            .poll(
+              async () => {
+                const unclaimed = new Set((await store.listWarmSandboxes()).filter((w) => w.turnId === null && w.seenAt !== null).map((w) => w.id));
+                waiting = warmExecutions().find((e) => e.completionTime === undefined && unclaimed.has(e.env[RUNNER_ENV.sandboxId] ?? ''));
+                return waiting !== undefined;
+              },
+              { timeout: 30_000, interval: 200 },
+            )
+            .toBe(true);
+        } finally {
+          await store.close();
+        }
+        const name = waiting!.name;
+        await expect.poll(() => s.fakes.cloudRun.executions.get(name)?.completionTime, { timeout: 40_000, interval: 500 }).toBeDefined();
+        // It ended by itself, told that no turn would come: not failed, not cancelled.
+        const { handle: _handle, env: _env, ...ended } = s.fakes.cloudRun.executions.get(name)!;
+        expect(ended.succeededCount, `${JSON.stringify(ended)}\n${logs()}`).toBe(1);
+        expect(warmExecutions().some((e) => e.name !== name && Date.parse(e.createTime) < Date.parse(ended.completionTime ?? ''))).toBe(true);
+      }, 60_000);
+    });
+
     describe('two functions of the same source: public routes and runner routes (CLAUDERUN_SERVE)', () => {
       // Only the runner's function holds a working model key, so a turn can succeed only if its
       // runner and model calls were served there.
@@ -254,10 +334,7 @@ describeWithEmulator(
         const killedAt = Date.now();
         // Nobody asks for the turn, so only the scheduler's calls give an instance CPU; the turn is
         // watched in Firestore itself, which gives none.
-        const env = s.fakes.apiEnv(0);
-        const store = new FirestoreConversationStore(
-          await openFirestore({ projectId: env.GOOGLE_CLOUD_PROJECT ?? '', emulatorHost: env.FIRESTORE_EMULATOR_HOST }),
-        );
+        const store = await storeOf(s);
         let turn: Turn | undefined;
         try {
           // Settled within a few seconds when the machine is quiet; a loaded one (the whole suite

@@ -20,6 +20,8 @@ describe('stack settings', () => {
       runnerMaxInstances: 20,
       maxRunningSandboxes: 50,
       runJobsPerMinute: 50,
+      warmSandboxes: 0,
+      warmSandboxIdleSeconds: 300,
       maxRunningTurnsPerUser: 2,
       maxTurnsPerMinute: 10,
       maxOpenRequestsPerUser: 20,
@@ -130,6 +132,12 @@ describe('stack settings', () => {
       /maxRunningSandboxes must be at most 1000/,
     ],
     ['no runJob calls at all', { 'clauderun:runJobsPerMinute': '0' }, /runJobsPerMinute must be at least 1/],
+    [
+      'more warm sandboxes than may run',
+      { 'clauderun:maxRunningSandboxes': '5', 'clauderun:warmSandboxes': '6' },
+      /warmSandboxes 6 is more than clauderun:maxRunningSandboxes 5/,
+    ],
+    ['a warm sandbox that waits under a sweep', { 'clauderun:warmSandboxIdleSeconds': '30' }, /warmSandboxIdleSeconds must be at least 60/],
     ['no turns at all', { 'clauderun:maxTurnsPerMinute': '0' }, /maxTurnsPerMinute must be at least 1/],
     [
       'more running turns per user than Cloud Run runs',

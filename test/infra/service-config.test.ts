@@ -115,6 +115,8 @@ describe('every stack setting the service shares reaches it as the service reads
     'clauderun:sandboxCpus': '2',
     'clauderun:maxRunningSandboxes': '1000',
     'clauderun:runJobsPerMinute': '7',
+    'clauderun:warmSandboxes': '3',
+    'clauderun:warmSandboxIdleSeconds': '240',
     'clauderun:maxRunningTurnsPerUser': '3',
     'clauderun:maxTurnsPerMinute': '40',
     'clauderun:maxOpenRequestsPerUser': '5',
@@ -139,6 +141,8 @@ describe('every stack setting the service shares reaches it as the service reads
       dailyCostUsd: 2.5,
       dailyEgressBytes: 1_000_000_000,
     });
+    // Both fill the pool or wait on it: they must agree on it.
+    expect(config.warm).toEqual({ size: 3, idleSeconds: 240 });
     if (serve === 'public') expect(config.limits.openRequestsPerUser).toBe(5);
     // The runner judges the sandboxes' connections out; the public function opens none.
     expect(config.egress.allow.map((rule) => `${rule.wildcard ? '*.' : ''}${rule.name}:${rule.ports.join('/')}`)).toEqual(

@@ -29,6 +29,11 @@ export const CLAIM_POLL_MS = 25_000;
 const NEVER_SEEN_AFTER_MS = 5 * 60_000;
 /** What a warm sandbox may run past its idle time and its turn's limit, to report and be stopped. */
 const WIND_DOWN_SECONDS = 60;
+/**
+ * How long before its expiry a warm sandbox stops counting towards the pool: the sweeper's period
+ * (a minute) and an execution's start (seconds) fit in it.
+ */
+const RENEW_AHEAD_MS = 90_000;
 /** Warm sandboxes that end young, one after the other, are started again ever more slowly, up to this. */
 const MAX_RESTART_DELAY_MS = 60_000;
 
@@ -138,11 +143,16 @@ export class WarmPool {
     for (const sandbox of await this.deps.store.listWarmSandboxes()) await this.deps.store.removeWarmSandbox(sandbox.id);
   }
 
-  /** Stops this process's warm sandboxes and forgets them; a claimed one is its turn's to end. */
+  /**
+   * Stops filling. Locally it also stops this process's warm sandboxes (they would die with it);
+   * a Cloud Run execution outlives the instance that started it, and waits on for any instance to
+   * claim it. A claimed one is its turn's to end.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.closing.abort();
     await this.filling;
+    if (this.deps.launcher.sandboxesOutliveProcess) return;
     const idleOnes = [...this.handles].filter(([id]) => !this.claimedHere.has(id));
     await Promise.all(idleOnes.map(([, handle]) => handle.cancel().catch(() => undefined)));
     await Promise.all(idleOnes.map(([, handle]) => handle.ended));
@@ -154,10 +164,13 @@ export class WarmPool {
     const all = await this.prune(await store.listWarmSandboxes(), now);
     const running = (await store.listUnfinishedTurns()).length + (await store.listTurnsHoldingSandboxes()).length;
     const target = Math.min(settings.size, Math.max(0, this.deps.runningSandboxes - running));
-    const idleOnes = all.filter((sandbox) => idle(sandbox, now));
-    for (const extra of idleOnes.slice(target)) await this.retire(extra);
+    // One about to expire is replaced before it does, so that the pool has no gap while the new one
+    // starts (seconds in the cloud, where only the next claim or sweep would notice).
+    const countFrom = new Date(now.getTime() + Math.min(RENEW_AHEAD_MS, (settings.idleSeconds * 1000) / 3));
+    const idleOnes = all.filter((sandbox) => idle(sandbox, countFrom));
+    for (const extra of idleOnes.slice(target)) await this.retire(extra, `more than the ${target} the pool may hold now`);
     for (let n = idleOnes.length; n < target && !this.closed; n++) {
-      if (!(await this.startOne(target))) break;
+      if (!(await this.startOne(target, countFrom))) break;
     }
   }
 
@@ -165,40 +178,43 @@ export class WarmPool {
   private async prune(sandboxes: WarmSandbox[], now: Date): Promise<WarmSandbox[]> {
     const kept: WarmSandbox[] = [];
     for (const sandbox of sandboxes) {
-      if (await this.isOver(sandbox, now)) await this.retire(sandbox);
+      const over = await this.overBecause(sandbox, now);
+      if (over !== undefined) await this.retire(sandbox, over);
       else kept.push(sandbox);
     }
     return kept;
   }
 
-  private async isOver(sandbox: WarmSandbox, now: Date): Promise<boolean> {
-    if (this.handles.has(sandbox.id)) return false; // followed here: removed when it ends
+  /** Why the sandbox is over (its turn is final, its time is up, it never came up or went silent), if it is. */
+  private async overBecause(sandbox: WarmSandbox, now: Date): Promise<string | undefined> {
+    if (this.handles.has(sandbox.id)) return undefined; // followed here: removed when it ends
     if (sandbox.turnId !== null) {
       const turn = await this.deps.store.getTurn(sandbox.turnId);
-      return turn === undefined || isFinal(turn.status);
+      return turn === undefined || isFinal(turn.status) ? 'its turn is over' : undefined;
     }
     const t = now.getTime();
-    if (Date.parse(sandbox.expiresAt) + WIND_DOWN_SECONDS * 1000 < t) return true;
-    if (sandbox.seenAt === null) return t - Date.parse(sandbox.createdAt) > NEVER_SEEN_AFTER_MS;
-    return t - Date.parse(sandbox.seenAt) > 2 * WARM_READY_WINDOW_MS;
+    if (Date.parse(sandbox.expiresAt) + WIND_DOWN_SECONDS * 1000 < t) return 'its time is up';
+    if (sandbox.seenAt === null) return t - Date.parse(sandbox.createdAt) > NEVER_SEEN_AFTER_MS ? 'its runner never asked for a turn' : undefined;
+    return t - Date.parse(sandbox.seenAt) > 2 * WARM_READY_WINDOW_MS ? 'its runner stopped asking for a turn' : undefined;
   }
 
   /** Stops a warm sandbox no turn holds, wherever it runs, and removes its record. */
-  private async retire(sandbox: WarmSandbox): Promise<void> {
+  private async retire(sandbox: WarmSandbox, why: string): Promise<void> {
+    this.deps.log(`warm pool: retiring warm sandbox ${sandbox.id}: ${why}`);
     const handle = this.handles.get(sandbox.id) ?? (sandbox.ref === null ? undefined : this.deps.launcher.reattach(sandbox.ref));
     if (sandbox.turnId === null)
       await handle?.cancel().catch((error: unknown) => this.deps.log(`warm pool: stopping ${sandbox.id} failed: ${String(error)}`));
     await this.deps.store.removeWarmSandbox(sandbox.id);
   }
 
-  /** Starts one warm sandbox, if fewer than `target` are idle (judged in the store); whether it did. */
-  private async startOne(target: number): Promise<boolean> {
+  /** Starts one warm sandbox, if fewer than `target` are idle at `countFrom` (judged in the store); whether it did. */
+  private async startOne(target: number, countFrom: Date): Promise<boolean> {
     const { store, launcher, settings, tokens } = this.deps;
     const now = new Date();
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + settings.idleSeconds * 1000);
     const sandbox: WarmSandbox = { id, ref: null, createdAt: now.toISOString(), seenAt: null, expiresAt: expiresAt.toISOString(), turnId: null };
-    if (!(await store.addWarmSandbox(sandbox, target, now))) return false;
+    if (!(await store.addWarmSandbox(sandbox, target, countFrom))) return false;
     const poolToken = tokens.mint({ sandboxId: id, exp: Math.ceil(expiresAt.getTime() / 1000) + WIND_DOWN_SECONDS });
     let handle: WarmSandboxHandle;
     try {
