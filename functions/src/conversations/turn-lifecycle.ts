@@ -352,6 +352,9 @@ export class TurnLifecycle {
     );
     if (finished === undefined) return this.requireTurn(turnId);
     if (finished.status !== 'succeeded' && finished.uploadedStateKey !== null) await states.delete(finished.uploadedStateKey);
+    // A turn that ends frees a running slot: near the cap the pool gave way to turns, and may grow
+    // again. Locally only, in the background; in the cloud the next claim or sweep sees to it.
+    if (!this.deps.launcher.sandboxesOutliveProcess) void this.deps.warm?.fill();
     return finished;
   }
 
