@@ -76,13 +76,16 @@ async function main(): Promise<number> {
       proxy.close();
       await tunnels.settled(TUNNELS_SETTLE_MS);
     });
+    // The state is archived and uploaded while the last progress goes out: neither needs the
+    // other, and the result follows both.
+    const saving = outcome.ok ? saveState(api, { home, workspace }, turn.maxStateBytes) : undefined;
+    saving?.catch(() => {}); // its failure is taken below, once the progress is out
     await progress.flush();
     if (outcome.ok) {
-      const archive = await archiveState({ home, workspace }, turn.maxStateBytes);
+      const archive = await saving!;
       if (!archive.ok) {
         result = failed(archive.reason, outcome.text);
       } else {
-        await api.putState(archive.data);
         result = {
           outcome: 'succeeded',
           text: outcome.text,
@@ -111,6 +114,13 @@ async function main(): Promise<number> {
     throw error;
   }
   return 0;
+}
+
+/** Archives the conversation's state within its limit and uploads it; a state over the limit is not uploaded. */
+async function saveState(api: RunnerApi, trees: { home: string; workspace: string }, maxBytes: number) {
+  const archive = await archiveState(trees, maxBytes);
+  if (archive.ok) await api.putState(archive.data);
+  return archive;
 }
 
 /**
