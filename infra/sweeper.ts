@@ -32,8 +32,13 @@ export function sweeperSchedule(
       description: 'clauderun: settle turns whose sandbox ended without a word',
       schedule: SWEEP_SCHEDULE,
       timeZone: 'Etc/UTC',
-      // A sweep that takes longer than this is cut off; the next minute's sweep carries on.
-      attemptDeadline: '60s',
+      // A sweep that takes longer than this is cut off, and its request with the instance's CPU
+      // (cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs: "If the request
+      // handler does not respond by this deadline then the request is cancelled"; HTTP targets
+      // take 15 s to 30 min, default 3 min). Filling the warm pool may wait on runJob retries
+      // (seconds each), so a sweep is given the default: one that overlaps the next is harmless,
+      // both judge and fill the pool in the store's transactions.
+      attemptDeadline: '180s',
       // No retries: the next run is at most a minute away, and a retry would overlap it.
       retryConfig: { retryCount: 0 },
       httpTarget: {

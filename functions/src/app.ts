@@ -85,6 +85,7 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     settings: config.warm,
     turnTimeoutSeconds: config.limits.turnTimeoutSeconds,
     runningSandboxes: config.quota.runningSandboxes,
+    startsPerMinute: config.quota.sandboxStartsPerMinute,
     log,
   });
   const lifecycle = new TurnLifecycle({

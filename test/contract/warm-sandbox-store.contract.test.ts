@@ -3,6 +3,7 @@ import type { NewTurnEvent } from '../../functions/src/domain/turn-event.js';
 import type { Turn } from '../../functions/src/domain/turn.js';
 import { WARM_EXPIRY_MARGIN_MS, WARM_READY_WINDOW_MS, type WarmSandbox } from '../../functions/src/domain/warm-sandbox.js';
 import type { ConversationStore } from '../../functions/src/store/conversation-store.js';
+import { NO_LIMITS } from '../../functions/src/domain/quota.js';
 import { type Adapter, at, conversation, firestore, sqlite, T0, turn } from '../support/conversation-store-adapters.js';
 
 /** One suite, every ConversationStore adapter: the warm sandboxes the store keeps, and the claim. */
@@ -40,14 +41,33 @@ function warmContract(adapter: Adapter): void {
     afterEach(() => store.close());
 
     it('adds a warm sandbox only while fewer than the limit are idle; claimed and expired ones do not count', async () => {
-      expect(await store.addWarmSandbox(ready('w1'), 2, NOW)).toBe(true);
-      expect(await store.addWarmSandbox(ready('w2', { ref: null, seenAt: null }), 2, NOW)).toBe(true);
-      expect(await store.addWarmSandbox(ready('w3'), 2, NOW)).toBe(false);
+      expect(await store.addWarmSandbox(ready('w1'), 2, NOW)).toEqual({ added: true });
+      expect(await store.addWarmSandbox(ready('w2', { ref: null, seenAt: null }), 2, NOW)).toEqual({ added: true });
+      expect(await store.addWarmSandbox(ready('w3'), 2, NOW)).toEqual({ added: false, poolFull: true });
       await store.addWarmSandbox(ready('claimed', { turnId: 't-old' }), 10, NOW);
       await store.addWarmSandbox(ready('expired', { expiresAt: ms(-1) }), 10, NOW);
-      expect(await store.addWarmSandbox(ready('w3'), 3, NOW)).toBe(true);
+      expect(await store.addWarmSandbox(ready('w3'), 3, NOW)).toEqual({ added: true });
       expect((await store.listWarmSandboxes()).map((w) => w.id).sort()).toEqual(['claimed', 'expired', 'w1', 'w2', 'w3']);
       expect(await store.getWarmSandbox('w2')).toEqual(ready('w2', { ref: null, seenAt: null }));
+    });
+
+    it("counts a warm sandbox's start against the service's starts per minute, with the turns' starts", async () => {
+      const quota = { ...NO_LIMITS, sandboxStartsPerMinute: 2 };
+      const started = await store.startTurn(turn('t1', { createdAt: ms(-1_000) }), { quota });
+      expect(started).toEqual({ started: true });
+      expect(await store.addWarmSandbox(ready('w1'), 5, NOW, 2)).toEqual({ added: true });
+      const refused = await store.addWarmSandbox(ready('w2'), 5, NOW, 2);
+      expect(refused).toMatchObject({ added: false, limitHit: { limit: 'sandbox_starts_per_minute', max: 2 } });
+      // Nor may a turn start now: the warm one took the last start of the minute.
+      await store.createConversation(conversation('c3'));
+      expect(await store.startTurn(turn('t2', { conversationId: 'c3', createdAt: ms(0) }), { quota })).toMatchObject({
+        started: false,
+        limitHit: { limit: 'sandbox_starts_per_minute' },
+      });
+      // Uncounted (a start paid for by a claim), it is judged by the pool alone.
+      expect(await store.addWarmSandbox(ready('w2'), 5, NOW)).toEqual({ added: true });
+      // A minute on, the window has room again.
+      expect(await store.addWarmSandbox(ready('w3'), 5, new Date(NOW.getTime() + 61_000), 2)).toEqual({ added: true });
     });
 
     it('sets a ref and when the runner was seen; a removed one is gone', async () => {

@@ -108,8 +108,9 @@ export class TurnLifecycle {
    */
   async startSandbox(turn: Turn): Promise<Turn> {
     const claimed = await this.deps.warm?.claim(turn.id, statusEvents);
-    // A claim took a warm sandbox, or none was ready: either way the pool is short of one.
-    const refill = this.refillPool();
+    // A claim took a warm sandbox, or none was ready: either way the pool is short of one. A turn
+    // that claimed one launched nothing: the start its admission counted pays for the refill.
+    const refill = this.refillPool(claimed === undefined ? 0 : 1);
     try {
       if (claimed === undefined) return await this.launchFor(turn);
       if (claimed.handle !== undefined) this.follow(turn.id, claimed.handle);
@@ -157,8 +158,8 @@ export class TurnLifecycle {
    * turn waits for it (in parallel with its own launch), since an instance may get no CPU once it
    * has answered (cloud.google.com/run/docs/tips/general).
    */
-  private async refillPool(): Promise<void> {
-    const fill = this.deps.warm?.fill();
+  private async refillPool(prepaid: number): Promise<void> {
+    const fill = this.deps.warm?.fill(prepaid);
     if (fill !== undefined && this.deps.launcher.sandboxesOutliveProcess) await fill;
   }
 

@@ -17,6 +17,8 @@ export interface WarmPoolDeps {
   turnTimeoutSeconds: number;
   /** Sandboxes running at once across the service: warm ones count, and the pool gives way to turns near it. */
   runningSandboxes: number;
+  /** Sandboxes the service may start in a minute (Cloud Run's runJob quota): warm ones count. */
+  startsPerMinute: number;
   log: (message: string) => void;
 }
 
@@ -25,6 +27,8 @@ export type ClaimWait = { turnId: string } | 'wait' | 'gone';
 
 /** How long the claim route holds a warm sandbox's request before it is told to ask again. */
 export const CLAIM_POLL_MS = 25_000;
+/** A record whose launch never named its sandbox (runJob with its retries takes seconds) is given up after this. */
+const LAUNCH_LOST_AFTER_MS = 2 * 60_000;
 /** A sandbox whose launch never brought its runner to ask for a turn is given up after this. */
 const NEVER_SEEN_AFTER_MS = 5 * 60_000;
 /** What a warm sandbox may run past its idle time and its turn's limit, to report and be stopped. */
@@ -46,12 +50,14 @@ const MAX_RESTART_DELAY_MS = 60_000;
  * the store, shared by every instance: any of them fills it, and each claim takes one.
  */
 export class WarmPool {
-  /** The warm sandboxes this process started and follows (local ones die with it). */
+  /** The local warm sandboxes this process started and follows (they die with it). */
   private readonly handles = new Map<string, WarmSandboxHandle>();
   /** Those of them a turn claimed: they are their turn's to stop. */
   private readonly claimedHere = new Set<string>();
   private filling: Promise<void> | undefined;
   private fillAgain = false;
+  /** Starts already counted against the service's starts per minute (see fill). */
+  private prepaid = 0;
   private youngEnds = 0;
   private closed = false;
   private readonly closing = new AbortController();
@@ -98,8 +104,10 @@ export class WarmPool {
     if (sandbox === undefined) return 'gone';
     if (sandbox.turnId !== null) return { turnId: sandbox.turnId };
     if (!idle(sandbox, now)) return 'gone';
-    const seen = await store.updateWarmSandbox(sandboxId, { seenAt: now.toISOString() });
-    if (seen === undefined) return 'gone';
+    // Seen lately enough to be claimed until its next ask: each write is a Firestore write, and
+    // a sandbox asks every CLAIM_POLL_MS, so only every other ask writes.
+    const seenLately = sandbox.seenAt !== null && now.getTime() - Date.parse(sandbox.seenAt) < WARM_READY_WINDOW_MS - CLAIM_POLL_MS - 5_000;
+    if (!seenLately && (await store.updateWarmSandbox(sandboxId, { seenAt: now.toISOString() })) === undefined) return 'gone';
     const expiresInMs = Date.parse(sandbox.expiresAt) - now.getTime();
     return new Promise<ClaimWait>((resolve) => {
       let stop = () => {};
@@ -119,10 +127,13 @@ export class WarmPool {
   /**
    * Starts warm sandboxes until `size` are idle, fewer as the service nears its running cap (so that
    * warm ones and running turns together stay within it); stops the idle ones past that; forgets
-   * the ones that are over. Concurrent calls share one run.
+   * the ones that are over. Concurrent calls share one run. Each start counts against the service's
+   * sandbox starts per minute (Cloud Run's runJob quota), but `prepaid` of them: a turn that claimed
+   * a warm sandbox was counted when it was admitted, and launched nothing, so its refill is paid.
    */
-  fill(): Promise<void> {
+  fill(prepaid = 0): Promise<void> {
     if (!this.enabled || this.closed) return Promise.resolve();
+    this.prepaid += prepaid;
     if (this.filling !== undefined) {
       // What it judged by may already be out of date (a turn ended meanwhile): it runs once more.
       this.fillAgain = true;
@@ -133,6 +144,8 @@ export class WarmPool {
         this.fillAgain = false;
         await this.fillOnce().catch((error: unknown) => this.deps.log(`warm pool: filling failed: ${(error as Error).message}`));
       } while (this.fillAgain && !this.closed);
+      // A start paid for and not needed (the pool was full) was counted once too often: no harm.
+      this.prepaid = 0;
     })().finally(() => (this.filling = undefined));
     return this.filling;
   }
@@ -163,11 +176,13 @@ export class WarmPool {
     const now = new Date();
     const all = await this.prune(await store.listWarmSandboxes(), now);
     const running = (await store.listUnfinishedTurns()).length + (await store.listTurnsHoldingSandboxes()).length;
-    const target = Math.min(settings.size, Math.max(0, this.deps.runningSandboxes - running));
     // One about to expire is replaced before it does, so that the pool has no gap while the new one
-    // starts (seconds in the cloud, where only the next claim or sweep would notice).
+    // starts (seconds in the cloud, where only the next claim or sweep would notice); until it
+    // stops it still counts against the running cap.
     const countFrom = new Date(now.getTime() + Math.min(RENEW_AHEAD_MS, (settings.idleSeconds * 1000) / 3));
     const idleOnes = all.filter((sandbox) => idle(sandbox, countFrom));
+    const expiring = all.filter((sandbox) => idle(sandbox, now)).length - idleOnes.length;
+    const target = Math.min(settings.size, Math.max(0, this.deps.runningSandboxes - running - expiring));
     for (const extra of idleOnes.slice(target)) await this.retire(extra, `more than the ${target} the pool may hold now`);
     for (let n = idleOnes.length; n < target && !this.closed; n++) {
       if (!(await this.startOne(target, countFrom))) break;
@@ -194,6 +209,8 @@ export class WarmPool {
     }
     const t = now.getTime();
     if (Date.parse(sandbox.expiresAt) + WIND_DOWN_SECONDS * 1000 < t) return 'its time is up';
+    // Its launch was cut off (the instance lost its CPU, the request its time): nothing runs for it.
+    if (sandbox.ref === null) return t - Date.parse(sandbox.createdAt) > LAUNCH_LOST_AFTER_MS ? 'its launch never finished' : undefined;
     if (sandbox.seenAt === null) return t - Date.parse(sandbox.createdAt) > NEVER_SEEN_AFTER_MS ? 'its runner never asked for a turn' : undefined;
     return t - Date.parse(sandbox.seenAt) > 2 * WARM_READY_WINDOW_MS ? 'its runner stopped asking for a turn' : undefined;
   }
@@ -214,7 +231,13 @@ export class WarmPool {
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + settings.idleSeconds * 1000);
     const sandbox: WarmSandbox = { id, ref: null, createdAt: now.toISOString(), seenAt: null, expiresAt: expiresAt.toISOString(), turnId: null };
-    if (!(await store.addWarmSandbox(sandbox, target, countFrom))) return false;
+    const counted = this.prepaid > 0 ? Number.POSITIVE_INFINITY : this.deps.startsPerMinute;
+    const added = await store.addWarmSandbox(sandbox, target, countFrom, counted);
+    if (!added.added) {
+      if ('limitHit' in added) this.deps.log(`warm pool: no warm sandbox started now: ${added.limitHit.message}`);
+      return false;
+    }
+    if (this.prepaid > 0) this.prepaid -= 1;
     const poolToken = tokens.mint({ sandboxId: id, exp: Math.ceil(expiresAt.getTime() / 1000) + WIND_DOWN_SECONDS });
     let handle: WarmSandboxHandle;
     try {
@@ -229,8 +252,12 @@ export class WarmPool {
       this.deps.log(`warm pool: a warm sandbox could not be started: ${(error as Error).message}`);
       return false;
     }
-    this.handles.set(id, handle);
-    void handle.ended.then(() => this.ended(id, now));
+    // A local one is followed to its end; a Cloud Run execution is not watched while it waits
+    // (CloudRunLauncher.launchWarm), and its record is pruned by whoever fills the pool next.
+    if (!launcher.sandboxesOutliveProcess) {
+      this.handles.set(id, handle);
+      void handle.ended.then(() => this.ended(id, now));
+    }
     await store.updateWarmSandbox(id, { ref: handle.ref });
     return true;
   }

@@ -193,19 +193,32 @@ export function admit(
       `the service is at its limit of ${quota.runningSandboxes} running sandboxes`,
     );
   }
+  const service = admitSandboxStart(serviceStarts, quota.sandboxStartsPerMinute, now);
+  if (!service.admitted) return service;
+  const starts = withNow(today.recentStarts, quota.turnsPerMinute, now);
+  return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts }, serviceStarts: service.serviceStarts };
+}
+
+/**
+ * Whether the service may start one more sandbox now, given everyone's starts of the last minute
+ * (Cloud Run's per-minute runJob quota); when it may, the starts with it counted.
+ */
+export function admitSandboxStart(
+  serviceStarts: readonly string[],
+  perMinute: number,
+  now: Date,
+): { admitted: true; serviceStarts: string[] } | { admitted: false; hit: LimitHit } {
   const everyones = withinMinute(serviceStarts, now);
-  if (everyones.length >= quota.sandboxStartsPerMinute) {
+  if (everyones.length >= perMinute) {
     return refuse(
       'sandbox_starts_per_minute',
-      quota.sandboxStartsPerMinute,
+      perMinute,
       untilOldestLeaves(everyones, now),
-      `the service started its limit of ${quota.sandboxStartsPerMinute} sandboxes in the last minute`,
+      `the service started its limit of ${perMinute} sandboxes in the last minute`,
     );
   }
-  const starts = withNow(today.recentStarts, quota.turnsPerMinute, now);
   // Kept only when counted: with no limit the record would grow with every start.
-  const nextServiceStarts = Number.isFinite(quota.sandboxStartsPerMinute) ? [...everyones, now.toISOString()] : [];
-  return { admitted: true, ledger: { ...today, turns: today.turns + 1, recentStarts: starts }, serviceStarts: nextServiceStarts };
+  return { admitted: true, serviceStarts: Number.isFinite(perMinute) ? [...everyones, now.toISOString()] : [] };
 }
 
 /** The ledger with a model call's metered usage added (on the day it was metered). */

@@ -43,7 +43,10 @@ export function claimable(sandbox: WarmSandbox, now: Date): boolean {
 /** Whether the sandbox still counts as waiting for a turn (ready or still starting), not claimed nor expired. */
 export const idle = (sandbox: WarmSandbox, now: Date): boolean => sandbox.turnId === null && Date.parse(sandbox.expiresAt) > now.getTime();
 
-/** The sandbox a claim takes: the oldest that may be claimed (the first to expire). */
-export function firstClaimable(sandboxes: readonly WarmSandbox[], now: Date): WarmSandbox | undefined {
-  return sandboxes.filter((sandbox) => claimable(sandbox, now)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))[0];
+/** The sandboxes a claim may take, in the order it takes them: the oldest first (the first to expire). */
+export function claimableInOrder(sandboxes: readonly WarmSandbox[], now: Date): WarmSandbox[] {
+  return sandboxes.filter((sandbox) => claimable(sandbox, now)).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
 }
+
+/** The sandbox a claim takes. */
+export const firstClaimable = (sandboxes: readonly WarmSandbox[], now: Date): WarmSandbox | undefined => claimableInOrder(sandboxes, now)[0];

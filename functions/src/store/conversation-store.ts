@@ -28,6 +28,8 @@ export type StartTurnResult =
 
 export type CreateConversationResult = { created: true } | { created: false; limitHit: LimitHit };
 
+export type AddWarmSandboxResult = { added: true } | { added: false; poolFull: true } | { added: false; limitHit: LimitHit };
+
 export type AdmitResult = { admitted: true } | { admitted: false; limitHit: LimitHit };
 
 export type ReplaceStateResult =
@@ -130,10 +132,12 @@ export interface ConversationStore {
   /** Final turns whose sandbox may not be gone yet (holdsSandbox), everyone's or one user's. */
   listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]>;
   /**
-   * Adds a warm sandbox unless `maxIdle` or more are idle already (domain/warm-sandbox.ts): the
-   * count and the insert are one transaction, so instances filling the pool at once never pass it.
+   * Adds a warm sandbox unless `maxIdle` or more are idle at `now` already (domain/warm-sandbox.ts),
+   * or, with `startsPerMinute`, the service started that many sandboxes in the last minute (then
+   * the start is counted, as startTurn counts a turn's): the counts and the insert are one
+   * transaction, so instances filling the pool at once never pass either.
    */
-  addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean>;
+  addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute?: number): Promise<AddWarmSandboxResult>;
   getWarmSandbox(id: string): Promise<WarmSandbox | undefined>;
   /** Sets its ref or when its runner was last seen; undefined when it is gone. */
   updateWarmSandbox(id: string, patch: WarmSandboxPatch): Promise<WarmSandbox | undefined>;

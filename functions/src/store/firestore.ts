@@ -16,12 +16,24 @@ import type { TurnStatus, Usage } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { NO_EVENT_BUDGET, withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import {
+  admit,
+  admitConversation,
+  admitFileChange,
+  admitSandboxStart,
+  ledgerAt,
+  NO_LIMITS,
+  type Quota,
+  RecentStarts,
+  spend,
+  UserLedger,
+} from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
-import { firstClaimable, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
+import { claimable, claimableInOrder, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
+  AddWarmSandboxResult,
   AdmitResult,
   ConversationStore,
   CreateConversationResult,
@@ -55,6 +67,8 @@ const { GrpcStatus } = firestorePackage;
  * attempts was nearly used up by 10 racing writers on the emulator (it locks pessimistically).
  */
 const RETRY_CONTENDED = { maxAttempts: 10 };
+/** Warm sandboxes a claim tries, one after the other, when others claim the same ones at once. */
+const CLAIM_CANDIDATES = 5;
 /** How often a watch for a turn's result reads it again, beside its listener. */
 const RESULT_RECHECK_MS = 10_000;
 
@@ -494,12 +508,19 @@ export class FirestoreConversationStore implements ConversationStore {
     return readable((await turns.where('holdsSandbox', '==', true).get()).docs, toTurn, named('turn'));
   }
 
-  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean> {
-    return this.transaction(async (tx) => {
-      const idleOnes = (await tx.get(this.warm)).docs.map(toWarmSandbox).filter((other) => idle(other, now));
-      if (idleOnes.length >= maxIdle) return false;
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute = Number.POSITIVE_INFINITY): Promise<AddWarmSandboxResult> {
+    return this.transaction(async (tx): Promise<AddWarmSandboxResult> => {
+      const limitsStarts = Number.isFinite(startsPerMinute);
+      // All reads before the writes.
+      const [pool, starts] = await Promise.all([tx.get(this.warm), limitsStarts ? tx.get(this.serviceStartsRef) : undefined]);
+      if (pool.docs.map(toWarmSandbox).filter((other) => idle(other, now)).length >= maxIdle) return { added: false, poolFull: true };
+      if (limitsStarts) {
+        const start = admitSandboxStart(starts?.exists ? RecentStarts.parse(starts.get('starts')) : [], startsPerMinute, now);
+        if (!start.admitted) return { added: false, limitHit: start.hit };
+        tx.set(this.serviceStartsRef, { starts: start.serviceStarts });
+      }
       tx.create(this.warm.doc(sandbox.id), sandbox);
-      return true;
+      return { added: true };
     });
   }
 
@@ -520,25 +541,32 @@ export class FirestoreConversationStore implements ConversationStore {
   }
 
   /**
-   * Reads every warm sandbox in the transaction (a pool is a handful): claims running at once
-   * hold the same documents, so they commit one after the other and never share a sandbox.
+   * The candidates are read outside any transaction, and each is then locked alone with the turn
+   * (locking the whole pool would make every claim wait for every other, and for each runner's
+   * ask): one another claim took meanwhile is seen taken, and the next is tried.
    */
   async claimWarmSandbox(
     turnId: string,
     now: Date,
     extras: Pick<TurnUpdateExtras, 'events'> = {},
   ): Promise<{ sandbox: WarmSandbox; turn: Turn } | undefined> {
-    return this.transaction(async (tx) => {
-      const snap = await tx.get(this.turns.doc(turnId));
-      if (!snap.exists || toTurn(snap).status !== 'queued') return undefined;
-      const chosen = firstClaimable((await tx.get(this.warm)).docs.map(toWarmSandbox), now);
-      if (chosen?.ref == null) return undefined;
-      const changes: TurnPatch = { status: 'starting', sandboxRef: chosen.ref };
-      const turn: Turn = { ...toTurn(snap), ...changes };
-      this.writeTurn(tx, snap, changes, extras.events?.(turn) ?? []);
-      tx.update(this.warm.doc(chosen.id), { turnId });
-      return { sandbox: { ...chosen, turnId }, turn };
-    });
+    const candidates = claimableInOrder((await this.warm.where('turnId', '==', null).get()).docs.map(toWarmSandbox), now);
+    for (const candidate of candidates.slice(0, CLAIM_CANDIDATES)) {
+      const outcome = await this.transaction(async (tx) => {
+        const [snap, warm] = await tx.getAll(this.turns.doc(turnId), this.warm.doc(candidate.id));
+        if (snap === undefined || !snap.exists || toTurn(snap).status !== 'queued') return 'turn not queued';
+        const sandbox = warm?.exists ? toWarmSandbox(warm) : undefined;
+        if (sandbox?.ref == null || !claimable(sandbox, now)) return 'taken';
+        const changes: TurnPatch = { status: 'starting', sandboxRef: sandbox.ref };
+        const turn: Turn = { ...toTurn(snap), ...changes };
+        this.writeTurn(tx, snap, changes, extras.events?.(turn) ?? []);
+        tx.update(this.warm.doc(sandbox.id), { turnId });
+        return { sandbox: { ...sandbox, turnId }, turn };
+      });
+      if (outcome === 'turn not queued') return undefined;
+      if (outcome !== 'taken') return outcome;
+    }
+    return undefined;
   }
 
   watchWarmSandbox(id: string, listener: (sandbox: WarmSandbox | undefined) => void): () => void {

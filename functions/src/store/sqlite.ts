@@ -5,12 +5,24 @@ import { Usage, type TurnStatus } from '../contract/turn.js';
 import { ConversationRecord, type Conversation, type ListCursor } from '../domain/conversation.js';
 import { withinBudget, type EventBudget, type EventTally } from '../domain/event-budget.js';
 import { admitEgress, type EgressAdmission, type EgressCaps, spendEgress } from '../domain/egress-budget.js';
-import { admit, admitConversation, admitFileChange, ledgerAt, NO_LIMITS, type Quota, RecentStarts, spend, UserLedger } from '../domain/quota.js';
+import {
+  admit,
+  admitConversation,
+  admitFileChange,
+  admitSandboxStart,
+  ledgerAt,
+  NO_LIMITS,
+  type Quota,
+  RecentStarts,
+  spend,
+  UserLedger,
+} from '../domain/quota.js';
 import { isResult, turnEventOf, type NewTurnEvent, type ResultEvent, type TurnEvent } from '../domain/turn-event.js';
 import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import { firstClaimable, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
+  AddWarmSandboxResult,
   AdmitResult,
   ConversationStore,
   CreateConversationResult,
@@ -285,9 +297,7 @@ export class SqliteConversationStore implements ConversationStore {
       const admission = admit(this.ledgerOf(t.userId), running, quota, new Date(t.createdAt), this.serviceStarts());
       if (!admission.admitted) return { started: false, limitHit: admission.hit };
       this.saveLedger(t.userId, admission.ledger);
-      this.db
-        .prepare('INSERT INTO service_records (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value')
-        .run(SERVICE_STARTS, JSON.stringify(admission.serviceStarts));
+      this.saveServiceStarts(admission.serviceStarts);
       if (newConversation !== undefined) this.insertConversation(newConversation);
       this.db.prepare(INSERT_TURN).run(...TURN_FIELDS.map((field) => toColumnValue(t[field])));
       this.db
@@ -378,6 +388,12 @@ export class SqliteConversationStore implements ConversationStore {
   private serviceStarts(): string[] {
     const row = this.db.prepare('SELECT value FROM service_records WHERE name = ?').get(SERVICE_STARTS);
     return row ? RecentStarts.parse(JSON.parse(str(row.value))) : [];
+  }
+
+  private saveServiceStarts(starts: string[]): void {
+    this.db
+      .prepare('INSERT INTO service_records (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value')
+      .run(SERVICE_STARTS, JSON.stringify(starts));
   }
 
   private ledgerOf(userId: string): UserLedger | undefined {
@@ -489,13 +505,18 @@ export class SqliteConversationStore implements ConversationStore {
     return readable(rows, toTurn, turnNamed);
   }
 
-  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date): Promise<boolean> {
-    return this.transaction(() => {
-      if (this.warmSandboxes().filter((other) => idle(other, now)).length >= maxIdle) return false;
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute = Number.POSITIVE_INFINITY): Promise<AddWarmSandboxResult> {
+    return this.transaction((): AddWarmSandboxResult => {
+      if (this.warmSandboxes().filter((other) => idle(other, now)).length >= maxIdle) return { added: false, poolFull: true };
+      if (Number.isFinite(startsPerMinute)) {
+        const start = admitSandboxStart(this.serviceStarts(), startsPerMinute, now);
+        if (!start.admitted) return { added: false, limitHit: start.hit };
+        this.saveServiceStarts(start.serviceStarts);
+      }
       this.db
         .prepare('INSERT INTO warm_sandboxes (id, ref, created_at, seen_at, expires_at, turn_id) VALUES (?, ?, ?, ?, ?, ?)')
         .run(sandbox.id, sandbox.ref, sandbox.createdAt, sandbox.seenAt, sandbox.expiresAt, sandbox.turnId);
-      return true;
+      return { added: true };
     });
   }
 

@@ -62,11 +62,14 @@ export class CloudRunLauncher implements SandboxLauncher {
   /**
    * An execution's timeout is fixed when it starts (overrides cannot change it later): a warm one
    * runs for its idle time and its turn's limit together, and its turn's own deadline is held by
-   * the lifecycle (the sweeper and readers settle and cancel a turn past it).
+   * the lifecycle (the sweeper and readers settle and cancel a turn past it). It is not watched
+   * while it waits: a watch polls getExecution whenever the instance has CPU, in bursts against
+   * the Admin API's read quota, for an execution no turn may ever need. The instance whose request
+   * claims it watches it from then on (reattach); until then its end is never reported here.
    */
   async launchWarm(spec: WarmSandboxSpec): Promise<WarmSandboxHandle> {
-    const handle = this.watch(await this.runJob({ sandboxId: spec.sandboxId, poolToken: spec.poolToken }, spec.timeoutSeconds));
-    return { ...handle, claimed: () => {} };
+    const name = await this.runJob({ sandboxId: spec.sandboxId, poolToken: spec.poolToken }, spec.timeoutSeconds);
+    return { ref: name, ended: new Promise<never>(() => {}), cancel: () => this.cancelExecution(name), claimed: () => {} };
   }
 
   /** Executions outlive the instance that started them. */
@@ -121,14 +124,18 @@ export class CloudRunLauncher implements SandboxLauncher {
         cancelling = true;
         pollMs = CANCEL_POLL_MS;
         wake();
-        try {
-          await o.executions.cancelExecution({ name: executionName });
-        } catch (error) {
-          // An execution that has already ended cannot be cancelled: that is the end we want.
-          if ((error as { code?: number }).code !== FAILED_PRECONDITION) throw error;
-        }
+        await this.cancelExecution(executionName);
       },
     };
+  }
+
+  private async cancelExecution(name: string): Promise<void> {
+    try {
+      await this.options.executions.cancelExecution({ name });
+    } catch (error) {
+      // An execution that has already ended cannot be cancelled: that is the end we want.
+      if ((error as { code?: number }).code !== FAILED_PRECONDITION) throw error;
+    }
   }
 
   /**
