@@ -144,6 +144,18 @@ function warmContract(adapter: Adapter): void {
       expect(new Set(sandboxes).size).toBe(n);
     });
 
+    it('removes an idle warm sandbox only while no turn has claimed it', async () => {
+      await store.addWarmSandbox(ready('idle'), 2, NOW);
+      await store.addWarmSandbox(ready('taken', { createdAt: ms(-20_000) }), 2, NOW);
+      await store.startTurn(turn('t1'));
+      expect((await store.claimWarmSandbox('t1', NOW))?.sandbox.id).toBe('taken');
+      expect(await store.removeIdleWarmSandbox('taken')).toBe(false);
+      expect((await store.getWarmSandbox('taken'))?.turnId).toBe('t1');
+      expect(await store.removeIdleWarmSandbox('idle')).toBe(true);
+      expect(await store.getWarmSandbox('idle')).toBeUndefined();
+      expect(await store.removeIdleWarmSandbox('idle')).toBe(false);
+    });
+
     it('a watch hears of the claim (or of a claim made before it), and of the removal', async () => {
       await store.addWarmSandbox(ready('w1'), 2, NOW);
       await store.addWarmSandbox(ready('w2', { createdAt: ms(-1) }), 2, NOW);

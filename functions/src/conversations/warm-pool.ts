@@ -54,6 +54,8 @@ export class WarmPool {
   private readonly handles = new Map<string, WarmSandboxHandle>();
   /** Those of them a turn claimed: they are their turn's to stop. */
   private readonly claimedHere = new Set<string>();
+  /** Those of them the pool stopped itself: their end is no failure. */
+  private readonly retired = new Set<string>();
   private filling: Promise<void> | undefined;
   private fillAgain = false;
   /** Starts already counted against the service's starts per minute (see fill). */
@@ -215,13 +217,21 @@ export class WarmPool {
     return t - Date.parse(sandbox.seenAt) > 2 * WARM_READY_WINDOW_MS ? 'its runner stopped asking for a turn' : undefined;
   }
 
-  /** Stops a warm sandbox no turn holds, wherever it runs, and removes its record. */
+  /**
+   * Stops a warm sandbox no turn holds, wherever it runs, and removes its record; one claimed by
+   * then (a claim may come between the pool's reading and this) is left to its turn. One claimed
+   * before (its turn is over) only loses its record.
+   */
   private async retire(sandbox: WarmSandbox, why: string): Promise<void> {
+    if (sandbox.turnId !== null) {
+      await this.deps.store.removeWarmSandbox(sandbox.id);
+      return;
+    }
+    if (!(await this.deps.store.removeIdleWarmSandbox(sandbox.id))) return;
     this.deps.log(`warm pool: retiring warm sandbox ${sandbox.id}: ${why}`);
+    this.retired.add(sandbox.id);
     const handle = this.handles.get(sandbox.id) ?? (sandbox.ref === null ? undefined : this.deps.launcher.reattach(sandbox.ref));
-    if (sandbox.turnId === null)
-      await handle?.cancel().catch((error: unknown) => this.deps.log(`warm pool: stopping ${sandbox.id} failed: ${String(error)}`));
-    await this.deps.store.removeWarmSandbox(sandbox.id);
+    await handle?.cancel().catch((error: unknown) => this.deps.log(`warm pool: stopping ${sandbox.id} failed: ${String(error)}`));
   }
 
   /** Starts one warm sandbox, if fewer than `target` are idle at `countFrom` (judged in the store); whether it did. */
@@ -266,10 +276,12 @@ export class WarmPool {
   private async ended(id: string, startedAt: Date): Promise<void> {
     this.handles.delete(id);
     const claimed = this.claimedHere.delete(id);
+    const retired = this.retired.delete(id);
     await this.deps.store.removeWarmSandbox(id).catch((error: unknown) => this.deps.log(`warm pool: forgetting ${id} failed: ${String(error)}`));
     if (this.closed) return;
-    // One that ends young without a turn failed: a pool that cannot start is not started in a loop.
-    const young = !claimed && Date.now() - startedAt.getTime() < this.deps.settings.idleSeconds * 1000 - CLAIM_POLL_MS;
+    // One that ends young without a turn, unless the pool stopped it, failed: a pool that cannot
+    // start is not started in a loop.
+    const young = !claimed && !retired && Date.now() - startedAt.getTime() < this.deps.settings.idleSeconds * 1000 - CLAIM_POLL_MS;
     this.youngEnds = young ? this.youngEnds + 1 : 0;
     if (young) {
       this.deps.log(`warm pool: warm sandbox ${id} ended before its time without a turn`);

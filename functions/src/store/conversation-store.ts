@@ -150,6 +150,8 @@ export interface ConversationStore {
   /** Calls back once when the warm sandbox is claimed or removed (at once if it is already). */
   watchWarmSandbox(id: string, listener: (sandbox: WarmSandbox | undefined) => void): () => void;
   removeWarmSandbox(id: string): Promise<void>;
+  /** Removes the warm sandbox only while no turn has claimed it (a compare-and-delete); whether it did. */
+  removeIdleWarmSandbox(id: string): Promise<boolean>;
   /** Every warm sandbox, claimed ones included (until removed). */
   listWarmSandboxes(): Promise<WarmSandbox[]>;
   close(): Promise<void>;

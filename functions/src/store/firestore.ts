@@ -589,6 +589,16 @@ export class FirestoreConversationStore implements ConversationStore {
     await this.warm.doc(id).delete();
   }
 
+  async removeIdleWarmSandbox(id: string): Promise<boolean> {
+    const ref = this.warm.doc(id);
+    return this.transaction(async (tx) => {
+      const snap = await tx.get(ref);
+      if (!snap.exists || toWarmSandbox(snap).turnId !== null) return false;
+      tx.delete(ref);
+      return true;
+    });
+  }
+
   async listWarmSandboxes(): Promise<WarmSandbox[]> {
     return (await this.warm.get()).docs.map(toWarmSandbox);
   }

@@ -571,6 +571,12 @@ export class SqliteConversationStore implements ConversationStore {
     this.changes.emit(`warm:${id}`, undefined);
   }
 
+  async removeIdleWarmSandbox(id: string): Promise<boolean> {
+    const removed = Number(this.db.prepare('DELETE FROM warm_sandboxes WHERE id = ? AND turn_id IS NULL').run(id).changes) > 0;
+    if (removed) this.changes.emit(`warm:${id}`, undefined);
+    return removed;
+  }
+
   async listWarmSandboxes(): Promise<WarmSandbox[]> {
     return this.warmSandboxes();
   }
