@@ -1,11 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../../functions/src/project-root.js';
 import { prompt, useServiceWithFake, type RunningService } from '../support/service.js';
-import { sandboxNameOf } from '../support/sandbox-processes.js';
+import { sandboxCgroupDir, sandboxNameOf } from '../support/sandbox-processes.js';
 
 const TIMEOUT_SECONDS = 8;
 /** The CLI refuses a plain `sleep N`; a process that waits is what matters. */
@@ -22,12 +21,6 @@ async function inSandbox(service: RunningService, command: string): Promise<stri
 
 /** Sandbox uids: 1000 in a user namespace, or (as root) one of the service's own range. */
 const isSandboxUid = (uid: number) => uid === 1000 || uid >= 200_000;
-
-function processesOfSandboxUid(): number {
-  return execFileSync('ps', ['-eo', 'uid='], { encoding: 'utf8' })
-    .split('\n')
-    .filter((line) => line.trim() !== '' && isSandboxUid(Number(line.trim()))).length;
-}
 
 describe('the sandbox', () => {
   const running = useServiceWithFake({ CLAUDERUN_TURN_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS) });
@@ -89,7 +82,6 @@ describe('the sandbox', () => {
   });
 
   it('contains a fork bomb: the turn ends, nothing of it survives, the service stays up', async () => {
-    const before = processesOfSandboxUid();
     const answer = await prompt(running.service, 'bomber', { message: `bash: bomb() { bomb | bomb & }; bomb; ${WAIT_A_MINUTE}` });
     // However the agent fares inside (its tool fails, or it cannot fork a thread and dies, or the
     // clock runs out), the turn ends in a final state.
@@ -100,11 +92,12 @@ describe('the sandbox', () => {
     };
     expect(['succeeded', 'failed', 'timed_out']).toContain(turn.status);
     // The sandbox is torn down just after the turn ends: give it a moment, then nothing may be left
-    // (but the warm sandbox waiting for the next turn, as one was before).
-    await expect.poll(() => processesOfSandboxUid(), { timeout: 5000 }).toBeLessThanOrEqual(before);
+    // of it. Its cgroups are gone, which the kernel allows only once no process is left in them
+    // (and a process of the sandbox cannot leave them). A warm sandbox may wait beside it.
     const sandboxes = path.join(running.service.dataDir, 'sandboxes');
     const used = await sandboxNameOf(running.service, 'bomber', turn.conversationId, turn.turnId);
     await expect.poll(() => (existsSync(sandboxes) ? readdirSync(sandboxes) : []).includes(used), { timeout: 5000 }).toBe(false);
+    for (const controller of ['pids', 'memory'] as const) expect(sandboxCgroupDir(used, controller)).toBeUndefined();
     const health = await fetch(`${running.service.url}/healthz`);
     expect(health.status).toBe(200);
   });
