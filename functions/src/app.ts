@@ -85,7 +85,9 @@ export async function createClauderun(config: Config, overrides: Overrides = {})
     settings: config.warm,
     turnTimeoutSeconds: config.limits.turnTimeoutSeconds,
     runningSandboxes: config.quota.runningSandboxes,
-    startsPerMinute: config.quota.sandboxStartsPerMinute,
+    // The start limit stands for Cloud Run's runJob quota; locally there is none by default, and
+    // a warm turn's refill, made as the turn ends, could not use the start its admission counted.
+    startsPerMinute: launcher.sandboxesOutliveProcess ? config.quota.sandboxStartsPerMinute : Number.POSITIVE_INFINITY,
     log,
   });
   const lifecycle = new TurnLifecycle({

@@ -55,8 +55,8 @@ function warmContract(adapter: Adapter): void {
       const quota = { ...NO_LIMITS, sandboxStartsPerMinute: 2 };
       const started = await store.startTurn(turn('t1', { createdAt: ms(-1_000) }), { quota });
       expect(started).toEqual({ started: true });
-      expect(await store.addWarmSandbox(ready('w1'), 5, NOW, 2)).toEqual({ added: true });
-      const refused = await store.addWarmSandbox(ready('w2'), 5, NOW, 2);
+      expect(await store.addWarmSandbox(ready('w1'), 5, NOW, { startsPerMinute: 2 })).toEqual({ added: true });
+      const refused = await store.addWarmSandbox(ready('w2'), 5, NOW, { startsPerMinute: 2 });
       expect(refused).toMatchObject({ added: false, limitHit: { limit: 'sandbox_starts_per_minute', max: 2 } });
       // Nor may a turn start now: the warm one took the last start of the minute.
       await store.createConversation(conversation('c3'));
@@ -67,7 +67,24 @@ function warmContract(adapter: Adapter): void {
       // Uncounted (a start paid for by a claim), it is judged by the pool alone.
       expect(await store.addWarmSandbox(ready('w2'), 5, NOW)).toEqual({ added: true });
       // A minute on, the window has room again.
-      expect(await store.addWarmSandbox(ready('w3'), 5, new Date(NOW.getTime() + 61_000), 2)).toEqual({ added: true });
+      expect(await store.addWarmSandbox(ready('w3'), 5, new Date(NOW.getTime() + 61_000), { startsPerMinute: 2 })).toEqual({ added: true });
+    });
+
+    it('counts a start at the time it is made, whenever the idle ones are counted from', async () => {
+      const quota = { ...NO_LIMITS, sandboxStartsPerMinute: 3 };
+      await store.startTurn(turn('t1', { createdAt: ms(-1_000) }), { quota });
+      // Counted ahead (the pool renews sandboxes about to expire), the start itself is now's:
+      // the turn's start stays counted, and a minute on both are out of the window.
+      const ahead = new Date(NOW.getTime() + 90_000);
+      expect(await store.addWarmSandbox(ready('w1'), 5, NOW, { idleAt: ahead, startsPerMinute: 3 })).toEqual({ added: true });
+      expect(await store.addWarmSandbox(ready('w2'), 5, NOW, { idleAt: ahead, startsPerMinute: 3 })).toEqual({ added: true });
+      expect(await store.addWarmSandbox(ready('w3'), 5, NOW, { idleAt: ahead, startsPerMinute: 3 })).toMatchObject({ added: false, limitHit: {} });
+      const later = new Date(NOW.getTime() + 61_000);
+      expect(await store.addWarmSandbox(ready('w3'), 5, later, { idleAt: later, startsPerMinute: 3 })).toEqual({ added: true });
+      // Idle ones are judged at idleAt: one expiring before it does not count.
+      await store.addWarmSandbox(ready('expiring', { expiresAt: ms(30_000) }), 10, NOW);
+      expect(await store.addWarmSandbox(ready('w4'), 4, NOW)).toEqual({ added: false, poolFull: true });
+      expect(await store.addWarmSandbox(ready('w4'), 4, NOW, { idleAt: ahead })).toEqual({ added: true });
     });
 
     it('sets a ref and when the runner was seen; a removed one is gone', async () => {

@@ -158,11 +158,14 @@ export class TurnLifecycle {
    * request that started the turn waits for it (in parallel with its own launch), since an instance
    * may get no CPU once it has answered (cloud.google.com/run/docs/tips/general). Locally a sandbox
    * starting beside the turn takes CPU from it (bench: 1.11-1.20x a bare CLI run with the refill
-   * at the claim, 1.06x with it after the turn), so the pool is filled as the turn ends (finish).
+   * at the claim, 1.06x with it after the turn), so after a claim the pool is filled as the turn
+   * ends (finish); after a cold start at once, in the background.
    */
   private async refillPool(prepaid: number): Promise<void> {
-    if (!this.deps.launcher.sandboxesOutliveProcess) return;
-    await this.deps.warm?.fill(prepaid);
+    if (this.deps.launcher.sandboxesOutliveProcess) return this.deps.warm?.fill(prepaid);
+    // A turn that found none ready runs beside the pool's sandboxes: past the running cap the
+    // pool gives way now, not when some turn ends.
+    if (prepaid === 0) void this.deps.warm?.fill();
   }
 
   /**

@@ -120,7 +120,17 @@ export class WarmPool {
         resolve(answer);
       };
       const onHangUp = () => finish('wait');
-      const timer = setTimeout(() => finish(expiresInMs <= CLAIM_POLL_MS ? 'gone' : 'wait'), Math.min(CLAIM_POLL_MS, expiresInMs));
+      // At the end of the wait the record is read once more: a claim whose news the watch missed
+      // (a listener that failed) is answered now, not lost to a 'gone' at the sandbox's expiry.
+      const timer = setTimeout(
+        () => {
+          void store.getWarmSandbox(sandboxId).then(
+            (latest) => finish(latest?.turnId ? { turnId: latest.turnId } : latest === undefined || expiresInMs <= CLAIM_POLL_MS ? 'gone' : 'wait'),
+            () => finish('wait'),
+          );
+        },
+        Math.min(CLAIM_POLL_MS, expiresInMs),
+      );
       hungUp.addEventListener('abort', onHangUp);
       stop = store.watchWarmSandbox(sandboxId, (claimed) => finish(claimed?.turnId ? { turnId: claimed.turnId } : 'gone'));
     });
@@ -241,8 +251,8 @@ export class WarmPool {
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + settings.idleSeconds * 1000);
     const sandbox: WarmSandbox = { id, ref: null, createdAt: now.toISOString(), seenAt: null, expiresAt: expiresAt.toISOString(), turnId: null };
-    const counted = this.prepaid > 0 ? Number.POSITIVE_INFINITY : this.deps.startsPerMinute;
-    const added = await store.addWarmSandbox(sandbox, target, countFrom, counted);
+    const startsPerMinute = this.prepaid > 0 ? Number.POSITIVE_INFINITY : this.deps.startsPerMinute;
+    const added = await store.addWarmSandbox(sandbox, target, now, { idleAt: countFrom, startsPerMinute });
     if (!added.added) {
       if ('limitHit' in added) this.deps.log(`warm pool: no warm sandbox started now: ${added.limitHit.message}`);
       return false;

@@ -28,6 +28,13 @@ export type StartTurnResult =
 
 export type CreateConversationResult = { created: true } | { created: false; limitHit: LimitHit };
 
+export interface AddWarmSandboxOptions {
+  /** When the idle ones are counted (a sandbox expiring before it is not): the pool renews ahead. */
+  idleAt?: Date;
+  /** The service's sandbox starts per minute (Cloud Run's runJob quota); none by default. */
+  startsPerMinute?: number;
+}
+
 export type AddWarmSandboxResult = { added: true } | { added: false; poolFull: true } | { added: false; limitHit: LimitHit };
 
 export type AdmitResult = { admitted: true } | { admitted: false; limitHit: LimitHit };
@@ -132,12 +139,13 @@ export interface ConversationStore {
   /** Final turns whose sandbox may not be gone yet (holdsSandbox), everyone's or one user's. */
   listTurnsHoldingSandboxes(userId?: string): Promise<Turn[]>;
   /**
-   * Adds a warm sandbox unless `maxIdle` or more are idle at `now` already (domain/warm-sandbox.ts),
-   * or, with `startsPerMinute`, the service started that many sandboxes in the last minute (then
-   * the start is counted, as startTurn counts a turn's): the counts and the insert are one
-   * transaction, so instances filling the pool at once never pass either.
+   * Adds a warm sandbox unless `maxIdle` or more are idle at `options.idleAt` (default `now`:
+   * domain/warm-sandbox.ts), or, with `options.startsPerMinute`, the service started that many
+   * sandboxes in the minute before `now` (then the start is counted at `now`, as startTurn counts a
+   * turn's): the counts and the insert are one transaction, so instances filling the pool at once
+   * never pass either.
    */
-  addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute?: number): Promise<AddWarmSandboxResult>;
+  addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, options?: AddWarmSandboxOptions): Promise<AddWarmSandboxResult>;
   getWarmSandbox(id: string): Promise<WarmSandbox | undefined>;
   /** Sets its ref or when its runner was last seen; undefined when it is gone. */
   updateWarmSandbox(id: string, patch: WarmSandboxPatch): Promise<WarmSandbox | undefined>;

@@ -33,6 +33,7 @@ import { isFinal, UNFINISHED } from '../domain/turn-state.js';
 import { TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import { claimable, claimableInOrder, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
+  AddWarmSandboxOptions,
   AddWarmSandboxResult,
   AdmitResult,
   ConversationStore,
@@ -508,12 +509,13 @@ export class FirestoreConversationStore implements ConversationStore {
     return readable((await turns.where('holdsSandbox', '==', true).get()).docs, toTurn, named('turn'));
   }
 
-  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute = Number.POSITIVE_INFINITY): Promise<AddWarmSandboxResult> {
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, options: AddWarmSandboxOptions = {}): Promise<AddWarmSandboxResult> {
+    const { idleAt = now, startsPerMinute = Number.POSITIVE_INFINITY } = options;
     return this.transaction(async (tx): Promise<AddWarmSandboxResult> => {
       const limitsStarts = Number.isFinite(startsPerMinute);
       // All reads before the writes.
       const [pool, starts] = await Promise.all([tx.get(this.warm), limitsStarts ? tx.get(this.serviceStartsRef) : undefined]);
-      if (pool.docs.map(toWarmSandbox).filter((other) => idle(other, now)).length >= maxIdle) return { added: false, poolFull: true };
+      if (pool.docs.map(toWarmSandbox).filter((other) => idle(other, idleAt)).length >= maxIdle) return { added: false, poolFull: true };
       if (limitsStarts) {
         const start = admitSandboxStart(starts?.exists ? RecentStarts.parse(starts.get('starts')) : [], startsPerMinute, now);
         if (!start.admitted) return { added: false, limitHit: start.hit };

@@ -22,6 +22,7 @@ import { FINAL_STATUSES } from '../domain/turn-state.js';
 import { addUsage, TurnRecord, type Turn, type TurnPatch } from '../domain/turn.js';
 import { firstClaimable, idle, WarmSandboxRecord, type WarmSandbox, type WarmSandboxPatch } from '../domain/warm-sandbox.js';
 import type {
+  AddWarmSandboxOptions,
   AddWarmSandboxResult,
   AdmitResult,
   ConversationStore,
@@ -505,9 +506,10 @@ export class SqliteConversationStore implements ConversationStore {
     return readable(rows, toTurn, turnNamed);
   }
 
-  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, startsPerMinute = Number.POSITIVE_INFINITY): Promise<AddWarmSandboxResult> {
+  async addWarmSandbox(sandbox: WarmSandbox, maxIdle: number, now: Date, options: AddWarmSandboxOptions = {}): Promise<AddWarmSandboxResult> {
+    const { idleAt = now, startsPerMinute = Number.POSITIVE_INFINITY } = options;
     return this.transaction((): AddWarmSandboxResult => {
-      if (this.warmSandboxes().filter((other) => idle(other, now)).length >= maxIdle) return { added: false, poolFull: true };
+      if (this.warmSandboxes().filter((other) => idle(other, idleAt)).length >= maxIdle) return { added: false, poolFull: true };
       if (Number.isFinite(startsPerMinute)) {
         const start = admitSandboxStart(this.serviceStarts(), startsPerMinute, now);
         if (!start.admitted) return { added: false, limitHit: start.hit };
