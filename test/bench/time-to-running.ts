@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULT_LIMITS } from '../../functions/src/config.js';
 import { idle } from '../../functions/src/domain/warm-sandbox.js';
+import { RUNNER_CONCURRENCY, RUNNER_MEMORY_MIB } from '../../infra/function-roles.js';
 import { openFirestore } from '../../functions/src/store/firestore-client.js';
 import { FirestoreConversationStore } from '../../functions/src/store/firestore.js';
 import type { FakeAnthropic } from '../fixtures/fake-anthropic.js';
@@ -49,7 +51,37 @@ export async function timeToRunning(fake: FakeAnthropic, runs: number): Promise<
   const w = summarize(warm.times);
   line('time to running', `cold${ms(c.median)}, warm${ms(w.median)}  (medians; p90 cold${ms(c.p90)}, warm${ms(w.p90)})`);
   line('target', `warm under ${WARM_TARGET_MS / 1000} s: ${w.median < WARM_TARGET_MS ? 'MET' : 'NOT MET'}`);
+  line('warm idle, cloud', warmIdleCostInTheCloud());
   return cold.correct && warm.correct;
+}
+
+/**
+ * Tier 1 list prices (cloud.google.com/run/pricing): jobs' CPU as read there; jobs' memory as
+ * third parties quote the page (not seen on it); request-based services' CPU and memory (the
+ * runner function holding the warm sandboxes' long polls) as the page read. Estimates, not bills.
+ */
+const JOB_CPU_PER_SECOND = 0.000018;
+const JOB_GIB_PER_SECOND = 0.000002;
+const FUNCTION_CPU_PER_SECOND = 0.000024;
+const FUNCTION_GIB_PER_SECOND = 0.0000025;
+/** The runner function's size (infra/function-roles.ts) and the waiting polls one instance holds at Cloud Run's 60% target of its 28. */
+const RUNNER_CPUS = 1;
+const RUNNER_GIB = RUNNER_MEMORY_MIB / 1024;
+const POLLS_PER_RUNNER_INSTANCE = Math.floor(RUNNER_CONCURRENCY * 0.6);
+/** A pool renews a warm sandbox up to 90 s before it expires, at the default 300 s idle time. */
+const RENEWAL_OVERLAP = 1 + 90 / DEFAULT_LIMITS.CLAUDERUN_WARM_SANDBOX_IDLE_SECONDS;
+
+/** What one warm sandbox of the default size costs an hour while it waits, at list prices. */
+function warmIdleCostInTheCloud(): string {
+  const cpus = DEFAULT_LIMITS.CLAUDERUN_SANDBOX_CPUS;
+  const gib = DEFAULT_LIMITS.CLAUDERUN_SANDBOX_MEMORY_MB / 1024;
+  const execution = (cpus * JOB_CPU_PER_SECOND + gib * JOB_GIB_PER_SECOND) * 3600;
+  const runner = (RUNNER_CPUS * FUNCTION_CPU_PER_SECOND + RUNNER_GIB * FUNCTION_GIB_PER_SECOND) * 3600;
+  const dollars = (n: number) => `$${n.toFixed(3)}`;
+  return (
+    `${dollars(execution)}/h per execution (${cpus} vCPU, ${gib} GiB), ${dollars(execution * RENEWAL_OVERLAP)}/h with renewals; ` +
+    `the runner instance holding up to ${POLLS_PER_RUNNER_INSTANCE} of their polls ${dollars(runner)}/h (estimates at Tier 1 list prices)`
+  );
 }
 
 async function inSimulation<T>(fake: FakeAnthropic, warmSandboxes: string, work: (sim: Simulation) => Promise<T>): Promise<T> {
