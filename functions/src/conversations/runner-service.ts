@@ -84,15 +84,20 @@ export class RunnerService {
   }
 
   async beginRun(claims: Pick<TurnClaims, 'turnId'>): Promise<RunnerTurn> {
+    return this.runnerTurn(await this.startRunning(claims.turnId));
+  }
+
+  /** The turn, moved to `running` unless it is there already; refused once it is final. */
+  private async startRunning(turnId: string): Promise<Turn> {
     const turn =
       (await this.deps.store.updateTurn(
-        claims.turnId,
+        turnId,
         statesBefore('running'),
         { status: 'running', startedAt: new Date().toISOString() },
         { events: statusEvents },
-      )) ?? unfinished(await this.deps.store.getTurn(claims.turnId));
+      )) ?? unfinished(await this.deps.store.getTurn(turnId));
     if (turn.status !== 'running') throw new ServiceError('conflict', `the turn is ${turn.status}`);
-    return this.runnerTurn(turn);
+    return turn;
   }
 
   /**
@@ -106,17 +111,15 @@ export class RunnerService {
       throw new ServiceError('unauthenticated', 'invalid or expired pool token');
     const answer = await warm.awaitClaim(sandboxId, hungUp);
     if (typeof answer === 'string') return { claim: answer };
-    const turn = await this.deps.store.getTurn(answer.turnId);
-    if (turn === undefined || isFinal(turn.status)) return { claim: 'gone' };
-    let runnerTurn: RunnerTurn;
+    let turn: Turn;
     try {
-      runnerTurn = await this.beginRun({ turnId: turn.id });
+      turn = await this.startRunning(answer.turnId);
     } catch (error) {
-      // Ended meanwhile (cancelled, say): this sandbox gets no turn.
+      // Gone or ended meanwhile (cancelled, say): this sandbox gets no turn.
       if (error instanceof ServiceError && (error.code === 'unauthenticated' || error.code === 'conflict')) return { claim: 'gone' };
       throw error;
     }
-    return { claim: 'turn', turnToken: this.lifecycle.tokenFor(turn), turn: runnerTurn };
+    return { claim: 'turn', turnToken: this.lifecycle.tokenFor(turn), turn: await this.runnerTurn(turn) };
   }
 
   private async runnerTurn(turn: Turn): Promise<RunnerTurn> {
